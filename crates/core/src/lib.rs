@@ -1,0 +1,19 @@
+//! The normalized KYC model shared by every part of kyc-gateway.
+//!
+//! This crate knows no HTTP server, no database and no provider by name. Adapters turn a provider's
+//! wire format into these types; the gateway stores and serves them. Keeping them here is what lets a
+//! third provider be one new adapter crate.
+
+pub mod model;
+pub mod personal;
+pub mod provider;
+
+pub use model::{
+    CheckOutcome, Checks, Decision, Identity, Reason, Scores, Status, Subject, SubjectStanding,
+    Verification,
+};
+pub use personal::Personal;
+pub use provider::{
+    CreateRequest, IncomingWebhook, Provider, ProviderError, ProviderStanding, ProviderVerification,
+    WebhookError,
+};

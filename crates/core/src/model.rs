@@ -1,0 +1,347 @@
+//! The normalized verification model: what callers see, whatever the provider.
+
+use crate::personal::Personal;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// Where a verification stands. The same eight values for every provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Created; the person has not started.
+    Pending,
+    /// The person is going through the flow.
+    InProgress,
+    /// Finished by the person, waiting for a manual decision at the provider.
+    InReview,
+    /// Identity confirmed. Final.
+    Approved,
+    /// Identity not confirmed. Final.
+    Rejected,
+    /// The link expired before the person finished. Final.
+    Expired,
+    /// The person started and gave up. Final.
+    Abandoned,
+    /// Cancelled by the caller or the provider. Final.
+    Cancelled,
+}
+
+impl Status {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Status; 8] = [
+        Status::Pending,
+        Status::InProgress,
+        Status::InReview,
+        Status::Approved,
+        Status::Rejected,
+        Status::Expired,
+        Status::Abandoned,
+        Status::Cancelled,
+    ];
+
+    /// A final status never changes again, whatever arrives later.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Status::Approved
+                | Status::Rejected
+                | Status::Expired
+                | Status::Abandoned
+                | Status::Cancelled
+        )
+    }
+
+    /// The wire name (`in_progress`), also used as the stored value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::InProgress => "in_progress",
+            Status::InReview => "in_review",
+            Status::Approved => "approved",
+            Status::Rejected => "rejected",
+            Status::Expired => "expired",
+            Status::Abandoned => "abandoned",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the wire name; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether moving from `self` to `next` is allowed: never out of a final status, never back
+    /// from a later non-final stage to an earlier one (a late `in_progress` after `in_review`).
+    pub fn may_become(self, next: Status) -> bool {
+        if self.is_final() {
+            return false;
+        }
+        if next.is_final() {
+            return true;
+        }
+        Self::stage(next) >= Self::stage(self)
+    }
+
+    fn stage(self) -> u8 {
+        match self {
+            Status::Pending => 0,
+            Status::InProgress => 1,
+            Status::InReview => 2,
+            _ => 3,
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a verification is where it is, in our words and the provider's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Reason {
+    /// Our stable code, e.g. `document_rejected`, `link_expired`, `provider_step`.
+    pub code: String,
+    /// The provider's own code (BeTrust step / issue_description, gu1 status), kept verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_code: Option<String>,
+    /// A short human explanation. Never carries personal data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The outcome of one check within a verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckOutcome {
+    /// The check passed.
+    Pass,
+    /// The check failed.
+    Fail,
+    /// The check needs a person to look at it.
+    Review,
+    /// Not run, not reported, or not yet known.
+    #[default]
+    Unknown,
+}
+
+/// Provider scores on a 0-100 scale, where the provider reports them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Scores {
+    /// Document authenticity or identity-verification score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<f64>,
+    /// Liveness score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<f64>,
+    /// Selfie-to-document face match score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_match: Option<f64>,
+}
+
+/// Per-check outcomes and scores: what the provider decided, without any personal data.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Decision {
+    /// Document authenticity.
+    pub document: CheckOutcome,
+    /// Liveness of the person in front of the camera.
+    pub liveness: CheckOutcome,
+    /// Face on the document matches the selfie.
+    pub face_match: CheckOutcome,
+    /// Sanctions / PEP screening.
+    pub aml: CheckOutcome,
+    /// Scores, 0-100.
+    #[serde(default)]
+    pub scores: Scores,
+}
+
+/// Which checks the caller asks for. Providers that cannot switch a check off ignore it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Checks {
+    /// Document capture and authenticity.
+    pub document: bool,
+    /// Liveness.
+    pub liveness: bool,
+    /// Face match between selfie and document.
+    pub face_match: bool,
+    /// Sanctions / PEP screening.
+    pub aml: bool,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Self {
+            document: true,
+            liveness: true,
+            face_match: true,
+            aml: false,
+        }
+    }
+}
+
+/// The person to verify, as the caller describes them.
+///
+/// Only `id` and `country` are kept by the gateway; the personal fields go to the provider and are
+/// forgotten.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Subject {
+    /// The caller's id for the person. Not personal data by contract: use an opaque id.
+    pub id: String,
+    /// ISO 3166-1 alpha-2 country code (`CL`, `AR`).
+    pub country: String,
+    /// National id (RUT, DNI, CUIT...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub national_id: Option<Personal<String>>,
+    /// Given name(s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub first_name: Option<Personal<String>>,
+    /// Family name(s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub last_name: Option<Personal<String>>,
+    /// Birth date, `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Date)]
+    pub date_of_birth: Option<Personal<NaiveDate>>,
+    /// Email address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Personal<String>>,
+    /// Phone number, E.164.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub phone: Option<Personal<String>>,
+    /// The person's ids at providers, by provider instance name (e.g. an existing gu1 entity id).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub provider_refs: BTreeMap<String, String>,
+}
+
+/// Document data extracted by the provider. Read live and handed to the caller; never stored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Identity {
+    /// Given name(s) as on the document.
+    #[schema(value_type = Option<String>)]
+    pub first_name: Option<Personal<String>>,
+    /// Family name(s) as on the document.
+    #[schema(value_type = Option<String>)]
+    pub last_name: Option<Personal<String>>,
+    /// Birth date, ISO `YYYY-MM-DD`.
+    #[schema(value_type = Option<String>, format = Date)]
+    pub date_of_birth: Option<Personal<NaiveDate>>,
+    /// National id.
+    #[schema(value_type = Option<String>)]
+    pub national_id: Option<Personal<String>>,
+    /// Document number.
+    #[schema(value_type = Option<String>)]
+    pub document_number: Option<Personal<String>>,
+    /// Document type as the provider names it (`Identity Card`, `passport`).
+    pub document_type: Option<String>,
+    /// Nationality, as the provider reports it.
+    #[schema(value_type = Option<String>)]
+    pub nationality: Option<Personal<String>>,
+    /// The provider's identity-verification score, 0-100.
+    pub score: Option<f64>,
+}
+
+/// A verification as callers see it: the gateway's record of one attempt at one provider.
+///
+/// It holds no name, national id, birth date or document number: those stay at the provider and are
+/// read live through the identity endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Verification {
+    /// The gateway's id, `ver_` + ULID.
+    #[schema(example = "ver_01JD5Z8K3W6Q2B7N4R9T0V1X2Y")]
+    pub id: String,
+    /// The caller's reference: unique per tenant, the idempotency key of create.
+    pub reference: String,
+    /// The caller's subject id.
+    pub subject_id: String,
+    /// The provider instance that runs it (a name from the policy, e.g. `betrust-cl`).
+    pub provider: String,
+    /// The provider's id for it (BeTrust transaction uuid, gu1 validation id).
+    pub provider_reference: String,
+    /// Where it stands.
+    pub status: Status,
+    /// Why, when the provider says.
+    pub reason: Option<Reason>,
+    /// The link to hand to the person.
+    pub verification_url: Option<String>,
+    /// When the link stops working.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Per-check outcomes and scores, once known.
+    pub decision: Option<Decision>,
+    /// When the gateway accepted it.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When it reached a final status.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A subject's KYC standing: is this person verified right now?
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SubjectStanding {
+    /// The caller's subject id.
+    pub subject_id: String,
+    /// Whether the subject holds an approved, unexpired verification.
+    pub verified: bool,
+    /// The subject's latest verification, if any.
+    pub current: Option<Verification>,
+    /// When the approval was given.
+    pub verified_at: Option<DateTime<Utc>>,
+    /// When the approval stops counting.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Whether the subject must be verified again.
+    pub needs_reverification: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_statuses_never_change() {
+        for from in Status::ALL.into_iter().filter(|s| s.is_final()) {
+            for to in Status::ALL {
+                assert!(!from.may_become(to), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn stages_only_move_forward() {
+        assert!(Status::Pending.may_become(Status::InProgress));
+        assert!(Status::InProgress.may_become(Status::InReview));
+        assert!(Status::InReview.may_become(Status::Approved));
+        assert!(!Status::InReview.may_become(Status::InProgress));
+        assert!(!Status::InProgress.may_become(Status::Pending));
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for s in Status::ALL {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+
+    #[test]
+    fn subject_debug_hides_personal_fields() {
+        let s: Subject = serde_json::from_value(serde_json::json!({
+            "id": "cus_1", "country": "CL", "national_id": "11111111-1",
+            "first_name": "Juan", "date_of_birth": "1990-05-20"
+        }))
+        .unwrap();
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("11111111"));
+        assert!(!printed.contains("Juan"));
+        assert!(!printed.contains("1990"));
+    }
+}

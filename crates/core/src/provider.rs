@@ -1,0 +1,173 @@
+//! The contract between the gateway and a provider adapter.
+//!
+//! An adapter turns these calls into its provider's HTTP API and the answers back into the normalized
+//! model. It keeps no per-subject state: whatever the provider needs remembered between calls (a gu1
+//! entity id) travels in [`CreateRequest::subject_ref`] and [`ProviderVerification::subject_ref`], and
+//! the gateway stores it.
+
+use crate::model::{Checks, Decision, Identity, Reason, Status, Subject};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+/// What the gateway asks a provider to start.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    /// A stable id for this attempt, the same on every retry of the same caller request: adapters use
+    /// it as the provider-side idempotency key (BeTrust `transaction_id`).
+    pub idempotency_key: String,
+    /// The caller's reference, passed along as metadata where the provider keeps some.
+    pub reference: String,
+    /// The person to verify.
+    pub subject: Subject,
+    /// The checks asked for.
+    pub checks: Checks,
+    /// Where the provider sends the person after the flow.
+    pub redirect_url: Option<String>,
+    /// Where the provider posts status changes (the gateway's `/hooks/...` URL).
+    pub webhook_url: Option<String>,
+    /// The provider's id for the subject, remembered from an earlier call or given by the caller.
+    pub subject_ref: Option<String>,
+}
+
+/// A provider's view of one verification, already normalized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderVerification {
+    /// The provider's id for the verification.
+    pub provider_reference: String,
+    /// The normalized status.
+    pub status: Status,
+    /// Why, in our code and the provider's.
+    pub reason: Option<Reason>,
+    /// The link to hand to the person.
+    pub verification_url: Option<String>,
+    /// When the link expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Per-check outcomes and scores.
+    pub decision: Option<Decision>,
+    /// The provider's id for the subject (gu1 entity id), for the gateway to remember.
+    pub subject_ref: Option<String>,
+}
+
+/// A provider's own view of a subject's standing, where it keeps one (gu1 does; BeTrust does not).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderStanding {
+    /// The provider considers the subject verified.
+    pub verified: bool,
+    /// When the last approval was given.
+    pub verified_at: Option<DateTime<Utc>>,
+    /// When the approval stops counting.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The provider asks for a new verification.
+    pub needs_reverification: bool,
+}
+
+/// Why a provider call failed, in terms the gateway can answer with. Messages never hold personal
+/// data or a provider's raw body.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider could not be reached or did not answer in time, answered 5xx or 429: try later
+    /// or elsewhere.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    /// The provider answered something we cannot read.
+    #[error("provider answered an unreadable response: {0}")]
+    BadResponse(String),
+    /// The provider refused the request (a 4xx with a business code).
+    #[error("provider rejected the request ({code}): {message}")]
+    Rejected {
+        /// The provider's error code, verbatim.
+        code: String,
+        /// Our explanation.
+        message: String,
+    },
+    /// The provider does not know this verification.
+    #[error("provider has no such verification")]
+    NotFound,
+    /// The subject already exists at the provider and we do not know its id there.
+    #[error("subject conflict: {0}")]
+    SubjectConflict(String),
+    /// The gateway's credentials for this provider are not accepted.
+    #[error("provider refused our credentials")]
+    Unauthorized,
+    /// This provider has no such operation.
+    #[error("the provider does not support {0}")]
+    Unsupported(&'static str),
+}
+
+impl ProviderError {
+    /// Whether another provider could take the request instead (circuit open, connect error, 5xx).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ProviderError::Unavailable(_))
+    }
+}
+
+/// An incoming provider webhook, as received: header names lower-cased, the body untouched (a
+/// signature covers the raw bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct IncomingWebhook<'a> {
+    /// Request headers, names lower-cased.
+    pub headers: &'a [(String, String)],
+    /// The raw body.
+    pub body: &'a [u8],
+}
+
+impl IncomingWebhook<'_> {
+    /// The first value of a header, by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why an incoming webhook was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WebhookError {
+    /// The signature is missing or does not match.
+    #[error("webhook signature missing or invalid")]
+    BadSignature,
+    /// The body cannot be read as this provider's webhook.
+    #[error("webhook body unreadable: {0}")]
+    BadBody(String),
+}
+
+/// One provider instance, as the gateway uses it. Implemented once per adapter crate.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The adapter kind as written in the policy (`betrust`, `gu1`).
+    fn kind(&self) -> &'static str;
+
+    /// Starts a verification. Retrying with the same [`CreateRequest::idempotency_key`] must not
+    /// start a second one where the provider offers a way to prevent it.
+    async fn create(&self, request: &CreateRequest) -> Result<ProviderVerification, ProviderError>;
+
+    /// Reads a verification as the provider holds it now.
+    async fn get(&self, provider_reference: &str) -> Result<ProviderVerification, ProviderError>;
+
+    /// Asks the provider to bring its view up to date, then reads it (gu1 sync). Defaults to `get`.
+    async fn refresh(&self, provider_reference: &str) -> Result<ProviderVerification, ProviderError> {
+        self.get(provider_reference).await
+    }
+
+    /// The document data the provider extracted.
+    async fn identity(&self, provider_reference: &str) -> Result<Identity, ProviderError>;
+
+    /// The provider's view of a subject, given the provider's id for it. `Ok(None)` where the
+    /// provider keeps no such view.
+    async fn subject_standing(
+        &self,
+        _subject_ref: &str,
+    ) -> Result<Option<ProviderStanding>, ProviderError> {
+        Ok(None)
+    }
+
+    /// Checks an incoming webhook (its signature, where the provider signs) and names the
+    /// verification it concerns. Its status is not trusted: the gateway re-reads the provider.
+    fn verify_webhook(&self, webhook: IncomingWebhook<'_>) -> Result<String, WebhookError>;
+
+    /// Cancels a verification where the provider allows it.
+    async fn cancel(&self, _provider_reference: &str) -> Result<ProviderVerification, ProviderError> {
+        Err(ProviderError::Unsupported("cancel"))
+    }
+}
