@@ -277,6 +277,9 @@ pub struct Verification {
     pub expires_at: Option<DateTime<Utc>>,
     /// Per-check outcomes and scores, once known.
     pub decision: Option<Decision>,
+    /// The caller's own small JSON object, stored and returned as given (keep personal data out).
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// When the gateway accepted it.
     pub created_at: DateTime<Utc>,
     /// Last change.

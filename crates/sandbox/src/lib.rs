@@ -1,1 +1,627 @@
-//! stub
+//! In-process simulators of the BeTrust and gu1 identity-verification APIs.
+//!
+//! Each simulator is a real HTTP server on `127.0.0.1:0`, so adapters, the gateway's first run,
+//! tests and benchmarks talk to it exactly as they would talk to the provider: same paths, same
+//! bodies, same auth, same error shapes. A simulator can be told how a verification ends
+//! ([`BetrustSim::finish`], [`Gu1Sim::finish`], or the HTML page a person opens in a browser), and
+//! can inject faults ([`FaultRule`]) into its provider API routes.
+//!
+//! Control surface shared by both simulators (never faulted):
+//! - `POST /_sandbox/finish/{id}` with a form field or JSON `outcome`;
+//! - `POST /_sandbox/faults` with JSON `{"path_contains", "status" | "latency_ms" | "malformed" |
+//!   "hang", "times"}` and `DELETE /_sandbox/faults`.
+//!
+//! Dropping a simulator stops its server.
+//!
+//! ```
+//! use kyc_sandbox::{Fault, FaultRule, Gu1Sim, Gu1SimConfig, Outcome};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let gu1 = Gu1Sim::start(Gu1SimConfig::default()).await?;
+//! // Point a gu1 client at `gu1.base_url()` with the API key "gk_sandbox_key".
+//! gu1.inject(FaultRule::once(Fault::Status(503)).on_path("/api/kyc/validations"));
+//! assert!(gu1.base_url().starts_with("http://127.0.0.1:"));
+//! # let _ = Outcome::Approved;
+//! # Ok(())
+//! # }
+//! ```
+
+mod betrust;
+mod gu1;
+mod pages;
+
+pub use betrust::{BetrustSim, BetrustSimConfig};
+pub use gu1::{Gu1Sim, Gu1SimConfig};
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{FromRequest, Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{Html, IntoResponse, Response},
+    routing::post,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::{
+    fmt,
+    str::FromStr,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+/// How a simulated verification ends (or where it stands), as told by a test or by the person on
+/// the sandbox page. Each simulator turns it into its provider's own state fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The person is going through the flow.
+    InProgress,
+    /// The person finished; a manual review is pending at the provider.
+    InReview,
+    /// Identity confirmed.
+    Approved,
+    /// Identity not confirmed.
+    Rejected,
+    /// The link expired before the person finished.
+    Expired,
+    /// The person started and gave up.
+    Abandoned,
+    /// Cancelled at the provider.
+    Cancelled,
+}
+
+impl Outcome {
+    /// Every outcome, for pages and parsers.
+    pub const ALL: [Outcome; 7] = [
+        Outcome::InProgress,
+        Outcome::InReview,
+        Outcome::Approved,
+        Outcome::Rejected,
+        Outcome::Expired,
+        Outcome::Abandoned,
+        Outcome::Cancelled,
+    ];
+
+    /// The snake_case wire name (`"in_review"`), the same as gu1's status value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::InProgress => "in_progress",
+            Outcome::InReview => "in_review",
+            Outcome::Approved => "approved",
+            Outcome::Rejected => "rejected",
+            Outcome::Expired => "expired",
+            Outcome::Abandoned => "abandoned",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = SandboxError;
+
+    /// Parses the snake_case name (`"approved"`), ignoring case and surrounding spaces.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        Outcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == wanted)
+            .ok_or_else(|| SandboxError::UnknownOutcome(s.chars().take(40).collect()))
+    }
+}
+
+/// Errors of the simulators' Rust control API.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SandboxError {
+    /// No transaction or validation has that id.
+    #[error("no such verification in the sandbox")]
+    NotFound,
+    /// The text is not one of the [`Outcome`] names.
+    #[error(
+        "unknown outcome {0:?}; expected one of in_progress, in_review, approved, rejected, expired, abandoned, cancelled"
+    )]
+    UnknownOutcome(String),
+}
+
+/// A misbehaviour the simulator shows on its provider API routes, so clients' error handling can
+/// be tested against real HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer this HTTP status with a JSON error body (429 also sets `Retry-After: 1`).
+    Status(u16),
+    /// Wait this long, then answer normally.
+    Latency(Duration),
+    /// Answer 200 with a body that is not JSON.
+    Malformed,
+    /// Never answer (until the simulator is dropped), for client timeouts.
+    Hang,
+}
+
+/// Which requests get a [`Fault`], and how many times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultRule {
+    /// Applies only to API paths containing this text; `None` applies to every API route.
+    pub path_contains: Option<String>,
+    /// What to do to a matching request.
+    pub fault: Fault,
+    /// How many requests it applies to; `None` keeps it until the faults are cleared.
+    pub times: Option<u32>,
+}
+
+impl FaultRule {
+    /// A rule for every API request until cleared.
+    pub fn always(fault: Fault) -> Self {
+        FaultRule {
+            path_contains: None,
+            fault,
+            times: None,
+        }
+    }
+
+    /// A rule for the next matching API request only.
+    pub fn once(fault: Fault) -> Self {
+        FaultRule {
+            path_contains: None,
+            fault,
+            times: Some(1),
+        }
+    }
+
+    /// Restricts the rule to API paths containing `path_contains` (e.g. `"/transactions"`).
+    pub fn on_path(mut self, path_contains: impl Into<String>) -> Self {
+        self.path_contains = Some(path_contains.into());
+        self
+    }
+
+    /// Makes the rule apply to the next `n` matching requests.
+    pub fn times(mut self, n: u32) -> Self {
+        self.times = Some(n);
+        self
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        self.times != Some(0)
+            && self
+                .path_contains
+                .as_deref()
+                .is_none_or(|needle| path.contains(needle))
+    }
+}
+
+/// Locks a std mutex, recovering the data if a panicking test thread poisoned it.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Now, in the RFC 3339 form both providers use (`2025-01-15T10:30:00.123Z`).
+pub(crate) fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// What the API routes of one simulator have seen, and the faults they must show.
+#[derive(Clone)]
+pub(crate) struct ApiTraffic {
+    inner: Arc<Mutex<TrafficState>>,
+    /// Changes (closes) when the simulator is dropped, to end hanging requests.
+    shutdown: watch::Receiver<()>,
+}
+
+#[derive(Default)]
+struct TrafficState {
+    rules: Vec<FaultRule>,
+    paths_seen: Vec<String>,
+}
+
+impl ApiTraffic {
+    pub(crate) fn new(shutdown: watch::Receiver<()>) -> Self {
+        ApiTraffic {
+            inner: Arc::default(),
+            shutdown,
+        }
+    }
+
+    pub(crate) fn inject(&self, rule: FaultRule) {
+        lock(&self.inner).rules.push(rule);
+    }
+
+    pub(crate) fn clear_faults(&self) {
+        lock(&self.inner).rules.clear();
+    }
+
+    pub(crate) fn requests_seen(&self, path_contains: &str) -> usize {
+        lock(&self.inner)
+            .paths_seen
+            .iter()
+            .filter(|p| p.contains(path_contains))
+            .count()
+    }
+
+    /// Records the request and picks the fault to apply, using up one of its times.
+    fn take_fault(&self, path: &str) -> Option<Fault> {
+        let mut state = lock(&self.inner);
+        state.paths_seen.push(path.to_owned());
+        let index = state.rules.iter().position(|r| r.matches(path))?;
+        let rule = &mut state.rules[index];
+        let fault = rule.fault.clone();
+        if let Some(left) = rule.times.as_mut() {
+            *left -= 1;
+            if *left == 0 {
+                state.rules.remove(index);
+            }
+        }
+        Some(fault)
+    }
+}
+
+/// Middleware on the provider API routes: counts requests and applies injected faults.
+pub(crate) async fn fault_middleware(
+    State(traffic): State<ApiTraffic>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let Some(fault) = traffic.take_fault(&path) else {
+        return next.run(request).await;
+    };
+    tracing::debug!(path = %path, fault = ?fault, "sandbox: injecting fault");
+    match fault {
+        Fault::Status(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = json!({
+                "code": status.as_u16(),
+                "resource": "Sandbox",
+                "data": null,
+                "error": "SANDBOX_FAULT",
+                "message": format!("Injected fault: HTTP {}", status.as_u16()),
+            });
+            let mut response = (status, Json(body)).into_response();
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            response
+        }
+        Fault::Latency(delay) => {
+            tokio::time::sleep(delay).await;
+            next.run(request).await
+        }
+        Fault::Malformed => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("<html>oops"))
+            .unwrap_or_else(|_| StatusCode::OK.into_response()),
+        Fault::Hang => {
+            let mut shutdown = traffic.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = shutdown.changed() => {}
+            }
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+    }
+}
+
+/// Body of `POST /_sandbox/faults`: exactly one of `status`, `latency_ms`, `malformed`, `hang`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultRequest {
+    path_contains: Option<String>,
+    status: Option<u16>,
+    latency_ms: Option<u64>,
+    malformed: Option<bool>,
+    hang: Option<bool>,
+    times: Option<u32>,
+}
+
+impl FaultRequest {
+    fn into_rule(self) -> Result<FaultRule, &'static str> {
+        let mut faults = Vec::new();
+        if let Some(code) = self.status {
+            if StatusCode::from_u16(code).is_err() {
+                return Err("status must be an HTTP status code");
+            }
+            faults.push(Fault::Status(code));
+        }
+        if let Some(ms) = self.latency_ms {
+            faults.push(Fault::Latency(Duration::from_millis(ms)));
+        }
+        if self.malformed == Some(true) {
+            faults.push(Fault::Malformed);
+        }
+        if self.hang == Some(true) {
+            faults.push(Fault::Hang);
+        }
+        if faults.len() != 1 {
+            return Err("give exactly one of status, latency_ms, malformed:true, hang:true");
+        }
+        Ok(FaultRule {
+            path_contains: self.path_contains,
+            fault: faults.remove(0),
+            times: self.times,
+        })
+    }
+}
+
+async fn inject_fault_route(State(traffic): State<ApiTraffic>, request: Request) -> Response {
+    let Json(body) = match Json::<FaultRequest>::from_request(request, &()).await {
+        Ok(body) => body,
+        Err(rejection) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "INVALID_FAULT", "message": rejection.body_text()})),
+            )
+                .into_response();
+        }
+    };
+    match body.into_rule() {
+        Ok(rule) => {
+            traffic.inject(rule);
+            (StatusCode::OK, Json(json!({"ok": true}))).into_response()
+        }
+        Err(message) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "INVALID_FAULT", "message": message})),
+        )
+            .into_response(),
+    }
+}
+
+async fn clear_faults_route(State(traffic): State<ApiTraffic>) -> Response {
+    traffic.clear_faults();
+    (StatusCode::OK, Json(json!({"ok": true}))).into_response()
+}
+
+/// The `/_sandbox/faults` routes, shared by both simulators.
+pub(crate) fn fault_control_routes(traffic: ApiTraffic) -> Router {
+    Router::new()
+        .route(
+            "/_sandbox/faults",
+            post(inject_fault_route).delete(clear_faults_route),
+        )
+        .with_state(traffic)
+}
+
+/// Body of `POST /_sandbox/finish/{id}`, as a form or JSON. `name`/`last_name` let BeTrust's
+/// credential_information answer with chosen names.
+#[derive(Deserialize)]
+pub(crate) struct FinishRequest {
+    pub(crate) outcome: String,
+    pub(crate) name: Option<String>,
+    pub(crate) last_name: Option<String>,
+}
+
+/// Whether a finish request came from an HTML form (answer HTML) or from code (answer JSON).
+pub(crate) enum FinishFrom {
+    Form,
+    Json,
+}
+
+/// Reads a finish request sent as JSON or as a urlencoded form.
+pub(crate) async fn read_finish_request(
+    request: Request,
+) -> Result<(FinishRequest, FinishFrom), Response> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        Json::<FinishRequest>::from_request(request, &())
+            .await
+            .map(|Json(body)| (body, FinishFrom::Json))
+            .map_err(|rejection| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": "INVALID_REQUEST", "message": rejection.body_text()})),
+                )
+                    .into_response()
+            })
+    } else {
+        axum::Form::<FinishRequest>::from_request(request, &())
+            .await
+            .map(|axum::Form(body)| (body, FinishFrom::Form))
+            .map_err(|_| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    Html(pages::message_page(
+                        "Bad request",
+                        "The form needs an outcome field.",
+                    )),
+                )
+                    .into_response()
+            })
+    }
+}
+
+/// Answers a finish request in the form it came in.
+pub(crate) fn finish_response(
+    from: FinishFrom,
+    id: &str,
+    result: Result<Outcome, SandboxError>,
+) -> Response {
+    match (from, result) {
+        (FinishFrom::Form, Ok(outcome)) => Html(pages::done_page(outcome)).into_response(),
+        (FinishFrom::Json, Ok(outcome)) => {
+            Json(json!({"id": id, "outcome": outcome})).into_response()
+        }
+        (FinishFrom::Form, Err(SandboxError::NotFound)) => (
+            StatusCode::NOT_FOUND,
+            Html(pages::message_page(
+                "Not found",
+                "No verification has this id in the sandbox.",
+            )),
+        )
+            .into_response(),
+        (FinishFrom::Json, Err(SandboxError::NotFound)) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "NOT_FOUND", "message": "No verification has this id"})),
+        )
+            .into_response(),
+        (FinishFrom::Form, Err(err)) => (
+            StatusCode::BAD_REQUEST,
+            Html(pages::message_page("Bad request", &err.to_string())),
+        )
+            .into_response(),
+        (FinishFrom::Json, Err(err)) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "INVALID_OUTCOME", "message": err.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// POSTs a webhook body and waits for the attempt; failures are logged without body or URL (the
+/// URL may carry the receiver's secret token).
+pub(crate) async fn deliver_webhook(
+    http: &reqwest::Client,
+    provider: &'static str,
+    verification_id: &str,
+    url: &str,
+    body: Vec<u8>,
+    signature: Option<String>,
+) {
+    let mut request = http
+        .post(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body);
+    if let Some(signature) = signature {
+        request = request.header("X-Webhook-Signature", signature);
+    }
+    match request.send().await {
+        Ok(response) if response.status().is_success() => {
+            tracing::debug!(
+                provider,
+                verification_id,
+                status = response.status().as_u16(),
+                "sandbox: webhook delivered"
+            );
+        }
+        Ok(response) => {
+            tracing::warn!(
+                provider,
+                verification_id,
+                status = response.status().as_u16(),
+                "sandbox: webhook refused by receiver"
+            );
+        }
+        Err(err) => {
+            tracing::warn!(provider, verification_id, error = %err.without_url(), "sandbox: webhook delivery failed");
+        }
+    }
+}
+
+/// The HTTP client simulators use to send webhooks.
+pub(crate) fn webhook_client() -> std::io::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(std::io::Error::other)
+}
+
+/// The serve task of a simulator; dropping it stops the server and ends hanging requests.
+pub(crate) struct ServerTask {
+    task: JoinHandle<()>,
+    _shutdown: watch::Sender<()>,
+}
+
+impl ServerTask {
+    /// Binds `127.0.0.1:0`, returning the listener, its base URL and the shutdown pair.
+    pub(crate) async fn bind() -> std::io::Result<(TcpListener, String)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        Ok((listener, base_url))
+    }
+
+    /// Serves `router` on `listener` in a spawned task.
+    pub(crate) fn spawn(
+        listener: TcpListener,
+        router: Router,
+        shutdown: watch::Sender<()>,
+        provider: &'static str,
+    ) -> Self {
+        let task = tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, router).await {
+                tracing::warn!(provider, error = %err, "sandbox: server stopped");
+            }
+        });
+        ServerTask {
+            task,
+            _shutdown: shutdown,
+        }
+    }
+}
+
+impl Drop for ServerTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+
+    #[test]
+    fn sims_and_their_finish_futures_can_cross_threads() {
+        fn check(betrust: &BetrustSim, gu1: &Gu1Sim) {
+            assert_send_sync(betrust);
+            assert_send_sync(gu1);
+            let f = betrust.finish("x", Outcome::Approved);
+            let g = gu1.finish("x", Outcome::Approved);
+            fn assert_send<T: Send>(_: &T) {}
+            assert_send(&f);
+            assert_send(&g);
+        }
+        let _ = check;
+    }
+
+    #[test]
+    fn outcome_parses_and_serializes_snake_case() {
+        assert_eq!("in_review".parse::<Outcome>(), Ok(Outcome::InReview));
+        assert_eq!(" Approved ".parse::<Outcome>(), Ok(Outcome::Approved));
+        assert!(matches!(
+            "done".parse::<Outcome>(),
+            Err(SandboxError::UnknownOutcome(_))
+        ));
+        assert_eq!(
+            serde_json::to_string(&Outcome::InProgress).unwrap(),
+            "\"in_progress\""
+        );
+        for outcome in Outcome::ALL {
+            assert_eq!(outcome.as_str().parse::<Outcome>(), Ok(outcome));
+        }
+    }
+
+    #[test]
+    fn fault_rules_apply_in_order_and_run_out() {
+        let (_tx, rx) = watch::channel(());
+        let traffic = ApiTraffic::new(rx);
+        traffic.inject(FaultRule::once(Fault::Status(503)).on_path("/transactions"));
+        traffic.inject(FaultRule::always(Fault::Malformed).times(2));
+        assert_eq!(traffic.take_fault("/oauth/token/"), Some(Fault::Malformed));
+        assert_eq!(
+            traffic.take_fault("/v1/transactions"),
+            Some(Fault::Status(503))
+        );
+        assert_eq!(
+            traffic.take_fault("/v1/transactions"),
+            Some(Fault::Malformed)
+        );
+        assert_eq!(traffic.take_fault("/v1/transactions"), None);
+        assert_eq!(traffic.requests_seen("/transactions"), 3);
+    }
+}

@@ -1,0 +1,569 @@
+//! The gu1 adapter against the gu1 simulator over real HTTP.
+
+use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
+use base64::Engine as _;
+use chrono::NaiveDate;
+use hmac::{Hmac, KeyInit, Mac};
+use kyc_adapters_gu1::{Gu1Config, Gu1Provider};
+use kyc_core::{
+    CheckOutcome, Checks, CreateRequest, IncomingWebhook, Personal, Provider, ProviderError,
+    Status, Subject, WebhookError,
+};
+use kyc_sandbox::{Fault, FaultRule, Gu1Sim, Gu1SimConfig, Outcome};
+use secrecy::SecretString;
+use sha2::Sha256;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const INSTANCE: &str = "gu1-test";
+
+async fn sim() -> Gu1Sim {
+    Gu1Sim::start(Gu1SimConfig::default())
+        .await
+        .expect("sim starts")
+}
+
+fn config(sim: &Gu1Sim) -> Gu1Config {
+    let defaults = Gu1SimConfig::default();
+    let mut config = Gu1Config::new(sim.base_url(), SecretString::from(defaults.api_key));
+    config.webhook_secret = Some(SecretString::from(defaults.webhook_secret));
+    config.organization_id = Some(defaults.organization_id);
+    config
+}
+
+fn provider(sim: &Gu1Sim) -> Gu1Provider {
+    Gu1Provider::new(INSTANCE, config(sim)).expect("provider builds")
+}
+
+fn subject(id: &str, national_id: Option<&str>) -> Subject {
+    Subject {
+        id: id.to_string(),
+        country: "AR".to_string(),
+        national_id: national_id.map(|n| Personal::new(n.to_string())),
+        first_name: Some(Personal::new("Juan".to_string())),
+        last_name: Some(Personal::new("Pérez".to_string())),
+        date_of_birth: NaiveDate::from_ymd_opt(1990, 5, 20).map(Personal::new),
+        email: None,
+        phone: None,
+        provider_refs: BTreeMap::new(),
+    }
+}
+
+fn request(key: &str, subject: Subject, subject_ref: Option<String>) -> CreateRequest {
+    CreateRequest {
+        idempotency_key: key.to_string(),
+        reference: format!("ref-{key}"),
+        subject,
+        checks: Checks::default(),
+        redirect_url: None,
+        webhook_url: Some("http://127.0.0.1:9/hooks/gu1/token".to_string()),
+        subject_ref,
+    }
+}
+
+fn hmac_sha256(secret: &str, body: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    mac.finalize().into_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn create_makes_the_person_entity_then_the_validation() {
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    let created = gu1
+        .create(&request(
+            "k1",
+            subject("cus_1", Some("20-12345678-9")),
+            None,
+        ))
+        .await
+        .unwrap();
+
+    assert_eq!(sim.entities_created(), 1);
+    assert_eq!(sim.validations_created(), 1);
+    assert_eq!(created.status, Status::Pending);
+    let entity_id = created.subject_ref.clone().expect("entity id returned");
+    let url = created.verification_url.clone().unwrap();
+    assert!(
+        url.starts_with(&format!("{}/session/", sim.base_url())),
+        "{url}"
+    );
+
+    let stored = sim.validation(&created.provider_reference).unwrap();
+    assert_eq!(stored["entityId"], entity_id.as_str());
+    assert_eq!(stored["metadata"]["reference"], "ref-k1");
+    assert_eq!(stored["metadata"]["gatewayKey"], "k1");
+    assert_eq!(stored["webhookUrl"], "http://127.0.0.1:9/hooks/gu1/token");
+
+    let entity = sim.entity(&entity_id).expect("entity stored");
+    assert_eq!(entity["type"], "person");
+    assert_eq!(entity["name"], "Juan Pérez");
+    assert_eq!(entity["countryCode"], "AR");
+    assert_eq!(entity["externalId"], "cus_1");
+    assert_eq!(entity["taxId"], "20-12345678-9");
+    assert_eq!(entity["entityData"]["person"]["firstName"], "Juan");
+    assert_eq!(entity["entityData"]["person"]["dateOfBirth"], "1990-05-20");
+    assert_eq!(entity["entityData"]["person"]["nationality"], "AR");
+}
+
+#[tokio::test]
+async fn config_values_are_sent_on_create() {
+    let sim = sim().await;
+    let mut config = config(&sim);
+    config.workflow_id = Some("wf_custom".into());
+    config.integration_code = Some("global_gueno_validation_kyc".into());
+    let gu1 = Gu1Provider::new(INSTANCE, config).unwrap();
+    let created = gu1
+        .create(&request("k1", subject("cus_1", None), None))
+        .await
+        .unwrap();
+    let stored = sim.validation(&created.provider_reference).unwrap();
+    assert_eq!(stored["workflowId"], "wf_custom");
+    assert_eq!(stored["integrationCode"], "global_gueno_validation_kyc");
+}
+
+#[tokio::test]
+async fn a_known_entity_is_reused_not_created_again() {
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    let first = gu1
+        .create(&request("k1", subject("cus_1", Some("111")), None))
+        .await
+        .unwrap();
+    let entity_id = first.subject_ref.clone().unwrap();
+
+    let second = gu1
+        .create(&request(
+            "k2",
+            subject("cus_1", Some("111")),
+            Some(entity_id.clone()),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(sim.entities_created(), 1);
+    assert_eq!(sim.validations_created(), 2);
+    assert_eq!(second.subject_ref.as_deref(), Some(entity_id.as_str()));
+    assert_ne!(second.provider_reference, first.provider_reference);
+    assert_eq!(
+        sim.validation(&first.provider_reference).unwrap()["isCurrent"],
+        false
+    );
+
+    // The caller's provider_refs work the same when the gateway remembers nothing.
+    let mut with_ref = subject("cus_1", Some("111"));
+    with_ref
+        .provider_refs
+        .insert(INSTANCE.to_string(), entity_id.clone());
+    let third = gu1.create(&request("k3", with_ref, None)).await.unwrap();
+    assert_eq!(sim.entities_created(), 1);
+    assert_eq!(third.subject_ref.as_deref(), Some(entity_id.as_str()));
+}
+
+#[tokio::test]
+async fn a_repeated_national_id_is_a_subject_conflict_that_names_the_fix() {
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    gu1.create(&request("k1", subject("cus_1", Some("20-111-9")), None))
+        .await
+        .unwrap();
+    let err = gu1
+        .create(&request("k2", subject("cus_other", Some("20-111-9")), None))
+        .await
+        .unwrap_err();
+    match err {
+        ProviderError::SubjectConflict(message) => {
+            assert!(
+                message.contains("subject.provider_refs.gu1-test"),
+                "{message}"
+            );
+            assert!(message.contains("tax id"), "{message}");
+            assert!(!message.contains("20-111-9"), "personal data in {message}");
+        }
+        other => panic!("expected SubjectConflict, got {other:?}"),
+    }
+    assert_eq!(sim.entities_created(), 1);
+    assert_eq!(sim.validations_created(), 1);
+}
+
+#[tokio::test]
+async fn a_retried_create_reuses_the_entity_made_by_the_failed_attempt() {
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    sim.inject(FaultRule::once(Fault::Status(503)).on_path("/api/kyc/validations"));
+    let err = gu1
+        .create(&request("k1", subject("cus_1", Some("333")), None))
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert_eq!(sim.entities_created(), 1);
+    assert_eq!(sim.validations_created(), 0);
+
+    // Same attempt again: without the remembered entity this would be gu1's 409.
+    let created = gu1
+        .create(&request("k1", subject("cus_1", Some("333")), None))
+        .await
+        .unwrap();
+    assert_eq!(sim.entities_created(), 1);
+    assert_eq!(sim.validations_created(), 1);
+    assert!(created.subject_ref.is_some());
+}
+
+#[tokio::test]
+async fn an_unknown_entity_id_is_rejected_with_our_explanation() {
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    let err = gu1
+        .create(&request(
+            "k1",
+            subject("cus_1", None),
+            Some("0b6c7a7e-0000-4000-8000-000000000000".into()),
+        ))
+        .await
+        .unwrap_err();
+    match err {
+        ProviderError::Rejected { code, message } => {
+            assert_eq!(code, "ENTITY_NOT_FOUND");
+            assert!(message.contains("entity id"), "{message}");
+            assert!(message.contains("provider_refs.gu1-test"), "{message}");
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    assert_eq!(sim.entities_created(), 0);
+}
+
+#[tokio::test]
+async fn approval_then_refresh_gives_decision_identity_and_standing() {
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    let created = gu1
+        .create(&request(
+            "k1",
+            subject("cus_1", Some("20-12345678-9")),
+            None,
+        ))
+        .await
+        .unwrap();
+    let id = created.provider_reference.clone();
+    let entity_id = created.subject_ref.clone().unwrap();
+
+    let before = gu1.subject_standing(&entity_id).await.unwrap().unwrap();
+    assert!(!before.verified);
+    assert_eq!(before.verified_at, None);
+
+    sim.finish(&id, Outcome::Approved).await.unwrap();
+    let refreshed = gu1.refresh(&id).await.unwrap();
+    assert_eq!(sim.requests_seen("/sync"), 1);
+    assert_eq!(refreshed.status, Status::Approved);
+    assert_eq!(refreshed.reason, None);
+    let decision = refreshed.decision.expect("decision after approval");
+    assert_eq!(decision.document, CheckOutcome::Pass);
+    assert_eq!(decision.liveness, CheckOutcome::Pass);
+    assert_eq!(decision.face_match, CheckOutcome::Pass);
+    assert_eq!(decision.scores.liveness, Some(98.0));
+    assert_eq!(decision.scores.face_match, Some(95.0));
+    assert_eq!(gu1.get(&id).await.unwrap().status, Status::Approved);
+
+    let identity = gu1.identity(&id).await.unwrap();
+    assert_eq!(identity.first_name.unwrap().expose(), "Juan");
+    assert_eq!(identity.last_name.unwrap().expose(), "Pérez");
+    assert_eq!(
+        *identity.date_of_birth.unwrap().expose(),
+        NaiveDate::from_ymd_opt(1990, 5, 20).unwrap()
+    );
+    assert_eq!(identity.nationality.unwrap().expose(), "AR");
+    assert_eq!(identity.document_type.as_deref(), Some("Identity Card"));
+    assert!(identity.document_number.is_some());
+
+    let standing = gu1.subject_standing(&entity_id).await.unwrap().unwrap();
+    assert!(standing.verified);
+    assert!(!standing.needs_reverification);
+    let verified_at = standing.verified_at.expect("verified_at");
+    let expires_at = standing.expires_at.expect("expires_at");
+    assert_eq!((expires_at - verified_at).num_days(), 365);
+}
+
+#[tokio::test]
+async fn a_rejection_carries_the_reason_and_the_failed_check() {
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    let created = gu1
+        .create(&request("k1", subject("cus_1", None), None))
+        .await
+        .unwrap();
+    sim.finish(&created.provider_reference, Outcome::Rejected)
+        .await
+        .unwrap();
+    let v = gu1.refresh(&created.provider_reference).await.unwrap();
+    assert_eq!(v.status, Status::Rejected);
+    let reason = v.reason.unwrap();
+    assert_eq!(reason.code, "verification_failed");
+    assert_eq!(reason.provider_code.as_deref(), Some("rejected/Declined"));
+    let decision = v.decision.unwrap();
+    assert_eq!(decision.face_match, CheckOutcome::Fail);
+    assert_eq!(decision.scores.face_match, Some(12.0));
+}
+
+#[tokio::test]
+async fn other_final_statuses_map_with_their_reasons() {
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    for (i, (outcome, status, code)) in [
+        (Outcome::Expired, Status::Expired, Some("link_expired")),
+        (Outcome::Abandoned, Status::Abandoned, Some("abandoned")),
+        (Outcome::InReview, Status::InReview, None),
+        (Outcome::InProgress, Status::InProgress, None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let created = gu1
+            .create(&request(&format!("k{i}"), subject("cus_1", None), None))
+            .await
+            .unwrap();
+        sim.finish(&created.provider_reference, outcome)
+            .await
+            .unwrap();
+        let v = gu1.get(&created.provider_reference).await.unwrap();
+        assert_eq!(v.status, status);
+        assert_eq!(v.reason.map(|r| r.code).as_deref(), code);
+    }
+}
+
+#[tokio::test]
+async fn cancel_ends_a_pending_validation_and_refuses_a_final_one() {
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    let created = gu1
+        .create(&request("k1", subject("cus_1", None), None))
+        .await
+        .unwrap();
+    let cancelled = gu1.cancel(&created.provider_reference).await.unwrap();
+    assert_eq!(cancelled.status, Status::Cancelled);
+    assert_eq!(cancelled.reason.unwrap().code, "cancelled");
+    assert_eq!(
+        sim.validation(&created.provider_reference).unwrap()["status"],
+        "cancelled"
+    );
+
+    match gu1.cancel(&created.provider_reference).await.unwrap_err() {
+        ProviderError::Rejected { code, message } => {
+            assert_eq!(code, "INVALID_STATUS");
+            assert!(message.contains("cannot be cancelled"), "{message}");
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unknown_validations_are_not_found() {
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    let unknown = "5f0c1a2b-0000-4000-8000-000000000000";
+    assert_eq!(gu1.get(unknown).await.unwrap_err(), ProviderError::NotFound);
+    assert_eq!(
+        gu1.refresh(unknown).await.unwrap_err(),
+        ProviderError::NotFound
+    );
+    assert_eq!(
+        gu1.identity(unknown).await.unwrap_err(),
+        ProviderError::NotFound
+    );
+    assert_eq!(
+        gu1.cancel(unknown).await.unwrap_err(),
+        ProviderError::NotFound
+    );
+    assert!(matches!(
+        gu1.subject_standing(unknown).await.unwrap_err(),
+        ProviderError::Rejected { code, .. } if code == "ENTITY_NOT_FOUND"
+    ));
+    // An id that would change the URL never leaves the process.
+    let sent_before = sim.requests_seen("/api");
+    assert_eq!(
+        gu1.get("../entities").await.unwrap_err(),
+        ProviderError::NotFound
+    );
+    assert_eq!(sim.requests_seen("/api"), sent_before);
+}
+
+#[tokio::test]
+async fn a_wrong_api_key_is_unauthorized() {
+    let sim = sim().await;
+    let mut config = config(&sim);
+    config.api_key = SecretString::from("gk_sandbox_wrong");
+    let gu1 = Gu1Provider::new(INSTANCE, config).unwrap();
+    let err = gu1
+        .create(&request("k1", subject("cus_1", None), None))
+        .await
+        .unwrap_err();
+    assert_eq!(err, ProviderError::Unauthorized);
+    assert_eq!(sim.entities_created(), 0);
+}
+
+#[tokio::test]
+async fn the_simulators_own_webhook_is_accepted() {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(HeaderMap, Bytes)>();
+    let app = Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((headers, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    let mut req = request("k1", subject("cus_1", None), None);
+    req.webhook_url = Some(hook_url);
+    let created = gu1.create(&req).await.unwrap();
+    sim.finish(&created.provider_reference, Outcome::Approved)
+        .await
+        .unwrap();
+
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("webhook arrives")
+        .unwrap();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap().to_string()))
+        .collect();
+    let id = gu1
+        .verify_webhook(IncomingWebhook {
+            headers: &headers,
+            body: &body,
+        })
+        .unwrap();
+    assert_eq!(id, created.provider_reference);
+    server.abort();
+}
+
+#[tokio::test]
+async fn webhooks_signed_in_hex_or_base64_are_accepted_and_others_refused() {
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    let secret = Gu1SimConfig::default().webhook_secret;
+    let body = br#"{"event":"kyc.validation_approved","timestamp":"2025-01-27T10:30:05Z","organizationId":"org_sandbox","payload":{"id":"val_123","status":"approved"}}"#;
+    let mac = hmac_sha256(&secret, body);
+    let verify = |signature: Option<String>, body: &[u8]| {
+        let headers: Vec<(String, String)> = signature
+            .map(|s| vec![("x-webhook-signature".to_string(), s)])
+            .unwrap_or_default();
+        gu1.verify_webhook(IncomingWebhook {
+            headers: &headers,
+            body,
+        })
+    };
+
+    assert_eq!(verify(Some(hex::encode(&mac)), body).unwrap(), "val_123");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&mac);
+    assert_eq!(verify(Some(b64), body).unwrap(), "val_123");
+
+    let mut tampered = body.to_vec();
+    let at = tampered.len() - 5;
+    tampered[at] = b'4';
+    assert_eq!(
+        verify(Some(hex::encode(&mac)), &tampered).unwrap_err(),
+        WebhookError::BadSignature
+    );
+    let wrong_secret = hmac_sha256("not-the-secret", body);
+    assert_eq!(
+        verify(Some(hex::encode(wrong_secret)), body).unwrap_err(),
+        WebhookError::BadSignature
+    );
+    assert_eq!(
+        verify(Some("garbage".into()), body).unwrap_err(),
+        WebhookError::BadSignature
+    );
+    assert_eq!(verify(None, body).unwrap_err(), WebhookError::BadSignature);
+
+    // Signed correctly but not a gu1 envelope.
+    let odd = br#"{"hello":"world"}"#;
+    assert!(matches!(
+        verify(Some(hex::encode(hmac_sha256(&secret, odd))), odd),
+        Err(WebhookError::BadBody(_))
+    ));
+
+    // Without a configured secret nothing is accepted.
+    let mut no_secret = config(&sim);
+    no_secret.webhook_secret = None;
+    let unsigned = Gu1Provider::new(INSTANCE, no_secret).unwrap();
+    let headers = vec![("x-webhook-signature".to_string(), hex::encode(&mac))];
+    assert_eq!(
+        unsigned
+            .verify_webhook(IncomingWebhook {
+                headers: &headers,
+                body
+            })
+            .unwrap_err(),
+        WebhookError::BadSignature
+    );
+}
+
+#[tokio::test]
+async fn server_errors_and_rate_limits_are_unavailable() {
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    let created = gu1
+        .create(&request("k1", subject("cus_1", None), None))
+        .await
+        .unwrap();
+    for status in [503, 500, 429] {
+        sim.inject(FaultRule::once(Fault::Status(status)));
+        let err = gu1.get(&created.provider_reference).await.unwrap_err();
+        assert!(err.is_unavailable(), "{status}: {err:?}");
+    }
+    assert_eq!(
+        gu1.get(&created.provider_reference).await.unwrap().status,
+        Status::Pending
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_answer_is_a_bad_response() {
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    let created = gu1
+        .create(&request("k1", subject("cus_1", None), None))
+        .await
+        .unwrap();
+    sim.inject(FaultRule::once(Fault::Malformed));
+    let err = gu1.refresh(&created.provider_reference).await.unwrap_err();
+    assert!(matches!(err, ProviderError::BadResponse(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_hanging_gu1_is_unavailable_within_the_timeout() {
+    let sim = sim().await;
+    let mut config = config(&sim);
+    config.timeout_ms = 500;
+    let gu1 = Gu1Provider::new(INSTANCE, config).unwrap();
+    sim.inject(FaultRule::always(Fault::Hang));
+    let started = Instant::now();
+    let err = gu1
+        .create(&request("k1", subject("cus_1", None), None))
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn nothing_answering_at_the_base_url_is_unavailable() {
+    // Port 1 on loopback: nothing listens there, the connection is refused.
+    let config = Gu1Config::new("http://127.0.0.1:1", SecretString::from("gk_sandbox_key"));
+    let gu1 = Gu1Provider::new(INSTANCE, config).unwrap();
+    let err = gu1.get("5f0c1a2b").await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+}

@@ -1,0 +1,136 @@
+//! The application state: one typed struct holding the store, the live policy and the provider
+//! instances built from it.
+//!
+//! The policy and the providers it names are one [`Runtime`] snapshot behind a lock, so a request
+//! sees one consistent policy from start to end, and a reload swaps the whole snapshot at once.
+
+use crate::policy::{Policy, PolicyError, ProviderConfig, TenantConfig};
+use crate::store::Store;
+use hmac::{Hmac, KeyInit, Mac};
+use kyc_adapters_betrust::BetrustProvider;
+use kyc_adapters_gu1::Gu1Provider;
+use kyc_core::Provider;
+use secrecy::ExposeSecret;
+use sha2::Sha256;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+/// The shared state every handler receives.
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+/// Everything the gateway holds while serving.
+pub struct App {
+    /// Where verifications live.
+    pub store: Arc<dyn Store>,
+    /// Base URL of the webhook addresses handed to providers.
+    pub public_url: String,
+    runtime: RwLock<Arc<Runtime>>,
+}
+
+impl App {
+    /// A new application around a store and a first policy snapshot.
+    pub fn new(store: Arc<dyn Store>, public_url: String, runtime: Runtime) -> App {
+        App {
+            store,
+            public_url: public_url.trim_end_matches('/').to_string(),
+            runtime: RwLock::new(Arc::new(runtime)),
+        }
+    }
+
+    /// The policy snapshot in force now.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.read().expect("runtime lock poisoned").clone()
+    }
+
+    /// Puts a new policy snapshot in force; requests already running keep the old one.
+    pub fn replace_runtime(&self, runtime: Runtime) {
+        *self.runtime.write().expect("runtime lock poisoned") = Arc::new(runtime);
+    }
+
+    /// The webhook URL a provider instance is given: it carries the instance's unguessable token.
+    pub fn hook_url(&self, runtime: &Runtime, provider: &str) -> Option<String> {
+        let token = runtime.hook_tokens.get(provider)?;
+        Some(format!("{}/hooks/{provider}/{token}", self.public_url))
+    }
+}
+
+/// One policy and the provider instances it names.
+pub struct Runtime {
+    /// The policy as loaded.
+    pub policy: Policy,
+    /// Provider instances by name.
+    pub providers: BTreeMap<String, Arc<dyn Provider>>,
+    /// Tenant name by API key hash (`sha256:<hex>`).
+    keys: HashMap<String, String>,
+    /// Webhook URL token by provider instance name.
+    hook_tokens: BTreeMap<String, String>,
+}
+
+impl Runtime {
+    /// Builds every provider instance the policy names.
+    pub fn build(policy: Policy) -> Result<Runtime, PolicyError> {
+        let mut providers: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
+        let mut hook_tokens = BTreeMap::new();
+        for (name, config) in &policy.providers {
+            let built: Result<Arc<dyn Provider>, _> = match config {
+                ProviderConfig::Betrust(c) => {
+                    BetrustProvider::new(name, c.clone()).map(|p| Arc::new(p) as _)
+                }
+                ProviderConfig::Gu1(c) => Gu1Provider::new(name, c.clone()).map(|p| Arc::new(p) as _),
+            };
+            let provider = built.map_err(|e| PolicyError::Invalid {
+                key: format!("providers.{name}"),
+                message: e.to_string(),
+            })?;
+            providers.insert(name.clone(), provider);
+            hook_tokens.insert(name.clone(), hook_token(name, config));
+        }
+        let keys = policy
+            .tenants
+            .iter()
+            .flat_map(|(tenant, t)| t.api_keys.iter().map(move |k| (k.clone(), tenant.clone())))
+            .collect();
+        Ok(Runtime {
+            policy,
+            providers,
+            keys,
+            hook_tokens,
+        })
+    }
+
+    /// The tenant owning an API key hash.
+    pub fn tenant_by_key_hash(&self, hash: &str) -> Option<(&str, &TenantConfig)> {
+        let name = self.keys.get(hash)?;
+        Some((name.as_str(), self.policy.tenants.get(name)?))
+    }
+
+    /// Whether `token` is the webhook token of provider instance `provider`.
+    pub fn hook_token_matches(&self, provider: &str, token: &str) -> bool {
+        self.hook_tokens
+            .get(provider)
+            .is_some_and(|expected| constant_time_eq(expected.as_bytes(), token.as_bytes()))
+    }
+}
+
+/// A stable, unguessable token for an instance's webhook URL: derived from the instance's own
+/// secret, so it survives restarts and differs between instances and deployments.
+fn hook_token(name: &str, config: &ProviderConfig) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(config.secret().expose_secret().as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(b"kyc-gateway webhook url token\n");
+    mac.update(name.as_bytes());
+    hex::encode(mac.finalize().into_bytes())[..40].to_string()
+}
+
+/// Compares two byte strings in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,247 @@
+//! The HTTP API's one error type, and how it answers: RFC 9457 `application/problem+json` with a
+//! stable `code` and the request id.
+//!
+//! Internal errors are logged with their context and answered without details. Provider errors are
+//! mapped to our codes; a provider's body never reaches the caller.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kyc_core::ProviderError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+tokio::task_local! {
+    /// The id of the request being served, for error bodies and logs.
+    pub static REQUEST_ID: String;
+}
+
+/// The current request's id, if inside a request.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(|id| id.clone()).ok()
+}
+
+/// An RFC 9457 problem document, as answered by every error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// A short summary of the problem type.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong in this case. Never holds personal data.
+    pub detail: String,
+    /// Stable machine code: `invalid_request`, `unauthorized`, `not_found`, `conflict`,
+    /// `rate_limited`, `provider_unavailable`, `provider_rejected`, `subject_conflict`, ...
+    pub code: String,
+    /// The request field at fault, as a dotted path, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The provider's own error code, when a provider refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_code: Option<String>,
+    /// The id of the request, also in the `x-request-id` header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// Everything a handler can answer instead of success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON, or not of the expected shape.
+    #[error("{detail}")]
+    BadRequest {
+        /// The field at fault, if known.
+        field: Option<String>,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A field has a value the API does not accept.
+    #[error("{field}: {detail}")]
+    Invalid {
+        /// The field at fault (dotted path).
+        field: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// No valid API key.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// No such resource for this tenant.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request clashes with what exists.
+    #[error("{detail}")]
+    Conflict {
+        /// Stable code (`conflict`, `not_cancellable`).
+        code: &'static str,
+        /// What clashes.
+        detail: String,
+    },
+    /// Too many requests; retry after this many seconds.
+    #[error("rate limited")]
+    RateLimited(u64),
+    /// A provider failed; `provider` is the instance name.
+    #[error("provider {provider}: {error}")]
+    Provider {
+        /// The provider instance.
+        provider: String,
+        /// What it did.
+        error: ProviderError,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The gateway is not ready to serve (no policy, store down).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// A field-level validation failure.
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            field: field.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// A provider failure, tagged with the instance name.
+    pub fn provider(provider: &str, error: ProviderError) -> Self {
+        ApiError::Provider {
+            provider: provider.to_string(),
+            error,
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
+        match self {
+            ApiError::BadRequest { .. } => (S::BAD_REQUEST, "invalid_request", "Invalid request"),
+            ApiError::Invalid { .. } => {
+                (S::UNPROCESSABLE_ENTITY, "invalid_request", "Invalid request")
+            }
+            ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::NotFound(_) => (S::NOT_FOUND, "not_found", "Not found"),
+            ApiError::Conflict { code, .. } => (S::CONFLICT, code, "Conflict"),
+            ApiError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate_limited", "Too many requests"),
+            ApiError::Provider { error, .. } => match error {
+                ProviderError::Unavailable(_) => (
+                    S::SERVICE_UNAVAILABLE,
+                    "provider_unavailable",
+                    "Provider unavailable",
+                ),
+                ProviderError::BadResponse(_) | ProviderError::Unauthorized => {
+                    (S::BAD_GATEWAY, "provider_error", "Provider error")
+                }
+                ProviderError::Rejected { .. } => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "provider_rejected",
+                    "Provider rejected the request",
+                ),
+                ProviderError::NotFound => (S::NOT_FOUND, "not_found", "Not found"),
+                ProviderError::SubjectConflict(_) => {
+                    (S::CONFLICT, "subject_conflict", "Subject conflict")
+                }
+                ProviderError::Unsupported(_) => {
+                    (S::CONFLICT, "not_supported", "Not supported by the provider")
+                }
+            },
+            ApiError::Store(_) => (
+                S::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Internal error",
+            ),
+            ApiError::Unavailable(_) => {
+                (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
+            }
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            ApiError::BadRequest { detail, .. } | ApiError::Invalid { detail, .. } => {
+                detail.clone()
+            }
+            ApiError::Unauthorized => {
+                "a valid API key is required: send `Authorization: Bearer <key>`".into()
+            }
+            ApiError::NotFound(what) => what.clone(),
+            ApiError::Conflict { detail, .. } => detail.clone(),
+            ApiError::RateLimited(secs) => format!("rate limit exceeded; retry in {secs} s"),
+            ApiError::Provider { provider, error } => match error {
+                ProviderError::Unavailable(why) => {
+                    format!("provider {provider} is unavailable ({why}); retry later")
+                }
+                ProviderError::BadResponse(_) => {
+                    format!("provider {provider} answered something the gateway cannot read")
+                }
+                ProviderError::Unauthorized => {
+                    format!("provider {provider} refused the gateway's credentials")
+                }
+                ProviderError::Rejected { message, .. } => {
+                    format!("provider {provider} refused the request: {message}")
+                }
+                ProviderError::NotFound => {
+                    format!("provider {provider} has no data for this verification")
+                }
+                ProviderError::SubjectConflict(message) => message.clone(),
+                ProviderError::Unsupported(op) => {
+                    format!("provider {provider} does not support {op}")
+                }
+            },
+            ApiError::Store(_) => "internal error; the request id identifies it in our logs".into(),
+            ApiError::Unavailable(why) => why.clone(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, title) = self.parts();
+        match &self {
+            ApiError::Store(e) => tracing::error!(error = %e, "store failure"),
+            ApiError::Provider { provider, error } => {
+                tracing::warn!(provider = %provider, error = %error, "provider call failed")
+            }
+            _ => {}
+        }
+        let problem = Problem {
+            problem_type: format!("https://kyc-gateway.dev/problems/{code}"),
+            title: title.to_string(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            code: code.to_string(),
+            field: match &self {
+                ApiError::Invalid { field, .. } => Some(field.clone()),
+                ApiError::BadRequest { field, .. } => field.clone(),
+                _ => None,
+            },
+            provider_code: match &self {
+                ApiError::Provider {
+                    error: ProviderError::Rejected { code, .. },
+                    ..
+                } => Some(code.clone()),
+                _ => None,
+            },
+            request_id: current_request_id(),
+        };
+        let mut response = (status, axum::Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match self {
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RateLimited(secs) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,107 @@
+//! Request extractors: the authenticated [`Tenant`] (authorization shows in a handler's
+//! signature, so no handler can forget it) and [`ValidJson`] (a body whose every error names the
+//! field at fault, without echoing the value).
+
+use crate::app::{AppState, Runtime};
+use crate::error::ApiError;
+use crate::policy::{TenantConfig, describe_serde_error, hash_api_key};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// The tenant that owns the request's API key, with the policy snapshot it was resolved in.
+pub struct Tenant {
+    /// The tenant's name in the policy.
+    pub name: String,
+    /// The policy snapshot for this request.
+    pub runtime: Arc<Runtime>,
+}
+
+impl Tenant {
+    /// The tenant's settings.
+    pub fn config(&self) -> &TenantConfig {
+        &self.runtime.policy.tenants[&self.name]
+    }
+}
+
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        let runtime = state.runtime();
+        let name = runtime
+            .tenant_by_key_hash(&hash_api_key(key))
+            .map(|(name, _)| name.to_string())
+            .ok_or(ApiError::Unauthorized)?;
+        tracing::Span::current().record("tenant", name.as_str());
+        Ok(Tenant { name, runtime })
+    }
+}
+
+/// A JSON body of type `T`, with the parsed document kept for hashing.
+pub struct ValidJson<T> {
+    /// The typed body.
+    pub body: T,
+    /// The same body as a JSON value.
+    pub raw: serde_json::Value,
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/json"));
+        if !is_json {
+            return Err(ApiError::BadRequest {
+                field: None,
+                detail: "send the body as JSON with `Content-Type: application/json`".into(),
+            });
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::BadRequest {
+                field: None,
+                detail: "the body could not be read (is it over 64 KiB?)".into(),
+            })?;
+        let raw: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
+                field: None,
+                detail: format!(
+                    "the body is not valid JSON (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            })?;
+        let body = serde_path_to_error::deserialize(&raw).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.inner().to_string();
+            let mut field = if path == "." { String::new() } else { path };
+            // "missing field `x`" is reported at the parent; name the field itself.
+            if let Some(name) = message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.split('`').next())
+            {
+                field = if field.is_empty() { name.to_string() } else { format!("{field}.{name}") };
+            }
+            ApiError::Invalid {
+                field: if field.is_empty() { "body".into() } else { field },
+                detail: describe_serde_error(&message),
+            }
+        })?;
+        Ok(ValidJson { body, raw })
+    }
+}

@@ -1,0 +1,62 @@
+//! Provider webhooks in: `POST /hooks/{provider}/{token}`.
+//!
+//! The URL token (unguessable, per provider instance) is checked first, then the adapter's own
+//! check (gu1's signature). The body's status is never trusted: the gateway re-reads the
+//! verification from the provider and applies that, so a forged, duplicated or stale event changes
+//! nothing. Unknown verifications are acknowledged and ignored, so the provider stops retrying.
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use kyc_core::IncomingWebhook;
+
+/// Receives one provider webhook.
+pub async fn receive(
+    State(state): State<AppState>,
+    Path((provider_name, token)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let runtime = state.runtime();
+    let not_found = || ApiError::NotFound("no such hook".into());
+    if !runtime.hook_token_matches(&provider_name, &token) {
+        tracing::warn!(provider = %provider_name, "webhook with a wrong URL token refused");
+        return Err(not_found());
+    }
+    let provider = runtime.providers.get(&provider_name).ok_or_else(not_found)?;
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let provider_reference = provider
+        .verify_webhook(IncomingWebhook {
+            headers: &headers,
+            body: &body,
+        })
+        .map_err(|e| {
+            tracing::warn!(provider = %provider_name, error = %e, "webhook refused");
+            ApiError::Unauthorized
+        })?;
+    let Some(stored) = state
+        .store
+        .find_by_provider_reference(&provider_name, &provider_reference)
+        .await?
+    else {
+        tracing::info!(provider = %provider_name, "webhook for an unknown verification ignored");
+        return Ok(StatusCode::OK);
+    };
+    let now = provider
+        .get(&provider_reference)
+        .await
+        .map_err(|e| ApiError::provider(&provider_name, e))?;
+    let updated = state.store.apply(&stored, &now).await?;
+    tracing::info!(
+        provider = %provider_name,
+        verification = %updated.verification.id,
+        status = %updated.verification.status,
+        "webhook applied"
+    );
+    Ok(StatusCode::OK)
+}

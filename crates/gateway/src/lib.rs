@@ -1,0 +1,16 @@
+//! kyc-gateway: one normalized identity-verification API in front of several KYC providers.
+//!
+//! Layout: [`policy`] reads the tenant policy; [`app`] holds the state and the provider instances;
+//! [`api`] and [`hooks`] are the HTTP surface; [`store`] keeps verifications; [`server`] assembles
+//! and serves; [`sandbox`] is the first run with both provider simulators in-process.
+
+pub mod api;
+pub mod app;
+pub mod error;
+pub mod extract;
+pub mod hooks;
+pub mod policy;
+pub mod routing;
+pub mod sandbox;
+pub mod server;
+pub mod store;

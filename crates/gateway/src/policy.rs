@@ -1,0 +1,413 @@
+//! The tenant policy: one TOML file naming provider instances, tenants, their keys and routing.
+//!
+//! Parsing is strict: an unknown key, a route to a provider that does not exist, a key that is not a
+//! `sha256:` hash or a secret written into the file itself is refused with a message naming the key.
+//! Secrets come from the environment through `${VAR}`; the lookup is a parameter so that the
+//! sandbox and tests can supply their own environment without touching the process's.
+
+use kyc_adapters_betrust::BetrustConfig;
+use kyc_adapters_gu1::Gu1Config;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// A policy that failed to load, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("not valid TOML: {0}")]
+    Syntax(String),
+    /// A key is missing, unknown or has a bad value.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The dotted path of the key at fault, e.g. `tenants.payments.routing.default`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> PolicyError {
+    PolicyError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole policy file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Server-wide settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where verifications are kept.
+    pub store: StoreConfig,
+    /// Named provider instances.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Tenants by name.
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// The background re-reader of unfinished verifications.
+    #[serde(default)]
+    pub reconciler: ReconcilerConfig,
+}
+
+/// Server-wide settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Base of the webhook URLs given to providers; when absent, the address the gateway listens on.
+    pub public_url: Option<String>,
+}
+
+/// Where verifications are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://FILE` or `postgres://user@host/db`.
+    pub url: String,
+}
+
+/// One provider instance: its adapter kind and that adapter's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ProviderConfig {
+    /// BeTrust (trust.lat).
+    Betrust(BetrustConfig),
+    /// gu1 (gu1.ai).
+    Gu1(Gu1Config),
+}
+
+impl ProviderConfig {
+    /// The instance's main secret, used to derive the unguessable token in its webhook URL.
+    pub fn secret(&self) -> &SecretString {
+        match self {
+            ProviderConfig::Betrust(c) => &c.client_secret,
+            ProviderConfig::Gu1(c) => &c.api_key,
+        }
+    }
+}
+
+/// A tenant: a team calling the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// API keys as `sha256:<hex>` of the key (see `kyc-gateway hash-key`).
+    pub api_keys: Vec<String>,
+    /// Where the tenant's status-change events go.
+    pub webhook_url: Option<String>,
+    /// The tenant's Standard Webhooks signing secret (`whsec_...`).
+    pub webhook_secret: Option<SecretString>,
+    /// Requests per second allowed in.
+    pub rate_limit: Option<RateLimit>,
+    /// How long an approval counts, in days, where the provider does not say (default 365).
+    #[serde(default = "default_valid_days")]
+    pub verification_valid_days: u32,
+    /// Which provider gets which verification.
+    pub routing: Routing,
+}
+
+fn default_valid_days() -> u32 {
+    365
+}
+
+/// A token-bucket rate limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained rate.
+    pub per_second: u32,
+    /// Burst size.
+    pub burst: u32,
+}
+
+/// A tenant's routing rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    /// The provider used when no rule matches and there is no split.
+    pub default: Option<String>,
+    /// Country rules; the first match wins, before split and default.
+    #[serde(default)]
+    pub rules: Vec<CountryRule>,
+    /// Weighted split, sticky per subject; replaces `default` when present.
+    #[serde(default)]
+    pub split: BTreeMap<String, u32>,
+    /// Tried in order when the chosen provider is unavailable.
+    #[serde(default)]
+    pub fallback: Vec<String>,
+    /// Whether the request's `provider` field is honoured.
+    #[serde(default)]
+    pub allow_override: bool,
+}
+
+/// Send subjects of one country to one provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountryRule {
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    /// The provider instance.
+    pub provider: String,
+}
+
+/// The reconciler's schedule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcilerConfig {
+    /// Seconds between passes over unfinished verifications.
+    pub every_seconds: u64,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        Self { every_seconds: 60 }
+    }
+}
+
+/// Keys whose values are secrets and so must come from the environment.
+const SECRET_KEYS: [&str; 3] = ["client_secret", "api_key", "webhook_secret"];
+
+impl Policy {
+    /// Reads and validates a policy file, taking `${VAR}` values from the process environment.
+    pub fn load(path: &str) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_string(),
+            source,
+        })?;
+        Policy::parse(&text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates policy text, taking `${VAR}` values from `env`.
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Policy, PolicyError> {
+        let mut value: toml::Value =
+            toml::from_str(text).map_err(|e| PolicyError::Syntax(e.message().to_string()))?;
+        interpolate(&mut value, "", &env)?;
+        let policy: Policy = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(
+                if key == "." { "policy".into() } else { key },
+                describe_serde_error(&e.into_inner().to_string()),
+            )
+        })?;
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    fn validate(&self) -> Result<(), PolicyError> {
+        if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
+            return Err(invalid(
+                "store.url",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+        if let Some(url) = &self.server.public_url {
+            url::Url::parse(url).map_err(|e| invalid("server.public_url", e.to_string()))?;
+        }
+        if self.reconciler.every_seconds == 0 {
+            return Err(invalid("reconciler.every_seconds", "must be at least 1"));
+        }
+        for (name, tenant) in &self.tenants {
+            let at = |k: &str| format!("tenants.{name}.{k}");
+            if tenant.api_keys.is_empty() {
+                return Err(invalid(at("api_keys"), "a tenant needs at least one key"));
+            }
+            for (i, key) in tenant.api_keys.iter().enumerate() {
+                let ok = key
+                    .strip_prefix("sha256:")
+                    .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+                if !ok {
+                    return Err(invalid(
+                        format!("{}[{i}]", at("api_keys")),
+                        "must be \"sha256:<64 hex digits>\" (see `kyc-gateway hash-key KEY`)",
+                    ));
+                }
+            }
+            if let Some(url) = &tenant.webhook_url {
+                url::Url::parse(url).map_err(|e| invalid(at("webhook_url"), e.to_string()))?;
+            }
+            if let Some(limit) = &tenant.rate_limit
+                && (limit.per_second == 0 || limit.burst == 0)
+            {
+                return Err(invalid(at("rate_limit"), "per_second and burst must be > 0"));
+            }
+            let routing = &tenant.routing;
+            let known = |key: String, provider: &str| {
+                if self.providers.contains_key(provider) {
+                    Ok(())
+                } else {
+                    Err(invalid(key, format!("no provider named \"{provider}\"")))
+                }
+            };
+            if let Some(default) = &routing.default {
+                known(at("routing.default"), default)?;
+            }
+            if routing.default.is_none() && routing.split.is_empty() {
+                return Err(invalid(
+                    at("routing.default"),
+                    "missing: set a default provider or a split",
+                ));
+            }
+            for (i, rule) in routing.rules.iter().enumerate() {
+                known(format!("{}[{i}].provider", at("routing.rules")), &rule.provider)?;
+                if !is_country_code(&rule.country) {
+                    return Err(invalid(
+                        format!("{}[{i}].country", at("routing.rules")),
+                        "must be an ISO 3166-1 alpha-2 code such as \"AR\"",
+                    ));
+                }
+            }
+            for provider in routing.split.keys() {
+                known(format!("{}.{provider}", at("routing.split")), provider)?;
+            }
+            if !routing.split.is_empty() && routing.split.values().all(|w| *w == 0) {
+                return Err(invalid(at("routing.split"), "weights must not all be 0"));
+            }
+            for (i, provider) in routing.fallback.iter().enumerate() {
+                known(format!("{}[{i}]", at("routing.fallback")), provider)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `s` looks like an ISO 3166-1 alpha-2 code (two upper-case ASCII letters).
+pub fn is_country_code(s: &str) -> bool {
+    s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+/// Rewrites a serde error message so that it names what was expected but never echoes the value
+/// (which may be a secret or personal data).
+pub fn describe_serde_error(message: &str) -> String {
+    let message = message.split(" at line ").next().unwrap_or(message);
+    if message.starts_with("missing field") || message.starts_with("unknown field") {
+        return message.to_string();
+    }
+    match message.rfind(", expected ") {
+        Some(i) => format!("invalid value, expected {}", &message[i + ", expected ".len()..]),
+        None if message.starts_with("unknown variant") => "unknown value".to_string(),
+        None => "invalid value".to_string(),
+    }
+}
+
+fn interpolate(
+    value: &mut toml::Value,
+    path: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), PolicyError> {
+    match value {
+        toml::Value::String(s) => {
+            let key = path.rsplit('.').next().unwrap_or(path);
+            let reference = s.strip_prefix("${").and_then(|r| r.strip_suffix('}'));
+            match reference {
+                Some(var) => {
+                    *s = env(var).ok_or_else(|| {
+                        invalid(path, format!("environment variable {var} is not set"))
+                    })?;
+                }
+                None if SECRET_KEYS.contains(&key) => {
+                    return Err(invalid(
+                        path,
+                        "secrets must come from the environment: write \"${VAR_NAME}\"",
+                    ));
+                }
+                None => {}
+            }
+        }
+        toml::Value::Table(table) => {
+            for (k, v) in table.iter_mut() {
+                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                interpolate(v, &child, env)?;
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                interpolate(v, &format!("{path}[{i}]"), env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The `sha256:<hex>` form of an API key, as written in `api_keys`.
+pub fn hash_api_key(key: &str) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(key.as_bytes())))
+}
+
+/// Keeps a secret's value out of `Debug` output of types that hold a plain copy.
+pub fn expose(secret: &SecretString) -> &str {
+    secret.expose_secret()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The policy file from DESIGN.md, verbatim.
+    pub const PINNED: &str = include_str!("../../../deploy/policy.example.toml");
+
+    fn env(name: &str) -> Option<String> {
+        Some(format!("value-of-{name}"))
+    }
+
+    #[test]
+    fn the_pinned_example_parses() {
+        let policy = Policy::parse(PINNED, env).unwrap();
+        assert_eq!(policy.tenants["payments"].routing.default.as_deref(), Some("betrust-cl"));
+        assert!(matches!(policy.providers["gu1"], ProviderConfig::Gu1(_)));
+        assert_eq!(policy.reconciler.every_seconds, 60);
+    }
+
+    #[test]
+    fn an_unknown_provider_in_routing_names_the_key() {
+        let text = PINNED.replace("default = \"betrust-cl\"", "default = \"nope\"");
+        let err = Policy::parse(&text, env).unwrap_err().to_string();
+        assert!(err.starts_with("tenants.payments.routing.default:"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let text = PINNED.replace("[reconciler]", "[reconciler]\nevery_minutes = 3");
+        let err = Policy::parse(&text, env).unwrap_err().to_string();
+        assert!(err.contains("every_minutes"), "{err}");
+    }
+
+    #[test]
+    fn a_literal_secret_is_refused() {
+        let text = PINNED.replace("\"${GU1_API_KEY}\"", "\"gk_live_abc\"");
+        let err = Policy::parse(&text, env).unwrap_err().to_string();
+        assert!(err.starts_with("providers.gu1.api_key:"), "{err}");
+        assert!(!err.contains("gk_live_abc"));
+    }
+
+    #[test]
+    fn a_missing_environment_variable_is_named() {
+        let err = Policy::parse(PINNED, |_| None).unwrap_err().to_string();
+        assert!(err.contains("is not set"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_key_hash_is_refused() {
+        let text = PINNED.replace("sha256:9f86", "9f86");
+        let err = Policy::parse(&text, env).unwrap_err().to_string();
+        assert!(err.starts_with("tenants.payments.api_keys[0]:"), "{err}");
+    }
+
+    #[test]
+    fn hash_key_matches_the_example() {
+        assert_eq!(
+            hash_api_key("test"),
+            "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        );
+    }
+}

@@ -1,0 +1,223 @@
+//! Assembles the service: routes, OpenAPI and Swagger UI, request ids and tracing, the reconciler,
+//! and the listening socket.
+
+use crate::app::{App, AppState, Runtime};
+use crate::error::REQUEST_ID;
+use crate::policy::{Policy, PolicyError};
+use crate::store::{SqlStore, Store, StoreError};
+use crate::{api, hooks};
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The policy is invalid.
+    #[error("policy: {0}")]
+    Policy(#[from] PolicyError),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The address could not be bound, or serving failed.
+    #[error("listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "kyc-gateway",
+        description = "One normalized identity-verification (KYC) API in front of several providers. \
+Authenticate with `Authorization: Bearer <tenant api key>`. Errors are RFC 9457 problem documents with \
+a stable `code`.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "verifications", description = "Start, read and follow verifications"),
+        (name = "subjects", description = "A subject's KYC standing"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The tenant API key"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The published OpenAPI document, exactly as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api::router())
+        .split_for_parts()
+        .1
+}
+
+/// The spec as written to `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    let mut text = openapi().to_pretty_json().expect("the spec serializes");
+    text.push('\n');
+    text
+}
+
+/// The whole HTTP service around an application state.
+pub fn router(state: AppState) -> Router {
+    let (api, spec) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api::router())
+        .split_for_parts();
+    api.route("/hooks/{provider}/{token}", axum::routing::post(hooks::receive))
+        .layer(axum::middleware::from_fn(request_context))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
+        .with_state(state)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+}
+
+/// Gives every request an id (the caller's `x-request-id` when it is sane), a span, and one log
+/// line with the route template (never the raw path or query), the status and the time taken.
+async fn request_context(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req_{}", ulid::Ulid::generate()));
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        route = %route,
+        tenant = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let mut response = REQUEST_ID
+        .scope(id.clone(), next.run(request).instrument(span.clone()))
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request served"
+        )
+    });
+    response
+}
+
+/// Re-reads unfinished verifications from their providers on a schedule, so a lost provider
+/// webhook only delays an update.
+async fn reconcile_forever(app: Arc<App>) {
+    loop {
+        let every = app.runtime().policy.reconciler.every_seconds;
+        tokio::time::sleep(Duration::from_secs(every)).await;
+        let runtime = app.runtime();
+        let due = match app.store.unfinished(200).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciler: store unavailable");
+                continue;
+            }
+        };
+        for stored in due {
+            let name = &stored.verification.provider;
+            let Some(provider) = runtime.providers.get(name) else {
+                continue;
+            };
+            match provider.get(&stored.verification.provider_reference).await {
+                Ok(now) => {
+                    if let Err(e) = app.store.apply(&stored, &now).await {
+                        tracing::warn!(error = %e, "reconciler: store update failed");
+                    }
+                }
+                Err(e) => tracing::warn!(provider = %name, error = %e, "reconciler: read failed"),
+            }
+        }
+    }
+}
+
+/// Opens the store, binds `listen`, and serves `policy` until Ctrl-C or SIGTERM. `on_listening`
+/// gets the bound base URL (useful when `listen` asks for port 0).
+pub async fn serve(
+    policy: Policy,
+    listen: &str,
+    on_listening: impl FnOnce(&str),
+) -> Result<(), ServeError> {
+    let store = SqlStore::connect(&policy.store.url).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let public_url = policy.server.public_url.clone().unwrap_or_else(|| base.clone());
+    let runtime = Runtime::build(policy)?;
+    let app = Arc::new(App::new(Arc::new(store) as Arc<dyn Store>, public_url, runtime));
+    tokio::spawn(reconcile_forever(app.clone()));
+    let service = router(AppState(app));
+    tracing::info!("listening on {base}");
+    on_listening(&base);
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_committed_spec_is_current() {
+        let committed = include_str!("../../../openapi/openapi.json");
+        assert!(
+            committed == super::openapi_json(),
+            "openapi/openapi.json differs from the spec the gateway serves; regenerate it with:\n\
+             \n    cargo run -p kyc-gateway -- openapi > openapi/openapi.json\n"
+        );
+    }
+}

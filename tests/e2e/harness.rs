@@ -1,0 +1,244 @@
+//! Starts the real `kyc-gateway` binary on a free port against in-process provider simulators, and
+//! captures everything it logs.
+
+use kyc_sandbox::{BetrustSim, BetrustSimConfig, Gu1Sim, Gu1SimConfig};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const ALPHA_KEY: &str = "alpha-secret-api-key-0001";
+pub const BETA_KEY: &str = "beta-secret-api-key-0002";
+pub const BETRUST_SECRET: &str = "betrust-client-secret-e2e";
+pub const GU1_API_KEY: &str = "gk_test_e2e_api_key";
+pub const GU1_WEBHOOK_SECRET: &str = "gu1-webhook-secret-e2e";
+
+/// Knobs for one gateway under test.
+pub struct Options {
+    /// Provider call timeout, milliseconds.
+    pub timeout_ms: u64,
+    /// BeTrust token lifetime at the simulator.
+    pub token_expires_in: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timeout_ms: 5_000,
+            token_expires_in: 7200,
+        }
+    }
+}
+
+/// A running gateway process with its simulators.
+pub struct World {
+    pub betrust: BetrustSim,
+    pub gu1: Gu1Sim,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db_url: String,
+    log: Arc<Mutex<String>>,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The policy the e2e tests run: two tenants, two provider instances.
+fn policy(betrust: &BetrustSim, gu1: &Gu1Sim, db_url: &str, o: &Options) -> String {
+    format!(
+        r#"
+[store]
+url = "{db_url}"
+
+[providers.betrust-cl]
+kind = "betrust"
+auth_base_url = "{auth}"
+api_base_url = "{api}"
+client_id = "sandbox-client"
+client_secret = "${{BETRUST_CLIENT_SECRET}}"
+company_id = "201"
+timeout_ms = {timeout}
+connect_timeout_ms = 1000
+
+[providers.gu1]
+kind = "gu1"
+base_url = "{gu1}"
+api_key = "${{GU1_API_KEY}}"
+webhook_secret = "${{GU1_WEBHOOK_SECRET}}"
+timeout_ms = {timeout}
+connect_timeout_ms = 1000
+
+[tenants.alpha]
+api_keys = ["{alpha}"]
+
+[tenants.alpha.routing]
+default = "betrust-cl"
+rules = [{{ country = "AR", provider = "gu1" }}]
+allow_override = true
+
+[tenants.beta]
+api_keys = ["{beta}"]
+
+[tenants.beta.routing]
+default = "gu1"
+
+[reconciler]
+every_seconds = 3600
+"#,
+        auth = betrust.auth_base_url(),
+        api = betrust.api_base_url(),
+        gu1 = gu1.base_url(),
+        timeout = o.timeout_ms,
+        alpha = kyc_gateway::policy::hash_api_key(ALPHA_KEY),
+        beta = kyc_gateway::policy::hash_api_key(BETA_KEY),
+    )
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_kyc-gateway")
+}
+
+impl World {
+    pub async fn start() -> World {
+        World::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> World {
+        let betrust = BetrustSim::start(BetrustSimConfig {
+            client_secret: BETRUST_SECRET.into(),
+            token_expires_in: options.token_expires_in,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let gu1 = Gu1Sim::start(Gu1SimConfig {
+            api_key: GU1_API_KEY.into(),
+            webhook_secret: GU1_WEBHOOK_SECRET.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = format!("sqlite://{}", dir.path().join("kyc.db").display());
+        let config = dir.path().join("policy.toml");
+        std::fs::write(&config, policy(&betrust, &gu1, &db_url, &options)).unwrap();
+        let mut child = Command::new(binary())
+            .args(["serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .env("BETRUST_CLIENT_SECRET", BETRUST_SECRET)
+            .env("GU1_API_KEY", GU1_API_KEY)
+            .env("GU1_WEBHOOK_SECRET", GU1_WEBHOOK_SECRET)
+            .env("NO_COLOR", "1")
+            .env("KYC_GATEWAY_LOG", "debug,sqlx=warn,hyper=warn,h2=warn,reqwest=warn,hyper_util=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let log = log.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(at) = line.find("listening on http://") {
+                        let url = line[at + "listening on ".len()..].split_whitespace().next();
+                        let _ = tx.send(url.unwrap_or_default().to_string());
+                    }
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let base = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("gateway did not start:\n{}", log.lock().unwrap()));
+        World {
+            betrust,
+            gu1,
+            base,
+            http: reqwest::Client::new(),
+            db_url,
+            log,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Everything the gateway process has written so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends a request with an optional API key and JSON body; returns status, headers and body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, headers, value)
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        let (s, _, b) = self.call(Method::GET, path, Some(key), None).await;
+        (s, b)
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
+        let (s, _, b) = self.call(Method::POST, path, Some(key), Some(body)).await;
+        (s, b)
+    }
+
+    /// Creates a verification for tenant alpha and expects 201.
+    pub async fn create(&self, body: Value) -> Value {
+        let (status, v) = self.post("/v1/verifications", ALPHA_KEY, body).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v
+    }
+}
+
+/// The national id `person` gives a subject: unique per subject, and easy to look for in logs.
+pub fn national_id(subject: &str) -> String {
+    format!("NID{subject}-K")
+}
+
+/// A create body with every personal field filled in.
+pub fn person(reference: &str, subject: &str, country: &str) -> Value {
+    json!({
+        "reference": reference,
+        "subject": {
+            "id": subject,
+            "country": country,
+            "national_id": national_id(subject),
+            "first_name": "Valentina",
+            "last_name": "Quispe",
+            "date_of_birth": "1990-05-20",
+            "email": "valentina@example.com"
+        }
+    })
+}
