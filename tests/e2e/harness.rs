@@ -131,12 +131,21 @@ impl World {
         let config = dir.path().join("policy.toml");
         std::fs::write(&config, policy(&betrust, &gu1, &db_url, &options)).unwrap();
         let mut child = Command::new(binary())
-            .args(["serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .env("BETRUST_CLIENT_SECRET", BETRUST_SECRET)
             .env("GU1_API_KEY", GU1_API_KEY)
             .env("GU1_WEBHOOK_SECRET", GU1_WEBHOOK_SECRET)
             .env("NO_COLOR", "1")
-            .env("KYC_GATEWAY_LOG", "debug,sqlx=warn,hyper=warn,h2=warn,reqwest=warn,hyper_util=warn")
+            .env(
+                "KYC_GATEWAY_LOG",
+                "debug,sqlx=warn,hyper=warn,h2=warn,reqwest=warn,hyper_util=warn",
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

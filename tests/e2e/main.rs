@@ -30,24 +30,38 @@ async fn create_on_betrust_then_get_list_and_refresh_to_approved() {
     // No personal data in what the gateway returns about the verification.
     assert!(!created.to_string().contains("Valentina"));
 
-    let (status, got) = w.get(&format!("/v1/verifications/{}", id(&created)), ALPHA_KEY).await;
+    let (status, got) = w
+        .get(&format!("/v1/verifications/{}", id(&created)), ALPHA_KEY)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got, created);
 
     // Finish at the provider with its webhook lost: refresh reads it.
-    w.betrust.inject(FaultRule::always(Fault::Status(500)).on_path("/hooks/"));
-    w.betrust.finish(&provider_ref(&created), Outcome::Approved).await.unwrap();
+    w.betrust
+        .inject(FaultRule::always(Fault::Status(500)).on_path("/hooks/"));
+    w.betrust
+        .finish(&provider_ref(&created), Outcome::Approved)
+        .await
+        .unwrap();
     let (status, refreshed) = w
-        .post(&format!("/v1/verifications/{}/refresh", id(&created)), ALPHA_KEY, json!({}))
+        .post(
+            &format!("/v1/verifications/{}/refresh", id(&created)),
+            ALPHA_KEY,
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{refreshed}");
     assert_eq!(refreshed["status"], "approved");
     assert_eq!(refreshed["decision"]["face_match"], "pass");
     assert!(refreshed["completed_at"].is_string());
-    let (_, stored) = w.get(&format!("/v1/verifications/{}", id(&created)), ALPHA_KEY).await;
+    let (_, stored) = w
+        .get(&format!("/v1/verifications/{}", id(&created)), ALPHA_KEY)
+        .await;
     assert_eq!(stored["status"], "approved");
 
-    let (status, page) = w.get("/v1/verifications?reference=order-1", ALPHA_KEY).await;
+    let (status, page) = w
+        .get("/v1/verifications?reference=order-1", ALPHA_KEY)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     assert_eq!(page["items"][0]["id"], created["id"]);
@@ -59,12 +73,24 @@ async fn create_on_gu1_by_country_rule_and_refresh_to_rejected() {
     let created = w.create(person("order-ar-1", "sub-ar-1", "AR")).await;
     assert_eq!(created["provider"], "gu1");
     assert_eq!(created["status"], "pending");
-    assert!(created["verification_url"].as_str().unwrap().starts_with(&w.gu1.base_url()));
+    assert!(
+        created["verification_url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&w.gu1.base_url())
+    );
     assert_eq!(w.gu1.entities_created(), 1);
 
-    w.gu1.finish(&provider_ref(&created), Outcome::Rejected).await.unwrap();
+    w.gu1
+        .finish(&provider_ref(&created), Outcome::Rejected)
+        .await
+        .unwrap();
     let (status, refreshed) = w
-        .post(&format!("/v1/verifications/{}/refresh", id(&created)), ALPHA_KEY, json!({}))
+        .post(
+            &format!("/v1/verifications/{}/refresh", id(&created)),
+            ALPHA_KEY,
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{refreshed}");
     assert_eq!(refreshed["status"], "rejected");
@@ -82,15 +108,28 @@ async fn provider_webhook_moves_the_status_without_a_refresh() {
     let w = World::start().await;
     let on_betrust = w.create(person("hook-1", "sub-hook-1", "CL")).await;
     let on_gu1 = w.create(person("hook-2", "sub-hook-2", "AR")).await;
-    w.betrust.finish(&provider_ref(&on_betrust), Outcome::Approved).await.unwrap();
-    w.gu1.finish(&provider_ref(&on_gu1), Outcome::Approved).await.unwrap();
+    w.betrust
+        .finish(&provider_ref(&on_betrust), Outcome::Approved)
+        .await
+        .unwrap();
+    w.gu1
+        .finish(&provider_ref(&on_gu1), Outcome::Approved)
+        .await
+        .unwrap();
     for v in [&on_betrust, &on_gu1] {
-        let (_, stored) = w.get(&format!("/v1/verifications/{}", id(v)), ALPHA_KEY).await;
+        let (_, stored) = w
+            .get(&format!("/v1/verifications/{}", id(v)), ALPHA_KEY)
+            .await;
         assert_eq!(stored["status"], "approved", "{stored}");
     }
     // A late, out-of-order event does not move a final status.
-    w.gu1.finish(&provider_ref(&on_gu1), Outcome::InProgress).await.unwrap();
-    let (_, stored) = w.get(&format!("/v1/verifications/{}", id(&on_gu1)), ALPHA_KEY).await;
+    w.gu1
+        .finish(&provider_ref(&on_gu1), Outcome::InProgress)
+        .await
+        .unwrap();
+    let (_, stored) = w
+        .get(&format!("/v1/verifications/{}", id(&on_gu1)), ALPHA_KEY)
+        .await;
     assert_eq!(stored["status"], "approved");
 }
 
@@ -108,7 +147,9 @@ async fn forged_webhooks_change_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let (_, stored) = w.get(&format!("/v1/verifications/{}", id(&v)), ALPHA_KEY).await;
+    let (_, stored) = w
+        .get(&format!("/v1/verifications/{}", id(&v)), ALPHA_KEY)
+        .await;
     assert_eq!(stored["status"], "pending");
 }
 
@@ -118,10 +159,17 @@ async fn identity_is_read_live_with_an_iso_birth_date() {
     let v = w.create(person("id-1", "sub-id-1", "CL")).await;
     let path = format!("/v1/verifications/{}/identity", id(&v));
     let (status, body) = w.get(&path, ALPHA_KEY).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "no document data before the end: {body}");
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "no document data before the end: {body}"
+    );
     assert_eq!(body["code"], "not_found");
 
-    w.betrust.finish(&provider_ref(&v), Outcome::Approved).await.unwrap();
+    w.betrust
+        .finish(&provider_ref(&v), Outcome::Approved)
+        .await
+        .unwrap();
     let (status, headers, identity) = w.call(Method::GET, &path, Some(ALPHA_KEY), None).await;
     assert_eq!(status, StatusCode::OK, "{identity}");
     assert_eq!(identity["date_of_birth"], "1990-05-20");
@@ -129,9 +177,13 @@ async fn identity_is_read_live_with_an_iso_birth_date() {
     assert_eq!(headers["cache-control"], "no-store");
 
     let g = w.create(person("id-2", "sub-id-2", "AR")).await;
-    w.gu1.finish(&provider_ref(&g), Outcome::Approved).await.unwrap();
-    let (status, identity) =
-        w.get(&format!("/v1/verifications/{}/identity", id(&g)), ALPHA_KEY).await;
+    w.gu1
+        .finish(&provider_ref(&g), Outcome::Approved)
+        .await
+        .unwrap();
+    let (status, identity) = w
+        .get(&format!("/v1/verifications/{}/identity", id(&g)), ALPHA_KEY)
+        .await;
     assert_eq!(status, StatusCode::OK, "{identity}");
     assert_eq!(identity["date_of_birth"], "1990-05-20");
     assert_eq!(identity["first_name"], "Valentina");
@@ -147,15 +199,25 @@ async fn subject_standing_follows_the_latest_approval() {
 
     for (reference, subject, country) in [("st-1", "sub-st-1", "CL"), ("st-2", "sub-st-2", "AR")] {
         let v = w.create(person(reference, subject, country)).await;
-        let (_, pending) = w.get(&format!("/v1/subjects/{subject}/kyc"), ALPHA_KEY).await;
+        let (_, pending) = w
+            .get(&format!("/v1/subjects/{subject}/kyc"), ALPHA_KEY)
+            .await;
         assert_eq!(pending["verified"], false);
         assert_eq!(pending["current"]["id"], v["id"]);
         if country == "CL" {
-            w.betrust.finish(&provider_ref(&v), Outcome::Approved).await.unwrap();
+            w.betrust
+                .finish(&provider_ref(&v), Outcome::Approved)
+                .await
+                .unwrap();
         } else {
-            w.gu1.finish(&provider_ref(&v), Outcome::Approved).await.unwrap();
+            w.gu1
+                .finish(&provider_ref(&v), Outcome::Approved)
+                .await
+                .unwrap();
         }
-        let (_, standing) = w.get(&format!("/v1/subjects/{subject}/kyc"), ALPHA_KEY).await;
+        let (_, standing) = w
+            .get(&format!("/v1/subjects/{subject}/kyc"), ALPHA_KEY)
+            .await;
         assert_eq!(standing["verified"], true, "{standing}");
         assert_eq!(standing["needs_reverification"], false);
         assert_eq!(standing["current"]["status"], "approved");
@@ -198,7 +260,11 @@ async fn a_create_retried_after_a_lost_write_finds_the_first_betrust_transaction
     let again = w.create(body).await;
     assert_ne!(again["id"], first["id"]);
     assert_eq!(again["provider_reference"], first["provider_reference"]);
-    assert_eq!(w.betrust.transactions_created(), 1, "BeTrust's 409 Duplicated was read, not repeated");
+    assert_eq!(
+        w.betrust.transactions_created(),
+        1,
+        "BeTrust's 409 Duplicated was read, not repeated"
+    );
 }
 
 #[tokio::test]
@@ -211,7 +277,12 @@ async fn requests_without_a_valid_key_are_401() {
     assert_eq!(problem["code"], "unauthorized");
     assert!(problem["request_id"].as_str().unwrap().starts_with("req_"));
     let (status, _, _) = w
-        .call(Method::POST, "/v1/verifications", Some("wrong"), Some(person("x", "y", "CL")))
+        .call(
+            Method::POST,
+            "/v1/verifications",
+            Some("wrong"),
+            Some(person("x", "y", "CL")),
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(w.betrust.transactions_created(), 0);
@@ -229,8 +300,13 @@ async fn another_tenants_verification_is_404() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(problem["code"], "not_found");
     }
-    let (status, _) =
-        w.post(&format!("/v1/verifications/{}/refresh", id(&v)), BETA_KEY, json!({})).await;
+    let (status, _) = w
+        .post(
+            &format!("/v1/verifications/{}/refresh", id(&v)),
+            BETA_KEY,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, page) = w.get("/v1/verifications", BETA_KEY).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 0);
@@ -242,7 +318,8 @@ async fn another_tenants_verification_is_404() {
 async fn list_filters_and_pages() {
     let w = World::start().await;
     for i in 0..5 {
-        w.create(person(&format!("page-{i}"), "sub-page", "CL")).await;
+        w.create(person(&format!("page-{i}"), "sub-page", "CL"))
+            .await;
     }
     w.create(person("page-other", "sub-other", "CL")).await;
     let mut seen = Vec::new();
@@ -252,7 +329,11 @@ async fn list_filters_and_pages() {
         assert_eq!(status, StatusCode::OK, "{page}");
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 2);
-        seen.extend(items.iter().map(|v| v["reference"].as_str().unwrap().to_string()));
+        seen.extend(
+            items
+                .iter()
+                .map(|v| v["reference"].as_str().unwrap().to_string()),
+        );
         match page["next_cursor"].as_str() {
             Some(cursor) => {
                 path = format!("/v1/verifications?subject_id=sub-page&limit=2&cursor={cursor}")
@@ -278,22 +359,53 @@ async fn list_filters_and_pages() {
 async fn bad_input_gets_a_problem_naming_the_field() {
     let w = World::start().await;
     let cases = [
-        (json!({"subject": {"id": "s", "country": "CL"}}), "reference"),
-        (json!({"reference": "r", "subject": {"id": "s"}}), "subject.country"),
-        (json!({"reference": "r", "subject": {"id": "s", "country": "Chile"}}), "subject.country"),
+        (
+            json!({"subject": {"id": "s", "country": "CL"}}),
+            "reference",
+        ),
+        (
+            json!({"reference": "r", "subject": {"id": "s"}}),
+            "subject.country",
+        ),
+        (
+            json!({"reference": "r", "subject": {"id": "s", "country": "Chile"}}),
+            "subject.country",
+        ),
         (
             json!({"reference": "r", "subject": {"id": "s", "country": "CL", "date_of_birth": "20/05/1990"}}),
             "subject.date_of_birth",
         ),
-        (json!({"reference": "r", "subject": {"id": "s", "country": "CL", "nickname": "x"}}), "subject.nickname"),
-        (json!({"reference": "", "subject": {"id": "s", "country": "CL"}}), "reference"),
-        (json!({"reference": "r", "subject": {"id": "s", "country": "CL"}, "provider": "nope"}), "provider"),
-        (json!({"reference": "r", "subject": {"id": "s", "country": "CL"}, "metadata": [1]}), "metadata"),
+        (
+            json!({"reference": "r", "subject": {"id": "s", "country": "CL", "nickname": "x"}}),
+            "subject.nickname",
+        ),
+        (
+            json!({"reference": "", "subject": {"id": "s", "country": "CL"}}),
+            "reference",
+        ),
+        (
+            json!({"reference": "r", "subject": {"id": "s", "country": "CL"}, "provider": "nope"}),
+            "provider",
+        ),
+        (
+            json!({"reference": "r", "subject": {"id": "s", "country": "CL"}, "metadata": [1]}),
+            "metadata",
+        ),
     ];
     for (body, field) in cases {
-        let (status, headers, problem) =
-            w.call(Method::POST, "/v1/verifications", Some(ALPHA_KEY), Some(body.clone())).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {problem}");
+        let (status, headers, problem) = w
+            .call(
+                Method::POST,
+                "/v1/verifications",
+                Some(ALPHA_KEY),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} -> {problem}"
+        );
         assert_eq!(headers["content-type"], "application/problem+json");
         assert_eq!(problem["code"], "invalid_request");
         assert_eq!(problem["field"], field, "{body} -> {problem}");
@@ -318,18 +430,33 @@ async fn bad_input_gets_a_problem_naming_the_field() {
 async fn cancel_where_the_provider_allows_it() {
     let w = World::start().await;
     let g = w.create(person("cancel-1", "sub-cancel-1", "AR")).await;
-    let (status, cancelled) =
-        w.post(&format!("/v1/verifications/{}/cancel", id(&g)), ALPHA_KEY, json!({})).await;
+    let (status, cancelled) = w
+        .post(
+            &format!("/v1/verifications/{}/cancel", id(&g)),
+            ALPHA_KEY,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{cancelled}");
     assert_eq!(cancelled["status"], "cancelled");
-    let (status, problem) =
-        w.post(&format!("/v1/verifications/{}/cancel", id(&g)), ALPHA_KEY, json!({})).await;
+    let (status, problem) = w
+        .post(
+            &format!("/v1/verifications/{}/cancel", id(&g)),
+            ALPHA_KEY,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(problem["code"], "not_cancellable");
 
     let b = w.create(person("cancel-2", "sub-cancel-2", "CL")).await;
-    let (status, problem) =
-        w.post(&format!("/v1/verifications/{}/cancel", id(&b)), ALPHA_KEY, json!({})).await;
+    let (status, problem) = w
+        .post(
+            &format!("/v1/verifications/{}/cancel", id(&b)),
+            ALPHA_KEY,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(problem["code"], "not_supported");
 }
@@ -357,7 +484,13 @@ async fn a_gu1_entity_that_already_exists_is_a_subject_conflict_naming_the_fix()
     let (status, problem) = w.post("/v1/verifications", ALPHA_KEY, body.clone()).await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(problem["code"], "subject_conflict");
-    assert!(problem["detail"].as_str().unwrap().contains("provider_refs"), "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("provider_refs"),
+        "{problem}"
+    );
     assert!(!problem.to_string().contains(&national_id("sub-dup-a")));
 }
 
@@ -382,7 +515,11 @@ async fn fifty_concurrent_creates_share_one_token() {
             .http
             .post(format!("{}/v1/verifications", w.base))
             .bearer_auth(ALPHA_KEY)
-            .json(&person(&format!("conc-{i}"), &format!("sub-conc-{i}"), "CL"));
+            .json(&person(
+                &format!("conc-{i}"),
+                &format!("sub-conc-{i}"),
+                "CL",
+            ));
         creates.spawn(async move { request.send().await.unwrap().status() });
     }
     while let Some(status) = creates.join_next().await {
@@ -394,17 +531,30 @@ async fn fifty_concurrent_creates_share_one_token() {
 
 #[tokio::test]
 async fn provider_failures_are_clear_problems_in_bounded_time() {
-    let w = World::start_with(Options { timeout_ms: 1_000, ..Default::default() }).await;
+    let w = World::start_with(Options {
+        timeout_ms: 1_000,
+        ..Default::default()
+    })
+    .await;
     // Warm the token so the faults hit the transaction calls.
     w.create(person("fault-0", "sub-fault", "CL")).await;
     let cases: [(Fault, StatusCode, &str); 3] = [
-        (Fault::Status(503), StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable"),
+        (
+            Fault::Status(503),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider_unavailable",
+        ),
         (Fault::Malformed, StatusCode::BAD_GATEWAY, "provider_error"),
-        (Fault::Hang, StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable"),
+        (
+            Fault::Hang,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider_unavailable",
+        ),
     ];
     for (i, (fault, expected, code)) in cases.into_iter().enumerate() {
         w.betrust.clear_faults();
-        w.betrust.inject(FaultRule::always(fault.clone()).on_path("/transactions"));
+        w.betrust
+            .inject(FaultRule::always(fault.clone()).on_path("/transactions"));
         let started = Instant::now();
         let (status, headers, problem) = w
             .call(
@@ -430,9 +580,19 @@ async fn provider_failures_are_clear_problems_in_bounded_time() {
 #[tokio::test]
 async fn an_unavailable_provider_falls_back_when_the_policy_says_so() {
     // Tenant beta routes to gu1 only; alpha has no fallback: both fail clearly, nothing stored.
-    let w = World::start_with(Options { timeout_ms: 1_000, ..Default::default() }).await;
+    let w = World::start_with(Options {
+        timeout_ms: 1_000,
+        ..Default::default()
+    })
+    .await;
     w.gu1.inject(FaultRule::always(Fault::Status(502)));
-    let (status, problem) = w.post("/v1/verifications", BETA_KEY, person("fb-1", "sub-fb", "CL")).await;
+    let (status, problem) = w
+        .post(
+            "/v1/verifications",
+            BETA_KEY,
+            person("fb-1", "sub-fb", "CL"),
+        )
+        .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
     let (_, page) = w.get("/v1/verifications", BETA_KEY).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 0);
@@ -443,20 +603,43 @@ async fn the_log_of_a_whole_run_holds_no_personal_data_or_secret() {
     let w = World::start().await;
     let b = w.create(person("log-1", "sub-log-1", "CL")).await;
     let g = w.create(person("log-2", "sub-log-2", "AR")).await;
-    w.betrust.finish(&provider_ref(&b), Outcome::Approved).await.unwrap();
-    w.gu1.finish(&provider_ref(&g), Outcome::Approved).await.unwrap();
+    w.betrust
+        .finish(&provider_ref(&b), Outcome::Approved)
+        .await
+        .unwrap();
+    w.gu1
+        .finish(&provider_ref(&g), Outcome::Approved)
+        .await
+        .unwrap();
     for v in [&b, &g] {
-        let (status, _) = w.get(&format!("/v1/verifications/{}/identity", id(v)), ALPHA_KEY).await;
+        let (status, _) = w
+            .get(&format!("/v1/verifications/{}/identity", id(v)), ALPHA_KEY)
+            .await;
         assert_eq!(status, StatusCode::OK);
-        w.post(&format!("/v1/verifications/{}/refresh", id(v)), ALPHA_KEY, json!({})).await;
+        w.post(
+            &format!("/v1/verifications/{}/refresh", id(v)),
+            ALPHA_KEY,
+            json!({}),
+        )
+        .await;
     }
     w.post("/v1/verifications", ALPHA_KEY, json!({"reference": "bad", "subject": {"id": "s", "country": "CL", "date_of_birth": "1990-13-45"}})).await;
-    w.betrust.inject(FaultRule::once(Fault::Malformed).on_path("/transactions"));
-    let (status, _) = w.post("/v1/verifications", ALPHA_KEY, person("log-3", "sub-log-3", "CL")).await;
+    w.betrust
+        .inject(FaultRule::once(Fault::Malformed).on_path("/transactions"));
+    let (status, _) = w
+        .post(
+            "/v1/verifications",
+            ALPHA_KEY,
+            person("log-3", "sub-log-3", "CL"),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = w.log();
-    assert!(log.contains("verification started"), "the log was captured:\n{log}");
+    assert!(
+        log.contains("verification started"),
+        "the log was captured:\n{log}"
+    );
     assert!(log.contains("webhook applied"), "{log}");
     for secret in [
         national_id("sub-log-1").as_str(),
@@ -481,10 +664,24 @@ async fn the_log_of_a_whole_run_holds_no_personal_data_or_secret() {
 async fn health_spec_and_docs_are_served() {
     let w = World::start().await;
     let (status, _, body) = w.call(Method::GET, "/healthz", None, None).await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
     let (status, _, body) = w.call(Method::GET, "/readyz", None, None).await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ready")));
-    let served = w.http.get(format!("{}/openapi.json", w.base)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ready"))
+    );
+    let served = w
+        .http
+        .get(format!("{}/openapi.json", w.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let served: Value = serde_json::from_str(&served).unwrap();
     let committed: Value =
         serde_json::from_str(include_str!("../../openapi/openapi.json")).unwrap();
@@ -495,20 +692,31 @@ async fn health_spec_and_docs_are_served() {
     );
     assert!(served["paths"]["/v1/verifications"]["post"].is_object());
     assert!(served["paths"].get("/hooks/{provider}/{token}").is_none());
-    let docs = w.http.get(format!("{}/docs/", w.base)).send().await.unwrap();
+    let docs = w
+        .http
+        .get(format!("{}/docs/", w.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(docs.status(), StatusCode::OK);
     assert!(docs.text().await.unwrap().contains("swagger"));
 }
 
 #[test]
 fn check_config_and_hash_key_commands() {
-    let out = std::process::Command::new(binary()).args(["hash-key", "test"]).output().unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["hash-key", "test"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     );
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/policy.example.toml");
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/policy.example.toml"
+    );
     let ok = std::process::Command::new(binary())
         .args(["check-config", example])
         .env("BETRUST_CLIENT_ID", "id")
@@ -518,10 +726,16 @@ fn check_config_and_hash_key_commands() {
         .env("PAYMENTS_WEBHOOK_SECRET", "whsec_x")
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    let text = std::fs::read_to_string(example).unwrap().replace("default = \"betrust-cl\"", "default = \"betrust-xx\"");
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("default = \"betrust-cl\"", "default = \"betrust-xx\"");
     std::fs::write(&bad, text).unwrap();
     let out = std::process::Command::new(binary())
         .args(["check-config", bad.to_str().unwrap()])
@@ -534,5 +748,8 @@ fn check_config_and_hash_key_commands() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("tenants.payments.routing.default"), "{stderr}");
+    assert!(
+        stderr.contains("tenants.payments.routing.default"),
+        "{stderr}"
+    );
 }

@@ -14,6 +14,6 @@ pub use model::{
 };
 pub use personal::Personal;
 pub use provider::{
-    CreateRequest, IncomingWebhook, Provider, ProviderError, ProviderStanding, ProviderVerification,
-    WebhookError,
+    CreateRequest, IncomingWebhook, Provider, ProviderError, ProviderStanding,
+    ProviderVerification, WebhookError,
 };

@@ -146,7 +146,10 @@ pub trait Provider: Send + Sync {
     async fn get(&self, provider_reference: &str) -> Result<ProviderVerification, ProviderError>;
 
     /// Asks the provider to bring its view up to date, then reads it (gu1 sync). Defaults to `get`.
-    async fn refresh(&self, provider_reference: &str) -> Result<ProviderVerification, ProviderError> {
+    async fn refresh(
+        &self,
+        provider_reference: &str,
+    ) -> Result<ProviderVerification, ProviderError> {
         self.get(provider_reference).await
     }
 
@@ -167,7 +170,10 @@ pub trait Provider: Send + Sync {
     fn verify_webhook(&self, webhook: IncomingWebhook<'_>) -> Result<String, WebhookError>;
 
     /// Cancels a verification where the provider allows it.
-    async fn cancel(&self, _provider_reference: &str) -> Result<ProviderVerification, ProviderError> {
+    async fn cancel(
+        &self,
+        _provider_reference: &str,
+    ) -> Result<ProviderVerification, ProviderError> {
         Err(ProviderError::Unsupported("cancel"))
     }
 }

@@ -117,7 +117,10 @@ fn validate_create(body: &CreateVerification) -> Result<(), ApiError> {
     if let Some(email) = &body.subject.email
         && !email.expose().contains('@')
     {
-        return Err(ApiError::invalid("subject.email", "must be an email address"));
+        return Err(ApiError::invalid(
+            "subject.email",
+            "must be an email address",
+        ));
     }
     if let Some(url) = &body.redirect_url {
         let ok = url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
@@ -128,7 +131,10 @@ fn validate_create(body: &CreateVerification) -> Result<(), ApiError> {
     if let Some(metadata) = &body.metadata {
         let size = serde_json::to_vec(metadata).map_or(usize::MAX, |v| v.len());
         if size > MAX_METADATA_BYTES {
-            return Err(ApiError::invalid("metadata", "must be at most 4096 bytes as JSON"));
+            return Err(ApiError::invalid(
+                "metadata",
+                "must be at most 4096 bytes as JSON",
+            ));
         }
     }
     Ok(())
@@ -224,7 +230,11 @@ async fn create_verification(
         }
     }
     let hash = request_hash(&raw);
-    if let Some(existing) = state.store.find_by_reference(&tenant.name, &body.reference).await? {
+    if let Some(existing) = state
+        .store
+        .find_by_reference(&tenant.name, &body.reference)
+        .await?
+    {
         return replay(existing, &hash);
     }
     let candidates = routing::candidates(
@@ -353,7 +363,10 @@ async fn list_verifications(
     if let Some(cursor) = &params.cursor
         && !cursor.starts_with("ver_")
     {
-        return Err(ApiError::invalid("cursor", "must be a next_cursor from a previous page"));
+        return Err(ApiError::invalid(
+            "cursor",
+            "must be a next_cursor from a previous page",
+        ));
     }
     let filter = ListFilter {
         reference: params.reference,
@@ -547,7 +560,10 @@ async fn subject_kyc(
     tenant: Tenant,
     Path(subject_id): Path<String>,
 ) -> Result<Json<SubjectStanding>, ApiError> {
-    let (current, approved) = state.store.subject_history(&tenant.name, &subject_id).await?;
+    let (current, approved) = state
+        .store
+        .subject_history(&tenant.name, &subject_id)
+        .await?;
     let valid_for = Duration::days(i64::from(tenant.config().verification_valid_days));
     let verified_at = approved.as_ref().and_then(|a| a.completed_at);
     let expires_at = verified_at.map(|t| t + valid_for);
@@ -620,8 +636,17 @@ mod tests {
 
     #[test]
     fn idempotency_key_is_stable_and_scoped() {
-        assert_eq!(idempotency_key("t", "r", "p"), idempotency_key("t", "r", "p"));
-        assert_ne!(idempotency_key("t", "r", "p"), idempotency_key("u", "r", "p"));
-        assert_ne!(idempotency_key("t", "r", "p"), idempotency_key("t", "r", "q"));
+        assert_eq!(
+            idempotency_key("t", "r", "p"),
+            idempotency_key("t", "r", "p")
+        );
+        assert_ne!(
+            idempotency_key("t", "r", "p"),
+            idempotency_key("u", "r", "p")
+        );
+        assert_ne!(
+            idempotency_key("t", "r", "p"),
+            idempotency_key("t", "r", "q")
+        );
     }
 }

@@ -84,7 +84,9 @@ impl Runtime {
                 ProviderConfig::Betrust(c) => {
                     BetrustProvider::new(name, c.clone()).map(|p| Arc::new(p) as _)
                 }
-                ProviderConfig::Gu1(c) => Gu1Provider::new(name, c.clone()).map(|p| Arc::new(p) as _),
+                ProviderConfig::Gu1(c) => {
+                    Gu1Provider::new(name, c.clone()).map(|p| Arc::new(p) as _)
+                }
             };
             let provider = built.map_err(|e| PolicyError::Invalid {
                 key: format!("providers.{name}"),

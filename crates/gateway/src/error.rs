@@ -119,9 +119,11 @@ impl ApiError {
         use StatusCode as S;
         match self {
             ApiError::BadRequest { .. } => (S::BAD_REQUEST, "invalid_request", "Invalid request"),
-            ApiError::Invalid { .. } => {
-                (S::UNPROCESSABLE_ENTITY, "invalid_request", "Invalid request")
-            }
+            ApiError::Invalid { .. } => (
+                S::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "Invalid request",
+            ),
             ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not_found", "Not found"),
             ApiError::Conflict { code, .. } => (S::CONFLICT, code, "Conflict"),
@@ -144,15 +146,13 @@ impl ApiError {
                 ProviderError::SubjectConflict(_) => {
                     (S::CONFLICT, "subject_conflict", "Subject conflict")
                 }
-                ProviderError::Unsupported(_) => {
-                    (S::CONFLICT, "not_supported", "Not supported by the provider")
-                }
+                ProviderError::Unsupported(_) => (
+                    S::CONFLICT,
+                    "not_supported",
+                    "Not supported by the provider",
+                ),
             },
-            ApiError::Store(_) => (
-                S::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "Internal error",
-            ),
+            ApiError::Store(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", "Internal error"),
             ApiError::Unavailable(_) => {
                 (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
             }

@@ -34,7 +34,10 @@ impl FromRequestParts<AppState> for Tenant {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or(ApiError::Unauthorized)?;
@@ -95,10 +98,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
                 .strip_prefix("missing field `")
                 .and_then(|m| m.split('`').next())
             {
-                field = if field.is_empty() { name.to_string() } else { format!("{field}.{name}") };
+                field = if field.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{field}.{name}")
+                };
             }
             ApiError::Invalid {
-                field: if field.is_empty() { "body".into() } else { field },
+                field: if field.is_empty() {
+                    "body".into()
+                } else {
+                    field
+                },
                 detail: describe_serde_error(&message),
             }
         })?;

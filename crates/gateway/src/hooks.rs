@@ -25,7 +25,10 @@ pub async fn receive(
         tracing::warn!(provider = %provider_name, "webhook with a wrong URL token refused");
         return Err(not_found());
     }
-    let provider = runtime.providers.get(&provider_name).ok_or_else(not_found)?;
+    let provider = runtime
+        .providers
+        .get(&provider_name)
+        .ok_or_else(not_found)?;
     let headers: Vec<(String, String)> = headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))

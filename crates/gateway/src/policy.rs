@@ -237,7 +237,10 @@ impl Policy {
             if let Some(limit) = &tenant.rate_limit
                 && (limit.per_second == 0 || limit.burst == 0)
             {
-                return Err(invalid(at("rate_limit"), "per_second and burst must be > 0"));
+                return Err(invalid(
+                    at("rate_limit"),
+                    "per_second and burst must be > 0",
+                ));
             }
             let routing = &tenant.routing;
             let known = |key: String, provider: &str| {
@@ -257,7 +260,10 @@ impl Policy {
                 ));
             }
             for (i, rule) in routing.rules.iter().enumerate() {
-                known(format!("{}[{i}].provider", at("routing.rules")), &rule.provider)?;
+                known(
+                    format!("{}[{i}].provider", at("routing.rules")),
+                    &rule.provider,
+                )?;
                 if !is_country_code(&rule.country) {
                     return Err(invalid(
                         format!("{}[{i}].country", at("routing.rules")),
@@ -292,7 +298,10 @@ pub fn describe_serde_error(message: &str) -> String {
         return message.to_string();
     }
     match message.rfind(", expected ") {
-        Some(i) => format!("invalid value, expected {}", &message[i + ", expected ".len()..]),
+        Some(i) => format!(
+            "invalid value, expected {}",
+            &message[i + ", expected ".len()..]
+        ),
         None if message.starts_with("unknown variant") => "unknown value".to_string(),
         None => "invalid value".to_string(),
     }
@@ -324,7 +333,11 @@ fn interpolate(
         }
         toml::Value::Table(table) => {
             for (k, v) in table.iter_mut() {
-                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 interpolate(v, &child, env)?;
             }
         }
@@ -341,7 +354,10 @@ fn interpolate(
 /// The `sha256:<hex>` form of an API key, as written in `api_keys`.
 pub fn hash_api_key(key: &str) -> String {
     use sha2::Digest;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(key.as_bytes())))
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(key.as_bytes()))
+    )
 }
 
 /// Keeps a secret's value out of `Debug` output of types that hold a plain copy.
@@ -363,7 +379,10 @@ mod tests {
     #[test]
     fn the_pinned_example_parses() {
         let policy = Policy::parse(PINNED, env).unwrap();
-        assert_eq!(policy.tenants["payments"].routing.default.as_deref(), Some("betrust-cl"));
+        assert_eq!(
+            policy.tenants["payments"].routing.default.as_deref(),
+            Some("betrust-cl")
+        );
         assert!(matches!(policy.providers["gu1"], ProviderConfig::Gu1(_)));
         assert_eq!(policy.reconciler.every_seconds, 60);
     }
@@ -372,7 +391,10 @@ mod tests {
     fn an_unknown_provider_in_routing_names_the_key() {
         let text = PINNED.replace("default = \"betrust-cl\"", "default = \"nope\"");
         let err = Policy::parse(&text, env).unwrap_err().to_string();
-        assert!(err.starts_with("tenants.payments.routing.default:"), "{err}");
+        assert!(
+            err.starts_with("tenants.payments.routing.default:"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn country_rule_beats_default_and_fallback_follows() {
         let r = routing();
-        assert_eq!(candidates(&r, "t", "s", "AR", None, |_| true).unwrap(), ["gu1"]);
+        assert_eq!(
+            candidates(&r, "t", "s", "AR", None, |_| true).unwrap(),
+            ["gu1"]
+        );
         assert_eq!(
             candidates(&r, "t", "s", "CL", None, |_| true).unwrap(),
             ["betrust", "gu1"]
@@ -107,7 +110,10 @@ mod tests {
         let mut r = routing();
         assert!(candidates(&r, "t", "s", "CL", Some("gu1"), |_| true).is_err());
         r.allow_override = true;
-        assert_eq!(candidates(&r, "t", "s", "CL", Some("gu1"), |_| true).unwrap(), ["gu1"]);
+        assert_eq!(
+            candidates(&r, "t", "s", "CL", Some("gu1"), |_| true).unwrap(),
+            ["gu1"]
+        );
         assert!(candidates(&r, "t", "s", "CL", Some("nope"), |n| n != "nope").is_err());
     }
 

@@ -87,11 +87,14 @@ pub fn router(state: AppState) -> Router {
     let (api, spec) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api::router())
         .split_for_parts();
-    api.route("/hooks/{provider}/{token}", axum::routing::post(hooks::receive))
-        .layer(axum::middleware::from_fn(request_context))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
-        .with_state(state)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+    api.route(
+        "/hooks/{provider}/{token}",
+        axum::routing::post(hooks::receive),
+    )
+    .layer(axum::middleware::from_fn(request_context))
+    .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
+    .with_state(state)
+    .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
 }
 
 /// Gives every request an id (the caller's `x-request-id` when it is sane), a span, and one log
@@ -104,7 +107,8 @@ async fn request_context(request: Request, next: Next) -> Response {
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= 64
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map(str::to_string)
         .unwrap_or_else(|| format!("req_{}", ulid::Ulid::generate()));
@@ -178,9 +182,17 @@ pub async fn serve(
     let store = SqlStore::connect(&policy.store.url).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let public_url = policy.server.public_url.clone().unwrap_or_else(|| base.clone());
+    let public_url = policy
+        .server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| base.clone());
     let runtime = Runtime::build(policy)?;
-    let app = Arc::new(App::new(Arc::new(store) as Arc<dyn Store>, public_url, runtime));
+    let app = Arc::new(App::new(
+        Arc::new(store) as Arc<dyn Store>,
+        public_url,
+        runtime,
+    ));
     tokio::spawn(reconcile_forever(app.clone()));
     let service = router(AppState(app));
     tracing::info!("listening on {base}");

@@ -151,8 +151,12 @@ impl SqlStore {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
-                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -166,7 +170,9 @@ impl SqlStore {
             AssertSqlSafe(include_str!("../migrations/0001_init.sql")).into_sql_str(),
             false,
         );
-        Migrator::with_migrations(vec![migration]).run(&pool).await?;
+        Migrator::with_migrations(vec![migration])
+            .run(&pool)
+            .await?;
         Ok(SqlStore { pool })
     }
 
@@ -486,7 +492,9 @@ impl Store for SqlStore {
              WHERE status IN ('pending', 'in_progress', 'in_review') \
              ORDER BY updated_at ASC LIMIT {limit}"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(row_to_stored).collect()
     }
 
@@ -495,4 +503,3 @@ impl Store for SqlStore {
         Ok(())
     }
 }
-
