@@ -753,3 +753,97 @@ fn check_config_and_hash_key_commands() {
         "{stderr}"
     );
 }
+
+/// The first run: `kyc-gateway sandbox` (what `kyc-gateway` with no arguments runs, on the fixed
+/// port 8080) starts with nothing configured; a person creates a verification on each provider,
+/// opens its link, presses Approve on the simulator's page, and sees it approved.
+#[tokio::test]
+async fn the_sandbox_first_run_works_with_no_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(binary())
+        .args(["sandbox", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(at) = line.find("listening on http://") {
+                let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
+            }
+        }
+    });
+    let base = rx.recv_timeout(Duration::from_secs(30)).expect("sandbox started");
+    let banner = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut text = String::new();
+        while let Some(Ok(line)) = lines.next() {
+            text.push_str(&line);
+            text.push('\n');
+            if line.contains("Create a verification") {
+                break;
+            }
+        }
+        text
+    };
+    assert!(banner.contains(&format!("{base}/docs")), "{banner}");
+    let key = kyc_gateway::sandbox::DEMO_API_KEY;
+    assert!(banner.contains(key), "{banner}");
+    assert!(dir.path().join(kyc_gateway::sandbox::SANDBOX_DB).exists());
+
+    let http = reqwest::Client::new();
+    for provider in ["betrust-sandbox", "gu1-sandbox"] {
+        let created: Value = http
+            .post(format!("{base}/v1/verifications"))
+            .bearer_auth(key)
+            .json(&json!({
+                "reference": format!("first-run-{provider}"),
+                "subject": {"id": "demo-person", "country": "CL", "national_id": "11111111-1",
+                            "first_name": "Demo", "last_name": "Person", "date_of_birth": "1990-01-31"},
+                "provider": provider
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(created["provider"], provider, "{created}");
+        let link = created["verification_url"].as_str().unwrap();
+        let page = http.get(link).send().await.unwrap().text().await.unwrap();
+        let action = page
+            .split("action=\"")
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap())
+            .next()
+            .expect("the page has a finish form");
+        let origin = &link[..link.find("/validate/").or(link.find("/session/")).unwrap()];
+        let done = http
+            .post(format!("{origin}{action}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("outcome=approved")
+            .send()
+            .await
+            .unwrap();
+        assert!(done.status().is_success());
+        let got: Value = http
+            .get(format!("{base}/v1/verifications/{}", created["id"].as_str().unwrap()))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(got["status"], "approved", "{provider}: {got}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -503,3 +503,154 @@ impl Store for SqlStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! One suite, run against a SQLite file always and against PostgreSQL when
+    //! `KYC_TEST_POSTGRES_URL` is set (CI sets it).
+
+    use super::*;
+    use kyc_core::{Decision, Reason};
+
+    fn sample(tenant: &str, reference: &str, subject: &str) -> StoredVerification {
+        let t = now();
+        StoredVerification {
+            tenant: tenant.into(),
+            request_hash: format!("hash-{reference}"),
+            verification: Verification {
+                id: format!("ver_{}", ulid::Ulid::generate()),
+                reference: reference.into(),
+                subject_id: subject.into(),
+                provider: "p1".into(),
+                provider_reference: format!("pref-{tenant}-{reference}"),
+                status: Status::Pending,
+                reason: None,
+                verification_url: Some("https://example.test/v".into()),
+                expires_at: Some(t),
+                decision: None,
+                metadata: None,
+                created_at: t,
+                updated_at: t,
+                completed_at: None,
+            },
+        }
+    }
+
+    fn update(status: Status) -> ProviderVerification {
+        ProviderVerification {
+            provider_reference: String::new(),
+            status,
+            reason: Some(Reason {
+                code: "c".into(),
+                provider_code: Some("pc".into()),
+                message: None,
+            }),
+            verification_url: None,
+            expires_at: None,
+            decision: Some(Decision::default()),
+            subject_ref: None,
+        }
+    }
+
+    async fn suite(store: &SqlStore) {
+        let tenant = format!("t_{}", ulid::Ulid::generate());
+        let other = format!("o_{}", ulid::Ulid::generate());
+        let a = sample(&tenant, "ref-a", "sub-1");
+        assert!(matches!(store.insert(&a).await.unwrap(), Inserted::Created));
+        // The same reference again returns the first row, not a second one.
+        let dup = sample(&tenant, "ref-a", "sub-1");
+        match store.insert(&dup).await.unwrap() {
+            Inserted::Exists(existing) => assert_eq!(*existing, a),
+            Inserted::Created => panic!("a second row for one reference"),
+        }
+        // Tenants are separate.
+        assert_eq!(store.get(&tenant, &a.verification.id).await.unwrap(), Some(a.clone()));
+        assert_eq!(store.get(&other, &a.verification.id).await.unwrap(), None);
+        let found = store
+            .find_by_provider_reference("p1", &a.verification.provider_reference)
+            .await
+            .unwrap();
+        assert_eq!(found, Some(a.clone()));
+
+        // Status rule: forward moves apply, final statuses stick.
+        let moved = store.apply(&a, &update(Status::InProgress)).await.unwrap();
+        assert_eq!(moved.verification.status, Status::InProgress);
+        let stale = store.apply(&a, &update(Status::Approved)).await.unwrap();
+        assert_eq!(stale.verification.status, Status::Approved, "re-read after a lost race");
+        assert!(stale.verification.completed_at.is_some());
+        let late = store.apply(&stale, &update(Status::Rejected)).await.unwrap();
+        assert_eq!(late.verification.status, Status::Approved);
+        let back = store.get(&tenant, &a.verification.id).await.unwrap().unwrap();
+        assert_eq!(back.verification.status, Status::Approved);
+        assert_eq!(back.verification.decision, Some(Decision::default()));
+
+        // Listing, filtering, paging, history.
+        for i in 0..3 {
+            store.insert(&sample(&tenant, &format!("ref-{i}"), "sub-2")).await.unwrap();
+        }
+        let filter = ListFilter {
+            subject_id: Some("sub-2".into()),
+            limit: 2,
+            ..Default::default()
+        };
+        let first = store.list(&tenant, &filter).await.unwrap();
+        assert_eq!(first.len(), 2);
+        let rest = store
+            .list(
+                &tenant,
+                &ListFilter {
+                    before_id: Some(first[1].verification.id.clone()),
+                    ..filter.clone()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 1);
+        let approved = ListFilter {
+            status: Some(Status::Approved),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(store.list(&tenant, &approved).await.unwrap().len(), 1);
+        let (latest, ok) = store.subject_history(&tenant, "sub-1").await.unwrap();
+        assert_eq!(latest.unwrap().id, a.verification.id);
+        assert_eq!(ok.unwrap().status, Status::Approved);
+        let unfinished = store.unfinished(10_000).await.unwrap();
+        assert!(unfinished.iter().all(|s| !s.verification.status.is_final()));
+        assert!(unfinished.iter().any(|s| s.tenant == tenant));
+
+        // Subject refs: first one wins.
+        store.remember_subject_ref(&tenant, "p1", "sub-1", "ent-1").await.unwrap();
+        store.remember_subject_ref(&tenant, "p1", "sub-1", "ent-2").await.unwrap();
+        let remembered = store.subject_ref(&tenant, "p1", "sub-1").await.unwrap();
+        assert_eq!(remembered.as_deref(), Some("ent-1"));
+        assert_eq!(store.subject_ref(&other, "p1", "sub-1").await.unwrap(), None);
+        store.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = SqlStore::connect(&url).await.unwrap();
+        suite(&store).await;
+        // Reopening runs the migrations again harmlessly and keeps the data.
+        drop(store);
+        let again = SqlStore::connect(&url).await.unwrap();
+        assert_eq!(again.unfinished(100).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn postgres_store() {
+        let Ok(url) = std::env::var("KYC_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the PostgreSQL suite: set KYC_TEST_POSTGRES_URL"
+            );
+            eprintln!("KYC_TEST_POSTGRES_URL not set: PostgreSQL store suite skipped");
+            return;
+        };
+        let store = SqlStore::connect(&url).await.unwrap();
+        suite(&store).await;
+    }
+}
