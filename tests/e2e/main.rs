@@ -2,6 +2,7 @@
 //! in-process BeTrust and gu1 simulators, with a real SQLite file.
 
 mod harness;
+mod swagger_ui;
 
 use harness::*;
 use kyc_sandbox::{Fault, FaultRule, Outcome};
@@ -779,7 +780,9 @@ async fn the_sandbox_first_run_works_with_no_setup() {
             }
         }
     });
-    let base = rx.recv_timeout(Duration::from_secs(30)).expect("sandbox started");
+    let base = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("sandbox started");
     let banner = {
         use std::io::BufRead;
         let mut lines = std::io::BufReader::new(stdout).lines();
@@ -834,7 +837,10 @@ async fn the_sandbox_first_run_works_with_no_setup() {
             .unwrap();
         assert!(done.status().is_success());
         let got: Value = http
-            .get(format!("{base}/v1/verifications/{}", created["id"].as_str().unwrap()))
+            .get(format!(
+                "{base}/v1/verifications/{}",
+                created["id"].as_str().unwrap()
+            ))
             .bearer_auth(key)
             .send()
             .await

@@ -564,7 +564,10 @@ mod tests {
             Inserted::Created => panic!("a second row for one reference"),
         }
         // Tenants are separate.
-        assert_eq!(store.get(&tenant, &a.verification.id).await.unwrap(), Some(a.clone()));
+        assert_eq!(
+            store.get(&tenant, &a.verification.id).await.unwrap(),
+            Some(a.clone())
+        );
         assert_eq!(store.get(&other, &a.verification.id).await.unwrap(), None);
         let found = store
             .find_by_provider_reference("p1", &a.verification.provider_reference)
@@ -576,17 +579,31 @@ mod tests {
         let moved = store.apply(&a, &update(Status::InProgress)).await.unwrap();
         assert_eq!(moved.verification.status, Status::InProgress);
         let stale = store.apply(&a, &update(Status::Approved)).await.unwrap();
-        assert_eq!(stale.verification.status, Status::Approved, "re-read after a lost race");
+        assert_eq!(
+            stale.verification.status,
+            Status::Approved,
+            "re-read after a lost race"
+        );
         assert!(stale.verification.completed_at.is_some());
-        let late = store.apply(&stale, &update(Status::Rejected)).await.unwrap();
+        let late = store
+            .apply(&stale, &update(Status::Rejected))
+            .await
+            .unwrap();
         assert_eq!(late.verification.status, Status::Approved);
-        let back = store.get(&tenant, &a.verification.id).await.unwrap().unwrap();
+        let back = store
+            .get(&tenant, &a.verification.id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(back.verification.status, Status::Approved);
         assert_eq!(back.verification.decision, Some(Decision::default()));
 
         // Listing, filtering, paging, history.
         for i in 0..3 {
-            store.insert(&sample(&tenant, &format!("ref-{i}"), "sub-2")).await.unwrap();
+            store
+                .insert(&sample(&tenant, &format!("ref-{i}"), "sub-2"))
+                .await
+                .unwrap();
         }
         let filter = ListFilter {
             subject_id: Some("sub-2".into()),
@@ -620,11 +637,20 @@ mod tests {
         assert!(unfinished.iter().any(|s| s.tenant == tenant));
 
         // Subject refs: first one wins.
-        store.remember_subject_ref(&tenant, "p1", "sub-1", "ent-1").await.unwrap();
-        store.remember_subject_ref(&tenant, "p1", "sub-1", "ent-2").await.unwrap();
+        store
+            .remember_subject_ref(&tenant, "p1", "sub-1", "ent-1")
+            .await
+            .unwrap();
+        store
+            .remember_subject_ref(&tenant, "p1", "sub-1", "ent-2")
+            .await
+            .unwrap();
         let remembered = store.subject_ref(&tenant, "p1", "sub-1").await.unwrap();
         assert_eq!(remembered.as_deref(), Some("ent-1"));
-        assert_eq!(store.subject_ref(&other, "p1", "sub-1").await.unwrap(), None);
+        assert_eq!(
+            store.subject_ref(&other, "p1", "sub-1").await.unwrap(),
+            None
+        );
         store.ping().await.unwrap();
     }
 
