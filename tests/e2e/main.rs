@@ -269,6 +269,24 @@ async fn a_create_retried_after_a_lost_write_finds_the_first_betrust_transaction
 }
 
 #[tokio::test]
+async fn a_create_retried_after_a_lost_write_finds_the_first_gu1_validation() {
+    let w = World::start().await;
+    let body = person("crash-gu1", "sub-crash-gu1", "AR");
+    let first = w.create(body.clone()).await;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&w.db_url).await.unwrap();
+    sqlx::query("DELETE FROM verifications WHERE id = $1")
+        .bind(id(&first))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let again = w.create(body).await;
+    assert_eq!(again["provider_reference"], first["provider_reference"]);
+    assert_eq!(w.gu1.validations_created(), 1);
+    assert_eq!(w.gu1.entities_created(), 1);
+}
+
+#[tokio::test]
 async fn requests_without_a_valid_key_are_401() {
     let w = World::start().await;
     let (status, headers, problem) = w.call(Method::GET, "/v1/verifications", None, None).await;

@@ -52,12 +52,15 @@
 //!
 //! # Choices where gu1's documentation is silent
 //!
-//! - **Retries.** gu1 has no idempotency key. A `create` retried after an answer was lost may start
-//!   a second validation for the same entity (gu1 then marks the earlier one `isCurrent: false`; the
-//!   link we return is the one that counts). To keep retries cheap, the adapter remembers in memory,
-//!   for an hour, the entity it created per idempotency key: a retry after a failed validation call
-//!   reuses that entity instead of running into gu1's 409. The idempotency key is also sent as
-//!   `metadata.gatewayKey` (with `metadata.reference`), so a duplicate can be recognised at gu1.
+//! - **Retries.** gu1 has no idempotency key. The idempotency key is sent as
+//!   `metadata.gatewayKey` (with `metadata.reference`). When the entity is already known, `create`
+//!   first reads the entity's current validation (`GET {entity_kyc_path}/{id}/current`): if this
+//!   key started it, it is returned instead of starting a second one, so a create retried after a
+//!   lost answer or a gateway crash finds the first validation. The adapter also remembers in
+//!   memory, for an hour, the entity it created per idempotency key: a retry after a failed
+//!   validation call reuses that entity instead of running into gu1's 409. What is left: a retry
+//!   whose first attempt created the entity but whose process died before remembering it meets the
+//!   409 and the `subject_conflict` answer that names the fix.
 //! - **Cancel.** gu1's pages do not document cancelling. `POST {validations_path}/{id}/cancel` is our
 //!   pinned assumption, configurable as [`Gu1Config::cancel_path`] (a template with `{id}`). When
 //!   the cancel answer is not a validation, the validation is read back with a GET.
@@ -210,6 +213,7 @@ enum Op {
     SyncValidation,
     CancelValidation,
     EntityStatus,
+    CurrentValidation,
 }
 
 impl Op {
@@ -221,6 +225,7 @@ impl Op {
             Op::SyncValidation => "sync validation",
             Op::CancelValidation => "cancel validation",
             Op::EntityStatus => "entity status",
+            Op::CurrentValidation => "entity current validation",
         }
     }
 }
@@ -563,6 +568,35 @@ impl Gu1Provider {
             .entity_id()
     }
 
+    /// The entity's current validation when this idempotency key started it: gu1 has no
+    /// idempotency key of its own, so a create retried after a lost answer (or a crash before the
+    /// gateway stored it) finds the first validation through `GET {entity_kyc_path}/{id}/current`
+    /// and its `metadata.gatewayKey`, instead of starting a second one.
+    async fn earlier_attempt(
+        &self,
+        entity_id: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<Gu1Validation>, ProviderError> {
+        let url = self.url(&format!(
+            "{}/{entity_id}/current",
+            self.config.entity_kyc_path
+        ));
+        let (status, body) = self
+            .send(Op::CurrentValidation, Method::GET, url, None, None)
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let current: Gu1Validation = self.read(Op::CurrentValidation, status, &body)?;
+        let started_by_this_key = current
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("gatewayKey"))
+            .and_then(|k| k.as_str())
+            == Some(idempotency_key);
+        Ok(started_by_this_key.then_some(current))
+    }
+
     async fn read_validation(
         &self,
         op: Op,
@@ -608,20 +642,34 @@ impl Provider for Gu1Provider {
             .clone()
             .or_else(|| request.subject.provider_refs.get(&self.name).cloned())
             .filter(|id| !id.trim().is_empty());
-        let entity_id = match known {
-            Some(id) => id.trim().to_string(),
+        let (entity_id, entity_is_new) = match known {
+            Some(id) => (id.trim().to_string(), false),
             None => match self.entities_by_key.get(&request.idempotency_key).await {
-                Some(id) => id,
+                Some(id) => (id, false),
                 None => {
                     let id = self.create_entity(request).await?;
                     self.entities_by_key
                         .insert(request.idempotency_key.clone(), id.clone())
                         .await;
-                    id
+                    (id, true)
                 }
             },
         };
         self.check_entity_id(&entity_id)?;
+        if !entity_is_new
+            && let Some(earlier) = self
+                .earlier_attempt(&entity_id, &request.idempotency_key)
+                .await?
+        {
+            tracing::info!(
+                provider = %self.name,
+                validation_id = %earlier.id,
+                "gu1 validation for this idempotency key already exists; reusing it"
+            );
+            let mut verification = ProviderVerification::try_from(earlier)?;
+            verification.subject_ref = Some(entity_id);
+            return Ok(verification);
+        }
 
         let body = Gu1CreateValidation {
             entity_id: entity_id.clone(),

@@ -162,6 +162,39 @@ async fn a_known_entity_is_reused_not_created_again() {
 }
 
 #[tokio::test]
+async fn a_retried_create_for_a_known_entity_returns_the_first_validation() {
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    let first = gu1
+        .create(&request("retry-key", subject("cus_r", Some("555")), None))
+        .await
+        .unwrap();
+    let entity_id = first.subject_ref.clone();
+    // The same attempt again (its answer was lost): no second validation.
+    let again = gu1
+        .create(&request(
+            "retry-key",
+            subject("cus_r", Some("555")),
+            entity_id.clone(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(again.provider_reference, first.provider_reference);
+    assert_eq!(sim.validations_created(), 1);
+    // Another attempt for the same entity does start a new validation.
+    let other = gu1
+        .create(&request(
+            "other-key",
+            subject("cus_r", Some("555")),
+            entity_id,
+        ))
+        .await
+        .unwrap();
+    assert_ne!(other.provider_reference, first.provider_reference);
+    assert_eq!(sim.validations_created(), 2);
+}
+
+#[tokio::test]
 async fn a_repeated_national_id_is_a_subject_conflict_that_names_the_fix() {
     let sim = sim().await;
     let gu1 = provider(&sim);

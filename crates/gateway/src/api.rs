@@ -14,10 +14,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{Duration, Utc};
 use kyc_core::{
-    Checks, CreateRequest, Identity, ProviderError, Status, Subject, SubjectStanding, Verification,
+    Checks, CreateRequest, Identity, Provider, ProviderError, Status, Subject, SubjectStanding,
+    Verification,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -399,6 +401,22 @@ async fn load(state: &AppState, tenant: &Tenant, id: &str) -> Result<StoredVerif
         .ok_or_else(|| ApiError::NotFound(format!("no verification {id}")))
 }
 
+/// A tenant's verification and the provider instance that runs it.
+async fn load_with_provider(
+    state: &AppState,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<(StoredVerification, Arc<dyn Provider>), ApiError> {
+    let stored = load(state, tenant, id).await?;
+    let name = &stored.verification.provider;
+    let provider = tenant.runtime.providers.get(name).cloned().ok_or_else(|| {
+        ApiError::Unavailable(format!(
+            "provider {name} is no longer in the policy; restore it to reach this verification"
+        ))
+    })?;
+    Ok((stored, provider))
+}
+
 /// The stored verification; no provider call.
 #[utoipa::path(
     get,
@@ -440,24 +458,13 @@ async fn refresh_verification(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<Verification>, ApiError> {
-    let stored = load(&state, &tenant, &id).await?;
+    let (stored, provider) = load_with_provider(&state, &tenant, &id).await?;
     let name = &stored.verification.provider;
-    let provider = tenant
-        .runtime
-        .providers
-        .get(name)
-        .ok_or_else(|| provider_gone(name))?;
     let now = provider
         .refresh(&stored.verification.provider_reference)
         .await
         .map_err(|e| ApiError::provider(name, e))?;
     Ok(Json(state.store.apply(&stored, &now).await?.verification))
-}
-
-fn provider_gone(name: &str) -> ApiError {
-    ApiError::Unavailable(format!(
-        "provider {name} is no longer in the policy; restore it to reach this verification"
-    ))
 }
 
 /// The document data the provider extracted, read live and not stored.
@@ -479,13 +486,8 @@ async fn get_identity(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let stored = load(&state, &tenant, &id).await?;
+    let (stored, provider) = load_with_provider(&state, &tenant, &id).await?;
     let name = &stored.verification.provider;
-    let provider = tenant
-        .runtime
-        .providers
-        .get(name)
-        .ok_or_else(|| provider_gone(name))?;
     let identity = provider
         .identity(&stored.verification.provider_reference)
         .await
@@ -519,7 +521,7 @@ async fn cancel_verification(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<Verification>, ApiError> {
-    let stored = load(&state, &tenant, &id).await?;
+    let (stored, provider) = load_with_provider(&state, &tenant, &id).await?;
     let v = &stored.verification;
     if v.status.is_final() {
         return Err(ApiError::Conflict {
@@ -527,11 +529,6 @@ async fn cancel_verification(
             detail: format!("the verification is already {}", v.status),
         });
     }
-    let provider = tenant
-        .runtime
-        .providers
-        .get(&v.provider)
-        .ok_or_else(|| provider_gone(&v.provider))?;
     let now = provider
         .cancel(&v.provider_reference)
         .await
