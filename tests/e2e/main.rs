@@ -446,6 +446,40 @@ async fn bad_input_gets_a_problem_naming_the_field() {
 }
 
 #[tokio::test]
+async fn unknown_paths_wrong_methods_and_huge_bodies_get_problems() {
+    let w = World::start().await;
+    let (status, headers, problem) = w
+        .call(Method::GET, "/v2/nothing", Some(ALPHA_KEY), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(problem["code"], "not_found");
+    let (status, _, problem) = w
+        .call(Method::DELETE, "/v1/verifications", Some(ALPHA_KEY), None)
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(problem["code"], "method_not_allowed");
+    let mut huge = person("huge", "sub-huge", "CL");
+    huge["metadata"] = json!({"blob": "x".repeat(100 * 1024)});
+    let (status, _, problem) = w
+        .call(
+            Method::POST,
+            "/v1/verifications",
+            Some(ALPHA_KEY),
+            Some(huge),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{problem}");
+    assert_eq!(problem["code"], "payload_too_large");
+    let mut big = person("big", "sub-big", "CL");
+    big["metadata"] = json!({"blob": "x".repeat(5000)});
+    let (status, problem) = w.post("/v1/verifications", ALPHA_KEY, big).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["field"], "metadata");
+    assert_eq!(w.betrust.transactions_created(), 0);
+}
+
+#[tokio::test]
 async fn cancel_where_the_provider_allows_it() {
     let w = World::start().await;
     let g = w.create(person("cancel-1", "sub-cancel-1", "AR")).await;

@@ -68,6 +68,15 @@ pub enum ApiError {
     /// No valid API key.
     #[error("unauthorized")]
     Unauthorized,
+    /// The body is over the size limit.
+    #[error("payload too large")]
+    TooLarge,
+    /// The path exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A handler panicked; answered without details (the panic is logged).
+    #[error("internal error")]
+    Internal,
     /// No such resource for this tenant.
     #[error("{0}")]
     NotFound(String),
@@ -125,6 +134,17 @@ impl ApiError {
                 "Invalid request",
             ),
             ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::TooLarge => (
+                S::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+            ),
+            ApiError::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
+            ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal_error", "Internal error"),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not_found", "Not found"),
             ApiError::Conflict { code, .. } => (S::CONFLICT, code, "Conflict"),
             ApiError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate_limited", "Too many requests"),
@@ -167,6 +187,9 @@ impl ApiError {
             ApiError::Unauthorized => {
                 "a valid API key is required: send `Authorization: Bearer <key>`".into()
             }
+            ApiError::TooLarge => "the body is over the 64 KiB limit".into(),
+            ApiError::MethodNotAllowed => "this path does not take that method".into(),
+            ApiError::Internal => "internal error; the request id identifies it in our logs".into(),
             ApiError::NotFound(what) => what.clone(),
             ApiError::Conflict { detail, .. } => detail.clone(),
             ApiError::RateLimited(secs) => format!("rate limit exceeded; retry in {secs} s"),

@@ -74,12 +74,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
                 detail: "send the body as JSON with `Content-Type: application/json`".into(),
             });
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|_| ApiError::BadRequest {
-                field: None,
-                detail: "the body could not be read (is it over 64 KiB?)".into(),
-            })?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge
+            } else {
+                ApiError::BadRequest {
+                    field: None,
+                    detail: "the body could not be read".into(),
+                }
+            }
+        })?;
         let raw: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
                 field: None,

@@ -2,7 +2,7 @@
 //! and the listening socket.
 
 use crate::app::{App, AppState, Runtime};
-use crate::error::REQUEST_ID;
+use crate::error::{ApiError, REQUEST_ID};
 use crate::policy::{Policy, PolicyError};
 use crate::store::{SqlStore, Store, StoreError};
 use crate::{api, hooks};
@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -91,10 +91,22 @@ pub fn router(state: AppState) -> Router {
         "/hooks/{provider}/{token}",
         axum::routing::post(hooks::receive),
     )
+    .fallback(|| async { ApiError::NotFound("no such endpoint; see /docs".into()) })
+    .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
     .layer(axum::middleware::from_fn(request_context))
-    .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
+    .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+    .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        answer_panic,
+    ))
     .with_state(state)
     .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+}
+
+/// A panic is a bug: log it (not its payload, which could hold anything) and answer a problem
+/// document instead of dropping the connection.
+fn answer_panic(_payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::Internal.into_response()
 }
 
 /// Gives every request an id (the caller's `x-request-id` when it is sane), a span, and one log
