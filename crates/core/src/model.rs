@@ -191,8 +191,15 @@ impl Default for Checks {
 #[serde(deny_unknown_fields)]
 pub struct Subject {
     /// The caller's id for the person. Not personal data by contract: use an opaque id.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F]+$",
+        example = "customer-42"
+    )]
     pub id: String,
     /// ISO 3166-1 alpha-2 country code (`CL`, `AR`).
+    #[schema(pattern = "^[A-Z]{2}$", example = "CL")]
     pub country: String,
     /// National id (RUT, DNI, CUIT...).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -46,15 +46,24 @@ const MAX_METADATA_BYTES: usize = 4096;
 pub struct CreateVerification {
     /// Your id for this verification: unique per tenant, and the idempotency key (the same
     /// reference with the same body returns the first verification).
-    #[schema(example = "order-12345")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F]+$",
+        example = "order-12345"
+    )]
     pub reference: String,
-    /// The person to verify.
+    /// The person to verify. Keys of `provider_refs` must name provider instances of the policy.
     pub subject: Subject,
     /// Checks to run (default: document, liveness, face_match).
     #[serde(default)]
     pub checks: Option<Checks>,
-    /// Where the provider sends the person when done, where it supports it.
+    /// Where the provider sends the person when done, where it supports it (http or https).
     #[serde(default)]
+    #[schema(
+        pattern = "^https?://[^\\s]+$",
+        example = "https://app.example/kyc/done"
+    )]
     pub redirect_url: Option<String>,
     /// A small JSON object of yours (at most 4 KiB), returned as given. No personal data.
     #[serde(default)]
@@ -82,11 +91,14 @@ pub struct ListParams {
     pub reference: Option<String>,
     /// Exact subject id.
     pub subject_id: Option<String>,
-    /// One status: pending, in_progress, in_review, approved, rejected, expired, abandoned, cancelled.
+    /// One status.
+    #[param(value_type = Option<Status>)]
     pub status: Option<String>,
-    /// Page size, 1-200 (default 50).
+    /// Page size (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = "^ver_[0-9A-Z]{26}$")]
     pub cursor: Option<String>,
 }
 
@@ -327,6 +339,7 @@ async fn create_verification(
     params(ListParams),
     responses(
         (status = 200, description = "A page", body = VerificationPage),
+        (status = 400, description = "The query string cannot be read (e.g. a repeated parameter)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
     ),
@@ -337,10 +350,22 @@ async fn list_verifications(
     tenant: Tenant,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<VerificationPage>, ApiError> {
-    let Query(params) = params.map_err(|_| ApiError::BadRequest {
+    let Query(mut params) = params.map_err(|_| ApiError::BadRequest {
         field: None,
         detail: "the query string could not be read".into(),
     })?;
+    // An empty value (`?status=`) means no filter, as a form with an empty field sends it.
+    for value in [
+        &mut params.reference,
+        &mut params.subject_id,
+        &mut params.status,
+        &mut params.limit,
+        &mut params.cursor,
+    ] {
+        if value.as_deref() == Some("") {
+            *value = None;
+        }
+    }
     let limit = match params.limit.as_deref() {
         None => 50,
         Some(l) => l

@@ -7,7 +7,7 @@
 
 use kyc_adapters_betrust::BetrustConfig;
 use kyc_adapters_gu1::Gu1Config;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -358,11 +358,6 @@ pub fn hash_api_key(key: &str) -> String {
         "sha256:{}",
         hex::encode(sha2::Sha256::digest(key.as_bytes()))
     )
-}
-
-/// Keeps a secret's value out of `Debug` output of types that hold a plain copy.
-pub fn expose(secret: &SecretString) -> &str {
-    secret.expose_secret()
 }
 
 #[cfg(test)]
