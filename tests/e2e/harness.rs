@@ -21,6 +21,21 @@ pub struct Options {
     pub timeout_ms: u64,
     /// BeTrust token lifetime at the simulator.
     pub token_expires_in: u64,
+    /// The webhook base handed to providers; `None` is the gateway's own address. A dead address
+    /// makes every provider webhook get lost.
+    pub public_url: Option<String>,
+    /// Reconciler period, seconds.
+    pub reconcile_every: u64,
+}
+
+impl Options {
+    /// Provider webhooks never reach the gateway.
+    pub fn webhooks_lost() -> Options {
+        Options {
+            public_url: Some("http://127.0.0.1:9".into()),
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for Options {
@@ -28,6 +43,8 @@ impl Default for Options {
         Options {
             timeout_ms: 5_000,
             token_expires_in: 7200,
+            public_url: None,
+            reconcile_every: 3600,
         }
     }
 }
@@ -55,6 +72,7 @@ impl Drop for World {
 fn policy(betrust: &BetrustSim, gu1: &Gu1Sim, db_url: &str, o: &Options) -> String {
     format!(
         r#"
+{server}
 [store]
 url = "{db_url}"
 
@@ -91,8 +109,14 @@ api_keys = ["{beta}"]
 default = "gu1"
 
 [reconciler]
-every_seconds = 3600
+every_seconds = {reconcile}
 "#,
+        server = o
+            .public_url
+            .as_ref()
+            .map(|u| format!("[server]\npublic_url = \"{u}\"\n"))
+            .unwrap_or_default(),
+        reconcile = o.reconcile_every,
         auth = betrust.auth_base_url(),
         api = betrust.api_base_url(),
         gu1 = gu1.base_url(),
@@ -221,6 +245,21 @@ impl World {
     pub async fn post(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
         let (s, _, b) = self.call(Method::POST, path, Some(key), Some(body)).await;
         (s, b)
+    }
+
+    /// Ends a verification at whichever simulator runs it, as the person would; the simulator
+    /// then sends its webhook to the gateway.
+    pub async fn finish(&self, verification: &Value, outcome: kyc_sandbox::Outcome) {
+        let provider_reference = verification["provider_reference"].as_str().unwrap();
+        match verification["provider"].as_str().unwrap() {
+            "betrust-cl" => self
+                .betrust
+                .finish(provider_reference, outcome)
+                .await
+                .unwrap(),
+            "gu1" => self.gu1.finish(provider_reference, outcome).await.unwrap(),
+            other => panic!("no simulator for provider {other}"),
+        }
     }
 
     /// Creates a verification for tenant alpha and expects 201.

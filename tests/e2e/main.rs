@@ -20,7 +20,7 @@ fn provider_ref(v: &Value) -> String {
 
 #[tokio::test]
 async fn create_on_betrust_then_get_list_and_refresh_to_approved() {
-    let w = World::start().await;
+    let w = World::start_with(Options::webhooks_lost()).await;
     let created = w.create(person("order-1", "sub-cl-1", "CL")).await;
     assert_eq!(created["provider"], "betrust-cl");
     assert_eq!(created["status"], "pending");
@@ -37,13 +37,12 @@ async fn create_on_betrust_then_get_list_and_refresh_to_approved() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got, created);
 
-    // Finish at the provider with its webhook lost: refresh reads it.
-    w.betrust
-        .inject(FaultRule::always(Fault::Status(500)).on_path("/hooks/"));
-    w.betrust
-        .finish(&provider_ref(&created), Outcome::Approved)
-        .await
-        .unwrap();
+    // Finish at the provider with its webhook lost: the store still says pending, refresh reads it.
+    w.finish(&created, Outcome::Approved).await;
+    let (_, before) = w
+        .get(&format!("/v1/verifications/{}", id(&created)), ALPHA_KEY)
+        .await;
+    assert_eq!(before["status"], "pending", "the webhook was lost");
     let (status, refreshed) = w
         .post(
             &format!("/v1/verifications/{}/refresh", id(&created)),
@@ -70,7 +69,7 @@ async fn create_on_betrust_then_get_list_and_refresh_to_approved() {
 
 #[tokio::test]
 async fn create_on_gu1_by_country_rule_and_refresh_to_rejected() {
-    let w = World::start().await;
+    let w = World::start_with(Options::webhooks_lost()).await;
     let created = w.create(person("order-ar-1", "sub-ar-1", "AR")).await;
     assert_eq!(created["provider"], "gu1");
     assert_eq!(created["status"], "pending");
@@ -82,10 +81,7 @@ async fn create_on_gu1_by_country_rule_and_refresh_to_rejected() {
     );
     assert_eq!(w.gu1.entities_created(), 1);
 
-    w.gu1
-        .finish(&provider_ref(&created), Outcome::Rejected)
-        .await
-        .unwrap();
+    w.finish(&created, Outcome::Rejected).await;
     let (status, refreshed) = w
         .post(
             &format!("/v1/verifications/{}/refresh", id(&created)),
@@ -109,14 +105,8 @@ async fn provider_webhook_moves_the_status_without_a_refresh() {
     let w = World::start().await;
     let on_betrust = w.create(person("hook-1", "sub-hook-1", "CL")).await;
     let on_gu1 = w.create(person("hook-2", "sub-hook-2", "AR")).await;
-    w.betrust
-        .finish(&provider_ref(&on_betrust), Outcome::Approved)
-        .await
-        .unwrap();
-    w.gu1
-        .finish(&provider_ref(&on_gu1), Outcome::Approved)
-        .await
-        .unwrap();
+    w.finish(&on_betrust, Outcome::Approved).await;
+    w.finish(&on_gu1, Outcome::Approved).await;
     for v in [&on_betrust, &on_gu1] {
         let (_, stored) = w
             .get(&format!("/v1/verifications/{}", id(v)), ALPHA_KEY)
@@ -124,14 +114,37 @@ async fn provider_webhook_moves_the_status_without_a_refresh() {
         assert_eq!(stored["status"], "approved", "{stored}");
     }
     // A late, out-of-order event does not move a final status.
-    w.gu1
-        .finish(&provider_ref(&on_gu1), Outcome::InProgress)
-        .await
-        .unwrap();
+    w.finish(&on_gu1, Outcome::InProgress).await;
     let (_, stored) = w
         .get(&format!("/v1/verifications/{}", id(&on_gu1)), ALPHA_KEY)
         .await;
     assert_eq!(stored["status"], "approved");
+}
+
+#[tokio::test]
+async fn the_reconciler_catches_up_when_webhooks_are_lost() {
+    let w = World::start_with(Options {
+        reconcile_every: 1,
+        ..Options::webhooks_lost()
+    })
+    .await;
+    let on_betrust = w.create(person("rec-1", "sub-rec-1", "CL")).await;
+    let on_gu1 = w.create(person("rec-2", "sub-rec-2", "AR")).await;
+    w.finish(&on_betrust, Outcome::Approved).await;
+    w.finish(&on_gu1, Outcome::Rejected).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (v, expected) in [(&on_betrust, "approved"), (&on_gu1, "rejected")] {
+        loop {
+            let (_, stored) = w
+                .get(&format!("/v1/verifications/{}", id(v)), ALPHA_KEY)
+                .await;
+            if stored["status"] == expected {
+                break;
+            }
+            assert!(Instant::now() < deadline, "still {stored}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 #[tokio::test]
@@ -167,10 +180,7 @@ async fn identity_is_read_live_with_an_iso_birth_date() {
     );
     assert_eq!(body["code"], "not_found");
 
-    w.betrust
-        .finish(&provider_ref(&v), Outcome::Approved)
-        .await
-        .unwrap();
+    w.finish(&v, Outcome::Approved).await;
     let (status, headers, identity) = w.call(Method::GET, &path, Some(ALPHA_KEY), None).await;
     assert_eq!(status, StatusCode::OK, "{identity}");
     assert_eq!(identity["date_of_birth"], "1990-05-20");
@@ -178,10 +188,7 @@ async fn identity_is_read_live_with_an_iso_birth_date() {
     assert_eq!(headers["cache-control"], "no-store");
 
     let g = w.create(person("id-2", "sub-id-2", "AR")).await;
-    w.gu1
-        .finish(&provider_ref(&g), Outcome::Approved)
-        .await
-        .unwrap();
+    w.finish(&g, Outcome::Approved).await;
     let (status, identity) = w
         .get(&format!("/v1/verifications/{}/identity", id(&g)), ALPHA_KEY)
         .await;
@@ -205,17 +212,7 @@ async fn subject_standing_follows_the_latest_approval() {
             .await;
         assert_eq!(pending["verified"], false);
         assert_eq!(pending["current"]["id"], v["id"]);
-        if country == "CL" {
-            w.betrust
-                .finish(&provider_ref(&v), Outcome::Approved)
-                .await
-                .unwrap();
-        } else {
-            w.gu1
-                .finish(&provider_ref(&v), Outcome::Approved)
-                .await
-                .unwrap();
-        }
+        w.finish(&v, Outcome::Approved).await;
         let (_, standing) = w
             .get(&format!("/v1/subjects/{subject}/kyc"), ALPHA_KEY)
             .await;
@@ -656,14 +653,8 @@ async fn the_log_of_a_whole_run_holds_no_personal_data_or_secret() {
     let w = World::start().await;
     let b = w.create(person("log-1", "sub-log-1", "CL")).await;
     let g = w.create(person("log-2", "sub-log-2", "AR")).await;
-    w.betrust
-        .finish(&provider_ref(&b), Outcome::Approved)
-        .await
-        .unwrap();
-    w.gu1
-        .finish(&provider_ref(&g), Outcome::Approved)
-        .await
-        .unwrap();
+    w.finish(&b, Outcome::Approved).await;
+    w.finish(&g, Outcome::Approved).await;
     for v in [&b, &g] {
         let (status, _) = w
             .get(&format!("/v1/verifications/{}/identity", id(v)), ALPHA_KEY)
