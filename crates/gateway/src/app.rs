@@ -50,11 +50,6 @@ impl App {
         self.runtime.read().expect("runtime lock poisoned").clone()
     }
 
-    /// Puts a new policy snapshot in force; requests already running keep the old one.
-    pub fn replace_runtime(&self, runtime: Runtime) {
-        *self.runtime.write().expect("runtime lock poisoned") = Arc::new(runtime);
-    }
-
     /// The webhook URL a provider instance is given: it carries the instance's unguessable token.
     pub fn hook_url(&self, runtime: &Runtime, provider: &str) -> Option<String> {
         let token = runtime.hook_tokens.get(provider)?;

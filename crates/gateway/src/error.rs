@@ -88,9 +88,6 @@ pub enum ApiError {
         /// What clashes.
         detail: String,
     },
-    /// Too many requests; retry after this many seconds.
-    #[error("rate limited")]
-    RateLimited(u64),
     /// A provider failed; `provider` is the instance name.
     #[error("provider {provider}: {error}")]
     Provider {
@@ -147,7 +144,6 @@ impl ApiError {
             ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal_error", "Internal error"),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not_found", "Not found"),
             ApiError::Conflict { code, .. } => (S::CONFLICT, code, "Conflict"),
-            ApiError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate_limited", "Too many requests"),
             ApiError::Provider { error, .. } => match error {
                 ProviderError::Unavailable(_) => (
                     S::SERVICE_UNAVAILABLE,
@@ -192,7 +188,6 @@ impl ApiError {
             ApiError::Internal => "internal error; the request id identifies it in our logs".into(),
             ApiError::NotFound(what) => what.clone(),
             ApiError::Conflict { detail, .. } => detail.clone(),
-            ApiError::RateLimited(secs) => format!("rate limit exceeded; retry in {secs} s"),
             ApiError::Provider { provider, error } => match error {
                 ProviderError::Unavailable(why) => {
                     format!("provider {provider} is unavailable ({why}); retry later")
@@ -256,14 +251,8 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        match self {
-            ApiError::Unauthorized => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            ApiError::RateLimited(secs) => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            _ => {}
+        if let ApiError::Unauthorized = self {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
