@@ -33,7 +33,9 @@ pub struct Problem {
     /// What went wrong in this case. Never holds personal data.
     pub detail: String,
     /// Stable machine code: `invalid_request`, `unauthorized`, `not_found`, `conflict`,
-    /// `rate_limited`, `provider_unavailable`, `provider_rejected`, `subject_conflict`, ...
+    /// `subject_conflict`, `not_cancellable`, `not_supported`, `provider_rejected`,
+    /// `provider_error`, `provider_unavailable`, `payload_too_large`, `method_not_allowed`,
+    /// `unavailable`, `internal_error`.
     pub code: String,
     /// The request field at fault, as a dotted path, when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
