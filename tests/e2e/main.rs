@@ -188,6 +188,10 @@ async fn identity_is_read_live_with_an_iso_birth_date() {
     assert_eq!(headers["cache-control"], "no-store");
 
     let g = w.create(person("id-2", "sub-id-2", "AR")).await;
+    let (status, body) = w
+        .get(&format!("/v1/verifications/{}/identity", id(&g)), ALPHA_KEY)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "gu1 too: {body}");
     w.finish(&g, Outcome::Approved).await;
     let (status, identity) = w
         .get(&format!("/v1/verifications/{}/identity", id(&g)), ALPHA_KEY)

@@ -513,16 +513,23 @@ async fn get_identity(
 ) -> Result<Response, ApiError> {
     let (stored, provider) = load_with_provider(&state, &tenant, &id).await?;
     let name = &stored.verification.provider;
+    let not_yet = || {
+        ApiError::NotFound(format!(
+            "provider {name} has no document data for {id} yet (status {})",
+            stored.verification.status
+        ))
+    };
     let identity = provider
         .identity(&stored.verification.provider_reference)
         .await
         .map_err(|e| match e {
-            ProviderError::NotFound => ApiError::NotFound(format!(
-                "provider {name} has no document data for {id} yet (status {})",
-                stored.verification.status
-            )),
+            ProviderError::NotFound => not_yet(),
             e => ApiError::provider(name, e),
         })?;
+    // Providers differ in how they say "nothing extracted yet"; callers get one answer.
+    if identity == Identity::default() {
+        return Err(not_yet());
+    }
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(identity)).into_response())
 }
 
