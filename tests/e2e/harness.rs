@@ -26,6 +26,8 @@ pub struct Options {
     pub public_url: Option<String>,
     /// Reconciler period, seconds.
     pub reconcile_every: u64,
+    /// The store; `None` is a fresh SQLite file.
+    pub store_url: Option<String>,
 }
 
 impl Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             token_expires_in: 7200,
             public_url: None,
             reconcile_every: 3600,
+            store_url: None,
         }
     }
 }
@@ -151,7 +154,10 @@ impl World {
         .await
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let db_url = format!("sqlite://{}", dir.path().join("kyc.db").display());
+        let db_url = options
+            .store_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("kyc.db").display()));
         let config = dir.path().join("policy.toml");
         std::fs::write(&config, policy(&betrust, &gu1, &db_url, &options)).unwrap();
         let mut child = Command::new(binary())

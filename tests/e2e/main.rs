@@ -147,6 +147,50 @@ async fn the_reconciler_catches_up_when_webhooks_are_lost() {
     }
 }
 
+/// The same gateway on PostgreSQL (the several-replicas store). CI sets `KYC_TEST_POSTGRES_URL`.
+#[tokio::test]
+async fn the_gateway_runs_on_postgresql() {
+    let Ok(url) = std::env::var("KYC_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set KYC_TEST_POSTGRES_URL"
+        );
+        eprintln!("KYC_TEST_POSTGRES_URL not set: skipped");
+        return;
+    };
+    let w = World::start_with(Options {
+        store_url: Some(url),
+        ..Default::default()
+    })
+    .await;
+    // The database outlives the test: unique references and subjects per run.
+    let run = ulid::Ulid::generate().to_string();
+    let body = person(&format!("pg-{run}"), &format!("sub-pg-{run}"), "AR");
+    let created = w.create(body.clone()).await;
+    let (status, again) = w.post("/v1/verifications", ALPHA_KEY, body).await;
+    assert_eq!((status, &again), (StatusCode::OK, &created));
+    w.finish(&created, Outcome::Approved).await;
+    let (_, stored) = w
+        .get(&format!("/v1/verifications/{}", id(&created)), ALPHA_KEY)
+        .await;
+    assert_eq!(stored["status"], "approved");
+    let (_, page) = w
+        .get(
+            &format!("/v1/verifications?subject_id=sub-pg-{run}"),
+            ALPHA_KEY,
+        )
+        .await;
+    assert_eq!(page["items"][0]["id"], created["id"]);
+    let (_, standing) = w
+        .get(&format!("/v1/subjects/sub-pg-{run}/kyc"), ALPHA_KEY)
+        .await;
+    assert_eq!(standing["verified"], true);
+    let (status, _) = w
+        .get(&format!("/v1/verifications/{}", id(&created)), BETA_KEY)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test]
 async fn forged_webhooks_change_nothing() {
     let w = World::start().await;
