@@ -10,8 +10,8 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{Path, Request, State},
-    http::{HeaderMap, StatusCode, header},
-    middleware,
+    http::{StatusCode, header},
+    middleware::{self, Next},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
@@ -158,6 +158,10 @@ impl Gu1Sim {
             .route("/api/kyc/validations/{id}/cancel", post(cancel_validation))
             .route("/api/kyc/entities/{id}/current", get(current_validation))
             .route("/api/kyc/entities/{id}/status", get(entity_status))
+            .route_layer(middleware::from_fn_with_state(
+                shared.clone(),
+                require_api_key,
+            ))
             .layer(middleware::from_fn_with_state(
                 shared.traffic.clone(),
                 fault_middleware,
@@ -354,13 +358,22 @@ fn not_found() -> Response {
 }
 
 /// The 401 for a missing or wrong API key, or `None` when the key is good.
-fn reject_unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
-    let good = headers
+/// gu1's auth on every API route: `Authorization: Bearer <api key>`, else 401 `UNAUTHORIZED`.
+async fn require_api_key(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let good = request
+        .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|key| key.trim() == shared.config.api_key);
-    (!good).then(|| error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Invalid API key"))
+    if !good {
+        return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Invalid API key");
+    }
+    next.run(request).await
 }
 
 fn json_object(body: &[u8]) -> Option<Map<String, Value>> {
@@ -379,14 +392,7 @@ fn invalid_body() -> Response {
 }
 
 /// `POST /api/entities`: creates a person entity.
-async fn create_entity(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(response) = reject_unauthorized(&shared, &headers) {
-        return response;
-    }
+async fn create_entity(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let mut request = match json_object(&body) {
         Some(request) => request,
         None => return invalid_body(),
@@ -436,14 +442,7 @@ async fn create_entity(
 }
 
 /// `POST /api/kyc/validations`: opens a validation for an entity.
-async fn create_validation(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(response) = reject_unauthorized(&shared, &headers) {
-        return response;
-    }
+async fn create_validation(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let request = match json_object(&body) {
         Some(request) => request,
         None => return invalid_body(),
@@ -515,14 +514,7 @@ async fn create_validation(
 }
 
 /// `GET /api/kyc/validations/{id}`.
-async fn get_validation(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Some(response) = reject_unauthorized(&shared, &headers) {
-        return response;
-    }
+async fn get_validation(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     match lock(&shared.state).validation_mut(&id) {
         Some(v) => Json(Value::Object(v.data.clone())).into_response(),
         None => not_found(),
@@ -530,14 +522,7 @@ async fn get_validation(
 }
 
 /// `POST /api/kyc/validations/{id}/sync`: the validation with freshly signed image URLs.
-async fn sync_validation(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Some(response) = reject_unauthorized(&shared, &headers) {
-        return response;
-    }
+async fn sync_validation(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let mut state = lock(&shared.state);
     let Some(validation) = state.validation_mut(&id) else {
         return not_found();
@@ -558,14 +543,7 @@ async fn sync_validation(
 }
 
 /// `POST /api/kyc/validations/{id}/cancel`: cancels a validation that is not final yet.
-async fn cancel_validation(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Some(response) = reject_unauthorized(&shared, &headers) {
-        return response;
-    }
+async fn cancel_validation(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let mut state = lock(&shared.state);
     let Some(validation) = state.validation_mut(&id) else {
         return not_found();
@@ -587,12 +565,8 @@ async fn cancel_validation(
 /// `GET /api/kyc/entities/{entityId}/current`.
 async fn current_validation(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
     Path(entity_id): Path<String>,
 ) -> Response {
-    if let Some(response) = reject_unauthorized(&shared, &headers) {
-        return response;
-    }
     let state = lock(&shared.state);
     let current = state.validations.iter().find(|v| {
         v.entity_id() == entity_id && v.data.get("isCurrent") == Some(&Value::Bool(true))
@@ -606,12 +580,8 @@ async fn current_validation(
 /// `GET /api/kyc/entities/{entityId}/status`: the entity's KYC summary.
 async fn entity_status(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
     Path(entity_id): Path<String>,
 ) -> Response {
-    if let Some(response) = reject_unauthorized(&shared, &headers) {
-        return response;
-    }
     let state = lock(&shared.state);
     if !state.entities.iter().any(|e| e.id == entity_id) {
         return error(
