@@ -253,6 +253,13 @@ impl World {
         (s, b)
     }
 
+    /// POSTs an action (`refresh`, `cancel`) on a verification.
+    pub async fn act(&self, verification: &Value, action: &str, key: &str) -> (StatusCode, Value) {
+        let id = verification["id"].as_str().unwrap();
+        self.post(&format!("/v1/verifications/{id}/{action}"), key, json!({}))
+            .await
+    }
+
     /// Ends a verification at whichever simulator runs it, as the person would; the simulator
     /// then sends its webhook to the gateway.
     pub async fn finish(&self, verification: &Value, outcome: kyc_sandbox::Outcome) {

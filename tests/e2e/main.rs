@@ -14,6 +14,11 @@ fn id(v: &Value) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
+/// A verification's own URL path, plus `tail` (`/refresh`, `/identity`...).
+fn path_of(v: &Value, tail: &str) -> String {
+    format!("/v1/verifications/{}{tail}", id(v))
+}
+
 fn provider_ref(v: &Value) -> String {
     v["provider_reference"].as_str().unwrap().to_string()
 }
@@ -31,32 +36,20 @@ async fn create_on_betrust_then_get_list_and_refresh_to_approved() {
     // No personal data in what the gateway returns about the verification.
     assert!(!created.to_string().contains("Valentina"));
 
-    let (status, got) = w
-        .get(&format!("/v1/verifications/{}", id(&created)), ALPHA_KEY)
-        .await;
+    let (status, got) = w.get(&path_of(&created, ""), ALPHA_KEY).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got, created);
 
     // Finish at the provider with its webhook lost: the store still says pending, refresh reads it.
     w.finish(&created, Outcome::Approved).await;
-    let (_, before) = w
-        .get(&format!("/v1/verifications/{}", id(&created)), ALPHA_KEY)
-        .await;
+    let (_, before) = w.get(&path_of(&created, ""), ALPHA_KEY).await;
     assert_eq!(before["status"], "pending", "the webhook was lost");
-    let (status, refreshed) = w
-        .post(
-            &format!("/v1/verifications/{}/refresh", id(&created)),
-            ALPHA_KEY,
-            json!({}),
-        )
-        .await;
+    let (status, refreshed) = w.act(&created, "refresh", ALPHA_KEY).await;
     assert_eq!(status, StatusCode::OK, "{refreshed}");
     assert_eq!(refreshed["status"], "approved");
     assert_eq!(refreshed["decision"]["face_match"], "pass");
     assert!(refreshed["completed_at"].is_string());
-    let (_, stored) = w
-        .get(&format!("/v1/verifications/{}", id(&created)), ALPHA_KEY)
-        .await;
+    let (_, stored) = w.get(&path_of(&created, ""), ALPHA_KEY).await;
     assert_eq!(stored["status"], "approved");
 
     let (status, page) = w
@@ -82,13 +75,7 @@ async fn create_on_gu1_by_country_rule_and_refresh_to_rejected() {
     assert_eq!(w.gu1.entities_created(), 1);
 
     w.finish(&created, Outcome::Rejected).await;
-    let (status, refreshed) = w
-        .post(
-            &format!("/v1/verifications/{}/refresh", id(&created)),
-            ALPHA_KEY,
-            json!({}),
-        )
-        .await;
+    let (status, refreshed) = w.act(&created, "refresh", ALPHA_KEY).await;
     assert_eq!(status, StatusCode::OK, "{refreshed}");
     assert_eq!(refreshed["status"], "rejected");
     assert_eq!(refreshed["decision"]["face_match"], "fail");
@@ -108,16 +95,12 @@ async fn provider_webhook_moves_the_status_without_a_refresh() {
     w.finish(&on_betrust, Outcome::Approved).await;
     w.finish(&on_gu1, Outcome::Approved).await;
     for v in [&on_betrust, &on_gu1] {
-        let (_, stored) = w
-            .get(&format!("/v1/verifications/{}", id(v)), ALPHA_KEY)
-            .await;
+        let (_, stored) = w.get(&path_of(v, ""), ALPHA_KEY).await;
         assert_eq!(stored["status"], "approved", "{stored}");
     }
     // A late, out-of-order event does not move a final status.
     w.finish(&on_gu1, Outcome::InProgress).await;
-    let (_, stored) = w
-        .get(&format!("/v1/verifications/{}", id(&on_gu1)), ALPHA_KEY)
-        .await;
+    let (_, stored) = w.get(&path_of(&on_gu1, ""), ALPHA_KEY).await;
     assert_eq!(stored["status"], "approved");
 }
 
@@ -135,9 +118,7 @@ async fn the_reconciler_catches_up_when_webhooks_are_lost() {
     let deadline = Instant::now() + Duration::from_secs(20);
     for (v, expected) in [(&on_betrust, "approved"), (&on_gu1, "rejected")] {
         loop {
-            let (_, stored) = w
-                .get(&format!("/v1/verifications/{}", id(v)), ALPHA_KEY)
-                .await;
+            let (_, stored) = w.get(&path_of(v, ""), ALPHA_KEY).await;
             if stored["status"] == expected {
                 break;
             }
@@ -170,9 +151,7 @@ async fn the_gateway_runs_on_postgresql() {
     let (status, again) = w.post("/v1/verifications", ALPHA_KEY, body).await;
     assert_eq!((status, &again), (StatusCode::OK, &created));
     w.finish(&created, Outcome::Approved).await;
-    let (_, stored) = w
-        .get(&format!("/v1/verifications/{}", id(&created)), ALPHA_KEY)
-        .await;
+    let (_, stored) = w.get(&path_of(&created, ""), ALPHA_KEY).await;
     assert_eq!(stored["status"], "approved");
     let (_, page) = w
         .get(
@@ -185,9 +164,7 @@ async fn the_gateway_runs_on_postgresql() {
         .get(&format!("/v1/subjects/sub-pg-{run}/kyc"), ALPHA_KEY)
         .await;
     assert_eq!(standing["verified"], true);
-    let (status, _) = w
-        .get(&format!("/v1/verifications/{}", id(&created)), BETA_KEY)
-        .await;
+    let (status, _) = w.get(&path_of(&created, ""), BETA_KEY).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -205,9 +182,7 @@ async fn forged_webhooks_change_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let (_, stored) = w
-        .get(&format!("/v1/verifications/{}", id(&v)), ALPHA_KEY)
-        .await;
+    let (_, stored) = w.get(&path_of(&v, ""), ALPHA_KEY).await;
     assert_eq!(stored["status"], "pending");
 }
 
@@ -215,7 +190,7 @@ async fn forged_webhooks_change_nothing() {
 async fn identity_is_read_live_with_an_iso_birth_date() {
     let w = World::start().await;
     let v = w.create(person("id-1", "sub-id-1", "CL")).await;
-    let path = format!("/v1/verifications/{}/identity", id(&v));
+    let path = path_of(&v, "/identity");
     let (status, body) = w.get(&path, ALPHA_KEY).await;
     assert_eq!(
         status,
@@ -232,14 +207,10 @@ async fn identity_is_read_live_with_an_iso_birth_date() {
     assert_eq!(headers["cache-control"], "no-store");
 
     let g = w.create(person("id-2", "sub-id-2", "AR")).await;
-    let (status, body) = w
-        .get(&format!("/v1/verifications/{}/identity", id(&g)), ALPHA_KEY)
-        .await;
+    let (status, body) = w.get(&path_of(&g, "/identity"), ALPHA_KEY).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "gu1 too: {body}");
     w.finish(&g, Outcome::Approved).await;
-    let (status, identity) = w
-        .get(&format!("/v1/verifications/{}/identity", id(&g)), ALPHA_KEY)
-        .await;
+    let (status, identity) = w.get(&path_of(&g, "/identity"), ALPHA_KEY).await;
     assert_eq!(status, StatusCode::OK, "{identity}");
     assert_eq!(identity["date_of_birth"], "1990-05-20");
     assert_eq!(identity["first_name"], "Valentina");
@@ -356,21 +327,12 @@ async fn requests_without_a_valid_key_are_401() {
 async fn another_tenants_verification_is_404() {
     let w = World::start().await;
     let v = w.create(person("tenant-1", "sub-tenant", "CL")).await;
-    for path in [
-        format!("/v1/verifications/{}", id(&v)),
-        format!("/v1/verifications/{}/identity", id(&v)),
-    ] {
+    for path in [path_of(&v, ""), path_of(&v, "/identity")] {
         let (status, problem) = w.get(&path, BETA_KEY).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(problem["code"], "not_found");
     }
-    let (status, _) = w
-        .post(
-            &format!("/v1/verifications/{}/refresh", id(&v)),
-            BETA_KEY,
-            json!({}),
-        )
-        .await;
+    let (status, _) = w.act(&v, "refresh", BETA_KEY).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, page) = w.get("/v1/verifications", BETA_KEY).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 0);
@@ -528,33 +490,15 @@ async fn unknown_paths_wrong_methods_and_huge_bodies_get_problems() {
 async fn cancel_where_the_provider_allows_it() {
     let w = World::start().await;
     let g = w.create(person("cancel-1", "sub-cancel-1", "AR")).await;
-    let (status, cancelled) = w
-        .post(
-            &format!("/v1/verifications/{}/cancel", id(&g)),
-            ALPHA_KEY,
-            json!({}),
-        )
-        .await;
+    let (status, cancelled) = w.act(&g, "cancel", ALPHA_KEY).await;
     assert_eq!(status, StatusCode::OK, "{cancelled}");
     assert_eq!(cancelled["status"], "cancelled");
-    let (status, problem) = w
-        .post(
-            &format!("/v1/verifications/{}/cancel", id(&g)),
-            ALPHA_KEY,
-            json!({}),
-        )
-        .await;
+    let (status, problem) = w.act(&g, "cancel", ALPHA_KEY).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(problem["code"], "not_cancellable");
 
     let b = w.create(person("cancel-2", "sub-cancel-2", "CL")).await;
-    let (status, problem) = w
-        .post(
-            &format!("/v1/verifications/{}/cancel", id(&b)),
-            ALPHA_KEY,
-            json!({}),
-        )
-        .await;
+    let (status, problem) = w.act(&b, "cancel", ALPHA_KEY).await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(problem["code"], "not_supported");
 }
@@ -704,16 +648,9 @@ async fn the_log_of_a_whole_run_holds_no_personal_data_or_secret() {
     w.finish(&b, Outcome::Approved).await;
     w.finish(&g, Outcome::Approved).await;
     for v in [&b, &g] {
-        let (status, _) = w
-            .get(&format!("/v1/verifications/{}/identity", id(v)), ALPHA_KEY)
-            .await;
+        let (status, _) = w.get(&path_of(v, "/identity"), ALPHA_KEY).await;
         assert_eq!(status, StatusCode::OK);
-        w.post(
-            &format!("/v1/verifications/{}/refresh", id(v)),
-            ALPHA_KEY,
-            json!({}),
-        )
-        .await;
+        w.act(v, "refresh", ALPHA_KEY).await;
     }
     w.post("/v1/verifications", ALPHA_KEY, json!({"reference": "bad", "subject": {"id": "s", "country": "CL", "date_of_birth": "1990-13-45"}})).await;
     w.betrust
