@@ -110,6 +110,7 @@ api_keys = ["{beta}"]
 
 [tenants.beta.routing]
 default = "gu1"
+fallback = ["betrust-cl"]
 
 [reconciler]
 every_seconds = {reconcile}

@@ -620,24 +620,44 @@ async fn provider_failures_are_clear_problems_in_bounded_time() {
 }
 
 #[tokio::test]
-async fn an_unavailable_provider_falls_back_when_the_policy_says_so() {
-    // Tenant beta routes to gu1 only; alpha has no fallback: both fail clearly, nothing stored.
-    let w = World::start_with(Options {
-        timeout_ms: 1_000,
-        ..Default::default()
-    })
-    .await;
+async fn an_unavailable_provider_falls_back_only_where_the_policy_says_so() {
+    let w = World::start().await;
     w.gu1.inject(FaultRule::always(Fault::Status(502)));
-    let (status, problem) = w
+    // Tenant beta: gu1, falling back to betrust-cl.
+    let (status, v) = w
         .post(
             "/v1/verifications",
             BETA_KEY,
-            person("fb-1", "sub-fb", "CL"),
+            person("fb-1", "sub-fb-1", "CL"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["provider"], "betrust-cl");
+    // Tenant alpha sends AR to gu1 with no fallback: a clear 503, nothing stored.
+    let (status, problem) = w
+        .post(
+            "/v1/verifications",
+            ALPHA_KEY,
+            person("fb-2", "sub-fb-2", "AR"),
         )
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
-    let (_, page) = w.get("/v1/verifications", BETA_KEY).await;
+    assert_eq!(problem["code"], "provider_unavailable");
+    let (_, page) = w.get("/v1/verifications?reference=fb-2", ALPHA_KEY).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 0);
+    // A refusal is not unavailability: no fallback for a subject conflict.
+    w.gu1.clear_faults();
+    w.post(
+        "/v1/verifications",
+        BETA_KEY,
+        person("fb-3", "sub-fb-3", "AR"),
+    )
+    .await;
+    let mut clash = person("fb-4", "sub-fb-4", "AR");
+    clash["subject"]["national_id"] = json!(national_id("sub-fb-3"));
+    let (status, problem) = w.post("/v1/verifications", BETA_KEY, clash).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(w.betrust.transactions_created(), 1);
 }
 
 #[tokio::test]
