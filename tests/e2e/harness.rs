@@ -304,3 +304,90 @@ pub fn person(reference: &str, subject: &str, country: &str) -> Value {
         }
     })
 }
+
+/// The sandbox first run (`kyc-gateway sandbox`), started in a directory of its own on a free
+/// port, as a person would start it.
+pub struct Sandbox {
+    /// The gateway's base URL.
+    pub base: String,
+    /// What it printed on stdout up to the end of its banner.
+    pub banner: String,
+    /// Its working directory.
+    pub dir: tempfile::TempDir,
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Sandbox {
+    pub fn start() -> Sandbox {
+        Sandbox::start_in(tempfile::tempdir().unwrap())
+    }
+
+    pub fn start_in(dir: tempfile::TempDir) -> Sandbox {
+        let mut child = Command::new(binary())
+            .args(["sandbox", "--listen", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = stderr.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(at) = line.find("listening on http://") {
+                    let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
+                }
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the sandbox did not start:\n{}", stderr.lock().unwrap()));
+        let mut banner = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        while let Some(Ok(line)) = stdout.next() {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.contains("real person's data") {
+                break;
+            }
+        }
+        Sandbox {
+            base,
+            banner,
+            dir,
+            child,
+            stderr,
+        }
+    }
+
+    /// Everything it has written to stderr so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Stops it as Ctrl-C or a service manager would (SIGTERM), and waits for it to exit.
+    pub fn stop(mut self) -> (std::process::ExitStatus, tempfile::TempDir) {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = self.child.wait().unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (status, dir)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

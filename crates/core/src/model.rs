@@ -194,7 +194,7 @@ pub struct Subject {
     #[schema(
         min_length = 1,
         max_length = 128,
-        pattern = "^[^\\u0000-\\u001F\\u007F]+$",
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$",
         example = "customer-42"
     )]
     pub id: String,
@@ -203,31 +203,67 @@ pub struct Subject {
     pub country: String,
     /// National id (RUT, DNI, CUIT...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$", example = "11111111-1")]
     pub national_id: Option<Personal<String>>,
     /// Given name(s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$", example = "Ana")]
     pub first_name: Option<Personal<String>>,
     /// Family name(s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$", example = "Rojas")]
     pub last_name: Option<Personal<String>>,
     /// Birth date, `YYYY-MM-DD`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, format = Date)]
+    #[schema(value_type = Option<String>, format = Date, example = "1990-05-20")]
     pub date_of_birth: Option<Personal<NaiveDate>>,
     /// Email address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = "email", max_length = 254, example = "ana.rojas@example.com")]
     pub email: Option<Personal<String>>,
-    /// Phone number, E.164.
+    /// Phone number, E.164 (`+` and 7 to 15 digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^\\+[1-9][0-9]{6,14}$", example = "+56912345678")]
     pub phone: Option<Personal<String>>,
     /// The person's ids at providers, by provider instance name (e.g. an existing gu1 entity id).
+    /// Keys must name provider instances of the policy; values are 1 to 128 characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(schema_with = provider_refs_schema)]
     pub provider_refs: BTreeMap<String, String>,
+}
+
+/// What a provider instance name looks like (the policy refuses others): it appears in URLs and
+/// as a key of `provider_refs`.
+pub const PROVIDER_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$";
+
+/// At most this many `provider_refs`.
+pub const MAX_PROVIDER_REFS: usize = 16;
+
+/// The OpenAPI schema of `provider_refs`: names of provider instances to ids of 1 to 128 characters.
+fn provider_refs_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(PROVIDER_NAME_PATTERN)),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(128))
+                .pattern(Some("^[^\\u0000-\\u001F\\u007F-\\u009F]+$"))
+                .into(),
+        )))
+        .max_properties(Some(MAX_PROVIDER_REFS))
+        .description(Some(
+            "The person's ids at providers, by provider instance name (e.g. an existing gu1 \
+             entity id). Keys must name provider instances of the policy; values are 1 to 128 \
+             characters.",
+        ))
+        .build()
 }
 
 /// Document data extracted by the provider. Read live and handed to the caller; never stored.

@@ -4,7 +4,7 @@
 use crate::app::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Tenant, ValidJson};
-use crate::policy::is_country_code;
+use crate::input::{CreateVerification, ListParams};
 use crate::routing;
 use crate::store::{Inserted, ListFilter, StoredVerification};
 use axum::Json;
@@ -13,14 +13,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{Duration, Utc};
-use kyc_core::{
-    Checks, CreateRequest, Identity, Provider, ProviderError, Status, Subject, SubjectStanding,
-    Verification,
-};
-use serde::{Deserialize, Serialize};
+use kyc_core::{CreateRequest, Identity, Provider, ProviderError, SubjectStanding, Verification};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -37,43 +34,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(readyz))
 }
 
-/// Largest accepted `metadata`, serialized.
-const MAX_METADATA_BYTES: usize = 4096;
-
-/// Start a verification.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateVerification {
-    /// Your id for this verification: unique per tenant, and the idempotency key (the same
-    /// reference with the same body returns the first verification).
-    #[schema(
-        min_length = 1,
-        max_length = 128,
-        pattern = "^[^\\u0000-\\u001F\\u007F]+$",
-        example = "order-12345"
-    )]
-    pub reference: String,
-    /// The person to verify. Keys of `provider_refs` must name provider instances of the policy.
-    pub subject: Subject,
-    /// Checks to run (default: document, liveness, face_match).
-    #[serde(default)]
-    pub checks: Option<Checks>,
-    /// Where the provider sends the person when done, where it supports it (http or https).
-    #[serde(default)]
-    #[schema(
-        pattern = "^https?://[^\\s]+$",
-        example = "https://app.example/kyc/done"
-    )]
-    pub redirect_url: Option<String>,
-    /// A small JSON object of yours (at most 4 KiB), returned as given. No personal data.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
-    /// A provider instance to use, honoured only where the tenant policy allows it.
-    #[serde(default)]
-    pub provider: Option<String>,
-}
-
 /// A page of verifications.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VerificationPage {
@@ -83,75 +43,11 @@ pub struct VerificationPage {
     pub next_cursor: Option<String>,
 }
 
-/// Filters and paging for listing verifications.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListParams {
-    /// Exact caller reference.
-    pub reference: Option<String>,
-    /// Exact subject id.
-    pub subject_id: Option<String>,
-    /// One status.
-    #[param(value_type = Option<Status>)]
-    pub status: Option<String>,
-    /// Page size (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
-    pub limit: Option<String>,
-    /// The `next_cursor` of the previous page.
-    #[param(pattern = "^ver_[0-9A-Z]{26}$")]
-    pub cursor: Option<String>,
-}
-
 /// Liveness or readiness.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     /// `ok` or `ready`.
     pub status: &'static str,
-}
-
-fn validate_create(body: &CreateVerification) -> Result<(), ApiError> {
-    let id_like = |field: &str, v: &str| {
-        if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
-            Err(ApiError::invalid(
-                field,
-                "must be 1 to 128 characters with no control characters",
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    id_like("reference", &body.reference)?;
-    id_like("subject.id", &body.subject.id)?;
-    if !is_country_code(&body.subject.country) {
-        return Err(ApiError::invalid(
-            "subject.country",
-            "must be an ISO 3166-1 alpha-2 code in capitals, such as \"CL\"",
-        ));
-    }
-    if let Some(email) = &body.subject.email
-        && !email.expose().contains('@')
-    {
-        return Err(ApiError::invalid(
-            "subject.email",
-            "must be an email address",
-        ));
-    }
-    if let Some(url) = &body.redirect_url {
-        let ok = url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
-        if !ok {
-            return Err(ApiError::invalid("redirect_url", "must be an http(s) URL"));
-        }
-    }
-    if let Some(metadata) = &body.metadata {
-        let size = serde_json::to_vec(metadata).map_or(usize::MAX, |v| v.len());
-        if size > MAX_METADATA_BYTES {
-            return Err(ApiError::invalid(
-                "metadata",
-                "must be at most 4096 bytes as JSON",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// SHA-256 of the request with object keys sorted, so that key order does not matter.
@@ -219,9 +115,11 @@ fn replay(existing: StoredVerification, hash: &str) -> Result<Response, ApiError
     responses(
         (status = 201, description = "Started", body = Verification),
         (status = 200, description = "This reference was already started with the same body", body = Verification),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Reference used with another body, or subject conflict at the provider", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid, or the provider refused", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "No provider available", body = Problem, content_type = "application/problem+json"),
@@ -233,16 +131,8 @@ async fn create_verification(
     tenant: Tenant,
     ValidJson { body, raw }: ValidJson<CreateVerification>,
 ) -> Result<Response, ApiError> {
-    validate_create(&body)?;
     let runtime = &tenant.runtime;
-    for name in body.subject.provider_refs.keys() {
-        if !runtime.providers.contains_key(name) {
-            return Err(ApiError::invalid(
-                format!("subject.provider_refs.{name}"),
-                format!("no provider named \"{name}\""),
-            ));
-        }
-    }
+    body.check(|name| runtime.providers.contains_key(name))?;
     let hash = request_hash(&raw);
     if let Some(existing) = state
         .store
@@ -350,56 +240,17 @@ async fn list_verifications(
     tenant: Tenant,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<VerificationPage>, ApiError> {
-    let Query(mut params) = params.map_err(|_| ApiError::BadRequest {
+    let Query(params) = params.map_err(|_| ApiError::BadRequest {
         field: None,
         detail: "the query string could not be read".into(),
     })?;
-    // An empty value (`?status=`) means no filter, as a form with an empty field sends it.
-    for value in [
-        &mut params.reference,
-        &mut params.subject_id,
-        &mut params.status,
-        &mut params.limit,
-        &mut params.cursor,
-    ] {
-        if value.as_deref() == Some("") {
-            *value = None;
-        }
-    }
-    let limit = match params.limit.as_deref() {
-        None => 50,
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=200).contains(l))
-            .ok_or_else(|| ApiError::invalid("limit", "must be a whole number from 1 to 200"))?,
-    };
-    let status = params
-        .status
-        .as_deref()
-        .map(|s| {
-            Status::parse(s).ok_or_else(|| {
-                ApiError::invalid(
-                    "status",
-                    "must be one of pending, in_progress, in_review, approved, rejected, expired, \
-                     abandoned, cancelled",
-                )
-            })
-        })
-        .transpose()?;
-    if let Some(cursor) = &params.cursor
-        && !cursor.starts_with("ver_")
-    {
-        return Err(ApiError::invalid(
-            "cursor",
-            "must be a next_cursor from a previous page",
-        ));
-    }
+    let query = params.check()?;
+    let limit = query.limit;
     let filter = ListFilter {
-        reference: params.reference,
-        subject_id: params.subject_id,
-        status,
-        before_id: params.cursor,
+        reference: query.reference,
+        subject_id: query.subject_id,
+        status: query.status,
+        before_id: query.cursor,
         limit: limit + 1,
     };
     let mut items: Vec<Verification> = state
@@ -423,7 +274,7 @@ async fn load(state: &AppState, tenant: &Tenant, id: &str) -> Result<StoredVerif
         .store
         .get(&tenant.name, id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no verification {id}")))
+        .ok_or_else(|| ApiError::NotFound("no such verification for this tenant".into()))
 }
 
 /// A tenant's verification and the provider instance that runs it.
@@ -473,6 +324,7 @@ async fn get_verification(
         (status = 200, description = "The verification as the provider has it now", body = Verification),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The provider refused the request", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The provider is unavailable", body = Problem, content_type = "application/problem+json"),
     ),
@@ -493,6 +345,9 @@ async fn refresh_verification(
 }
 
 /// The document data the provider extracted, read live and not stored.
+///
+/// Until the person has gone through the document step there is none: that is a 409 with code
+/// `not_ready`, whatever the provider.
 #[utoipa::path(
     get,
     path = "/v1/verifications/{id}/identity",
@@ -501,7 +356,10 @@ async fn refresh_verification(
     responses(
         (status = 200, description = "Document data (personal data: handle with care)", body = Identity),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such verification, or no document data yet", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No document data yet: the person has not reached that step (code `not_ready`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The provider refused the request", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The provider is unavailable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
@@ -513,11 +371,12 @@ async fn get_identity(
 ) -> Result<Response, ApiError> {
     let (stored, provider) = load_with_provider(&state, &tenant, &id).await?;
     let name = &stored.verification.provider;
-    let not_yet = || {
-        ApiError::NotFound(format!(
-            "provider {name} has no document data for {id} yet (status {})",
+    let not_yet = || ApiError::Conflict {
+        code: "not_ready",
+        detail: format!(
+            "provider {name} has no document data for this verification yet (status {})",
             stored.verification.status
-        ))
+        ),
     };
     let identity = provider
         .identity(&stored.verification.provider_reference)
@@ -544,6 +403,8 @@ async fn get_identity(
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already final, or the provider cannot cancel", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The provider refused the request", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The provider is unavailable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))

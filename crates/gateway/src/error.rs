@@ -33,9 +33,9 @@ pub struct Problem {
     /// What went wrong in this case. Never holds personal data.
     pub detail: String,
     /// Stable machine code: `invalid_request`, `unauthorized`, `not_found`, `conflict`,
-    /// `subject_conflict`, `not_cancellable`, `not_supported`, `provider_rejected`,
-    /// `provider_error`, `provider_unavailable`, `payload_too_large`, `method_not_allowed`,
-    /// `unavailable`, `internal_error`.
+    /// `subject_conflict`, `not_cancellable`, `not_supported`, `not_ready`, `provider_rejected`,
+    /// `provider_error`, `provider_unavailable`, `payload_too_large`, `unsupported_media_type`,
+    /// `method_not_allowed`, `unavailable`, `internal_error`.
     pub code: String,
     /// The request field at fault, as a dotted path, when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,6 +73,9 @@ pub enum ApiError {
     /// The body is over the size limit.
     #[error("payload too large")]
     TooLarge,
+    /// The body is not sent as JSON.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
     /// The path exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -138,6 +141,11 @@ impl ApiError {
                 "payload_too_large",
                 "Payload too large",
             ),
+            ApiError::UnsupportedMediaType => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+            ),
             ApiError::MethodNotAllowed => (
                 S::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -186,6 +194,9 @@ impl ApiError {
                 "a valid API key is required: send `Authorization: Bearer <key>`".into()
             }
             ApiError::TooLarge => "the body is over the 64 KiB limit".into(),
+            ApiError::UnsupportedMediaType => {
+                "send the body as JSON with `Content-Type: application/json`".into()
+            }
             ApiError::MethodNotAllowed => "this path does not take that method".into(),
             ApiError::Internal => "internal error; the request id identifies it in our logs".into(),
             ApiError::NotFound(what) => what.clone(),

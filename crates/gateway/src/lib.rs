@@ -1,7 +1,8 @@
 //! kyc-gateway: one normalized identity-verification API in front of several KYC providers.
 //!
 //! Layout: [`policy`] reads the tenant policy; [`app`] holds the state and the provider instances;
-//! [`api`] and [`hooks`] are the HTTP surface; [`store`] keeps verifications; [`server`] assembles
+//! [`api`] and [`hooks`] are the HTTP surface, [`input`] the rules for what callers send and
+//! [`openapi`] the published spec; [`store`] keeps verifications; [`server`] assembles
 //! and serves; [`sandbox`] is the first run with both provider simulators in-process.
 
 pub mod api;
@@ -9,6 +10,8 @@ pub mod app;
 pub mod error;
 pub mod extract;
 pub mod hooks;
+pub mod input;
+pub mod openapi;
 pub mod policy;
 pub mod routing;
 pub mod sandbox;

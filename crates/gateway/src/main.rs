@@ -66,7 +66,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Openapi) => {
-            print!("{}", kyc_gateway::server::openapi_json());
+            print!("{}", kyc_gateway::openapi::document_json());
             ExitCode::SUCCESS
         }
         Some(Command::CheckConfig { file }) => match Policy::load(&file) {

@@ -28,7 +28,7 @@ pub fn candidates(
         if !exists(requested) {
             return Err(ApiError::invalid(
                 "provider",
-                format!("no provider named \"{requested}\""),
+                "must name a provider instance of the policy",
             ));
         }
         return Ok(vec![requested.to_string()]);

@@ -12,11 +12,16 @@ use kyc_sandbox::{BetrustSim, BetrustSimConfig, Gu1Sim, Gu1SimConfig};
 /// The demo tenant's API key. Sandbox only: it is printed on purpose.
 pub const DEMO_API_KEY: &str = "kyc_sandbox_demo_key";
 
-/// The SQLite file the sandbox keeps its verifications in.
-pub const SANDBOX_DB: &str = "kyc-gateway-sandbox.db";
-
 /// Runs the sandbox until Ctrl-C.
+///
+/// The store is a fresh SQLite file in a temporary directory, removed on exit: the simulators keep
+/// their verifications in memory, so a database that outlived them would list verifications no
+/// provider knows any more.
 pub async fn run(listen: &str) -> Result<(), ServeError> {
+    let dir = tempfile::Builder::new()
+        .prefix("kyc-gateway-sandbox-")
+        .tempdir()?;
+    let db = dir.path().join("sandbox.db");
     let betrust_config = BetrustSimConfig::default();
     let gu1_config = Gu1SimConfig::default();
     let betrust = BetrustSim::start(betrust_config.clone()).await?;
@@ -24,7 +29,7 @@ pub async fn run(listen: &str) -> Result<(), ServeError> {
     let text = format!(
         r#"
 [store]
-url = "sqlite://{SANDBOX_DB}"
+url = "sqlite://{db}"
 
 [providers.betrust-sandbox]
 kind = "betrust"
@@ -57,6 +62,7 @@ every_seconds = 10
         company_id = betrust_config.company_id,
         gu1_base = gu1.base_url(),
         key_hash = crate::policy::hash_api_key(DEMO_API_KEY),
+        db = db.display(),
     );
     let env = |name: &str| match name {
         "SANDBOX_BETRUST_CLIENT_SECRET" => Some(betrust_config.client_secret.clone()),
@@ -70,8 +76,10 @@ every_seconds = 10
             "\nkyc-gateway sandbox is running.\n\
              \n  Swagger UI:   {base}/docs\n  API key:      {DEMO_API_KEY}   (tenant \"demo\")\n  \
              Providers:    betrust-sandbox (default), gu1-sandbox (country AR, or \"provider\": \"gu1-sandbox\")\n  \
-             Store:        ./{SANDBOX_DB}\n\
-             \nCreate a verification, open its verification_url, press Approve, then GET it again.\n"
+             Store:        {db} (new for this run, removed on exit)\n\
+             \nCreate a verification, open its verification_url, press Approve, then GET it again.\n\
+             The simulators' identity data is fake; never send a real person's data.\n",
+            db = db.display(),
         );
     })
     .await

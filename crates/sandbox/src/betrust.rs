@@ -158,7 +158,7 @@ impl BetrustSim {
                 fault_middleware,
             ));
         let control = Router::new()
-            .route("/validate/{id}", get(validate_page))
+            .route("/validate/{id}", get(validate_page).post(finish_route))
             .route("/_sandbox/finish/{id}", post(finish_route));
         let router = api
             .merge(control)

@@ -167,7 +167,7 @@ impl Gu1Sim {
                 fault_middleware,
             ));
         let control = Router::new()
-            .route("/session/{id}", get(session_page))
+            .route("/session/{id}", get(session_page).post(finish_route))
             .route("/_sandbox/finish/{id}", post(finish_route));
         let router = api
             .merge(control)

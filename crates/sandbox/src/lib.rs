@@ -7,7 +7,10 @@
 //! can inject faults ([`FaultRule`]) into its provider API routes.
 //!
 //! Control surface shared by both simulators (never faulted):
-//! - `POST /_sandbox/finish/{id}` with a form field or JSON `outcome`;
+//! - `POST /_sandbox/finish/{id}` with a form field or JSON `outcome`, and the same `POST` to the
+//!   verification link itself (`/validate/{id}`, `/session/{id}`), so a script holding only the
+//!   link can finish it: `curl -X POST "$URL" -H 'Content-Type: application/json'
+//!   -d '{"outcome": "approved"}'`;
 //! - `POST /_sandbox/faults` with JSON `{"path_contains", "status" | "latency_ms" | "malformed" |
 //!   "hang", "times"}` and `DELETE /_sandbox/faults`.
 //!

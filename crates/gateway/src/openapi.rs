@@ -1,0 +1,188 @@
+//! The published OpenAPI document.
+//!
+//! Each handler declares its own entry (utoipa-axum `routes!`), so the spec cannot drift from the
+//! code. Two forms exist:
+//! - [`document`]: the same for every deployment, checked in as `openapi/openapi.json` (a test
+//!   fails when it is stale), and the one to generate clients from;
+//! - [`served`]: what `/openapi.json` answers, the same document with this deployment's provider
+//!   instance names as the allowed values of `provider` and of the keys of
+//!   `subject.provider_refs`, so Swagger UI offers them and a fuzzer never sends a name the policy
+//!   does not have.
+
+use crate::api;
+use serde_json::Value;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "kyc-gateway",
+        description = "One normalized identity-verification (KYC) API in front of several providers. \
+Authenticate with `Authorization: Bearer <tenant api key>`. Errors are RFC 9457 problem documents with \
+a stable `code`.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "verifications", description = "Start, read and follow verifications"),
+        (name = "subjects", description = "A subject's KYC standing"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The tenant API key"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The routes of the public API with the document that describes them.
+pub fn router_and_document() -> (axum::Router<crate::app::AppState>, utoipa::openapi::OpenApi) {
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api::router())
+        .split_for_parts()
+}
+
+/// The deployment-independent spec, as checked in at `openapi/openapi.json`.
+pub fn document() -> Value {
+    serde_json::to_value(router_and_document().1).expect("the spec serializes")
+}
+
+/// The spec as written to `openapi/openapi.json`.
+pub fn document_json() -> String {
+    let mut text = serde_json::to_string_pretty(&document()).expect("the spec serializes");
+    text.push('\n');
+    text
+}
+
+/// The spec a deployment serves: [`document`] with its provider instance names filled in.
+pub fn served<'a>(document: &Value, providers: impl IntoIterator<Item = &'a str>) -> Value {
+    let names: Vec<Value> = providers.into_iter().map(Value::from).collect();
+    let mut spec = document.clone();
+    let schemas = &mut spec["components"]["schemas"];
+    let mut provider_names = names.clone();
+    provider_names.push(Value::Null);
+    schemas["CreateVerification"]["properties"]["provider"]["enum"] = Value::Array(provider_names);
+    schemas["Subject"]["properties"]["provider_refs"]["propertyNames"] =
+        serde_json::json!({"type": "string", "enum": names});
+    spec
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_committed_spec_is_current() {
+        let committed = include_str!("../../../openapi/openapi.json");
+        assert!(
+            committed == super::document_json(),
+            "openapi/openapi.json differs from the spec the gateway serves; regenerate it with:\n\
+             \n    cargo run -p kyc-gateway -- openapi > openapi/openapi.json\n"
+        );
+    }
+}
+
+/// Checks of the spec against itself: every example validates against the schema it illustrates.
+#[cfg(test)]
+pub(crate) mod checks {
+    use serde_json::{Value, json};
+
+    /// A JSON Schema (2020-12, formats checked) validator for `schema`, a schema taken from `spec`
+    /// whose `$ref`s point into `spec`.
+    pub(crate) fn validator(spec: &Value, schema: &Value) -> jsonschema::Validator {
+        let mut root = spec.clone();
+        root["$defs"] = json!({ "target": schema });
+        root["$ref"] = json!("#/$defs/target");
+        jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .build(&root)
+            .expect("the spec's schemas compile")
+    }
+
+    /// Every example in `spec`: (where, the example, the schema it must satisfy).
+    fn examples(spec: &Value) -> Vec<(String, Value, Value)> {
+        fn walk(at: &str, node: &Value, out: &mut Vec<(String, Value, Value)>) {
+            match node {
+                Value::Object(map) => {
+                    // A parameter or a media type carries the schema beside its example; a
+                    // schema carries its example inside itself.
+                    let schema = map.get("schema").cloned().unwrap_or_else(|| node.clone());
+                    if let Some(example) = map.get("example") {
+                        out.push((at.to_string(), example.clone(), schema.clone()));
+                    }
+                    if let Some(Value::Array(many)) = map.get("examples") {
+                        for example in many {
+                            out.push((at.to_string(), example.clone(), schema.clone()));
+                        }
+                    }
+                    for (key, value) in map {
+                        if key != "example" && key != "examples" {
+                            walk(&format!("{at}/{key}"), value, out);
+                        }
+                    }
+                }
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        walk(&format!("{at}/{i}"), item, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk("", spec, &mut out);
+        out
+    }
+
+    fn assert_examples_valid(spec: &Value) -> usize {
+        let found = examples(spec);
+        for (at, example, schema) in &found {
+            let validator = validator(spec, schema);
+            let errors: Vec<String> = validator
+                .iter_errors(example)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "the example at {at} is invalid: {errors:?}"
+            );
+        }
+        found.len()
+    }
+
+    #[test]
+    fn every_example_validates_against_its_schema() {
+        let spec = super::document();
+        let checked = assert_examples_valid(&spec);
+        assert!(checked >= 15, "only {checked} examples found");
+        // The served form too, with a deployment's provider names filled in.
+        assert_examples_valid(&super::served(&spec, ["betrust-sandbox", "gu1-sandbox"]));
+        // The create body Swagger UI fills in is among them.
+        let create = &spec["components"]["schemas"]["CreateVerification"];
+        assert!(create["example"].is_object());
+    }
+
+    #[test]
+    fn the_example_check_catches_a_bad_example() {
+        let spec = super::document();
+        let create = &spec["components"]["schemas"]["CreateVerification"];
+        let mut bad = create["example"].clone();
+        bad["subject"]["country"] = json!("Chile");
+        assert!(!validator(&spec, create).is_valid(&bad));
+        bad["subject"]["country"] = json!("CL");
+        bad["subject"]["email"] = json!("not an address");
+        assert!(!validator(&spec, create).is_valid(&bad));
+    }
+}

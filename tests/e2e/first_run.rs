@@ -1,0 +1,190 @@
+//! The first run as a newcomer meets it: `kyc-gateway sandbox` with nothing configured, the
+//! README's tour pasted into a shell, a restart, and a port that is already taken.
+
+use crate::harness::{Sandbox, binary};
+use serde_json::{Value, json};
+use std::process::{Command, Stdio};
+
+const KEY: &str = kyc_gateway::sandbox::DEMO_API_KEY;
+
+async fn get(http: &reqwest::Client, url: String) -> Value {
+    http.get(url)
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Nothing to set up: a verification on each provider, finished as a person would (the page's
+/// Approve button for BeTrust, one `POST` to the link for gu1), is approved in the gateway. A
+/// restart starts from an empty store, and the old one is gone.
+#[tokio::test]
+async fn the_sandbox_first_run_works_with_no_setup_and_restarts_clean() {
+    let sandbox = Sandbox::start();
+    let base = sandbox.base.clone();
+    assert!(
+        sandbox.banner.contains(&format!("{base}/docs")),
+        "{}",
+        sandbox.banner
+    );
+    assert!(sandbox.banner.contains(KEY), "{}", sandbox.banner);
+    let store_dir = sandbox
+        .banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Store:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|db| std::path::PathBuf::from(db).parent().unwrap().to_path_buf())
+        .expect("the banner names the store");
+    assert!(store_dir.exists());
+
+    let http = reqwest::Client::new();
+    for provider in ["betrust-sandbox", "gu1-sandbox"] {
+        let created: Value = http
+            .post(format!("{base}/v1/verifications"))
+            .bearer_auth(KEY)
+            .json(&json!({
+                "reference": format!("first-run-{provider}"),
+                "subject": {"id": "demo-person", "country": "CL", "national_id": "11111111-1",
+                            "first_name": "Demo", "last_name": "Person", "date_of_birth": "1990-01-31"},
+                "provider": provider
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(created["provider"], provider, "{created}");
+        let link = created["verification_url"].as_str().unwrap();
+        let finished = if provider == "betrust-sandbox" {
+            // The page a person opens, and its Approve button.
+            let page = http.get(link).send().await.unwrap().text().await.unwrap();
+            let action = page
+                .split("action=\"")
+                .nth(1)
+                .map(|rest| rest.split('"').next().unwrap())
+                .expect("the page has a finish form");
+            let origin = &link[..link.find("/validate/").unwrap()];
+            http.post(format!("{origin}{action}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("outcome=approved")
+                .send()
+                .await
+                .unwrap()
+        } else {
+            // One request to the link itself, as the README shows.
+            http.post(link)
+                .json(&json!({"outcome": "approved"}))
+                .send()
+                .await
+                .unwrap()
+        };
+        assert!(finished.status().is_success(), "{provider}: {finished:?}");
+        let id = created["id"].as_str().unwrap();
+        let got = get(&http, format!("{base}/v1/verifications/{id}")).await;
+        assert_eq!(got["status"], "approved", "{provider}: {got}");
+    }
+    let page = get(&http, format!("{base}/v1/verifications")).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");
+
+    let (status, dir) = sandbox.stop();
+    assert!(status.success(), "a clean exit on SIGTERM: {status:?}");
+    assert!(
+        !store_dir.exists(),
+        "the run's store is removed on exit: {store_dir:?}"
+    );
+    let again = Sandbox::start_in(dir);
+    let page = get(&http, format!("{}/v1/verifications", again.base)).await;
+    assert_eq!(
+        page["items"],
+        json!([]),
+        "a restarted sandbox lists nothing from the last run"
+    );
+}
+
+/// The README's curl tour, pasted into bash as it stands (with the sandbox's address in `GW`),
+/// does what the README says it does.
+#[tokio::test]
+#[ignore = "needs curl and jq; .ci/run installs them and runs it"]
+async fn the_readme_tour_works_as_written() {
+    for tool in ["curl", "jq", "bash"] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(found, "this test needs {tool} on the PATH");
+    }
+    let readme = include_str!("../../README.md");
+    let tour = readme
+        .split("## Five-minute tour")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the README has a tour in a sh block");
+    let default_gw = "GW=http://127.0.0.1:8080\n";
+    assert_eq!(tour.matches(default_gw).count(), 1, "the tour sets GW once");
+    let sandbox = Sandbox::start();
+    let script = tour.replace(default_gw, &format!("GW={}\n", sandbox.base));
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "the tour failed:\n{stdout}\n{stderr}\n{}",
+        sandbox.log()
+    );
+    // Step 1 prints the new verification; 3 and 6 print its status; 4 the identity; 5 the standing.
+    let created: Value =
+        serde_json::from_str(&stdout[..stdout.find("}\n").expect("step 1 printed an object") + 1])
+            .unwrap();
+    assert_eq!(created["status"], "pending", "{stdout}");
+    assert_eq!(created["provider"], "betrust-sandbox", "{stdout}");
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    assert_eq!(
+        lines.iter().filter(|l| **l == "approved").count(),
+        2,
+        "steps 3 and 6 print approved:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("\"date_of_birth\": \"1990-05-20\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"verified\": true"), "{stdout}");
+    assert!(
+        lines.contains(&"1"),
+        "step 6 lists one verification:\n{stdout}"
+    );
+}
+
+/// A port that is taken gets a message naming `--listen` (the sandbox and `serve` bind alike).
+#[test]
+fn a_busy_port_names_the_listen_option() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .args(["sandbox", "--listen", &address])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("{address} is already in use")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--listen"), "{stderr}");
+}
