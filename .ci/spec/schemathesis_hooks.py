@@ -1,4 +1,4 @@
-"""Schemathesis hooks for the fuzzing step of `.ci/run`.
+"""Schemathesis hooks for `.ci/check-spec`.
 
 One check replaces the built-in `positive_data_acceptance`: the gateway itself must accept every
 request its schema allows, but a provider may still refuse one for reasons no schema can state
