@@ -130,6 +130,26 @@ every_seconds = {reconcile}
     )
 }
 
+/// Copies a process's output into `log` line by line, and sends the base URL it announces
+/// ("listening on http://...") to `listening`.
+fn follow(
+    stream: impl std::io::Read + Send + 'static,
+    log: Arc<Mutex<String>>,
+    listening: std::sync::mpsc::Sender<String>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("listening on http://") {
+                let url = line[at + "listening on ".len()..].split_whitespace().next();
+                let _ = listening.send(url.unwrap_or_default().to_string());
+            }
+            let mut log = log.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_kyc-gateway")
 }
@@ -187,19 +207,7 @@ impl World {
             Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stdout.take().unwrap()),
         ] {
-            let log = log.clone();
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Some(at) = line.find("listening on http://") {
-                        let url = line[at + "listening on ".len()..].split_whitespace().next();
-                        let _ = tx.send(url.unwrap_or_default().to_string());
-                    }
-                    let mut log = log.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
+            follow(stream, log.clone(), tx.clone());
         }
         let base = rx
             .recv_timeout(Duration::from_secs(30))
@@ -334,18 +342,7 @@ impl Sandbox {
             .unwrap();
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
-        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = stderr.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if let Some(at) = line.find("listening on http://") {
-                    let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
-                }
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        follow(child.stderr.take().unwrap(), stderr.clone(), tx);
         let base = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("the sandbox did not start:\n{}", stderr.lock().unwrap()));

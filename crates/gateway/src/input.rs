@@ -54,15 +54,16 @@ fn personal_text(field: &str, value: &Option<Personal<String>>) -> Result<(), Ap
     }
 }
 
-/// An addr-spec in its common form: a local part, `@`, a domain; no spaces or control characters.
-/// The spec says `format: email`.
+/// An addr-spec in its common form: a local part, one `@`, a domain; no spaces or control
+/// characters. The spec says `format: email`.
 fn is_email(value: &str) -> bool {
-    let Some((local, domain)) = value.rsplit_once('@') else {
+    let Some((local, domain)) = value.split_once('@') else {
         return false;
     };
     value.chars().count() <= MAX_EMAIL
         && !local.is_empty()
         && !domain.is_empty()
+        && !domain.contains('@')
         && !value.chars().any(|c| is_control(c) || c.is_whitespace())
 }
 
@@ -428,6 +429,7 @@ mod tests {
             with(&["subject", "date_of_birth"], json!("20/05/1990")),
             with(&["subject", "email"], json!("ana@example.com")),
             with(&["subject", "email"], json!("ana.example.com")),
+            with(&["subject", "email"], json!("ana@b@example.com")),
             with(&["subject", "phone"], json!("+56912345678")),
             with(&["subject", "phone"], json!("+0123456789")),
             with(&["subject", "phone"], json!("+123456")),
