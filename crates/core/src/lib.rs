@@ -4,10 +4,12 @@
 //! wire format into these types; the gateway stores and serves them. Keeping them here is what lets a
 //! third provider be one new adapter crate.
 
+pub mod lifecycle;
 pub mod model;
 pub mod personal;
 pub mod provider;
 
+pub use lifecycle::merge;
 pub use model::{
     CheckOutcome, Checks, Decision, Identity, Reason, Scores, Status, Subject, SubjectStanding,
     Verification,

@@ -401,24 +401,9 @@ impl Store for SqlStore {
         // again and judge the update against what is there now.
         for _ in 0..2 {
             let old = &current.verification;
-            let status_changes = update.status != old.status;
-            if old.status.is_final() || (status_changes && !old.status.may_become(update.status)) {
+            let Some(next) = kyc_core::merge(old, update, now()) else {
                 return Ok(current);
-            }
-            let mut next = old.clone();
-            next.status = update.status;
-            next.reason = update.reason.clone().or(next.reason);
-            next.verification_url = update.verification_url.clone().or(next.verification_url);
-            next.expires_at = update.expires_at.or(next.expires_at);
-            next.decision = update.decision.clone().or(next.decision);
-            if next == *old {
-                return Ok(current);
-            }
-            let now = now();
-            next.updated_at = now;
-            if next.status.is_final() {
-                next.completed_at = Some(now);
-            }
+            };
             let done = sqlx::query(
                 "UPDATE verifications SET status = $1, reason = $2, verification_url = $3, \
                  expires_at = $4, decision = $5, updated_at = $6, completed_at = $7 \
