@@ -4,6 +4,7 @@
 //! Internal errors are logged with their context and answered without details. Provider errors are
 //! mapped to our codes; a provider's body never reaches the caller.
 
+use crate::routing::RoutingError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kyc_core::ProviderError;
@@ -104,6 +105,9 @@ pub enum ApiError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// No provider instance could be chosen for a create.
+    #[error(transparent)]
+    Routing(#[from] crate::routing::RoutingError),
     /// The gateway is not ready to serve (no policy, store down).
     #[error("{0}")]
     Unavailable(String),
@@ -179,6 +183,14 @@ impl ApiError {
                 ),
             },
             ApiError::Store(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", "Internal error"),
+            ApiError::Routing(RoutingError::NoDefault) => {
+                (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
+            }
+            ApiError::Routing(_) => (
+                S::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "Invalid request",
+            ),
             ApiError::Unavailable(_) => {
                 (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
             }
@@ -223,6 +235,7 @@ impl ApiError {
                 }
             },
             ApiError::Store(_) => "internal error; the request id identifies it in our logs".into(),
+            ApiError::Routing(error) => error.to_string(),
             ApiError::Unavailable(why) => why.clone(),
         }
     }
@@ -246,6 +259,9 @@ impl IntoResponse for ApiError {
             code: code.to_string(),
             field: match &self {
                 ApiError::Invalid { field, .. } => Some(field.clone()),
+                ApiError::Routing(
+                    RoutingError::OverrideNotAllowed | RoutingError::UnknownProvider,
+                ) => Some("provider".into()),
                 ApiError::BadRequest { field, .. } => field.clone(),
                 _ => None,
             },

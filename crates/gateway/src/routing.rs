@@ -5,9 +5,22 @@
 //! same subject always lands on the same provider), then the default. The fallback list follows the
 //! choice, for when it is unavailable; an explicit choice gets no fallback.
 
-use crate::error::ApiError;
 use crate::policy::Routing;
 use sha2::{Digest, Sha256};
+
+/// Why no provider instance could be chosen.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RoutingError {
+    /// The request names a provider, and the tenant's policy does not allow that.
+    #[error("this tenant's policy does not allow choosing the provider (allow_override = false)")]
+    OverrideNotAllowed,
+    /// The request names a provider instance the policy does not have.
+    #[error("must name a provider instance of the policy")]
+    UnknownProvider,
+    /// Nothing in the tenant's routing applies (no rule, no split, no default).
+    #[error("the tenant has no default provider")]
+    NoDefault,
+}
 
 /// The provider instances to try, in order.
 pub fn candidates(
@@ -17,19 +30,13 @@ pub fn candidates(
     country: &str,
     requested: Option<&str>,
     exists: impl Fn(&str) -> bool,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<String>, RoutingError> {
     if let Some(requested) = requested {
         if !routing.allow_override {
-            return Err(ApiError::invalid(
-                "provider",
-                "this tenant's policy does not allow choosing the provider (allow_override = false)",
-            ));
+            return Err(RoutingError::OverrideNotAllowed);
         }
         if !exists(requested) {
-            return Err(ApiError::invalid(
-                "provider",
-                "must name a provider instance of the policy",
-            ));
+            return Err(RoutingError::UnknownProvider);
         }
         return Ok(vec![requested.to_string()]);
     }
@@ -38,10 +45,7 @@ pub fn candidates(
     } else if let Some(pick) = sticky_pick(&routing.split, tenant, subject_id) {
         pick
     } else {
-        routing
-            .default
-            .clone()
-            .ok_or_else(|| ApiError::Unavailable("the tenant has no default provider".into()))?
+        routing.default.clone().ok_or(RoutingError::NoDefault)?
     };
     let mut out = vec![chosen];
     for f in &routing.fallback {
@@ -108,13 +112,19 @@ mod tests {
     #[test]
     fn override_needs_permission() {
         let mut r = routing();
-        assert!(candidates(&r, "t", "s", "CL", Some("gu1"), |_| true).is_err());
+        assert_eq!(
+            candidates(&r, "t", "s", "CL", Some("gu1"), |_| true),
+            Err(RoutingError::OverrideNotAllowed)
+        );
         r.allow_override = true;
         assert_eq!(
             candidates(&r, "t", "s", "CL", Some("gu1"), |_| true).unwrap(),
             ["gu1"]
         );
-        assert!(candidates(&r, "t", "s", "CL", Some("nope"), |n| n != "nope").is_err());
+        assert_eq!(
+            candidates(&r, "t", "s", "CL", Some("nope"), |n| n != "nope"),
+            Err(RoutingError::UnknownProvider)
+        );
     }
 
     #[test]
