@@ -16,6 +16,7 @@ from kyc_gateway_client.api.verifications import (
     get_identity,
     get_verification,
     list_verifications,
+    verification_history,
     refresh_verification,
 )
 from kyc_gateway_client.models import CreateVerification, Identity, Problem, Status, Verification
@@ -59,6 +60,10 @@ finished = httpx.post(created.verification_url, json={"outcome": "approved"})
 assert finished.status_code == 200, finished.text
 assert expect(Verification, 200, refresh_verification.sync_detailed(created.id, client=client)).status == Status.APPROVED
 expect(Identity, 200, get_identity.sync_detailed(created.id, client=client))
+history = verification_history.sync_detailed(created.id, client=client)
+assert history.status_code == 200, history.content
+assert [(c.to.value, c.source.value) for c in history.parsed] == [("pending", "create"), ("approved", "webhook")], history.content
+expect(Problem, 404, verification_history.sync_detailed("ver_01JD5Z8K3W6Q2B7N4R9T0V1X2Y", client=client))
 expect(Problem, 409, cancel_verification.sync_detailed(created.id, client=client))
 standing = subject_kyc.sync_detailed(f"client-{run}", client=client)
 assert standing.status_code == 200 and standing.parsed.verified is True, standing.content

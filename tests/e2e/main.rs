@@ -105,6 +105,43 @@ async fn provider_webhook_moves_the_status_without_a_refresh() {
     assert_eq!(stored["status"], "approved");
 }
 
+/// Each real status change is in the history once, with its source; a repeated or late webhook
+/// and a refresh that finds nothing new add nothing.
+#[tokio::test]
+async fn history_records_each_real_change_once_with_its_source() {
+    let w = World::start().await;
+    let v = w.create(person("hist-1", "sub-hist-1", "AR")).await;
+    w.finish(&v, Outcome::InProgress).await;
+    w.finish(&v, Outcome::InProgress).await;
+    w.finish(&v, Outcome::Approved).await;
+    w.finish(&v, Outcome::InReview).await;
+    let (status, _) = w.act(&v, "refresh", ALPHA_KEY).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, history) = w.get(&path_of(&v, "/history"), ALPHA_KEY).await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let steps: Vec<(Value, Value, Value)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["from"].clone(), c["to"].clone(), c["source"].clone()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (Value::Null, json!("pending"), json!("create")),
+            (json!("pending"), json!("in_progress"), json!("webhook")),
+            (json!("in_progress"), json!("approved"), json!("webhook")),
+        ]
+    );
+    let c = w.create(person("hist-2", "sub-hist-2", "AR")).await;
+    w.act(&c, "cancel", ALPHA_KEY).await;
+    let (_, history) = w.get(&path_of(&c, "/history"), ALPHA_KEY).await;
+    assert_eq!(history[1]["source"], "cancel", "{history}");
+    assert_eq!(history[1]["to"], "cancelled", "{history}");
+    let (status, _) = w.get(&path_of(&v, "/history"), BETA_KEY).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's history");
+}
+
 #[tokio::test]
 async fn the_reconciler_catches_up_when_webhooks_are_lost() {
     let w = World::start_with(Options {
@@ -743,7 +780,10 @@ async fn the_log_of_a_whole_run_holds_no_personal_data_or_secret() {
         log.contains("verification started"),
         "the log was captured:\n{log}"
     );
-    assert!(log.contains("webhook applied"), "{log}");
+    assert!(
+        log.contains("source=\"webhook\"") && log.contains("status changed"),
+        "{log}"
+    );
     for secret in [
         national_id("sub-log-1").as_str(),
         national_id("sub-log-2").as_str(),

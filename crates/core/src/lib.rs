@@ -9,7 +9,7 @@ pub mod model;
 pub mod personal;
 pub mod provider;
 
-pub use lifecycle::merge;
+pub use lifecycle::{Source, StatusChange, merge};
 pub use model::{
     CheckOutcome, Checks, Decision, Identity, Reason, Scores, Status, Subject, SubjectStanding,
     Verification,

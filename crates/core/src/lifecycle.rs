@@ -3,9 +3,11 @@
 //! Every path that learns something from a provider (a refresh, a cancel, a provider webhook, the
 //! reconciler) goes through [`merge`], so they cannot disagree about what counts as a change.
 
-use crate::model::Verification;
+use crate::model::{Status, Verification};
 use crate::provider::ProviderVerification;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Merges what a provider says now into `current`, at time `now`.
 ///
@@ -42,10 +44,73 @@ pub fn merge(
     Some(next)
 }
 
+/// Where a status change came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The verification was started.
+    Create,
+    /// A provider webhook, re-read from the provider.
+    Webhook,
+    /// The caller asked for a refresh.
+    Refresh,
+    /// The gateway's periodic re-read of unfinished verifications.
+    Reconciler,
+    /// The caller cancelled it.
+    Cancel,
+    /// A manual approve or reject through the gateway.
+    Decision,
+}
+
+impl Source {
+    /// Every source.
+    pub const ALL: [Source; 6] = [
+        Source::Create,
+        Source::Webhook,
+        Source::Refresh,
+        Source::Reconciler,
+        Source::Cancel,
+        Source::Decision,
+    ];
+
+    /// The wire name, also the stored value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Create => "create",
+            Source::Webhook => "webhook",
+            Source::Refresh => "refresh",
+            Source::Reconciler => "reconciler",
+            Source::Cancel => "cancel",
+            Source::Decision => "decision",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Source> {
+        Source::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// One status change of a verification, as its history shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StatusChange {
+    /// The status before; absent for the change that created the verification.
+    pub from: Option<Status>,
+    /// The status after.
+    pub to: Status,
+    /// What caused it.
+    pub source: Source,
+    /// For a manual decision, the name of the API key that made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// When the gateway recorded it.
+    pub at: DateTime<Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CheckOutcome, Decision, Reason, Status};
+    use crate::model::{CheckOutcome, Decision, Reason};
     use chrono::TimeZone;
 
     fn at(minute: u32) -> DateTime<Utc> {
@@ -84,6 +149,14 @@ mod tests {
             expires_at: None,
             decision: None,
             subject_ref: None,
+        }
+    }
+
+    #[test]
+    fn source_names_round_trip() {
+        for source in Source::ALL {
+            assert_eq!(Source::parse(source.as_str()), Some(source));
+            assert_eq!(serde_json::to_value(source).unwrap(), source.as_str());
         }
     }
 

@@ -5,6 +5,7 @@
 //! mapped to our codes; a provider's body never reaches the caller.
 
 use crate::routing::RoutingError;
+use crate::service::ServiceError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kyc_core::ProviderError;
@@ -237,6 +238,34 @@ impl ApiError {
             ApiError::Store(_) => "internal error; the request id identifies it in our logs".into(),
             ApiError::Routing(error) => error.to_string(),
             ApiError::Unavailable(why) => why.clone(),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::NotFound => {
+                ApiError::NotFound("no such verification for this tenant".into())
+            }
+            e @ ServiceError::ReferenceConflict => ApiError::Conflict {
+                code: "conflict",
+                detail: e.to_string(),
+            },
+            e @ ServiceError::NotCancellable(_) => ApiError::Conflict {
+                code: "not_cancellable",
+                detail: e.to_string(),
+            },
+            e @ ServiceError::NotReady { .. } => ApiError::Conflict {
+                code: "not_ready",
+                detail: e.to_string(),
+            },
+            e @ (ServiceError::ProviderGone(_) | ServiceError::NoProviderAvailable) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            ServiceError::Provider { provider, error } => ApiError::Provider { provider, error },
+            ServiceError::Routing(e) => ApiError::Routing(e),
+            ServiceError::Store(e) => ApiError::Store(e),
         }
     }
 }

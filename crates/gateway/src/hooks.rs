@@ -1,16 +1,17 @@
 //! Provider webhooks in: `POST /hooks/{provider}/{token}`.
 //!
 //! The URL token (unguessable, per provider instance) is checked first, then the adapter's own
-//! check (gu1's signature). The body's status is never trusted: the gateway re-reads the
-//! verification from the provider and applies that, so a forged, duplicated or stale event changes
+//! check (gu1's signature). The body's status is never trusted: the lifecycle service re-reads the
+//! verification from the provider and records that, so a forged, duplicated or stale event changes
 //! nothing. Unknown verifications are acknowledged and ignored, so the provider stops retrying.
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::service;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use kyc_core::IncomingWebhook;
+use kyc_core::{IncomingWebhook, Source};
 
 /// Receives one provider webhook.
 pub async fn receive(
@@ -50,16 +51,6 @@ pub async fn receive(
         tracing::info!(provider = %provider_name, "webhook for an unknown verification ignored");
         return Ok(StatusCode::OK);
     };
-    let now = provider
-        .get(&provider_reference)
-        .await
-        .map_err(|e| ApiError::provider(&provider_name, e))?;
-    let updated = state.store.apply(&stored, &now).await?;
-    tracing::info!(
-        provider = %provider_name,
-        verification = %updated.verification.id,
-        status = %updated.verification.status,
-        "webhook applied"
-    );
+    service::sync(&state, &runtime, stored, Source::Webhook).await?;
     Ok(StatusCode::OK)
 }

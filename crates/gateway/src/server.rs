@@ -5,7 +5,7 @@ use crate::app::{App, AppState, Runtime};
 use crate::error::{ApiError, REQUEST_ID};
 use crate::policy::{Policy, PolicyError};
 use crate::store::{SqlStore, Store, StoreError};
-use crate::{hooks, openapi};
+use crate::{hooks, jobs, openapi};
 use axum::Json;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -13,7 +13,7 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::Instrument;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -114,37 +114,6 @@ async fn request_context(request: Request, next: Next) -> Response {
     response
 }
 
-/// Re-reads unfinished verifications from their providers on a schedule, so a lost provider
-/// webhook only delays an update.
-async fn reconcile_forever(app: Arc<App>) {
-    loop {
-        let every = app.runtime().policy.reconciler.every_seconds;
-        tokio::time::sleep(Duration::from_secs(every)).await;
-        let runtime = app.runtime();
-        let due = match app.store.unfinished(200).await {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::warn!(error = %e, "reconciler: store unavailable");
-                continue;
-            }
-        };
-        for stored in due {
-            let name = &stored.verification.provider;
-            let Some(provider) = runtime.providers.get(name) else {
-                continue;
-            };
-            match provider.get(&stored.verification.provider_reference).await {
-                Ok(now) => {
-                    if let Err(e) = app.store.apply(&stored, &now).await {
-                        tracing::warn!(error = %e, "reconciler: store update failed");
-                    }
-                }
-                Err(e) => tracing::warn!(provider = %name, error = %e, "reconciler: read failed"),
-            }
-        }
-    }
-}
-
 /// Opens the store, binds `listen`, and serves `policy` until Ctrl-C or SIGTERM. `on_listening`
 /// gets the bound base URL (useful when `listen` asks for port 0).
 pub async fn serve(
@@ -171,7 +140,7 @@ pub async fn serve(
         public_url,
         runtime,
     ));
-    tokio::spawn(reconcile_forever(app.clone()));
+    tokio::spawn(jobs::reconciler::run(app.clone()));
     let service = router(AppState(app));
     tracing::info!("listening on {base}");
     on_listening(&base);

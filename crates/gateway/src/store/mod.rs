@@ -2,13 +2,13 @@
 //! the same queries run on an embedded SQLite file (the default) and on PostgreSQL (several
 //! replicas).
 //!
-//! The store enforces the status rule itself: an update that would move a verification out of a
-//! final status, or back to an earlier stage, changes nothing. Updates are compare-and-set on the
-//! status read, so two replicas applying events at once cannot overwrite each other.
+//! The store only queries; the rules are the service's. A change is written compare-and-set on the
+//! status the service read, together with its history row and its outbox event in one
+//! transaction, so a change is never recorded without its event nor the other way round.
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use kyc_core::{ProviderVerification, Status, Verification};
+use kyc_core::{Source, Status, StatusChange, Verification};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, AssertSqlSafe, Row, SqlSafeStr};
@@ -59,6 +59,34 @@ pub struct ListFilter {
     pub limit: u32,
 }
 
+/// A status change to record, with the verification it belongs to.
+#[derive(Debug, Clone)]
+pub struct NewChange {
+    /// The owning tenant.
+    pub tenant: String,
+    /// The verification.
+    pub verification_id: String,
+    /// What changed, why and when.
+    pub change: StatusChange,
+}
+
+/// An event for the outbox, to be delivered to the tenant's `webhook_url`.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// `evt_` + ULID: the `webhook-id`, the same on every attempt.
+    pub id: String,
+    /// The owning tenant.
+    pub tenant: String,
+    /// The verification it reports on.
+    pub verification_id: String,
+    /// `verification.updated`.
+    pub event_type: &'static str,
+    /// The body to send, as written at the change.
+    pub payload: String,
+    /// When the change happened.
+    pub created_at: DateTime<Utc>,
+}
+
 /// What an insert did.
 #[derive(Debug)]
 pub enum Inserted {
@@ -71,8 +99,13 @@ pub enum Inserted {
 /// The storage operations the gateway needs; one implementation per backend family.
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Inserts a new verification, or returns the one that already holds (tenant, reference).
-    async fn insert(&self, row: &StoredVerification) -> Result<Inserted, StoreError>;
+    /// Inserts a new verification with its first history row, or returns the one that already
+    /// holds (tenant, reference).
+    async fn insert(
+        &self,
+        row: &StoredVerification,
+        created: &NewChange,
+    ) -> Result<Inserted, StoreError>;
     /// One verification of a tenant.
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<StoredVerification>, StoreError>;
     /// A tenant's verification by the caller's reference.
@@ -99,12 +132,23 @@ pub trait Store: Send + Sync {
         tenant: &str,
         subject_id: &str,
     ) -> Result<(Option<Verification>, Option<Verification>), StoreError>;
-    /// Applies what a provider says now, respecting the status rule; returns the stored result.
-    async fn apply(
+    /// Writes `next` over the tenant's stored verification if its status is still `expected`,
+    /// with the change's history row and outbox event, in one transaction. `false` when another
+    /// writer changed the status first (nothing is written).
+    async fn save_change(
         &self,
-        current: &StoredVerification,
-        update: &ProviderVerification,
-    ) -> Result<StoredVerification, StoreError>;
+        tenant: &str,
+        expected: Status,
+        next: &Verification,
+        change: Option<&NewChange>,
+        event: Option<&NewEvent>,
+    ) -> Result<bool, StoreError>;
+    /// A verification's status changes, oldest first.
+    async fn history(
+        &self,
+        tenant: &str,
+        verification_id: &str,
+    ) -> Result<Vec<StatusChange>, StoreError>;
     /// The provider's id for a tenant's subject, if remembered.
     async fn subject_ref(
         &self,
@@ -120,8 +164,14 @@ pub trait Store: Send + Sync {
         subject_id: &str,
         subject_ref: &str,
     ) -> Result<(), StoreError>;
-    /// Verifications not yet final, least recently updated first (for the reconciler).
-    async fn unfinished(&self, limit: u32) -> Result<Vec<StoredVerification>, StoreError>;
+    /// A provider instance's verifications that are not final, in id order after `after_id`
+    /// (keyset paging, for the reconciler).
+    async fn unfinished(
+        &self,
+        provider: &str,
+        after_id: &str,
+        limit: u32,
+    ) -> Result<Vec<StoredVerification>, StoreError>;
     /// Checks that the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -163,16 +213,25 @@ impl SqlStore {
             })
             .connect(&url)
             .await?;
-        let migration = Migration::new(
-            1,
-            "init".into(),
-            MigrationType::Simple,
-            AssertSqlSafe(include_str!("../migrations/0001_init.sql")).into_sql_str(),
-            false,
-        );
-        Migrator::with_migrations(vec![migration])
-            .run(&pool)
-            .await?;
+        let migration = |version, name: &str, sql: &'static str| {
+            Migration::new(
+                version,
+                name.to_string().into(),
+                MigrationType::Simple,
+                AssertSqlSafe(sql).into_sql_str(),
+                false,
+            )
+        };
+        Migrator::with_migrations(vec![
+            migration(1, "init", include_str!("../../migrations/0001_init.sql")),
+            migration(
+                2,
+                "history and outbox",
+                include_str!("../../migrations/0002_history_and_outbox.sql"),
+            ),
+        ])
+        .run(&pool)
+        .await?;
         Ok(SqlStore { pool })
     }
 
@@ -266,18 +325,45 @@ fn row_to_stored(row: &AnyRow) -> Result<StoredVerification, StoreError> {
     })
 }
 
+/// Writes one history row inside a transaction. Its id is a ULID, so history reads in time order.
+async fn insert_change(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    c: &NewChange,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO status_changes (id, tenant, verification_id, from_status, to_status, source, \
+         actor, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(format!("chg_{}", ulid::Ulid::generate()))
+    .bind(&c.tenant)
+    .bind(&c.verification_id)
+    .bind(c.change.from.map(Status::as_str))
+    .bind(c.change.to.as_str())
+    .bind(c.change.source.as_str())
+    .bind(&c.change.actor)
+    .bind(ts(c.change.at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 #[async_trait]
 impl Store for SqlStore {
-    async fn insert(&self, row: &StoredVerification) -> Result<Inserted, StoreError> {
+    async fn insert(
+        &self,
+        row: &StoredVerification,
+        created: &NewChange,
+    ) -> Result<Inserted, StoreError> {
         let v = &row.verification;
         let sql = format!(
             "INSERT INTO verifications ({COLUMNS}) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         );
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query(AssertSqlSafe(sql))
             .bind(&v.id)
             .bind(&row.tenant)
@@ -295,11 +381,16 @@ impl Store for SqlStore {
             .bind(ts(v.created_at))
             .bind(ts(v.updated_at))
             .bind(v.completed_at.map(ts))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await;
         match result {
-            Ok(_) => Ok(Inserted::Created),
+            Ok(_) => {
+                insert_change(&mut tx, created).await?;
+                tx.commit().await?;
+                Ok(Inserted::Created)
+            }
             Err(e) if is_unique_violation(&e) => {
+                tx.rollback().await?;
                 match self.find_by_reference(&row.tenant, &v.reference).await? {
                     Some(existing) => Ok(Inserted::Exists(Box::new(existing))),
                     None => Err(e.into()),
@@ -391,45 +482,91 @@ impl Store for SqlStore {
         ))
     }
 
-    async fn apply(
+    async fn save_change(
         &self,
-        current: &StoredVerification,
-        update: &ProviderVerification,
-    ) -> Result<StoredVerification, StoreError> {
-        let mut current = current.clone();
-        // Two tries: if another writer changed the status between our read and our write, read
-        // again and judge the update against what is there now.
-        for _ in 0..2 {
-            let old = &current.verification;
-            let Some(next) = kyc_core::merge(old, update, now()) else {
-                return Ok(current);
-            };
-            let done = sqlx::query(
-                "UPDATE verifications SET status = $1, reason = $2, verification_url = $3, \
-                 expires_at = $4, decision = $5, updated_at = $6, completed_at = $7 \
-                 WHERE id = $8 AND status = $9",
-            )
-            .bind(next.status.as_str())
-            .bind(to_json(&next.reason))
-            .bind(&next.verification_url)
-            .bind(next.expires_at.map(ts))
-            .bind(to_json(&next.decision))
-            .bind(ts(next.updated_at))
-            .bind(next.completed_at.map(ts))
-            .bind(&next.id)
-            .bind(old.status.as_str())
-            .execute(&self.pool)
-            .await?;
-            if done.rows_affected() == 1 {
-                current.verification = next;
-                return Ok(current);
-            }
-            match self.get(&current.tenant, &current.verification.id).await? {
-                Some(fresh) => current = fresh,
-                None => return Ok(current),
-            }
+        tenant: &str,
+        expected: Status,
+        next: &Verification,
+        change: Option<&NewChange>,
+        event: Option<&NewEvent>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE verifications SET status = $1, reason = $2, verification_url = $3, \
+             expires_at = $4, decision = $5, updated_at = $6, completed_at = $7 \
+             WHERE tenant = $8 AND id = $9 AND status = $10",
+        )
+        .bind(next.status.as_str())
+        .bind(to_json(&next.reason))
+        .bind(&next.verification_url)
+        .bind(next.expires_at.map(ts))
+        .bind(to_json(&next.decision))
+        .bind(ts(next.updated_at))
+        .bind(next.completed_at.map(ts))
+        .bind(tenant)
+        .bind(&next.id)
+        .bind(expected.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
         }
-        Ok(current)
+        if let Some(change) = change {
+            insert_change(&mut tx, change).await?;
+        }
+        if let Some(event) = event {
+            sqlx::query(
+                "INSERT INTO events (id, tenant, verification_id, event_type, payload, \
+                 created_at, state, attempts, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $6)",
+            )
+            .bind(&event.id)
+            .bind(&event.tenant)
+            .bind(&event.verification_id)
+            .bind(event.event_type)
+            .bind(&event.payload)
+            .bind(ts(event.created_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn history(
+        &self,
+        tenant: &str,
+        verification_id: &str,
+    ) -> Result<Vec<StatusChange>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT from_status, to_status, source, actor, at FROM status_changes \
+             WHERE tenant = $1 AND verification_id = $2 ORDER BY id",
+        )
+        .bind(tenant)
+        .bind(verification_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let corrupt = |column| StoreError::Corrupt {
+            table: "status_changes",
+            column,
+        };
+        rows.iter()
+            .map(|row| {
+                let from: Option<String> = row.try_get("from_status")?;
+                let to: String = row.try_get("to_status")?;
+                let source: String = row.try_get("source")?;
+                Ok(StatusChange {
+                    from: from
+                        .map(|f| Status::parse(&f).ok_or(corrupt("from_status")))
+                        .transpose()?,
+                    to: Status::parse(&to).ok_or(corrupt("to_status"))?,
+                    source: Source::parse(&source).ok_or(corrupt("source"))?,
+                    actor: row.try_get("actor")?,
+                    at: parse_ts(Some(row.try_get("at")?), "at")?.expect("some in, some out"),
+                })
+            })
+            .collect()
     }
 
     async fn subject_ref(
@@ -471,13 +608,20 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn unfinished(&self, limit: u32) -> Result<Vec<StoredVerification>, StoreError> {
+    async fn unfinished(
+        &self,
+        provider: &str,
+        after_id: &str,
+        limit: u32,
+    ) -> Result<Vec<StoredVerification>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM verifications \
-             WHERE status IN ('pending', 'in_progress', 'in_review') \
-             ORDER BY updated_at ASC LIMIT {limit}"
+             WHERE provider = $1 AND status IN ('pending', 'in_progress', 'in_review') AND id > $2 \
+             ORDER BY id LIMIT {limit}"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(provider)
+            .bind(after_id)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(row_to_stored).collect()
@@ -522,33 +666,72 @@ mod tests {
         }
     }
 
-    fn update(status: Status) -> ProviderVerification {
-        ProviderVerification {
-            provider_reference: String::new(),
+    fn created(row: &StoredVerification) -> NewChange {
+        change(row, None, row.verification.status, Source::Create)
+    }
+
+    fn change(
+        row: &StoredVerification,
+        from: Option<Status>,
+        to: Status,
+        source: Source,
+    ) -> NewChange {
+        NewChange {
+            tenant: row.tenant.clone(),
+            verification_id: row.verification.id.clone(),
+            change: StatusChange {
+                from,
+                to,
+                source,
+                actor: None,
+                at: now(),
+            },
+        }
+    }
+
+    /// `row` moved to `status`, with a reason and a decision.
+    fn moved(row: &StoredVerification, status: Status) -> Verification {
+        Verification {
             status,
             reason: Some(Reason {
                 code: "c".into(),
                 provider_code: Some("pc".into()),
                 message: None,
             }),
-            verification_url: None,
-            expires_at: None,
             decision: Some(Decision::default()),
-            subject_ref: None,
+            updated_at: now(),
+            completed_at: status.is_final().then(now),
+            ..row.verification.clone()
         }
+    }
+
+    async fn count(store: &SqlStore, table: &str, verification_id: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE verification_id = $1");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(verification_id)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap()
     }
 
     async fn suite(store: &SqlStore) {
         let tenant = format!("t_{}", ulid::Ulid::generate());
         let other = format!("o_{}", ulid::Ulid::generate());
         let a = sample(&tenant, "ref-a", "sub-1");
-        assert!(matches!(store.insert(&a).await.unwrap(), Inserted::Created));
-        // The same reference again returns the first row, not a second one.
+        let inserted = store.insert(&a, &created(&a)).await.unwrap();
+        assert!(matches!(inserted, Inserted::Created));
+        // The same reference again returns the first row, not a second one, and no history.
         let dup = sample(&tenant, "ref-a", "sub-1");
-        match store.insert(&dup).await.unwrap() {
+        match store.insert(&dup, &created(&dup)).await.unwrap() {
             Inserted::Exists(existing) => assert_eq!(*existing, a),
             Inserted::Created => panic!("a second row for one reference"),
         }
+        assert_eq!(
+            count(store, "status_changes", &dup.verification.id).await,
+            0
+        );
         // Tenants are separate.
         assert_eq!(
             store.get(&tenant, &a.verification.id).await.unwrap(),
@@ -561,35 +744,83 @@ mod tests {
             .unwrap();
         assert_eq!(found, Some(a.clone()));
 
-        // Status rule: forward moves apply, final statuses stick.
-        let moved = store.apply(&a, &update(Status::InProgress)).await.unwrap();
-        assert_eq!(moved.verification.status, Status::InProgress);
-        let stale = store.apply(&a, &update(Status::Approved)).await.unwrap();
-        assert_eq!(
-            stale.verification.status,
-            Status::Approved,
-            "re-read after a lost race"
+        // A change is written compare-and-set on the status read, with its history and event.
+        let next = moved(&a, Status::InProgress);
+        let event = NewEvent {
+            id: format!("evt_{}", ulid::Ulid::generate()),
+            tenant: tenant.clone(),
+            verification_id: a.verification.id.clone(),
+            event_type: "verification.updated",
+            payload: "{}".into(),
+            created_at: now(),
+        };
+        let step = change(
+            &a,
+            Some(Status::Pending),
+            Status::InProgress,
+            Source::Webhook,
         );
-        assert!(stale.verification.completed_at.is_some());
-        let late = store
-            .apply(&stale, &update(Status::Rejected))
+        let saved = store
+            .save_change(&tenant, Status::Pending, &next, Some(&step), Some(&event))
             .await
             .unwrap();
-        assert_eq!(late.verification.status, Status::Approved);
+        assert!(saved);
+        // Another writer that read `pending` too loses, and writes nothing.
+        let stale = moved(&a, Status::Approved);
+        let lost = store
+            .save_change(&tenant, Status::Pending, &stale, Some(&step), Some(&event))
+            .await
+            .unwrap();
+        assert!(!lost);
+        // Another tenant cannot write it at all.
+        let foreign = store
+            .save_change(&other, Status::InProgress, &stale, None, None)
+            .await
+            .unwrap();
+        assert!(!foreign);
         let back = store
             .get(&tenant, &a.verification.id)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(back.verification.status, Status::Approved);
-        assert_eq!(back.verification.decision, Some(Decision::default()));
-
-        // Listing, filtering, paging, history.
-        for i in 0..3 {
+        assert_eq!(back.verification, next);
+        assert_eq!(count(store, "events", &a.verification.id).await, 1);
+        let history = store.history(&tenant, &a.verification.id).await.unwrap();
+        assert_eq!(
+            history
+                .iter()
+                .map(|c| (c.from, c.to, c.source))
+                .collect::<Vec<_>>(),
+            [
+                (None, Status::Pending, Source::Create),
+                (Some(Status::Pending), Status::InProgress, Source::Webhook)
+            ]
+        );
+        assert!(
             store
-                .insert(&sample(&tenant, &format!("ref-{i}"), "sub-2"))
+                .history(&other, &a.verification.id)
                 .await
-                .unwrap();
+                .unwrap()
+                .is_empty()
+        );
+        let done = moved(&a, Status::Approved);
+        let approve = change(
+            &a,
+            Some(Status::InProgress),
+            Status::Approved,
+            Source::Refresh,
+        );
+        assert!(
+            store
+                .save_change(&tenant, Status::InProgress, &done, Some(&approve), None)
+                .await
+                .unwrap()
+        );
+
+        // Listing, filtering, paging, standing.
+        for i in 0..3 {
+            let row = sample(&tenant, &format!("ref-{i}"), "sub-2");
+            store.insert(&row, &created(&row)).await.unwrap();
         }
         let filter = ListFilter {
             subject_id: Some("sub-2".into()),
@@ -618,9 +849,18 @@ mod tests {
         let (latest, ok) = store.subject_history(&tenant, "sub-1").await.unwrap();
         assert_eq!(latest.unwrap().id, a.verification.id);
         assert_eq!(ok.unwrap().status, Status::Approved);
-        let unfinished = store.unfinished(10_000).await.unwrap();
-        assert!(unfinished.iter().all(|s| !s.verification.status.is_final()));
-        assert!(unfinished.iter().any(|s| s.tenant == tenant));
+        // The reconciler's backlog: this tenant's three pending ones, in pages, in id order.
+        let mut seen = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = store.unfinished("p1", &after, 2).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.verification.id.clone();
+            assert!(page.iter().all(|s| !s.verification.status.is_final()));
+            seen.extend(page.into_iter().filter(|s| s.tenant == tenant));
+        }
+        assert_eq!(seen.len(), 3);
+        assert!(store.unfinished("p2", "", 10).await.unwrap().is_empty());
 
         // Subject refs: first one wins.
         store
@@ -649,7 +889,7 @@ mod tests {
         // Reopening runs the migrations again harmlessly and keeps the data.
         drop(store);
         let again = SqlStore::connect(&url).await.unwrap();
-        assert_eq!(again.unfinished(100).await.unwrap().len(), 3);
+        assert_eq!(again.unfinished("p1", "", 100).await.unwrap().len(), 3);
     }
 
     /// A PostgreSQL database to test against: `KYC_TEST_POSTGRES_URL`, which `.ci/run` sets.

@@ -1,0 +1,3 @@
+//! Background work, each job in a file of its own, started by the server.
+
+pub mod reconciler;

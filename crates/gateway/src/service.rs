@@ -1,0 +1,466 @@
+//! The verification lifecycle: every rule about starting a verification and changing its status.
+//!
+//! Handlers, the provider-webhook receiver and the reconciler call these functions and do nothing
+//! of their own. Every status change goes through [`sync`] or [`cancel`] and from there through one
+//! private `record`, which merges the provider's answer by the rule in `kyc_core::merge` and writes
+//! the change, its history row and its outbox event in one transaction. A change that is not real
+//! (a duplicate, a stale or out-of-order answer) writes nothing and emits nothing.
+
+use crate::app::{App, Runtime};
+use crate::input::CreateVerification;
+use crate::routing::{self, RoutingError};
+use crate::store::{Inserted, NewChange, NewEvent, StoreError, StoredVerification, now};
+use chrono::Duration;
+use kyc_core::{
+    CreateRequest, Identity, Provider, ProviderError, ProviderVerification, Source, Status,
+    StatusChange, SubjectStanding, Verification,
+};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// The one event type tenants receive.
+pub const VERIFICATION_UPDATED: &str = "verification.updated";
+
+/// Why a lifecycle operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The tenant has no such verification.
+    #[error("no such verification for this tenant")]
+    NotFound,
+    /// The reference was already used with a different request body.
+    #[error("this reference was already used with a different request body")]
+    ReferenceConflict,
+    /// The verification is final and cannot be cancelled.
+    #[error("the verification is already {0}")]
+    NotCancellable(Status),
+    /// The provider has no document data yet.
+    #[error("provider {provider} has no document data for this verification yet (status {status})")]
+    NotReady {
+        /// The provider instance.
+        provider: String,
+        /// Where the verification stands.
+        status: Status,
+    },
+    /// The verification's provider instance is no longer in the policy.
+    #[error("provider {0} is no longer in the policy; restore it to reach this verification")]
+    ProviderGone(String),
+    /// A provider failed; `provider` is the instance name.
+    #[error("provider {provider}: {error}")]
+    Provider {
+        /// The provider instance.
+        provider: String,
+        /// What it did.
+        error: ProviderError,
+    },
+    /// No provider instance could be chosen.
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    /// Every candidate provider was unavailable, and none was tried.
+    #[error("no provider could take the request")]
+    NoProviderAvailable,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError {
+    fn provider(provider: &str, error: ProviderError) -> Self {
+        ServiceError::Provider {
+            provider: provider.to_string(),
+            error,
+        }
+    }
+}
+
+/// What a create did.
+#[derive(Debug)]
+pub enum Created {
+    /// A new verification was started.
+    New(Verification),
+    /// The reference was already started with the same body: the first verification.
+    Replayed(Verification),
+}
+
+/// Starts a verification for `tenant`: routing picks the provider instances to try, in order; an
+/// unavailable one passes the request to the next. The same reference with the same body returns
+/// the first verification; with another body it is a conflict. `raw` is the request as sent, for
+/// the body hash (so the personal fields need not be stored to compare).
+pub async fn create(
+    app: &App,
+    runtime: &Runtime,
+    tenant: &str,
+    body: &CreateVerification,
+    raw: &serde_json::Value,
+) -> Result<Created, ServiceError> {
+    let hash = request_hash(raw);
+    if let Some(existing) = app.store.find_by_reference(tenant, &body.reference).await? {
+        return replay(existing, &hash);
+    }
+    let candidates = routing::candidates(
+        &runtime.policy.tenants[tenant].routing,
+        tenant,
+        &body.subject.id,
+        &body.subject.country,
+        body.provider.as_deref(),
+        |n| runtime.providers.contains_key(n),
+    )?;
+    let mut last_failure = None;
+    for name in candidates {
+        let Some(provider) = runtime.providers.get(&name) else {
+            continue;
+        };
+        let subject_ref = match body.subject.provider_refs.get(&name) {
+            Some(given) => Some(given.clone()),
+            None => {
+                app.store
+                    .subject_ref(tenant, &name, &body.subject.id)
+                    .await?
+            }
+        };
+        let request = CreateRequest {
+            idempotency_key: idempotency_key(tenant, &body.reference, &name),
+            reference: body.reference.clone(),
+            subject: body.subject.clone(),
+            checks: body.checks.clone().unwrap_or_default(),
+            redirect_url: body.redirect_url.clone(),
+            webhook_url: app.hook_url(runtime, &name),
+            subject_ref,
+        };
+        let started = match provider.create(&request).await {
+            Ok(started) => started,
+            Err(error) if error.is_unavailable() => {
+                tracing::warn!(provider = %name, %error, "provider unavailable on create; trying the next");
+                last_failure = Some(ServiceError::provider(&name, error));
+                continue;
+            }
+            Err(error) => return Err(ServiceError::provider(&name, error)),
+        };
+        if let Some(subject_ref) = &started.subject_ref {
+            app.store
+                .remember_subject_ref(tenant, &name, &body.subject.id, subject_ref)
+                .await?;
+        }
+        let at = now();
+        let verification = Verification {
+            id: format!("ver_{}", ulid::Ulid::generate()),
+            reference: body.reference.clone(),
+            subject_id: body.subject.id.clone(),
+            provider: name.clone(),
+            provider_reference: started.provider_reference,
+            status: started.status,
+            reason: started.reason,
+            verification_url: started.verification_url,
+            expires_at: started.expires_at,
+            decision: started.decision,
+            metadata: body.metadata.clone(),
+            created_at: at,
+            updated_at: at,
+            completed_at: started.status.is_final().then_some(at),
+        };
+        let created = NewChange {
+            tenant: tenant.to_string(),
+            verification_id: verification.id.clone(),
+            change: StatusChange {
+                from: None,
+                to: verification.status,
+                source: Source::Create,
+                actor: None,
+                at,
+            },
+        };
+        let row = StoredVerification {
+            tenant: tenant.to_string(),
+            request_hash: hash.clone(),
+            verification,
+        };
+        return match app.store.insert(&row, &created).await? {
+            Inserted::Created => {
+                tracing::info!(verification = %row.verification.id, provider = %name, "verification started");
+                Ok(Created::New(row.verification))
+            }
+            Inserted::Exists(existing) => replay(*existing, &hash),
+        };
+    }
+    Err(last_failure.unwrap_or(ServiceError::NoProviderAvailable))
+}
+
+/// The answer to a create whose reference already exists.
+fn replay(existing: StoredVerification, hash: &str) -> Result<Created, ServiceError> {
+    if existing.request_hash == hash {
+        Ok(Created::Replayed(existing.verification))
+    } else {
+        Err(ServiceError::ReferenceConflict)
+    }
+}
+
+/// A tenant's verification.
+pub async fn load(app: &App, tenant: &str, id: &str) -> Result<StoredVerification, ServiceError> {
+    app.store
+        .get(tenant, id)
+        .await?
+        .ok_or(ServiceError::NotFound)
+}
+
+/// The provider instance that runs a stored verification.
+fn provider_of(
+    runtime: &Runtime,
+    stored: &StoredVerification,
+) -> Result<Arc<dyn Provider>, ServiceError> {
+    let name = &stored.verification.provider;
+    runtime
+        .providers
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ServiceError::ProviderGone(name.clone()))
+}
+
+/// Reads the provider now and records what it says. A caller's refresh asks the provider to bring
+/// its own view up to date first (gu1 sync); webhooks and the reconciler read it as it is.
+pub async fn sync(
+    app: &App,
+    runtime: &Runtime,
+    stored: StoredVerification,
+    source: Source,
+) -> Result<StoredVerification, ServiceError> {
+    let provider = provider_of(runtime, &stored)?;
+    let reference = &stored.verification.provider_reference;
+    let answer = match source {
+        Source::Refresh => provider.refresh(reference).await,
+        _ => provider.get(reference).await,
+    }
+    .map_err(|e| ServiceError::provider(&stored.verification.provider, e))?;
+    record(app, runtime, stored, &answer, source).await
+}
+
+/// Cancels a verification where the provider allows it.
+pub async fn cancel(
+    app: &App,
+    runtime: &Runtime,
+    tenant: &str,
+    id: &str,
+) -> Result<StoredVerification, ServiceError> {
+    let stored = load(app, tenant, id).await?;
+    let provider = provider_of(runtime, &stored)?;
+    let v = &stored.verification;
+    if v.status.is_final() {
+        return Err(ServiceError::NotCancellable(v.status));
+    }
+    let answer = provider
+        .cancel(&v.provider_reference)
+        .await
+        .map_err(|e| ServiceError::provider(&v.provider, e))?;
+    record(app, runtime, stored, &answer, Source::Cancel).await
+}
+
+/// Merges a provider's answer into the stored verification and writes it, with its history row
+/// and, where the tenant has a `webhook_url`, its event. If another writer changed the status in
+/// between, the answer is judged again against what is stored now.
+async fn record(
+    app: &App,
+    runtime: &Runtime,
+    mut current: StoredVerification,
+    answer: &ProviderVerification,
+    source: Source,
+) -> Result<StoredVerification, ServiceError> {
+    for _ in 0..3 {
+        let at = now();
+        let Some(next) = kyc_core::merge(&current.verification, answer, at) else {
+            return Ok(current);
+        };
+        let old = current.verification.status;
+        let status_changed = next.status != old;
+        let change = status_changed.then(|| NewChange {
+            tenant: current.tenant.clone(),
+            verification_id: next.id.clone(),
+            change: StatusChange {
+                from: Some(old),
+                to: next.status,
+                source,
+                actor: None,
+                at,
+            },
+        });
+        let wants_events = runtime
+            .policy
+            .tenants
+            .get(&current.tenant)
+            .is_some_and(|t| t.webhook_url.is_some());
+        let event = (status_changed && wants_events).then(|| NewEvent {
+            id: format!("evt_{}", ulid::Ulid::generate()),
+            tenant: current.tenant.clone(),
+            verification_id: next.id.clone(),
+            event_type: VERIFICATION_UPDATED,
+            payload: serde_json::json!({
+                "type": VERIFICATION_UPDATED,
+                "timestamp": at,
+                "data": next,
+            })
+            .to_string(),
+            created_at: at,
+        });
+        if app
+            .store
+            .save_change(&current.tenant, old, &next, change.as_ref(), event.as_ref())
+            .await?
+        {
+            if status_changed {
+                tracing::info!(
+                    verification = %next.id, from = %old, to = %next.status,
+                    source = source.as_str(), "status changed"
+                );
+            }
+            current.verification = next;
+            return Ok(current);
+        }
+        current = load(app, &current.tenant, &current.verification.id).await?;
+    }
+    Ok(current)
+}
+
+/// The document data the provider extracted, read live. Until the person has reached the
+/// document step there is none, whatever the provider: [`ServiceError::NotReady`].
+pub async fn identity(
+    app: &App,
+    runtime: &Runtime,
+    tenant: &str,
+    id: &str,
+) -> Result<Identity, ServiceError> {
+    let stored = load(app, tenant, id).await?;
+    let provider = provider_of(runtime, &stored)?;
+    let v = &stored.verification;
+    let not_ready = || ServiceError::NotReady {
+        provider: v.provider.clone(),
+        status: v.status,
+    };
+    let identity = provider
+        .identity(&v.provider_reference)
+        .await
+        .map_err(|e| match e {
+            ProviderError::NotFound => not_ready(),
+            e => ServiceError::provider(&v.provider, e),
+        })?;
+    // Providers differ in how they say "nothing extracted yet"; callers get one answer.
+    if identity == Identity::default() {
+        return Err(not_ready());
+    }
+    Ok(identity)
+}
+
+/// A subject's standing, from the store: `verified` when its newest approval is younger than the
+/// tenant's `verification_valid_days`. Where that approval's provider keeps its own view of the
+/// subject (gu1), its view wins; if the provider cannot be reached, the store's answer stands.
+pub async fn standing(
+    app: &App,
+    runtime: &Runtime,
+    tenant: &str,
+    subject_id: &str,
+) -> Result<SubjectStanding, ServiceError> {
+    let (current, approved) = app.store.subject_history(tenant, subject_id).await?;
+    let valid_days = runtime.policy.tenants[tenant].verification_valid_days;
+    let verified_at = approved.as_ref().and_then(|a| a.completed_at);
+    let expires_at = verified_at.map(|t| t + Duration::days(i64::from(valid_days)));
+    let fresh = expires_at.is_some_and(|e| chrono::Utc::now() < e);
+    let mut standing = SubjectStanding {
+        subject_id: subject_id.to_string(),
+        verified: fresh,
+        current,
+        verified_at,
+        expires_at,
+        needs_reverification: approved.is_some() && !fresh,
+    };
+    if let Some(approved) = approved
+        && let Some(provider) = runtime.providers.get(&approved.provider)
+        && let Some(subject_ref) = app
+            .store
+            .subject_ref(tenant, &approved.provider, subject_id)
+            .await?
+    {
+        match provider.subject_standing(&subject_ref).await {
+            Ok(Some(view)) => {
+                standing.verified = view.verified && !view.needs_reverification;
+                standing.verified_at = view.verified_at.or(standing.verified_at);
+                standing.expires_at = view.expires_at.or(standing.expires_at);
+                standing.needs_reverification = view.needs_reverification;
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(
+                provider = %approved.provider, %error,
+                "provider standing unavailable; answering from the store"
+            ),
+        }
+    }
+    Ok(standing)
+}
+
+/// SHA-256 of the request with object keys sorted, so that key order does not matter.
+fn request_hash(raw: &serde_json::Value) -> String {
+    fn canonical(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<_> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(&map[k], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = String::new();
+    canonical(raw, &mut text);
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The provider-side idempotency key of (tenant, reference, provider): the same on every retry, so
+/// a create retried after a crash finds the first attempt instead of starting a second one.
+fn idempotency_key(tenant: &str, reference: &str, provider: &str) -> String {
+    let digest = Sha256::digest(format!("{tenant}\n{reference}\n{provider}").as_bytes());
+    format!("kyc_{}", &hex::encode(digest)[..40])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_hash_ignores_key_order_but_not_values() {
+        let a = serde_json::json!({"reference": "r", "subject": {"id": "s", "country": "CL"}});
+        let b = serde_json::json!({"subject": {"country": "CL", "id": "s"}, "reference": "r"});
+        let c = serde_json::json!({"subject": {"country": "AR", "id": "s"}, "reference": "r"});
+        assert_eq!(request_hash(&a), request_hash(&b));
+        assert_ne!(request_hash(&a), request_hash(&c));
+    }
+
+    #[test]
+    fn idempotency_key_is_stable_and_scoped() {
+        assert_eq!(
+            idempotency_key("t", "r", "p"),
+            idempotency_key("t", "r", "p")
+        );
+        assert_ne!(
+            idempotency_key("t", "r", "p"),
+            idempotency_key("u", "r", "p")
+        );
+        assert_ne!(
+            idempotency_key("t", "r", "p"),
+            idempotency_key("t", "r", "q")
+        );
+    }
+}
