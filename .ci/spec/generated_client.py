@@ -8,6 +8,7 @@ import uuid
 
 import httpx
 from kyc_gateway_client import AuthenticatedClient
+from kyc_gateway_client.api.events import list_events, redeliver_event
 from kyc_gateway_client.api.operations import healthz, readyz
 from kyc_gateway_client.api.subjects import subject_kyc
 from kyc_gateway_client.api.verifications import (
@@ -70,6 +71,11 @@ assert standing.status_code == 200 and standing.parsed.verified is True, standin
 
 gu1 = expect(Verification, 201, create_verification.sync_detailed(client=client, body=body(f"g-{run}", "AR")))
 assert expect(Verification, 200, cancel_verification.sync_detailed(gu1.id, client=client)).status == Status.CANCELLED
+
+events = list_events.sync_detailed(client=client, verification_id=created.id)
+assert events.status_code == 200, events.content
+expect(Problem, 422, list_events.sync_detailed(client=client, cursor="nope"))
+expect(Problem, 404, redeliver_event.sync_detailed("evt_01JD5Z8K3W6Q2B7N4R9T0V1X2Y", client=client))
 
 assert healthz.sync_detailed(client=client).status_code == 200
 assert readyz.sync_detailed(client=client).status_code == 200

@@ -14,6 +14,8 @@ pub const BETA_KEY: &str = "beta-secret-api-key-0002";
 pub const BETRUST_SECRET: &str = "betrust-client-secret-e2e";
 pub const GU1_API_KEY: &str = "gk_test_e2e_api_key";
 pub const GU1_WEBHOOK_SECRET: &str = "gu1-webhook-secret-e2e";
+/// Tenant alpha's Standard Webhooks secret, when it has a `webhook_url`.
+pub const ALPHA_WEBHOOK_SECRET: &str = "whsec_ZTJlLXRlbmFudC1hbHBoYS1zaWduaW5nLWtleQ==";
 
 /// Knobs for one gateway under test.
 pub struct Options {
@@ -28,6 +30,12 @@ pub struct Options {
     pub reconcile_every: u64,
     /// The store; `None` is a fresh SQLite file.
     pub store_url: Option<String>,
+    /// Tenant alpha's `webhook_url`, signed with [`ALPHA_WEBHOOK_SECRET`].
+    pub webhook_url: Option<String>,
+    /// `[server] outbound_allow`.
+    pub outbound_allow: Vec<String>,
+    /// `[webhooks] retry_seconds`.
+    pub retry_seconds: Vec<u64>,
 }
 
 impl Options {
@@ -48,6 +56,9 @@ impl Default for Options {
             public_url: None,
             reconcile_every: 3600,
             store_url: None,
+            webhook_url: None,
+            outbound_allow: Vec::new(),
+            retry_seconds: vec![0, 1, 1],
         }
     }
 }
@@ -61,6 +72,7 @@ pub struct World {
     pub db_url: String,
     log: Arc<Mutex<String>>,
     child: Child,
+    config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -69,6 +81,19 @@ impl Drop for World {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `[server]` and `[webhooks]` of the test policy.
+fn server_sections(o: &Options) -> String {
+    let public_url = o
+        .public_url
+        .as_ref()
+        .map(|u| format!("public_url = \"{u}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "[server]\n{public_url}outbound_allow = {:?}\n\n[webhooks]\nretry_seconds = {:?}\n",
+        o.outbound_allow, o.retry_seconds,
+    )
 }
 
 /// The policy the e2e tests run: two tenants, two provider instances.
@@ -99,7 +124,7 @@ connect_timeout_ms = 1000
 
 [tenants.alpha]
 api_keys = ["{alpha}"]
-
+{alpha_webhook}
 [tenants.alpha.routing]
 default = "betrust-cl"
 rules = [{{ country = "AR", provider = "gu1" }}]
@@ -115,10 +140,13 @@ fallback = ["betrust-cl"]
 [reconciler]
 every_seconds = {reconcile}
 "#,
-        server = o
-            .public_url
+        server = server_sections(o),
+        alpha_webhook = o
+            .webhook_url
             .as_ref()
-            .map(|u| format!("[server]\npublic_url = \"{u}\"\n"))
+            .map(|u| format!(
+                "webhook_url = \"{u}\"\nwebhook_secret = \"${{ALPHA_WEBHOOK_SECRET}}\"\n"
+            ))
             .unwrap_or_default(),
         reconcile = o.reconcile_every,
         auth = betrust.auth_base_url(),
@@ -148,6 +176,42 @@ fn follow(
             log.push('\n');
         }
     });
+}
+
+/// Starts `kyc-gateway serve` on a free port; returns it and its base URL.
+fn spawn_gateway(config: &std::path::Path, log: &Arc<Mutex<String>>) -> (Child, String) {
+    let mut child = Command::new(binary())
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("BETRUST_CLIENT_SECRET", BETRUST_SECRET)
+        .env("GU1_API_KEY", GU1_API_KEY)
+        .env("GU1_WEBHOOK_SECRET", GU1_WEBHOOK_SECRET)
+        .env("ALPHA_WEBHOOK_SECRET", ALPHA_WEBHOOK_SECRET)
+        .env("NO_COLOR", "1")
+        .env(
+            "KYC_GATEWAY_LOG",
+            "debug,sqlx=warn,hyper=warn,h2=warn,reqwest=warn,hyper_util=warn",
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stdout.take().unwrap()),
+    ] {
+        follow(stream, log.clone(), tx.clone());
+    }
+    let base = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("gateway did not start:\n{}", log.lock().unwrap()));
+    (child, base)
 }
 
 pub fn binary() -> &'static str {
@@ -181,37 +245,8 @@ impl World {
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("kyc.db").display()));
         let config = dir.path().join("policy.toml");
         std::fs::write(&config, policy(&betrust, &gu1, &db_url, &options)).unwrap();
-        let mut child = Command::new(binary())
-            .args([
-                "serve",
-                "--config",
-                config.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .env("BETRUST_CLIENT_SECRET", BETRUST_SECRET)
-            .env("GU1_API_KEY", GU1_API_KEY)
-            .env("GU1_WEBHOOK_SECRET", GU1_WEBHOOK_SECRET)
-            .env("NO_COLOR", "1")
-            .env(
-                "KYC_GATEWAY_LOG",
-                "debug,sqlx=warn,hyper=warn,h2=warn,reqwest=warn,hyper_util=warn",
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
         let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        for stream in [
-            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stdout.take().unwrap()),
-        ] {
-            follow(stream, log.clone(), tx.clone());
-        }
-        let base = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("gateway did not start:\n{}", log.lock().unwrap()));
+        let (child, base) = spawn_gateway(&config, &log);
         World {
             betrust,
             gu1,
@@ -220,8 +255,19 @@ impl World {
             db_url,
             log,
             child,
+            config,
             _dir: dir,
         }
+    }
+
+    /// Kills the gateway with SIGKILL (no shutdown of any kind) and starts it again on the same
+    /// policy and store, on a new port.
+    pub fn kill_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let (child, base) = spawn_gateway(&self.config, &self.log);
+        self.child = child;
+        self.base = base;
     }
 
     /// Everything the gateway process has written so far.

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `kyc-gateway` binary, started on a free port, talking HTTP to the
 //! in-process BeTrust and gu1 simulators, with a real SQLite file.
 
+mod events;
 mod first_run;
 mod harness;
 mod swagger_ui;
@@ -871,7 +872,10 @@ fn check_config_and_hash_key_commands() {
         .env("BETRUST_CLIENT_SECRET", "s")
         .env("GU1_API_KEY", "k")
         .env("GU1_WEBHOOK_SECRET", "w")
-        .env("PAYMENTS_WEBHOOK_SECRET", "whsec_x")
+        .env(
+            "PAYMENTS_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
         .output()
         .unwrap();
     assert!(
@@ -891,7 +895,10 @@ fn check_config_and_hash_key_commands() {
         .env("BETRUST_CLIENT_SECRET", "s")
         .env("GU1_API_KEY", "k")
         .env("GU1_WEBHOOK_SECRET", "w")
-        .env("PAYMENTS_WEBHOOK_SECRET", "whsec_x")
+        .env(
+            "PAYMENTS_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
         .output()
         .unwrap();
     assert!(!out.status.success());

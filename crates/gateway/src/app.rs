@@ -32,6 +32,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// Base URL of the webhook addresses handed to providers.
     pub public_url: String,
+    /// Wakes the outbox worker when a change has written an event.
+    pub outbox_wake: tokio::sync::Notify,
     runtime: RwLock<Arc<Runtime>>,
 }
 
@@ -41,6 +43,7 @@ impl App {
         App {
             store,
             public_url: public_url.trim_end_matches('/').to_string(),
+            outbox_wake: tokio::sync::Notify::new(),
             runtime: RwLock::new(Arc::new(runtime)),
         }
     }

@@ -8,6 +8,7 @@
 
 use crate::error::ApiError;
 use crate::policy::is_country_code;
+use crate::store::{EventFilter, EventState};
 use kyc_core::{Checks, Personal, Status, Subject};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -89,7 +90,12 @@ fn is_http_url(value: &str) -> bool {
 
 /// A verification id as the gateway makes them: `ver_` and a ULID (`^ver_[0-9A-HJKMNP-TV-Z]{26}$`).
 pub fn is_verification_id(value: &str) -> bool {
-    value.strip_prefix("ver_").is_some_and(|ulid| {
+    is_prefixed_ulid("ver_", value)
+}
+
+/// `prefix` and a ULID in Crockford's base 32.
+fn is_prefixed_ulid(prefix: &str, value: &str) -> bool {
+    value.strip_prefix(prefix).is_some_and(|ulid| {
         ulid.len() == 26
             && ulid.bytes().all(|b| {
                 b.is_ascii_digit()
@@ -278,6 +284,23 @@ impl CreateVerification {
     }
 }
 
+/// A page size: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
+fn page_size(limit: Option<&str>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(l) => Some(l)
+            .filter(|l| l.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|l| l.parse::<u32>().ok())
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_LIMIT}"),
+                )
+            }),
+    }
+}
+
 /// Filters and paging for listing verifications, as sent.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -334,19 +357,7 @@ impl ListParams {
         if let Some(subject_id) = &self.subject_id {
             text("subject_id", subject_id, MAX_TEXT)?;
         }
-        let limit = match self.limit.as_deref() {
-            None => DEFAULT_LIMIT,
-            Some(l) => Some(l)
-                .filter(|l| l.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|l| l.parse::<u32>().ok())
-                .filter(|l| (1..=MAX_LIMIT).contains(l))
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "limit",
-                        format!("must be a whole number from 1 to {MAX_LIMIT}"),
-                    )
-                })?,
-        };
+        let limit = page_size(self.limit.as_deref())?;
         let status = self
             .status
             .as_deref()
@@ -374,6 +385,61 @@ impl ListParams {
             status,
             limit,
             cursor: self.cursor,
+        })
+    }
+}
+
+/// Filters and paging of the delivery log, as sent.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventParams {
+    /// Only this verification's events.
+    #[param(pattern = "^ver_[0-9A-HJKMNP-TV-Z]{26}$")]
+    pub verification_id: Option<String>,
+    /// Only events in this state.
+    #[param(value_type = Option<EventState>)]
+    pub state: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200, example = 20)]
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^evt_[0-9A-HJKMNP-TV-Z]{26}$")]
+    pub cursor: Option<String>,
+}
+
+impl EventParams {
+    /// Checks every parameter as the spec states it.
+    pub fn check(self) -> Result<EventFilter, ApiError> {
+        if let Some(v) = &self.verification_id
+            && !is_verification_id(v)
+        {
+            return Err(ApiError::invalid(
+                "verification_id",
+                "must be a verification id (ver_...)",
+            ));
+        }
+        let state = self
+            .state
+            .as_deref()
+            .map(|s| {
+                EventState::parse(s).ok_or_else(|| {
+                    ApiError::invalid("state", "must be one of pending, delivered, failed")
+                })
+            })
+            .transpose()?;
+        if let Some(cursor) = &self.cursor
+            && !is_prefixed_ulid("evt_", cursor)
+        {
+            return Err(ApiError::invalid(
+                "cursor",
+                "must be a next_cursor from a previous page",
+            ));
+        }
+        Ok(EventFilter {
+            verification_id: self.verification_id,
+            state,
+            before_id: self.cursor,
+            limit: page_size(self.limit.as_deref())?,
         })
     }
 }

@@ -8,11 +8,13 @@
 pub mod api;
 pub mod app;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod hooks;
 pub mod input;
 pub mod jobs;
 pub mod openapi;
+pub mod outbound;
 pub mod policy;
 pub mod routing;
 pub mod sandbox;

@@ -9,7 +9,7 @@
 //!   `subject.provider_refs`, so Swagger UI offers them and a fuzzer never sends a name the policy
 //!   does not have.
 
-use crate::api;
+use crate::{api, events};
 use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -27,6 +27,7 @@ a stable `code`.",
     tags(
         (name = "verifications", description = "Start, read and follow verifications"),
         (name = "subjects", description = "A subject's KYC standing"),
+        (name = "events", description = "Outgoing events to the tenant's webhook_url, and their delivery"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -53,6 +54,7 @@ impl Modify for BearerAuth {
 pub fn router_and_document() -> (axum::Router<crate::app::AppState>, utoipa::openapi::OpenApi) {
     utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api::router())
+        .merge(events::router())
         .split_for_parts()
 }
 

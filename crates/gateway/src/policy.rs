@@ -7,7 +7,7 @@
 
 use kyc_adapters_betrust::BetrustConfig;
 use kyc_adapters_gu1::Gu1Config;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -58,6 +58,9 @@ pub struct Policy {
     /// The background re-reader of unfinished verifications.
     #[serde(default)]
     pub reconciler: ReconcilerConfig,
+    /// Delivery of tenants' events.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
 }
 
 /// Server-wide settings.
@@ -66,6 +69,10 @@ pub struct Policy {
 pub struct ServerConfig {
     /// Base of the webhook URLs given to providers; when absent, the address the gateway listens on.
     pub public_url: Option<String>,
+    /// Host names and CIDR blocks (or single addresses) exempt from the refusal of private,
+    /// loopback and plain-http targets of outgoing webhooks.
+    #[serde(default)]
+    pub outbound_allow: Vec<String>,
 }
 
 /// Where verifications are kept.
@@ -173,6 +180,40 @@ impl Default for ReconcilerConfig {
     }
 }
 
+/// How events are delivered to tenants' `webhook_url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Seconds to wait before each attempt: the first is the delay after the change, each next
+    /// one the delay after a failed attempt. After the last, the event is marked failed.
+    #[serde(default = "default_retry_seconds")]
+    pub retry_seconds: Vec<u64>,
+    /// Whole time of one attempt, connect to last byte read, milliseconds.
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// Longest wait between two attempts of one event.
+const MAX_RETRY_DELAY: u64 = 7 * 24 * 3600;
+
+fn default_retry_seconds() -> Vec<u64> {
+    // Immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: about 28 hours in all.
+    vec![0, 5, 300, 1800, 7200, 18000, 36000, 36000]
+}
+
+fn default_webhook_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            retry_seconds: default_retry_seconds(),
+            timeout_ms: default_webhook_timeout_ms(),
+        }
+    }
+}
+
 /// Keys whose values are secrets and so must come from the environment.
 const SECRET_KEYS: [&str; 3] = ["client_secret", "api_key", "webhook_secret"];
 
@@ -212,6 +253,29 @@ impl Policy {
         if let Some(url) = &self.server.public_url {
             url::Url::parse(url).map_err(|e| invalid("server.public_url", e.to_string()))?;
         }
+        for (i, entry) in self.server.outbound_allow.iter().enumerate() {
+            if crate::outbound::AllowEntry::parse(entry).is_none() {
+                return Err(invalid(
+                    format!("server.outbound_allow[{i}]"),
+                    "must be a host name, an IP address or a CIDR block",
+                ));
+            }
+        }
+        if self.webhooks.retry_seconds.is_empty()
+            || self
+                .webhooks
+                .retry_seconds
+                .iter()
+                .any(|s| *s > MAX_RETRY_DELAY)
+        {
+            return Err(invalid(
+                "webhooks.retry_seconds",
+                "needs at least one attempt, each at most 604800 seconds (a week) after the last",
+            ));
+        }
+        if self.webhooks.timeout_ms == 0 {
+            return Err(invalid("webhooks.timeout_ms", "must be at least 1"));
+        }
         if self.reconciler.every_seconds == 0 {
             return Err(invalid("reconciler.every_seconds", "must be at least 1"));
         }
@@ -232,7 +296,25 @@ impl Policy {
                 }
             }
             if let Some(url) = &tenant.webhook_url {
-                url::Url::parse(url).map_err(|e| invalid(at("webhook_url"), e.to_string()))?;
+                let ok = url::Url::parse(url)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+                if !ok {
+                    return Err(invalid(at("webhook_url"), "must be an http(s) URL"));
+                }
+                if tenant.webhook_secret.is_none() {
+                    return Err(invalid(
+                        at("webhook_secret"),
+                        "missing: a webhook_url needs a whsec_ secret to sign with",
+                    ));
+                }
+            }
+            if let Some(secret) = &tenant.webhook_secret
+                && crate::jobs::outbox::signers(secret.expose_secret()).is_none()
+            {
+                return Err(invalid(
+                    at("webhook_secret"),
+                    "must be one or two whsec_<base64> secrets separated by a space",
+                ));
             }
             if let Some(limit) = &tenant.rate_limit
                 && (limit.per_second == 0 || limit.burst == 0)
@@ -368,7 +450,10 @@ mod tests {
     pub const PINNED: &str = include_str!("../../../deploy/policy.example.toml");
 
     fn env(name: &str) -> Option<String> {
-        Some(format!("value-of-{name}"))
+        Some(match name {
+            "PAYMENTS_WEBHOOK_SECRET" => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            _ => format!("value-of-{name}"),
+        })
     }
 
     #[test]
@@ -380,6 +465,33 @@ mod tests {
         );
         assert!(matches!(policy.providers["gu1"], ProviderConfig::Gu1(_)));
         assert_eq!(policy.reconciler.every_seconds, 60);
+        assert_eq!(policy.server.outbound_allow.len(), 2);
+    }
+
+    #[test]
+    fn webhook_settings_are_checked() {
+        let bad_secret = |secret: &str| {
+            let env = |name: &str| match name {
+                "PAYMENTS_WEBHOOK_SECRET" => Some(secret.to_string()),
+                other => env(other),
+            };
+            Policy::parse(PINNED, env).unwrap_err().to_string()
+        };
+        for secret in ["plain-text", "whsec_short", "whsec_a whsec_b whsec_c"] {
+            assert!(
+                bad_secret(secret).starts_with("tenants.payments.webhook_secret:"),
+                "{secret}"
+            );
+        }
+        let text = PINNED.replace("\"10.20.0.0/16\"", "\"10.20.0.0/99\"");
+        let err = Policy::parse(&text, env).unwrap_err().to_string();
+        assert!(err.starts_with("server.outbound_allow[0]:"), "{err}");
+        let text = PINNED.replace(
+            "https://payments.internal.example/kyc-events",
+            "ftp://payments.internal.example/kyc-events",
+        );
+        let err = Policy::parse(&text, env).unwrap_err().to_string();
+        assert!(err.starts_with("tenants.payments.webhook_url:"), "{err}");
     }
 
     #[test]

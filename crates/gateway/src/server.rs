@@ -141,6 +141,7 @@ pub async fn serve(
         runtime,
     ));
     tokio::spawn(jobs::reconciler::run(app.clone()));
+    tokio::spawn(jobs::outbox::run(app.clone()));
     let service = router(AppState(app));
     tracing::info!("listening on {base}");
     on_listening(&base);

@@ -297,12 +297,16 @@ async fn record(
             })
             .to_string(),
             created_at: at,
+            due_at: at + first_delay(runtime),
         });
         if app
             .store
             .save_change(&current.tenant, old, &next, change.as_ref(), event.as_ref())
             .await?
         {
+            if event.is_some() {
+                app.outbox_wake.notify_one();
+            }
             if status_changed {
                 tracing::info!(
                     verification = %next.id, from = %old, to = %next.status,
@@ -315,6 +319,13 @@ async fn record(
         current = load(app, &current.tenant, &current.verification.id).await?;
     }
     Ok(current)
+}
+
+/// The delay before an event's first delivery attempt.
+fn first_delay(runtime: &Runtime) -> Duration {
+    let seconds = runtime.policy.webhooks.retry_seconds.first().copied();
+    // The policy bounds each delay to a week.
+    Duration::seconds(seconds.unwrap_or(0) as i64)
 }
 
 /// The document data the provider extracted, read live. Until the person has reached the

@@ -1,3 +1,4 @@
 //! Background work, each job in a file of its own, started by the server.
 
+pub mod outbox;
 pub mod reconciler;

@@ -6,6 +6,12 @@
 //! status the service read, together with its history row and its outbox event in one
 //! transaction, so a change is never recorded without its event nor the other way round.
 
+mod events;
+
+pub use events::{
+    Attempt, AttemptOutcome, DueEvent, EventFilter, EventRecord, EventState, EventStore,
+};
+
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use kyc_core::{Source, Status, StatusChange, Verification};
@@ -85,6 +91,8 @@ pub struct NewEvent {
     pub payload: String,
     /// When the change happened.
     pub created_at: DateTime<Utc>,
+    /// When the first delivery attempt is due.
+    pub due_at: DateTime<Utc>,
 }
 
 /// What an insert did.
@@ -98,7 +106,7 @@ pub enum Inserted {
 
 /// The storage operations the gateway needs; one implementation per backend family.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: EventStore + Send + Sync {
     /// Inserts a new verification with its first history row, or returns the one that already
     /// holds (tenant, reference).
     async fn insert(
@@ -228,6 +236,11 @@ impl SqlStore {
                 2,
                 "history and outbox",
                 include_str!("../../migrations/0002_history_and_outbox.sql"),
+            ),
+            migration(
+                3,
+                "disabled endpoints",
+                include_str!("../../migrations/0003_disabled_endpoints.sql"),
             ),
         ])
         .run(&pool)
@@ -519,7 +532,7 @@ impl Store for SqlStore {
             sqlx::query(
                 "INSERT INTO events (id, tenant, verification_id, event_type, payload, \
                  created_at, state, attempts, next_attempt_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $6)",
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7)",
             )
             .bind(&event.id)
             .bind(&event.tenant)
@@ -527,6 +540,7 @@ impl Store for SqlStore {
             .bind(event.event_type)
             .bind(&event.payload)
             .bind(ts(event.created_at))
+            .bind(ts(event.due_at))
             .execute(&mut *tx)
             .await?;
         }
@@ -753,6 +767,7 @@ mod tests {
             event_type: "verification.updated",
             payload: "{}".into(),
             created_at: now(),
+            due_at: now(),
         };
         let step = change(
             &a,

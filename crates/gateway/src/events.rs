@@ -1,0 +1,104 @@
+//! The tenant's delivery log of outgoing events: `GET /v1/events` and
+//! `POST /v1/events/{id}/redeliver`.
+
+use crate::app::AppState;
+use crate::error::{ApiError, Problem};
+use crate::extract::Tenant;
+use crate::input::EventParams;
+use crate::store::{EventRecord, now};
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The routes of the delivery log, with their OpenAPI entries.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_events))
+        .routes(routes!(redeliver_event))
+}
+
+/// A page of events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    /// Newest first.
+    pub items: Vec<EventRecord>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The tenant's outgoing `verification.updated` events, newest first, each with its delivery
+/// attempts (time, status code, latency).
+///
+/// An event is written with each status change of a verification, for tenants whose policy sets a
+/// `webhook_url`, and delivered there signed per the Standard Webhooks spec.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(EventParams),
+    responses(
+        (status = 200, description = "A page", body = EventPage),
+        (status = 400, description = "The query string cannot be read (e.g. a repeated parameter)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+async fn list_events(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    params: Result<Query<EventParams>, QueryRejection>,
+) -> Result<Json<EventPage>, ApiError> {
+    let Query(params) = params.map_err(|_| ApiError::BadRequest {
+        field: None,
+        detail: "the query string could not be read".into(),
+    })?;
+    let mut filter = params.check()?;
+    let limit = filter.limit as usize;
+    filter.limit += 1;
+    let mut items = state.store.list_events(&tenant.name, &filter).await?;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|e| e.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(EventPage { items, next_cursor }))
+}
+
+/// Sends an event again: it becomes due now, with a fresh retry schedule, and keeps its id (the
+/// `webhook-id` receivers deduplicate on).
+#[utoipa::path(
+    post,
+    path = "/v1/events/{id}/redeliver",
+    tag = "events",
+    params(("id" = String, Path, description = "The event id (`evt_...`)")),
+    responses(
+        (status = 202, description = "Queued for delivery", body = EventRecord),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event for this tenant", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+async fn redeliver_event(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<EventRecord>), ApiError> {
+    let not_found = || ApiError::NotFound("no such event for this tenant".into());
+    if !state.store.redeliver(&tenant.name, &id, now()).await? {
+        return Err(not_found());
+    }
+    state.outbox_wake.notify_one();
+    let event = state
+        .store
+        .get_event(&tenant.name, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok((StatusCode::ACCEPTED, Json(event)))
+}

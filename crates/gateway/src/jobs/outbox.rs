@@ -1,0 +1,291 @@
+//! Delivers tenants' events to their `webhook_url`, signed per the Standard Webhooks spec.
+//!
+//! - Headers: `webhook-id` (the event's id, the same on every attempt), `webhook-timestamp` (the
+//!   time of this attempt) and `webhook-signature` (`v1,<base64 HMAC-SHA256 of id.timestamp.body>`
+//!   under each of the tenant's `whsec_` secrets, space-separated while it rotates). Signing per
+//!   attempt keeps a retry hours later inside receivers' usual five-minute tolerance.
+//! - Only a 2xx answer delivers. Otherwise the next attempt follows `[webhooks] retry_seconds`,
+//!   with a little jitter, or the receiver's `Retry-After` when it sends one; after the last
+//!   attempt the event is marked failed. A 410 Gone disables the tenant's URL until its policy
+//!   names another: its events wait, and go out then.
+//! - At least once, across restarts and `kill -9`: an event is a row written with its change, and
+//!   stays pending until an attempt is recorded. A replica claims an event for a short lease
+//!   before sending, so one replica sends it; a lease left by a crashed one runs out.
+//! - In order per verification: an event is not sent while an older one of the same
+//!   verification is pending.
+//! - The target is checked against the SSRF rules of [`crate::outbound`].
+
+use crate::app::{App, Runtime};
+use crate::outbound::{Allowlist, OutboundClient};
+use crate::store::{Attempt, AttemptOutcome, DueEvent, now};
+use chrono::{DateTime, Duration, Utc};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use standardwebhooks::Webhook;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+
+/// Events read per pass.
+const BATCH: u32 = 50;
+/// How long a claim holds: longer than one attempt can take.
+const LEASE_SECONDS: i64 = 60;
+/// How long a pass waits when nothing was due and nothing woke it.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+/// When an event waits for its endpoint (disabled, or no URL in the policy), how soon to look again.
+const PAUSE_SECONDS: i64 = 30;
+
+/// The signers for a tenant's `webhook_secret`: one `whsec_<base64>` secret, or two separated by a
+/// space while it rotates. `None` when it is not that.
+pub fn signers(secret: &str) -> Option<Vec<Webhook>> {
+    let parts: Vec<&str> = secret.split(' ').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() || parts.len() > 2 {
+        return None;
+    }
+    parts
+        .into_iter()
+        .map(|p| {
+            let key = p.strip_prefix("whsec_")?;
+            let ok = base64_len_ok(key);
+            ok.then(|| Webhook::new(p).ok()).flatten()
+        })
+        .collect()
+}
+
+/// A secret of at least 16 bytes once decoded (24 base64 characters).
+fn base64_len_ok(key: &str) -> bool {
+    key.len() >= 24
+}
+
+/// The headers of one attempt.
+fn signed_headers(
+    event_id: &str,
+    payload: &str,
+    signers: &[Webhook],
+    at: DateTime<Utc>,
+) -> Vec<(&'static str, String)> {
+    let timestamp = at.timestamp();
+    let signature = signers
+        .iter()
+        .filter_map(|s| s.sign(event_id, timestamp, payload.as_bytes()).ok())
+        .collect::<Vec<_>>()
+        .join(" ");
+    vec![
+        ("content-type", "application/json".to_string()),
+        ("user-agent", "kyc-gateway".to_string()),
+        ("webhook-id", event_id.to_string()),
+        ("webhook-timestamp", timestamp.to_string()),
+        ("webhook-signature", signature),
+    ]
+}
+
+/// The delay before attempt number `attempts_made` (0-based) with up to 10% jitter either way,
+/// spread by the event id so that retries of many events do not land together.
+fn delay(schedule: &[u64], attempts_made: u32, event_id: &str) -> Option<Duration> {
+    let base = *schedule.get(attempts_made as usize)? as i64;
+    let digest = Sha256::digest(format!("{event_id}/{attempts_made}").as_bytes());
+    let spread = i64::from(digest[0]) - 128; // -128..=127
+    Some(Duration::milliseconds(
+        base * 1000 + base * 1000 * spread / 1280,
+    ))
+}
+
+/// Runs forever: delivers due events, a batch at a time, waking early when a change writes one.
+pub async fn run(app: Arc<App>) {
+    let mut client: Option<(Arc<Runtime>, OutboundClient)> = None;
+    loop {
+        let runtime = app.runtime();
+        // One client per policy snapshot: the allowlist and timeout come from the policy.
+        let outbound = match &client {
+            Some((built_for, c)) if Arc::ptr_eq(built_for, &runtime) => c.clone(),
+            _ => {
+                let c = OutboundClient::new(
+                    Allowlist::new(&runtime.policy.server.outbound_allow),
+                    std::time::Duration::from_millis(runtime.policy.webhooks.timeout_ms),
+                );
+                client = Some((runtime.clone(), c.clone()));
+                c
+            }
+        };
+        let worked = pass(&app, &runtime, &outbound).await;
+        if !worked {
+            tokio::select! {
+                _ = app.outbox_wake.notified() => {}
+                _ = tokio::time::sleep(IDLE) => {}
+            }
+        }
+    }
+}
+
+/// One batch; `true` when there was something to send.
+async fn pass(app: &Arc<App>, runtime: &Arc<Runtime>, client: &OutboundClient) -> bool {
+    let at = now();
+    let due = match app.store.due_events(at, BATCH).await {
+        Ok(due) => due,
+        Err(error) => {
+            tracing::warn!(%error, "outbox: store unavailable");
+            return false;
+        }
+    };
+    let mut sends = JoinSet::new();
+    for event in due {
+        match app
+            .store
+            .claim_event(&event.id, at, at + Duration::seconds(LEASE_SECONDS))
+            .await
+        {
+            Ok(true) => {
+                let (app, runtime, client) = (app.clone(), runtime.clone(), client.clone());
+                sends.spawn(async move { deliver(&app, &runtime, &client, event).await });
+            }
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "outbox: claim failed"),
+        }
+    }
+    let worked = !sends.is_empty();
+    while sends.join_next().await.is_some() {}
+    worked
+}
+
+/// One attempt at one claimed event.
+async fn deliver(app: &App, runtime: &Runtime, client: &OutboundClient, event: DueEvent) {
+    let tenant = &event.tenant;
+    let endpoint = runtime.policy.tenants.get(tenant).and_then(|t| {
+        let secret = t.webhook_secret.as_ref()?;
+        Some((t.webhook_url.clone()?, signers(secret.expose_secret())?))
+    });
+    let paused = match &endpoint {
+        None => true,
+        Some((url, _)) => app
+            .store
+            .endpoint_disabled(tenant, url)
+            .await
+            .unwrap_or(true),
+    };
+    let Some((url, signers)) = endpoint.filter(|_| !paused) else {
+        let later = now() + Duration::seconds(PAUSE_SECONDS);
+        if let Err(error) = app.store.release_event(&event.id, later).await {
+            tracing::warn!(%error, "outbox: release failed");
+        }
+        return;
+    };
+    let at = now();
+    let headers = signed_headers(&event.id, &event.payload, &signers, at);
+    let headers: Vec<(&str, String)> = headers.into_iter().collect();
+    let started = std::time::Instant::now();
+    let result = client.post(&url, &headers, event.payload.clone()).await;
+    let schedule = &runtime.policy.webhooks.retry_seconds;
+    let next = |retry_after: Option<u64>| {
+        let made = event.attempts + 1;
+        match delay(schedule, made, &event.id) {
+            None => AttemptOutcome::Failed,
+            Some(d) => {
+                let wait = retry_after
+                    .map(|s| Duration::seconds(s.min(7 * 24 * 3600) as i64))
+                    .unwrap_or(d);
+                AttemptOutcome::RetryAt(now() + wait)
+            }
+        }
+    };
+    let (attempt, outcome) = match result {
+        Ok(answer) => {
+            let status = answer.status;
+            let outcome = if (200..300).contains(&status) {
+                AttemptOutcome::Delivered
+            } else {
+                if status == 410 {
+                    tracing::warn!(%tenant, "outbox: webhook_url answered 410 Gone; disabled until the policy changes");
+                    if let Err(error) = app.store.disable_endpoint(tenant, &url, at).await {
+                        tracing::warn!(%error, "outbox: could not disable the endpoint");
+                    }
+                }
+                next(answer.retry_after)
+            };
+            let attempt = Attempt {
+                at,
+                status_code: Some(status),
+                latency_ms: answer.latency.as_millis() as u64,
+                error: None,
+            };
+            (attempt, outcome)
+        }
+        Err(error) => {
+            tracing::warn!(%tenant, %error, "outbox: delivery failed");
+            let attempt = Attempt {
+                at,
+                status_code: None,
+                latency_ms: started.elapsed().as_millis() as u64,
+                error: Some(error.to_string()),
+            };
+            (attempt, next(None))
+        }
+    };
+    if let Err(error) = app.store.record_attempt(&event.id, &attempt, outcome).await {
+        tracing::warn!(%error, "outbox: could not record an attempt; the event will be sent again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn secrets_are_one_or_two_whsec_keys() {
+        assert_eq!(signers(SECRET).map(|s| s.len()), Some(1));
+        assert_eq!(
+            signers(&format!("{SECRET} whsec_c2Vjb25kLXNlY3JldC1mb3ItdGVzdHM=")).map(|s| s.len()),
+            Some(2)
+        );
+        for bad in [
+            "",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "whsec_short",
+            "whsec_!!!!!!!!!!!!!!!!!!!!!!!!",
+            &format!("{SECRET} {SECRET} {SECRET}"),
+        ] {
+            assert!(signers(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_secret_signs_and_each_signature_verifies() {
+        let second = "whsec_c2Vjb25kLXNlY3JldC1mb3ItdGVzdHM=";
+        let both = signers(&format!("{SECRET} {second}")).unwrap();
+        let headers = signed_headers("evt_1", "{\"a\":1}", &both, Utc::now());
+        let mut map = axum::http::HeaderMap::new();
+        for (name, value) in &headers {
+            map.insert(*name, value.parse().unwrap());
+        }
+        let signature = &headers
+            .iter()
+            .find(|(n, _)| *n == "webhook-signature")
+            .unwrap()
+            .1;
+        assert_eq!(signature.split(' ').count(), 2);
+        for secret in [SECRET, second] {
+            Webhook::new(secret)
+                .unwrap()
+                .verify(b"{\"a\":1}", &map)
+                .unwrap();
+        }
+        assert!(
+            Webhook::new(SECRET)
+                .unwrap()
+                .verify(b"{\"a\":2}", &map)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_schedule_has_jitter_and_an_end() {
+        let schedule = [0, 5, 300];
+        assert_eq!(delay(&schedule, 0, "evt_1"), Some(Duration::zero()));
+        let d = delay(&schedule, 2, "evt_1").unwrap();
+        assert!(
+            d >= Duration::seconds(270) && d <= Duration::seconds(330),
+            "{d}"
+        );
+        assert_eq!(delay(&schedule, 3, "evt_1"), None);
+    }
+}

@@ -1,0 +1,399 @@
+//! The outbox's queries: events waiting for delivery, their attempts, and the tenant's view of
+//! them. Events are written by [`super::Store::save_change`], in the change's own transaction.
+
+use super::{SqlStore, StoreError, parse_ts, ts};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, Row};
+use utoipa::ToSchema;
+
+/// Where an event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventState {
+    /// Not yet delivered; attempts go on.
+    Pending,
+    /// A 2xx answer was received.
+    Delivered,
+    /// Every scheduled attempt failed.
+    Failed,
+}
+
+impl EventState {
+    /// Every state.
+    pub const ALL: [EventState; 3] = [
+        EventState::Pending,
+        EventState::Delivered,
+        EventState::Failed,
+    ];
+
+    /// The wire name, also the stored value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventState::Pending => "pending",
+            EventState::Delivered => "delivered",
+            EventState::Failed => "failed",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<EventState> {
+        EventState::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Attempt {
+    /// When it was made.
+    pub at: DateTime<Utc>,
+    /// The receiver's HTTP status, when it answered.
+    pub status_code: Option<u16>,
+    /// Time to the answer (or to the failure), milliseconds.
+    pub latency_ms: u64,
+    /// Why it failed without an answer (refused target, timeout, connection), when it did.
+    pub error: Option<String>,
+}
+
+/// An event as the tenant sees it in the delivery log.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EventRecord {
+    /// `evt_` + ULID; sent as `webhook-id`, the same on every attempt.
+    pub id: String,
+    /// `verification.updated`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The verification it reports on.
+    pub verification_id: String,
+    /// Where it stands.
+    pub state: EventState,
+    /// When the change it reports happened.
+    pub created_at: DateTime<Utc>,
+    /// When the next attempt is due, while pending.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Every attempt so far, oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
+/// An event due for an attempt.
+#[derive(Debug, Clone)]
+pub struct DueEvent {
+    /// The event id.
+    pub id: String,
+    /// The owning tenant.
+    pub tenant: String,
+    /// The body to send.
+    pub payload: String,
+    /// Attempts made since it was written (or last redelivered).
+    pub attempts: u32,
+}
+
+/// What an attempt leads to.
+#[derive(Debug, Clone, Copy)]
+pub enum AttemptOutcome {
+    /// Delivered: no more attempts.
+    Delivered,
+    /// Try again at this time.
+    RetryAt(DateTime<Utc>),
+    /// That was the last attempt.
+    Failed,
+}
+
+/// Filters and paging of the delivery log.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only this verification's events.
+    pub verification_id: Option<String>,
+    /// Only events in this state.
+    pub state: Option<EventState>,
+    /// Only ids before this one (newest first paging).
+    pub before_id: Option<String>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// The outbox's storage operations.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Pending events due by `now` and not claimed, oldest first; never an event while an older
+    /// one of the same verification is still pending, so each verification's events go in order.
+    async fn due_events(&self, now: DateTime<Utc>, limit: u32)
+    -> Result<Vec<DueEvent>, StoreError>;
+    /// Claims a due event until `until`, so that one replica delivers it; `false` if another did.
+    async fn claim_event(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Gives a claimed event back untouched (its endpoint is disabled or gone).
+    async fn release_event(&self, id: &str, retry_at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Records an attempt and what follows from it, in one transaction.
+    async fn record_attempt(
+        &self,
+        id: &str,
+        attempt: &Attempt,
+        outcome: AttemptOutcome,
+    ) -> Result<(), StoreError>;
+    /// Stops sending to a tenant's URL (it answered 410 Gone).
+    async fn disable_endpoint(
+        &self,
+        tenant: &str,
+        url: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Whether a tenant's URL answered 410 Gone.
+    async fn endpoint_disabled(&self, tenant: &str, url: &str) -> Result<bool, StoreError>;
+    /// A page of a tenant's events, newest first, with their attempts.
+    async fn list_events(
+        &self,
+        tenant: &str,
+        filter: &EventFilter,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+    /// One of a tenant's events.
+    async fn get_event(&self, tenant: &str, id: &str) -> Result<Option<EventRecord>, StoreError>;
+    /// Makes one of a tenant's events due again now, with a fresh retry schedule.
+    async fn redeliver(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+}
+
+const EVENT_COLUMNS: &str = "id, event_type, verification_id, state, created_at, next_attempt_at";
+
+fn corrupt(column: &'static str) -> StoreError {
+    StoreError::Corrupt {
+        table: "events",
+        column,
+    }
+}
+
+impl SqlStore {
+    /// Reads event rows and their attempts.
+    async fn with_attempts(
+        &self,
+        rows: Vec<sqlx::any::AnyRow>,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let state: String = row.try_get("state")?;
+            let attempts = sqlx::query(
+                "SELECT at, status_code, latency_ms, error FROM event_attempts \
+                 WHERE event_id = $1 ORDER BY attempt",
+            )
+            .bind(&id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|a| {
+                let status_code: Option<i64> = a.try_get("status_code")?;
+                let latency_ms: i64 = a.try_get("latency_ms")?;
+                Ok(Attempt {
+                    at: parse_ts(Some(a.try_get("at")?), "at")?.expect("some in, some out"),
+                    status_code: status_code.and_then(|c| u16::try_from(c).ok()),
+                    latency_ms: u64::try_from(latency_ms).unwrap_or_default(),
+                    error: a.try_get("error")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+            out.push(EventRecord {
+                id,
+                event_type: row.try_get("event_type")?,
+                verification_id: row.try_get("verification_id")?,
+                state: EventState::parse(&state).ok_or(corrupt("state"))?,
+                created_at: parse_ts(Some(row.try_get("created_at")?), "created_at")?
+                    .expect("some in, some out"),
+                next_attempt_at: parse_ts(row.try_get("next_attempt_at")?, "next_attempt_at")?,
+                attempts,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl EventStore for SqlStore {
+    async fn due_events(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DueEvent>, StoreError> {
+        let sql = format!(
+            "SELECT e.id, e.tenant, e.payload, e.attempts FROM events e \
+             WHERE e.state = 'pending' AND e.next_attempt_at <= $1 \
+             AND (e.claimed_until IS NULL OR e.claimed_until < $1) \
+             AND NOT EXISTS (SELECT 1 FROM events p WHERE p.verification_id = e.verification_id \
+                 AND p.state = 'pending' \
+                 AND (p.created_at < e.created_at OR (p.created_at = e.created_at AND p.id < e.id))) \
+             ORDER BY e.next_attempt_at LIMIT {limit}"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(ts(now))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let attempts: i64 = row.try_get("attempts")?;
+                Ok(DueEvent {
+                    id: row.try_get("id")?,
+                    tenant: row.try_get("tenant")?,
+                    payload: row.try_get("payload")?,
+                    attempts: u32::try_from(attempts).map_err(|_| corrupt("attempts"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_event(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE events SET claimed_until = $1 WHERE id = $2 AND state = 'pending' \
+             AND (claimed_until IS NULL OR claimed_until < $3)",
+        )
+        .bind(ts(until))
+        .bind(id)
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_event(&self, id: &str, retry_at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE events SET claimed_until = NULL, next_attempt_at = $1 WHERE id = $2")
+            .bind(ts(retry_at))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_attempt(
+        &self,
+        id: &str,
+        attempt: &Attempt,
+        outcome: AttemptOutcome,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (state, next) = match outcome {
+            AttemptOutcome::Delivered => (EventState::Delivered, None),
+            AttemptOutcome::RetryAt(at) => (EventState::Pending, Some(ts(at))),
+            AttemptOutcome::Failed => (EventState::Failed, None),
+        };
+        sqlx::query(
+            "UPDATE events SET state = $1, attempts = attempts + 1, next_attempt_at = $2, \
+             claimed_until = NULL WHERE id = $3",
+        )
+        .bind(state.as_str())
+        .bind(next)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO event_attempts (event_id, attempt, at, status_code, latency_ms, error) \
+             SELECT $1, COALESCE(MAX(attempt), 0) + 1, $2, $3, $4, $5 FROM event_attempts \
+             WHERE event_id = $1",
+        )
+        .bind(id)
+        .bind(ts(attempt.at))
+        .bind(attempt.status_code.map(i64::from))
+        .bind(i64::try_from(attempt.latency_ms).unwrap_or(i64::MAX))
+        .bind(&attempt.error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn disable_endpoint(
+        &self,
+        tenant: &str,
+        url: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO disabled_endpoints (tenant, url, disabled_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant, url) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(url)
+        .bind(ts(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn endpoint_disabled(&self, tenant: &str, url: &str) -> Result<bool, StoreError> {
+        let row =
+            sqlx::query("SELECT 1 AS one FROM disabled_endpoints WHERE tenant = $1 AND url = $2")
+                .bind(tenant)
+                .bind(url)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
+    async fn list_events(
+        &self,
+        tenant: &str,
+        filter: &EventFilter,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant = $1");
+        let mut binds = vec![tenant.to_string()];
+        let mut add = |column: &str, op: &str, value: String| {
+            binds.push(value);
+            sql.push_str(&format!(" AND {column} {op} ${}", binds.len()));
+        };
+        if let Some(v) = &filter.verification_id {
+            add("verification_id", "=", v.clone());
+        }
+        if let Some(s) = filter.state {
+            add("state", "=", s.as_str().to_string());
+        }
+        if let Some(c) = &filter.before_id {
+            add("id", "<", c.clone());
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for b in binds {
+            query = query.bind(b);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        self.with_attempts(rows).await
+    }
+
+    async fn get_event(&self, tenant: &str, id: &str) -> Result<Option<EventRecord>, StoreError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant = $1 AND id = $2");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(self.with_attempts(rows).await?.pop())
+    }
+
+    async fn redeliver(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = $1, \
+             claimed_until = NULL WHERE tenant = $2 AND id = $3",
+        )
+        .bind(ts(now))
+        .bind(tenant)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

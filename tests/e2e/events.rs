@@ -1,0 +1,365 @@
+//! Events out: a real receiver on a free port gets each status change as a signed
+//! `verification.updated`, checks every signature with the Standard Webhooks library, and can
+//! answer what a test tells it to.
+
+use crate::harness::*;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode as AxumStatus};
+use kyc_sandbox::Outcome;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: String,
+    pub timestamp: i64,
+    pub body: Value,
+    /// Whether `standardwebhooks::Webhook::verify` accepted it (signature and 5-minute tolerance).
+    pub verified: bool,
+}
+
+/// A webhook receiver: answers the scripted statuses in turn, then `then`.
+pub struct Receiver {
+    pub url: String,
+    seen: Arc<Mutex<Vec<Delivery>>>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    pub async fn start(script: Vec<u16>, then: u16) -> Receiver {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/kyc-events", listener.local_addr().unwrap());
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/kyc-events",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let (record, script) = (record.clone(), script.clone());
+                async move {
+                    let verifier = standardwebhooks::Webhook::new(ALPHA_WEBHOOK_SECRET).unwrap();
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    record.lock().unwrap().push(Delivery {
+                        id: header("webhook-id"),
+                        timestamp: header("webhook-timestamp").parse().unwrap_or_default(),
+                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                        verified: verifier.verify(&body, &headers).is_ok(),
+                    });
+                    let status = script.lock().unwrap().pop_front().unwrap_or(then);
+                    AxumStatus::from_u16(status).unwrap()
+                }
+            }),
+        );
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Receiver {
+            url,
+            seen,
+            _server: server,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Delivery> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests have come in.
+    pub async fn wait_for(&self, n: usize) -> Vec<Delivery> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let seen = self.seen();
+            if seen.len() >= n {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} deliveries: {seen:?}",
+                seen.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A gateway whose tenant alpha sends its events to `receiver`, which loopback is allowed for.
+async fn world_for(receiver: &Receiver, options: Options) -> World {
+    World::start_with(Options {
+        webhook_url: Some(receiver.url.clone()),
+        outbound_allow: vec!["127.0.0.0/8".into()],
+        ..options
+    })
+    .await
+}
+
+fn path_of(v: &Value, tail: &str) -> String {
+    format!("/v1/verifications/{}{tail}", v["id"].as_str().unwrap())
+}
+
+/// The tenant's events for one verification, newest first.
+async fn events_of(w: &World, v: &Value) -> Vec<Value> {
+    let id = v["id"].as_str().unwrap();
+    let (status, page) = w
+        .get(&format!("/v1/events?verification_id={id}"), ALPHA_KEY)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["items"].as_array().unwrap().clone()
+}
+
+/// Waits until the delivery log shows `pred` for the verification's events.
+async fn wait_events(w: &World, v: &Value, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = events_of(w, v).await;
+        if pred(&events) {
+            return events;
+        }
+        assert!(Instant::now() < deadline, "{events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn approvals_on_both_providers_arrive_signed_once() {
+    let receiver = Receiver::start(vec![], 200).await;
+    let w = world_for(&receiver, Options::default()).await;
+    let b = w.create(person("evt-b", "sub-evt-b", "CL")).await;
+    let g = w.create(person("evt-g", "sub-evt-g", "AR")).await;
+    w.finish(&b, Outcome::Approved).await;
+    w.finish(&g, Outcome::Approved).await;
+    let got = receiver.wait_for(2).await;
+    for v in [&b, &g] {
+        let mine: Vec<&Delivery> = got
+            .iter()
+            .filter(|d| d.body["data"]["id"] == v["id"])
+            .collect();
+        assert_eq!(mine.len(), 1, "{got:?}");
+        let d = mine[0];
+        assert!(d.verified, "the signature verifies: {d:?}");
+        assert!(d.id.starts_with("evt_"));
+        assert_eq!(d.body["type"], "verification.updated");
+        assert_eq!(d.body["data"]["status"], "approved");
+        // The data is the verification as GET returns it.
+        let (_, stored) = w.get(&path_of(v, ""), ALPHA_KEY).await;
+        assert_eq!(d.body["data"], stored);
+    }
+    // A repeated or late provider webhook, and a refresh that finds nothing new, make no event.
+    w.finish(&g, Outcome::Approved).await;
+    w.finish(&g, Outcome::InProgress).await;
+    w.act(&b, "refresh", ALPHA_KEY).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.seen().len(), 2, "{:?}", receiver.seen());
+
+    // The delivery log shows each, delivered on the first attempt.
+    let events = events_of(&w, &b).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["state"], "delivered");
+    assert_eq!(events[0]["attempts"][0]["status_code"], 200);
+    assert!(events[0]["attempts"][0]["latency_ms"].is_u64());
+    let (_, delivered) = w.get("/v1/events?state=delivered", ALPHA_KEY).await;
+    assert_eq!(delivered["items"].as_array().unwrap().len(), 2);
+    // Another tenant sees none of them, and cannot redeliver them.
+    let (_, theirs) = w.get("/v1/events", BETA_KEY).await;
+    assert_eq!(theirs["items"], json!([]));
+    let event_id = events[0]["id"].as_str().unwrap();
+    let (status, _) = w
+        .post(
+            &format!("/v1/events/{event_id}/redeliver"),
+            BETA_KEY,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Its owner can: the same webhook-id again, signed anew.
+    let (status, queued) = w
+        .post(
+            &format!("/v1/events/{event_id}/redeliver"),
+            ALPHA_KEY,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let again = receiver.wait_for(3).await;
+    assert_eq!(again[2].id, event_id);
+    assert!(again[2].verified);
+}
+
+#[tokio::test]
+async fn a_failed_attempt_is_retried_with_the_same_id_and_a_fresh_signature() {
+    let receiver = Receiver::start(vec![500], 200).await;
+    let w = world_for(
+        &receiver,
+        Options {
+            retry_seconds: vec![0, 2],
+            ..Default::default()
+        },
+    )
+    .await;
+    let v = w.create(person("evt-r", "sub-evt-r", "AR")).await;
+    w.finish(&v, Outcome::Approved).await;
+    let got = receiver.wait_for(2).await;
+    assert_eq!(got[0].id, got[1].id, "one event, two attempts");
+    assert!(got[0].verified && got[1].verified);
+    assert!(
+        got[1].timestamp > got[0].timestamp,
+        "each attempt is signed at its own time: {got:?}"
+    );
+    let events = wait_events(&w, &v, |e| e[0]["state"] == "delivered").await;
+    let codes: Vec<&Value> = events[0]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["status_code"])
+        .collect();
+    assert_eq!(codes, [&json!(500), &json!(200)]);
+
+    // An event whose change happened long ago (here: 10 minutes, rewritten in the store) still
+    // verifies when sent now: the timestamp signed is the attempt's, not the change's.
+    let event_id = events[0]["id"].as_str().unwrap().to_string();
+    let old = chrono::Utc::now() - chrono::Duration::minutes(10);
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&w.db_url).await.unwrap();
+    let payload: String = sqlx::query_scalar("SELECT payload FROM events WHERE id = $1")
+        .bind(&event_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let mut payload: Value = serde_json::from_str(&payload).unwrap();
+    payload["timestamp"] = json!(old);
+    sqlx::query("UPDATE events SET payload = $1 WHERE id = $2")
+        .bind(payload.to_string())
+        .bind(&event_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    w.post(
+        &format!("/v1/events/{event_id}/redeliver"),
+        ALPHA_KEY,
+        json!({}),
+    )
+    .await;
+    let late = receiver.wait_for(3).await;
+    assert_eq!(late[2].body["timestamp"], json!(old));
+    assert!(late[2].verified, "{:?}", late[2]);
+}
+
+#[tokio::test]
+async fn a_receiver_answering_410_is_disabled() {
+    let receiver = Receiver::start(vec![], 410).await;
+    let w = world_for(&receiver, Options::default()).await;
+    let v = w.create(person("evt-gone", "sub-evt-gone", "AR")).await;
+    w.finish(&v, Outcome::InProgress).await;
+    receiver.wait_for(1).await;
+    w.finish(&v, Outcome::Approved).await;
+    wait_events(&w, &v, |e| e.len() == 2).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        receiver.seen().len(),
+        1,
+        "nothing more is sent to a URL that answered 410"
+    );
+    // Both events wait, undelivered, for the policy to name another URL.
+    let events = events_of(&w, &v).await;
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e["state"] == "pending"), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_private_webhook_url_is_refused_unless_allowed() {
+    let receiver = Receiver::start(vec![], 200).await;
+    let w = World::start_with(Options {
+        webhook_url: Some(receiver.url.clone()),
+        ..Default::default()
+    })
+    .await;
+    let v = w.create(person("evt-ssrf", "sub-evt-ssrf", "AR")).await;
+    w.finish(&v, Outcome::Approved).await;
+    let events = wait_events(&w, &v, |e| {
+        e.first()
+            .is_some_and(|e| !e["attempts"].as_array().unwrap().is_empty())
+    })
+    .await;
+    let attempt = &events[0]["attempts"][0];
+    assert!(attempt["status_code"].is_null(), "{attempt}");
+    assert!(
+        attempt["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("target refused"),
+        "{attempt}"
+    );
+    assert!(receiver.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_lost_provider_webhook_still_yields_the_event_through_the_reconciler() {
+    let receiver = Receiver::start(vec![], 200).await;
+    let w = world_for(
+        &receiver,
+        Options {
+            reconcile_every: 1,
+            ..Options::webhooks_lost()
+        },
+    )
+    .await;
+    let v = w.create(person("evt-rec", "sub-evt-rec", "CL")).await;
+    w.finish(&v, Outcome::Approved).await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].body["data"]["status"], "approved");
+    assert!(got[0].verified);
+    let (_, history) = w.get(&path_of(&v, "/history"), ALPHA_KEY).await;
+    assert_eq!(history[1]["source"], "reconciler", "{history}");
+}
+
+/// Kills the gateway with SIGKILL while an event is pending, restarts it on the same store, and
+/// expects the event delivered, once, with its id.
+async fn pending_events_survive_sigkill(store_url: Option<String>) {
+    let receiver = Receiver::start(vec![503], 200).await;
+    let mut w = world_for(
+        &receiver,
+        Options {
+            retry_seconds: vec![0, 3, 1],
+            store_url,
+            ..Default::default()
+        },
+    )
+    .await;
+    let run = ulid::Ulid::generate();
+    let v = w
+        .create(person(
+            &format!("evt-kill-{run}"),
+            &format!("sub-kill-{run}"),
+            "AR",
+        ))
+        .await;
+    w.finish(&v, Outcome::Approved).await;
+    let first = receiver.wait_for(1).await;
+    w.kill_and_restart();
+    let got = receiver.wait_for(2).await;
+    assert_eq!(got[1].id, first[0].id);
+    let events = wait_events(&w, &v, |e| e[0]["state"] == "delivered").await;
+    assert_eq!(events.len(), 1);
+}
+
+#[tokio::test]
+async fn a_pending_event_is_delivered_after_sigkill_on_sqlite() {
+    pending_events_survive_sigkill(None).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL (KYC_TEST_POSTGRES_URL); .ci/run runs it"]
+async fn a_pending_event_is_delivered_after_sigkill_on_postgresql() {
+    let url = std::env::var("KYC_TEST_POSTGRES_URL")
+        .expect("this test needs PostgreSQL: set KYC_TEST_POSTGRES_URL=postgres://user@host/db");
+    pending_events_survive_sigkill(Some(url)).await;
+}
