@@ -162,7 +162,39 @@ pub trait EventStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
-const EVENT_COLUMNS: &str = "id, event_type, verification_id, state, created_at, next_attempt_at";
+pub(super) const EVENT_COLUMNS: &str =
+    "id, event_type, verification_id, state, created_at, next_attempt_at";
+
+/// Pending events due by `$1` and not claimed, except those behind an older pending event of the
+/// same verification.
+pub(super) const DUE_EVENTS: &str = "SELECT e.id, e.tenant, e.payload, e.attempts FROM events e \
+     WHERE e.state = 'pending' AND e.next_attempt_at <= $1 \
+     AND (e.claimed_until IS NULL OR e.claimed_until < $1) \
+     AND NOT EXISTS (SELECT 1 FROM events p WHERE p.verification_id = e.verification_id \
+         AND p.state = 'pending' \
+         AND (p.created_at < e.created_at OR (p.created_at = e.created_at AND p.id < e.id))) \
+     ORDER BY e.next_attempt_at";
+
+/// The SQL and binds of a page of a tenant's events (also read by the query-plan test).
+pub(super) fn list_events_query(tenant: &str, filter: &EventFilter) -> (String, Vec<String>) {
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant = $1");
+    let mut binds = vec![tenant.to_string()];
+    let mut add = |column: &str, op: &str, value: String| {
+        binds.push(value);
+        sql.push_str(&format!(" AND {column} {op} ${}", binds.len()));
+    };
+    if let Some(v) = &filter.verification_id {
+        add("verification_id", "=", v.clone());
+    }
+    if let Some(s) = filter.state {
+        add("state", "=", s.as_str().to_string());
+    }
+    if let Some(c) = &filter.before_id {
+        add("id", "<", c.clone());
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit));
+    (sql, binds)
+}
 
 fn corrupt(column: &'static str) -> StoreError {
     StoreError::Corrupt {
@@ -222,15 +254,7 @@ impl EventStore for SqlStore {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<DueEvent>, StoreError> {
-        let sql = format!(
-            "SELECT e.id, e.tenant, e.payload, e.attempts FROM events e \
-             WHERE e.state = 'pending' AND e.next_attempt_at <= $1 \
-             AND (e.claimed_until IS NULL OR e.claimed_until < $1) \
-             AND NOT EXISTS (SELECT 1 FROM events p WHERE p.verification_id = e.verification_id \
-                 AND p.state = 'pending' \
-                 AND (p.created_at < e.created_at OR (p.created_at = e.created_at AND p.id < e.id))) \
-             ORDER BY e.next_attempt_at LIMIT {limit}"
-        );
+        let sql = format!("{DUE_EVENTS} LIMIT {limit}");
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(ts(now))
             .fetch_all(&self.pool)
@@ -345,22 +369,7 @@ impl EventStore for SqlStore {
         tenant: &str,
         filter: &EventFilter,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant = $1");
-        let mut binds = vec![tenant.to_string()];
-        let mut add = |column: &str, op: &str, value: String| {
-            binds.push(value);
-            sql.push_str(&format!(" AND {column} {op} ${}", binds.len()));
-        };
-        if let Some(v) = &filter.verification_id {
-            add("verification_id", "=", v.clone());
-        }
-        if let Some(s) = filter.state {
-            add("state", "=", s.as_str().to_string());
-        }
-        if let Some(c) = &filter.before_id {
-            add("id", "<", c.clone());
-        }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit));
+        let (sql, binds) = list_events_query(tenant, filter);
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for b in binds {
             query = query.bind(b);

@@ -7,6 +7,8 @@
 //! transaction, so a change is never recorded without its event nor the other way round.
 
 mod events;
+#[cfg(test)]
+mod plans;
 
 pub use events::{
     Attempt, AttemptOutcome, DueEvent, EventFilter, EventRecord, EventState, EventStore,
@@ -242,6 +244,11 @@ impl SqlStore {
                 "disabled endpoints",
                 include_str!("../../migrations/0003_disabled_endpoints.sql"),
             ),
+            migration(
+                4,
+                "indexes",
+                include_str!("../../migrations/0004_indexes.sql"),
+            ),
         ])
         .run(&pool)
         .await?;
@@ -338,6 +345,52 @@ fn row_to_stored(row: &AnyRow) -> Result<StoredVerification, StoreError> {
     })
 }
 
+/// The SQL and binds of a list of a tenant's verifications (also read by the query-plan test).
+fn list_query(tenant: &str, filter: &ListFilter) -> (String, Vec<String>) {
+    let mut sql = format!("SELECT {COLUMNS} FROM verifications WHERE tenant = $1");
+    let mut binds = vec![tenant.to_string()];
+    let mut add = |column: &str, op: &str, value: String| {
+        binds.push(value);
+        sql.push_str(&format!(" AND {column} {op} ${}", binds.len()));
+    };
+    if let Some(r) = &filter.reference {
+        add("reference", "=", r.clone());
+    }
+    if let Some(s) = &filter.subject_id {
+        add("subject_id", "=", s.clone());
+    }
+    if let Some(s) = filter.status {
+        add("status", "=", s.as_str().to_string());
+    }
+    if let Some(c) = &filter.before_id {
+        add("id", "<", c.clone());
+    }
+    // A reference names at most one verification: nothing to order.
+    if filter.reference.is_none() {
+        sql.push_str(" ORDER BY id DESC");
+    }
+    sql.push_str(&format!(" LIMIT {}", filter.limit));
+    (sql, binds)
+}
+
+/// A tenant's verification by id.
+const BY_ID: &str = "tenant = $1 AND id = $2";
+/// A tenant's verification by the caller's reference.
+const BY_REFERENCE: &str = "tenant = $1 AND reference = $2";
+/// A provider instance's verification by the provider's id (webhooks).
+const BY_PROVIDER_REFERENCE: &str = "provider = $1 AND provider_reference = $2";
+/// The subject's newest verification.
+const SUBJECT_LATEST: &str = "tenant = $1 AND subject_id = $2 ORDER BY id DESC LIMIT 1";
+/// The subject's newest approval.
+const SUBJECT_APPROVED: &str = "tenant = $1 AND subject_id = $2 AND status = 'approved' \
+     ORDER BY completed_at DESC LIMIT 1";
+/// A provider instance's unfinished verifications, a page after an id.
+const UNFINISHED: &str = "provider = $1 AND status IN ('pending', 'in_progress', 'in_review') \
+     AND id > $2 ORDER BY id";
+/// A verification's history.
+const HISTORY: &str = "SELECT from_status, to_status, source, actor, at FROM status_changes \
+     WHERE tenant = $1 AND verification_id = $2 ORDER BY id";
+
 /// Writes one history row inside a transaction. Its id is a ULID, so history reads in time order.
 async fn insert_change(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -414,8 +467,7 @@ impl Store for SqlStore {
     }
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<StoredVerification>, StoreError> {
-        self.fetch_one_where("tenant = $1 AND id = $2", &[tenant, id])
-            .await
+        self.fetch_one_where(BY_ID, &[tenant, id]).await
     }
 
     async fn find_by_reference(
@@ -423,7 +475,7 @@ impl Store for SqlStore {
         tenant: &str,
         reference: &str,
     ) -> Result<Option<StoredVerification>, StoreError> {
-        self.fetch_one_where("tenant = $1 AND reference = $2", &[tenant, reference])
+        self.fetch_one_where(BY_REFERENCE, &[tenant, reference])
             .await
     }
 
@@ -432,11 +484,8 @@ impl Store for SqlStore {
         provider: &str,
         provider_reference: &str,
     ) -> Result<Option<StoredVerification>, StoreError> {
-        self.fetch_one_where(
-            "provider = $1 AND provider_reference = $2",
-            &[provider, provider_reference],
-        )
-        .await
+        self.fetch_one_where(BY_PROVIDER_REFERENCE, &[provider, provider_reference])
+            .await
     }
 
     async fn list(
@@ -444,25 +493,7 @@ impl Store for SqlStore {
         tenant: &str,
         filter: &ListFilter,
     ) -> Result<Vec<StoredVerification>, StoreError> {
-        let mut sql = format!("SELECT {COLUMNS} FROM verifications WHERE tenant = $1");
-        let mut binds = vec![tenant.to_string()];
-        let mut add = |column: &str, op: &str, value: String| {
-            binds.push(value);
-            sql.push_str(&format!(" AND {column} {op} ${}", binds.len()));
-        };
-        if let Some(r) = &filter.reference {
-            add("reference", "=", r.clone());
-        }
-        if let Some(s) = &filter.subject_id {
-            add("subject_id", "=", s.clone());
-        }
-        if let Some(s) = filter.status {
-            add("status", "=", s.as_str().to_string());
-        }
-        if let Some(c) = &filter.before_id {
-            add("id", "<", c.clone());
-        }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit));
+        let (sql, binds) = list_query(tenant, filter);
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for b in binds {
             query = query.bind(b);
@@ -477,17 +508,10 @@ impl Store for SqlStore {
         subject_id: &str,
     ) -> Result<(Option<Verification>, Option<Verification>), StoreError> {
         let latest = self
-            .fetch_one_where(
-                "tenant = $1 AND subject_id = $2 ORDER BY id DESC LIMIT 1",
-                &[tenant, subject_id],
-            )
+            .fetch_one_where(SUBJECT_LATEST, &[tenant, subject_id])
             .await?;
         let approved = self
-            .fetch_one_where(
-                "tenant = $1 AND subject_id = $2 AND status = 'approved' \
-                 ORDER BY completed_at DESC LIMIT 1",
-                &[tenant, subject_id],
-            )
+            .fetch_one_where(SUBJECT_APPROVED, &[tenant, subject_id])
             .await?;
         Ok((
             latest.map(|s| s.verification),
@@ -553,14 +577,11 @@ impl Store for SqlStore {
         tenant: &str,
         verification_id: &str,
     ) -> Result<Vec<StatusChange>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT from_status, to_status, source, actor, at FROM status_changes \
-             WHERE tenant = $1 AND verification_id = $2 ORDER BY id",
-        )
-        .bind(tenant)
-        .bind(verification_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(HISTORY)
+            .bind(tenant)
+            .bind(verification_id)
+            .fetch_all(&self.pool)
+            .await?;
         let corrupt = |column| StoreError::Corrupt {
             table: "status_changes",
             column,
@@ -628,11 +649,7 @@ impl Store for SqlStore {
         after_id: &str,
         limit: u32,
     ) -> Result<Vec<StoredVerification>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM verifications \
-             WHERE provider = $1 AND status IN ('pending', 'in_progress', 'in_review') AND id > $2 \
-             ORDER BY id LIMIT {limit}"
-        );
+        let sql = format!("SELECT {COLUMNS} FROM verifications WHERE {UNFINISHED} LIMIT {limit}");
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(provider)
             .bind(after_id)
@@ -908,7 +925,7 @@ mod tests {
     }
 
     /// A PostgreSQL database to test against: `KYC_TEST_POSTGRES_URL`, which `.ci/run` sets.
-    fn postgres_url() -> String {
+    pub(super) fn postgres_url() -> String {
         std::env::var("KYC_TEST_POSTGRES_URL")
             .expect("this test needs PostgreSQL: set KYC_TEST_POSTGRES_URL=postgres://user@host/db")
     }
