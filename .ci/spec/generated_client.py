@@ -14,13 +14,22 @@ from kyc_gateway_client.api.subjects import subject_kyc
 from kyc_gateway_client.api.verifications import (
     cancel_verification,
     create_verification,
+    decide_verification,
     get_identity,
     get_verification,
     list_verifications,
     verification_history,
     refresh_verification,
 )
-from kyc_gateway_client.models import CreateVerification, Identity, Problem, Status, Verification
+from kyc_gateway_client.models import (
+    CreateVerification,
+    ManualDecision,
+    Identity,
+    ManualOutcome,
+    Problem,
+    Status,
+    Verification,
+)
 
 base = sys.argv[1]
 client = AuthenticatedClient(base_url=base, token="kyc_sandbox_demo_key")
@@ -68,6 +77,13 @@ expect(Problem, 404, verification_history.sync_detailed("ver_01JD5Z8K3W6Q2B7N4R9
 expect(Problem, 409, cancel_verification.sync_detailed(created.id, client=client))
 standing = subject_kyc.sync_detailed(f"client-{run}", client=client)
 assert standing.status_code == 200 and standing.parsed.verified is True, standing.content
+
+decision = ManualDecision(outcome=ManualOutcome.APPROVE, reason="Checked by hand")
+expect(Problem, 409, decide_verification.sync_detailed(created.id, client=client, body=decision))
+review = expect(Verification, 201, create_verification.sync_detailed(client=client, body=body(f"r-{run}", "AR")))
+assert httpx.post(review.verification_url, json={"outcome": "in_review"}).status_code == 200
+decided = expect(Verification, 200, decide_verification.sync_detailed(review.id, client=client, body=decision))
+assert decided.status == Status.APPROVED
 
 gu1 = expect(Verification, 201, create_verification.sync_detailed(client=client, body=body(f"g-{run}", "AR")))
 assert expect(Verification, 200, cancel_verification.sync_detailed(gu1.id, client=client)).status == Status.CANCELLED

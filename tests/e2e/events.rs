@@ -363,3 +363,72 @@ async fn a_pending_event_is_delivered_after_sigkill_on_postgresql() {
         .expect("this test needs PostgreSQL: set KYC_TEST_POSTGRES_URL=postgres://user@host/db");
     pending_events_survive_sigkill(Some(url)).await;
 }
+
+/// A gu1 verification put in review by the simulator is approved by hand through the gateway:
+/// the event arrives, the history names the deciding key, and a later sync keeps it approved.
+/// BeTrust takes no manual decisions: a clear 409.
+#[tokio::test]
+async fn a_manual_decision_goes_through_the_lifecycle() {
+    let receiver = Receiver::start(vec![], 200).await;
+    let w = world_for(&receiver, Options::default()).await;
+    let v = w.create(person("dec-1", "sub-dec-1", "AR")).await;
+    let decision = json!({"outcome": "approve", "reason": "Document checked by hand"});
+    let (status, problem) = w
+        .post(&path_of(&v, "/decision"), ALPHA_CI_KEY, decision.clone())
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "not in review yet: {problem}");
+    assert_eq!(problem["code"], "not_in_review");
+
+    w.finish(&v, Outcome::InReview).await;
+    receiver.wait_for(1).await;
+    let (status, short) = w
+        .post(
+            &path_of(&v, "/decision"),
+            ALPHA_CI_KEY,
+            json!({"outcome": "approve", "reason": "ok"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{short}");
+    assert_eq!(short["field"], "reason");
+    let (status, decided) = w
+        .post(&path_of(&v, "/decision"), ALPHA_CI_KEY, decision.clone())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{decided}");
+    assert_eq!(decided["status"], "approved");
+    let got = receiver.wait_for(2).await;
+    assert_eq!(got[1].body["data"]["status"], "approved");
+    assert!(got[1].verified);
+
+    let (_, history) = w.get(&path_of(&v, "/history"), ALPHA_KEY).await;
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (&last["from"], &last["to"], &last["source"], &last["actor"]),
+        (
+            &json!("in_review"),
+            &json!("approved"),
+            &json!("decision"),
+            &json!("alpha-ci")
+        ),
+        "{history}"
+    );
+    // A later sync, and a late provider event, keep it approved.
+    let (_, synced) = w.act(&v, "refresh", ALPHA_KEY).await;
+    assert_eq!(synced["status"], "approved");
+    w.finish(&v, Outcome::Rejected).await;
+    let (_, stored) = w.get(&path_of(&v, ""), ALPHA_KEY).await;
+    assert_eq!(stored["status"], "approved");
+
+    let b = w.create(person("dec-2", "sub-dec-2", "CL")).await;
+    let (status, problem) = w.post(&path_of(&b, "/decision"), ALPHA_KEY, decision).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["code"], "not_supported");
+}
+
+#[tokio::test]
+async fn an_expired_key_is_refused() {
+    let w = World::start().await;
+    let (status, _) = w.get("/v1/verifications", ALPHA_EXPIRED_KEY).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = w.get("/v1/verifications", ALPHA_CI_KEY).await;
+    assert_eq!(status, StatusCode::OK);
+}

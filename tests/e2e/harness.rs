@@ -11,6 +11,10 @@ use std::time::Duration;
 
 pub const ALPHA_KEY: &str = "alpha-secret-api-key-0001";
 pub const BETA_KEY: &str = "beta-secret-api-key-0002";
+/// Another key of tenant alpha, named `alpha-ci` in the policy.
+pub const ALPHA_CI_KEY: &str = "alpha-ci-api-key-0003";
+/// A key of tenant alpha that expired in 2020.
+pub const ALPHA_EXPIRED_KEY: &str = "alpha-expired-api-key-0004";
 pub const BETRUST_SECRET: &str = "betrust-client-secret-e2e";
 pub const GU1_API_KEY: &str = "gk_test_e2e_api_key";
 pub const GU1_WEBHOOK_SECRET: &str = "gu1-webhook-secret-e2e";
@@ -123,7 +127,8 @@ timeout_ms = {timeout}
 connect_timeout_ms = 1000
 
 [tenants.alpha]
-api_keys = ["{alpha}"]
+api_keys = ["{alpha}", {{ name = "alpha-ci", hash = "{alpha_ci}" }},
+            {{ name = "old", hash = "{alpha_expired}", expires_at = "2020-01-01T00:00:00Z" }}]
 {alpha_webhook}
 [tenants.alpha.routing]
 default = "betrust-cl"
@@ -155,6 +160,8 @@ every_seconds = {reconcile}
         timeout = o.timeout_ms,
         alpha = kyc_gateway::policy::hash_api_key(ALPHA_KEY),
         beta = kyc_gateway::policy::hash_api_key(BETA_KEY),
+        alpha_ci = kyc_gateway::policy::hash_api_key(ALPHA_CI_KEY),
+        alpha_expired = kyc_gateway::policy::hash_api_key(ALPHA_EXPIRED_KEY),
     )
 }
 

@@ -64,6 +64,9 @@
 //! - **Cancel.** gu1's pages do not document cancelling. `POST {validations_path}/{id}/cancel` is our
 //!   pinned assumption, configurable as [`Gu1Config::cancel_path`] (a template with `{id}`). When
 //!   the cancel answer is not a validation, the validation is read back with a GET.
+//! - **Manual decisions.** `POST {validations_path}/{id}/approve` or `/reject` with `{reason}`
+//!   (gu1 wants 5 characters or more, and the validation `in_review`); the answer is read like a
+//!   cancel's. gu1 keeps a manual decision through later syncs.
 //! - **Webhook signatures.** The encoding is not documented: lowercase hex and base64 (standard or
 //!   URL-safe, padded or not) are accepted, with an optional `sha256=` prefix; the comparison is
 //!   constant-time. With no `webhook_secret` configured every webhook is refused. gu1 sends no
@@ -78,8 +81,8 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use kyc_core::{
-    CreateRequest, Identity, IncomingWebhook, Personal, Provider, ProviderError, ProviderStanding,
-    ProviderVerification, WebhookError,
+    CreateRequest, Identity, IncomingWebhook, ManualOutcome, Personal, Provider, ProviderError,
+    ProviderStanding, ProviderVerification, WebhookError,
 };
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -212,6 +215,7 @@ enum Op {
     GetValidation,
     SyncValidation,
     CancelValidation,
+    DecideValidation,
     EntityStatus,
     CurrentValidation,
 }
@@ -224,6 +228,7 @@ impl Op {
             Op::GetValidation => "get validation",
             Op::SyncValidation => "sync validation",
             Op::CancelValidation => "cancel validation",
+            Op::DecideValidation => "decide validation",
             Op::EntityStatus => "entity status",
             Op::CurrentValidation => "entity current validation",
         }
@@ -818,14 +823,59 @@ impl Provider for Gu1Provider {
                 Some(provider_reference),
             )
             .await?;
-        let answer: serde_json::Value = self.read(Op::CancelValidation, status, &body)?;
+        self.validation_answer(Op::CancelValidation, provider_reference, status, &body)
+            .await
+    }
+
+    fn takes_manual_decisions(&self) -> bool {
+        true
+    }
+
+    async fn decide(
+        &self,
+        provider_reference: &str,
+        outcome: ManualOutcome,
+        reason: &str,
+    ) -> Result<ProviderVerification, ProviderError> {
+        Self::check_validation_id(provider_reference)?;
+        let action = match outcome {
+            ManualOutcome::Approve => "/approve",
+            ManualOutcome::Reject => "/reject",
+        };
+        let url = self.validation_url(provider_reference, action);
+        let body = serde_json::to_vec(&serde_json::json!({ "reason": reason }))
+            .expect("a JSON object serializes");
+        let (status, body) = self
+            .send(
+                Op::DecideValidation,
+                Method::POST,
+                url,
+                Some(body),
+                Some(provider_reference),
+            )
+            .await?;
+        self.validation_answer(Op::DecideValidation, provider_reference, status, &body)
+            .await
+    }
+}
+
+impl Gu1Provider {
+    /// The validation an action answered with; when the answer is not the validation (e.g.
+    /// `{success: true}`), it is read back.
+    async fn validation_answer(
+        &self,
+        op: Op,
+        provider_reference: &str,
+        status: StatusCode,
+        body: &[u8],
+    ) -> Result<ProviderVerification, ProviderError> {
+        let answer: serde_json::Value = self.read(op, status, body)?;
         let candidate = match answer.get("validation") {
             Some(inner) if inner.is_object() => inner.clone(),
             _ => answer,
         };
         match serde_json::from_value::<Gu1Validation>(candidate) {
             Ok(validation) if validation.id == provider_reference => validation.try_into(),
-            // The cancel answer is not the validation (e.g. `{success: true}`): read it back.
             _ => self.get(provider_reference).await,
         }
     }

@@ -6,8 +6,8 @@ use chrono::NaiveDate;
 use hmac::{Hmac, KeyInit, Mac};
 use kyc_adapters_gu1::{Gu1Config, Gu1Provider};
 use kyc_core::{
-    CheckOutcome, Checks, CreateRequest, IncomingWebhook, Personal, Provider, ProviderError,
-    Status, Subject, WebhookError,
+    CheckOutcome, Checks, CreateRequest, IncomingWebhook, ManualOutcome, Personal, Provider,
+    ProviderError, Status, Subject, WebhookError,
 };
 use kyc_sandbox::{Fault, FaultRule, Gu1Sim, Gu1SimConfig, Outcome};
 use secrecy::SecretString;
@@ -387,6 +387,34 @@ async fn cancel_ends_a_pending_validation_and_refuses_a_final_one() {
         }
         other => panic!("expected Rejected, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_validation_in_review_takes_a_manual_decision_and_keeps_it() {
+    let sim = sim().await;
+    let gu1 = provider(&sim);
+    let created = gu1
+        .create(&request("k1", subject("cus_1", None), None))
+        .await
+        .unwrap();
+    let id = &created.provider_reference;
+    // Not in review yet: gu1 refuses.
+    match gu1
+        .decide(id, ManualOutcome::Approve, "documents checked by hand")
+        .await
+        .unwrap_err()
+    {
+        ProviderError::Rejected { code, .. } => assert_eq!(code, "INVALID_STATUS"),
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    sim.finish(id, Outcome::InReview).await.unwrap();
+    let decided = gu1
+        .decide(id, ManualOutcome::Approve, "documents checked by hand")
+        .await
+        .unwrap();
+    assert_eq!(decided.status, Status::Approved);
+    assert_eq!(sim.validation(id).unwrap()["manualDecision"], true);
+    assert_eq!(gu1.refresh(id).await.unwrap().status, Status::Approved);
 }
 
 #[tokio::test]

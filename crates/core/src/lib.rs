@@ -16,6 +16,6 @@ pub use model::{
 };
 pub use personal::Personal;
 pub use provider::{
-    CreateRequest, IncomingWebhook, Provider, ProviderError, ProviderStanding,
+    CreateRequest, IncomingWebhook, ManualOutcome, Provider, ProviderError, ProviderStanding,
     ProviderVerification, WebhookError,
 };

@@ -101,6 +101,18 @@ impl ProviderError {
     }
 }
 
+/// A manual decision on a verification in review.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ManualOutcome {
+    /// Identity confirmed by a person.
+    Approve,
+    /// Identity not confirmed by a person.
+    Reject,
+}
+
 /// An incoming provider webhook, as received: header names lower-cased, the body untouched (a
 /// signature covers the raw bytes).
 #[derive(Debug, Clone, Copy)]
@@ -168,6 +180,22 @@ pub trait Provider: Send + Sync {
     /// Checks an incoming webhook (its signature, where the provider signs) and names the
     /// verification it concerns. Its status is not trusted: the gateway re-reads the provider.
     fn verify_webhook(&self, webhook: IncomingWebhook<'_>) -> Result<String, WebhookError>;
+
+    /// Whether [`Provider::decide`] is supported.
+    fn takes_manual_decisions(&self) -> bool {
+        false
+    }
+
+    /// Records a person's manual decision on a verification in review, where the provider takes
+    /// one; `reason` is the reviewer's words, sent to the provider.
+    async fn decide(
+        &self,
+        _provider_reference: &str,
+        _outcome: ManualOutcome,
+        _reason: &str,
+    ) -> Result<ProviderVerification, ProviderError> {
+        Err(ProviderError::Unsupported("manual decisions"))
+    }
 
     /// Cancels a verification where the provider allows it.
     async fn cancel(

@@ -4,7 +4,7 @@
 use crate::app::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Tenant, ValidJson};
-use crate::input::{CreateVerification, ListParams};
+use crate::input::{CreateVerification, ListParams, ManualDecision};
 use crate::service::{self, Created};
 use crate::store::ListFilter;
 use axum::Json;
@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_identity))
         .routes(routes!(cancel_verification))
         .routes(routes!(verification_history))
+        .routes(routes!(decide_verification))
         .routes(routes!(subject_kyc))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -233,6 +234,51 @@ async fn cancel_verification(
 ) -> Result<Json<Verification>, ApiError> {
     let cancelled = service::cancel(&state, &tenant.runtime, &tenant.name, &id).await?;
     Ok(Json(cancelled.verification))
+}
+
+/// Approve or reject a verification in review by hand, where its provider takes manual decisions
+/// (gu1; BeTrust does not: 409 `not_supported`).
+///
+/// The provider is read first; the decision is then sent to it and recorded in the history with
+/// source `decision` and the name of the API key that made it. It emits an event, and a later
+/// provider sync cannot undo it.
+#[utoipa::path(
+    post,
+    path = "/v1/verifications/{id}/decision",
+    tag = "verifications",
+    params(("id" = String, Path, description = "The verification id (`ver_...`)")),
+    request_body = ManualDecision,
+    responses(
+        (status = 200, description = "Decided", body = Verification),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not in review (`not_in_review`), or the provider takes no manual decisions (`not_supported`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid, or the provider refused", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The provider is unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+async fn decide_verification(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+    ValidJson { body, .. }: ValidJson<ManualDecision>,
+) -> Result<Json<Verification>, ApiError> {
+    body.check()?;
+    let decided = service::decide(
+        &state,
+        &tenant.runtime,
+        &tenant.name,
+        &id,
+        &body,
+        &tenant.key_name,
+    )
+    .await?;
+    Ok(Json(decided.verification))
 }
 
 /// Every status change of a verification, oldest first: from, to, what caused it, and when.

@@ -4,7 +4,7 @@
 //! The policy and the providers it names are one [`Runtime`] snapshot behind a lock, so a request
 //! sees one consistent policy from start to end, and a reload swaps the whole snapshot at once.
 
-use crate::policy::{Policy, PolicyError, ProviderConfig, TenantConfig};
+use crate::policy::{ApiKey, Policy, PolicyError, ProviderConfig};
 use crate::store::Store;
 use hmac::{Hmac, KeyInit, Mac};
 use kyc_adapters_betrust::BetrustProvider;
@@ -66,8 +66,8 @@ pub struct Runtime {
     pub policy: Policy,
     /// Provider instances by name.
     pub providers: BTreeMap<String, Arc<dyn Provider>>,
-    /// Tenant name by API key hash (`sha256:<hex>`).
-    keys: HashMap<String, String>,
+    /// Tenant name and key by API key hash (`sha256:<hex>`).
+    keys: HashMap<String, (String, ApiKey)>,
     /// Webhook URL token by provider instance name.
     hook_tokens: BTreeMap<String, String>,
 }
@@ -96,7 +96,11 @@ impl Runtime {
         let keys = policy
             .tenants
             .iter()
-            .flat_map(|(tenant, t)| t.api_keys.iter().map(move |k| (k.clone(), tenant.clone())))
+            .flat_map(|(tenant, t)| {
+                t.api_keys
+                    .iter()
+                    .map(move |k| (k.hash().to_string(), (tenant.clone(), k.clone())))
+            })
             .collect();
         Ok(Runtime {
             policy,
@@ -106,10 +110,11 @@ impl Runtime {
         })
     }
 
-    /// The tenant owning an API key hash.
-    pub fn tenant_by_key_hash(&self, hash: &str) -> Option<(&str, &TenantConfig)> {
-        let name = self.keys.get(hash)?;
-        Some((name.as_str(), self.policy.tenants.get(name)?))
+    /// The tenant owning an API key hash, and that key, while it has not expired.
+    pub fn tenant_by_key_hash(&self, hash: &str) -> Option<(&str, &ApiKey)> {
+        let (name, key) = self.keys.get(hash)?;
+        let live = key.expires_at().is_none_or(|at| chrono::Utc::now() < at);
+        live.then_some((name.as_str(), key))
     }
 
     /// Whether `token` is the webhook token of provider instance `provider`.

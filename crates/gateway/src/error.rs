@@ -35,7 +35,8 @@ pub struct Problem {
     /// What went wrong in this case. Never holds personal data.
     pub detail: String,
     /// Stable machine code: `invalid_request`, `unauthorized`, `not_found`, `conflict`,
-    /// `subject_conflict`, `not_cancellable`, `not_supported`, `not_ready`, `provider_rejected`,
+    /// `subject_conflict`, `not_cancellable`, `not_supported`, `not_ready`, `not_in_review`,
+    /// `provider_rejected`,
     /// `provider_error`, `provider_unavailable`, `payload_too_large`, `unsupported_media_type`,
     /// `method_not_allowed`, `unavailable`, `internal_error`.
     pub code: String,
@@ -254,6 +255,10 @@ impl From<ServiceError> for ApiError {
             },
             e @ ServiceError::NotCancellable(_) => ApiError::Conflict {
                 code: "not_cancellable",
+                detail: e.to_string(),
+            },
+            e @ ServiceError::NotInReview(_) => ApiError::Conflict {
+                code: "not_in_review",
                 detail: e.to_string(),
             },
             e @ ServiceError::NotReady { .. } => ApiError::Conflict {

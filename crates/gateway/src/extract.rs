@@ -15,6 +15,8 @@ use std::sync::Arc;
 pub struct Tenant {
     /// The tenant's name in the policy.
     pub name: String,
+    /// The name of the API key the request came with (see [`crate::policy::ApiKey::name`]).
+    pub key_name: String,
     /// The policy snapshot for this request.
     pub runtime: Arc<Runtime>,
 }
@@ -42,12 +44,16 @@ impl FromRequestParts<AppState> for Tenant {
             .filter(|k| !k.is_empty())
             .ok_or(ApiError::Unauthorized)?;
         let runtime = state.runtime();
-        let name = runtime
+        let (name, key_name) = runtime
             .tenant_by_key_hash(&hash_api_key(key))
-            .map(|(name, _)| name.to_string())
+            .map(|(name, key)| (name.to_string(), key.name()))
             .ok_or(ApiError::Unauthorized)?;
         tracing::Span::current().record("tenant", name.as_str());
-        Ok(Tenant { name, runtime })
+        Ok(Tenant {
+            name,
+            key_name,
+            runtime,
+        })
     }
 }
 

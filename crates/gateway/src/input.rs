@@ -9,7 +9,7 @@
 use crate::error::ApiError;
 use crate::policy::is_country_code;
 use crate::store::{EventFilter, EventState};
-use kyc_core::{Checks, Personal, Status, Subject};
+use kyc_core::{Checks, ManualOutcome, Personal, Status, Subject};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -386,6 +386,37 @@ impl ListParams {
             limit,
             cursor: self.cursor,
         })
+    }
+}
+
+/// A manual decision on a verification in review, as sent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"outcome": "approve", "reason": "Document and selfie checked by hand"}))]
+pub struct ManualDecision {
+    /// Approve or reject.
+    pub outcome: ManualOutcome,
+    /// Why, in the reviewer's words: 5 to 500 characters, no control characters. Sent to the
+    /// provider and kept by it; keep personal data out.
+    #[schema(
+        min_length = 5,
+        max_length = 500,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
+    pub reason: String,
+}
+
+impl ManualDecision {
+    /// Checks the reason as the spec states it.
+    pub fn check(&self) -> Result<(), ApiError> {
+        let count = self.reason.chars().count();
+        if !(5..=500).contains(&count) || self.reason.chars().any(is_control) {
+            return Err(ApiError::invalid(
+                "reason",
+                "must be 5 to 500 characters with no control characters",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -107,8 +107,9 @@ impl ProviderConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
-    /// API keys as `sha256:<hex>` of the key (see `kyc-gateway hash-key`).
-    pub api_keys: Vec<String>,
+    /// API keys as `sha256:<hex>` of the key (see `kyc-gateway hash-key`), or tables naming
+    /// the key and, optionally, when it stops working.
+    pub api_keys: Vec<ApiKey>,
     /// Where the tenant's status-change events go.
     pub webhook_url: Option<String>,
     /// The tenant's Standard Webhooks signing secret (`whsec_...`).
@@ -120,6 +121,50 @@ pub struct TenantConfig {
     pub verification_valid_days: u32,
     /// Which provider gets which verification.
     pub routing: Routing,
+}
+
+/// One API key of a tenant: its hash alone, or with a name (shown as the actor of manual
+/// decisions) and an expiry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ApiKey {
+    /// `"sha256:<hex>"`.
+    Hash(String),
+    /// `{ name = "ci", hash = "sha256:<hex>", expires_at = "2027-06-30T00:00:00Z" }`.
+    Named {
+        /// What the key is called, e.g. the team or system holding it.
+        name: String,
+        /// `sha256:<hex>` of the key.
+        hash: String,
+        /// When the key stops working; absent, never.
+        #[serde(default)]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+impl ApiKey {
+    /// The `sha256:<hex>` form.
+    pub fn hash(&self) -> &str {
+        match self {
+            ApiKey::Hash(hash) | ApiKey::Named { hash, .. } => hash,
+        }
+    }
+
+    /// Its name, or for a bare hash the hash's first 12 hex digits (not secret, and stable).
+    pub fn name(&self) -> String {
+        match self {
+            ApiKey::Named { name, .. } => name.clone(),
+            ApiKey::Hash(hash) => hash.chars().take("sha256:".len() + 12).collect(),
+        }
+    }
+
+    /// When it stops working, if ever.
+    pub fn expires_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            ApiKey::Named { expires_at, .. } => *expires_at,
+            ApiKey::Hash(_) => None,
+        }
+    }
 }
 
 fn default_valid_days() -> u32 {
@@ -286,6 +331,7 @@ impl Policy {
             }
             for (i, key) in tenant.api_keys.iter().enumerate() {
                 let ok = key
+                    .hash()
                     .strip_prefix("sha256:")
                     .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
                 if !ok {

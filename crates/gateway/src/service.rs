@@ -7,7 +7,7 @@
 //! (a duplicate, a stale or out-of-order answer) writes nothing and emits nothing.
 
 use crate::app::{App, Runtime};
-use crate::input::CreateVerification;
+use crate::input::{CreateVerification, ManualDecision};
 use crate::routing::{self, RoutingError};
 use crate::store::{Inserted, NewChange, NewEvent, StoreError, StoredVerification, now};
 use chrono::Duration;
@@ -33,6 +33,9 @@ pub enum ServiceError {
     /// The verification is final and cannot be cancelled.
     #[error("the verification is already {0}")]
     NotCancellable(Status),
+    /// A manual decision needs the verification in review.
+    #[error("only a verification in review takes a manual decision; this one is {0}")]
+    NotInReview(Status),
     /// The provider has no document data yet.
     #[error("provider {provider} has no document data for this verification yet (status {status})")]
     NotReady {
@@ -229,7 +232,7 @@ pub async fn sync(
         _ => provider.get(reference).await,
     }
     .map_err(|e| ServiceError::provider(&stored.verification.provider, e))?;
-    record(app, runtime, stored, &answer, source).await
+    record(app, runtime, stored, &answer, source, None).await
 }
 
 /// Cancels a verification where the provider allows it.
@@ -249,7 +252,69 @@ pub async fn cancel(
         .cancel(&v.provider_reference)
         .await
         .map_err(|e| ServiceError::provider(&v.provider, e))?;
-    record(app, runtime, stored, &answer, Source::Cancel).await
+    record(app, runtime, stored, &answer, Source::Cancel, None).await
+}
+
+/// A person's approve or reject of a verification in review, made through the gateway where the
+/// provider takes manual decisions: the provider is synced first (it may have decided already),
+/// then told. The change is recorded with source `decision` and the deciding key's name; later
+/// syncs cannot undo it, since a final status never changes.
+pub async fn decide(
+    app: &App,
+    runtime: &Runtime,
+    tenant: &str,
+    id: &str,
+    decision: &ManualDecision,
+    key_name: &str,
+) -> Result<StoredVerification, ServiceError> {
+    let stored = load(app, tenant, id).await?;
+    let provider = provider_of(runtime, &stored)?;
+    let name = stored.verification.provider.clone();
+    if !provider.takes_manual_decisions() {
+        return Err(ServiceError::provider(
+            &name,
+            ProviderError::Unsupported("manual decisions"),
+        ));
+    }
+    if stored.verification.status != Status::InReview {
+        return Err(ServiceError::NotInReview(stored.verification.status));
+    }
+    let synced = sync(app, runtime, stored, Source::Refresh).await?;
+    if synced.verification.status != Status::InReview {
+        return Err(ServiceError::NotInReview(synced.verification.status));
+    }
+    let asked_at = now();
+    let answer = provider
+        .decide(
+            &synced.verification.provider_reference,
+            decision.outcome,
+            &decision.reason,
+        )
+        .await
+        .map_err(|e| ServiceError::provider(&name, e))?;
+    let (tenant, id) = (synced.tenant.clone(), synced.verification.id.clone());
+    let recorded = record(
+        app,
+        runtime,
+        synced,
+        &answer,
+        Source::Decision,
+        Some(key_name),
+    )
+    .await?;
+    // The provider may announce the decision by webhook before it answers the call, and that
+    // webhook may be recorded first: the change is still this decision's.
+    app.store
+        .attribute_change(
+            &tenant,
+            &id,
+            answer.status,
+            asked_at,
+            Source::Decision,
+            key_name,
+        )
+        .await?;
+    Ok(recorded)
 }
 
 /// Merges a provider's answer into the stored verification and writes it, with its history row
@@ -261,6 +326,7 @@ async fn record(
     mut current: StoredVerification,
     answer: &ProviderVerification,
     source: Source,
+    actor: Option<&str>,
 ) -> Result<StoredVerification, ServiceError> {
     for _ in 0..3 {
         let at = now();
@@ -276,7 +342,7 @@ async fn record(
                 from: Some(old),
                 to: next.status,
                 source,
-                actor: None,
+                actor: actor.map(str::to_string),
                 at,
             },
         });

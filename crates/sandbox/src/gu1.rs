@@ -156,6 +156,11 @@ impl Gu1Sim {
             .route("/api/kyc/validations/{id}", get(get_validation))
             .route("/api/kyc/validations/{id}/sync", post(sync_validation))
             .route("/api/kyc/validations/{id}/cancel", post(cancel_validation))
+            .route(
+                "/api/kyc/validations/{id}/approve",
+                post(approve_validation),
+            )
+            .route("/api/kyc/validations/{id}/reject", post(reject_validation))
             .route("/api/kyc/entities/{id}/current", get(current_validation))
             .route("/api/kyc/entities/{id}/status", get(entity_status))
             .route_layer(middleware::from_fn_with_state(
@@ -560,6 +565,61 @@ async fn cancel_validation(State(shared): State<Arc<Shared>>, Path(id): Path<Str
         .data
         .insert("updatedAt".into(), now_rfc3339().into());
     Json(Value::Object(validation.data.clone())).into_response()
+}
+
+/// `POST /api/kyc/validations/{id}/approve` with `{reason}`: a manual approval.
+async fn approve_validation(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    decide(&shared, &id, Outcome::Approved, &body).await
+}
+
+/// `POST /api/kyc/validations/{id}/reject` with `{reason}`: a manual rejection.
+async fn reject_validation(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    decide(&shared, &id, Outcome::Rejected, &body).await
+}
+
+/// A manual decision: only `in_review`, with a reason of 5 characters or more; the validation
+/// then ends as `outcome` (and the webhook goes out) and keeps that through later syncs.
+async fn decide(shared: &Shared, id: &str, outcome: Outcome, body: &[u8]) -> Response {
+    let reason_ok = json_object(body)
+        .and_then(|b| b.get("reason").and_then(Value::as_str).map(str::to_owned))
+        .is_some_and(|r| r.chars().count() >= 5);
+    if !reason_ok {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "reason is required (5 characters or more)",
+        );
+    }
+    let status = match lock(&shared.state).validation_mut(id) {
+        Some(v) => v.status().to_owned(),
+        None => return not_found(),
+    };
+    if status != "in_review" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_STATUS",
+            "Validation is not in review",
+        );
+    }
+    if finish(shared, id, outcome).await.is_err() {
+        return not_found();
+    }
+    let mut state = lock(&shared.state);
+    match state.validation_mut(id) {
+        Some(v) => {
+            v.data.insert("manualDecision".into(), Value::Bool(true));
+            Json(Value::Object(v.data.clone())).into_response()
+        }
+        None => not_found(),
+    }
 }
 
 /// `GET /api/kyc/entities/{entityId}/current`.

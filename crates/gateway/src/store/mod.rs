@@ -153,6 +153,18 @@ pub trait Store: EventStore + Send + Sync {
         change: Option<&NewChange>,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError>;
+    /// Attributes the change of a verification to `to`, recorded since `since` by a provider
+    /// read (webhook, refresh, reconciler), to `source` and `actor` instead: the read only saw
+    /// what the caller's own action caused.
+    async fn attribute_change(
+        &self,
+        tenant: &str,
+        verification_id: &str,
+        to: Status,
+        since: DateTime<Utc>,
+        source: Source,
+        actor: &str,
+    ) -> Result<(), StoreError>;
     /// A verification's status changes, oldest first.
     async fn history(
         &self,
@@ -570,6 +582,31 @@ impl Store for SqlStore {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn attribute_change(
+        &self,
+        tenant: &str,
+        verification_id: &str,
+        to: Status,
+        since: DateTime<Utc>,
+        source: Source,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE status_changes SET source = $1, actor = $2 \
+             WHERE tenant = $3 AND verification_id = $4 AND to_status = $5 AND at >= $6 \
+             AND source IN ('webhook', 'refresh', 'reconciler')",
+        )
+        .bind(source.as_str())
+        .bind(actor)
+        .bind(tenant)
+        .bind(verification_id)
+        .bind(to.as_str())
+        .bind(ts(since))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn history(
