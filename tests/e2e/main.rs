@@ -884,27 +884,43 @@ fn check_config_and_hash_key_commands() {
         String::from_utf8_lossy(&ok.stderr)
     );
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.toml");
-    let text = std::fs::read_to_string(example)
-        .unwrap()
-        .replace("default = \"betrust-cl\"", "default = \"betrust-xx\"");
-    std::fs::write(&bad, text).unwrap();
-    let out = std::process::Command::new(binary())
-        .args(["check-config", bad.to_str().unwrap()])
-        .env("BETRUST_CLIENT_ID", "id")
-        .env("BETRUST_CLIENT_SECRET", "s")
-        .env("GU1_API_KEY", "k")
-        .env("GU1_WEBHOOK_SECRET", "w")
-        .env(
-            "PAYMENTS_WEBHOOK_SECRET",
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        )
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("tenants.payments.routing.default"),
-        "{stderr}"
-    );
+    // Each bad edit is named by its key: the policy's own, and the adapters' settings.
+    let pinned = std::fs::read_to_string(example).unwrap();
+    for (from, to, key) in [
+        (
+            "default = \"betrust-cl\"",
+            "default = \"betrust-xx\"",
+            "tenants.payments.routing.default",
+        ),
+        ("kind = \"gu1\"", "kind = \"nope\"", "providers.gu1.kind"),
+        (
+            "company_id = \"201\"",
+            "company_id = \"201\"\ntimeout_ms = \"soon\"",
+            "providers.betrust-cl.timeout_ms",
+        ),
+        (
+            "base_url = \"https://api.gu1.ai\"",
+            "base_url = \"ftp://api.gu1.ai\"",
+            "providers.gu1",
+        ),
+    ] {
+        assert!(pinned.contains(from), "{from}");
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, pinned.replace(from, to)).unwrap();
+        let out = std::process::Command::new(binary())
+            .args(["check-config", bad.to_str().unwrap()])
+            .env("BETRUST_CLIENT_ID", "id")
+            .env("BETRUST_CLIENT_SECRET", "s")
+            .env("GU1_API_KEY", "k")
+            .env("GU1_WEBHOOK_SECRET", "w")
+            .env(
+                "PAYMENTS_WEBHOOK_SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            )
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{to}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("{key}:")), "{to}: {stderr}");
+    }
 }

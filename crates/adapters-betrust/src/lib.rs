@@ -65,14 +65,15 @@
 //! - Webhooks are unsigned: the gateway's per-provider URL token is the guard, and the gateway re-reads
 //!   the transaction before believing any state.
 //! - An invalid configuration (a base URL that is not http(s)) fails [`BetrustProvider::new`] with
-//!   [`ProviderError::Rejected`] and code `invalid_config`, the closest variant the core error offers.
+//!   [`ProviderError::Config`]. The gateway builds instances through [`AdapterConfig`] on
+//!   [`BetrustConfig`], under `kind = "betrust"`.
 
 pub mod transformers;
 
 use async_trait::async_trait;
 use kyc_core::{
-    CreateRequest, Identity, IncomingWebhook, Provider, ProviderError, ProviderVerification,
-    WebhookError,
+    AdapterConfig, CreateRequest, Identity, IncomingWebhook, Provider, ProviderError,
+    ProviderVerification, WebhookError,
 };
 use moka::future::Cache;
 use moka::ops::compute::Op;
@@ -223,9 +224,14 @@ impl fmt::Debug for BetrustProvider {
 }
 
 fn invalid_config(message: String) -> ProviderError {
-    ProviderError::Rejected {
-        code: "invalid_config".into(),
-        message,
+    ProviderError::Config(message)
+}
+
+impl AdapterConfig for BetrustConfig {
+    const KIND: &'static str = "betrust";
+
+    fn build(self, name: &str) -> Result<std::sync::Arc<dyn Provider>, ProviderError> {
+        Ok(std::sync::Arc::new(BetrustProvider::new(name, self)?))
     }
 }
 

@@ -81,8 +81,8 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use kyc_core::{
-    CreateRequest, Identity, IncomingWebhook, ManualOutcome, Personal, Provider, ProviderError,
-    ProviderStanding, ProviderVerification, WebhookError,
+    AdapterConfig, CreateRequest, Identity, IncomingWebhook, ManualOutcome, Personal, Provider,
+    ProviderError, ProviderStanding, ProviderVerification, WebhookError,
 };
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -236,9 +236,14 @@ impl Op {
 }
 
 fn config_error(message: impl Into<String>) -> ProviderError {
-    ProviderError::Rejected {
-        code: "invalid_config".to_string(),
-        message: message.into(),
+    ProviderError::Config(message.into())
+}
+
+impl AdapterConfig for Gu1Config {
+    const KIND: &'static str = "gu1";
+
+    fn build(self, name: &str) -> Result<std::sync::Arc<dyn Provider>, ProviderError> {
+        Ok(std::sync::Arc::new(Gu1Provider::new(name, self)?))
     }
 }
 
@@ -927,10 +932,7 @@ mod tests {
         ];
         for extra in bad {
             let err = Gu1Provider::new("gu1", config(extra.clone()).unwrap()).unwrap_err();
-            assert!(
-                matches!(&err, ProviderError::Rejected { code, .. } if code == "invalid_config"),
-                "{extra}: {err:?}"
-            );
+            assert!(matches!(&err, ProviderError::Config(_)), "{extra}: {err:?}");
         }
         assert!(Gu1Provider::new("gu1", config(json!({})).unwrap()).is_ok());
     }

@@ -16,6 +16,6 @@ pub use model::{
 };
 pub use personal::Personal;
 pub use provider::{
-    CreateRequest, IncomingWebhook, ManualOutcome, Provider, ProviderError, ProviderStanding,
-    ProviderVerification, WebhookError,
+    AdapterConfig, CreateRequest, IncomingWebhook, ManualOutcome, Provider, ProviderError,
+    ProviderStanding, ProviderVerification, WebhookError,
 };

@@ -92,6 +92,10 @@ pub enum ProviderError {
     /// This provider has no such operation.
     #[error("the provider does not support {0}")]
     Unsupported(&'static str),
+    /// The instance's configuration is unusable (a base URL that is not http(s), say); the text
+    /// names the setting, never a secret.
+    #[error("invalid configuration: {0}")]
+    Config(String),
 }
 
 impl ProviderError {
@@ -142,6 +146,17 @@ pub enum WebhookError {
     /// The body cannot be read as this provider's webhook.
     #[error("webhook body unreadable: {0}")]
     BadBody(String),
+}
+
+/// An adapter's configuration section, as written under `[providers.NAME]` with `kind = KIND`.
+/// Each adapter crate implements it once for its config type; the gateway registers the type with
+/// one line and builds instances through it.
+pub trait AdapterConfig: serde::de::DeserializeOwned {
+    /// The `kind` that selects this adapter in the policy (`betrust`, `gu1`).
+    const KIND: &'static str;
+
+    /// Builds the provider instance called `name`.
+    fn build(self, name: &str) -> Result<std::sync::Arc<dyn Provider>, ProviderError>;
 }
 
 /// One provider instance, as the gateway uses it. Implemented once per adapter crate.

@@ -5,12 +5,10 @@
 //! sees one consistent policy from start to end, and a reload swaps the whole snapshot at once.
 
 use crate::policy::{ApiKey, Policy, PolicyError, ProviderConfig};
+use crate::providers::BuildError;
 use crate::store::Store;
 use hmac::{Hmac, KeyInit, Mac};
-use kyc_adapters_betrust::BetrustProvider;
-use kyc_adapters_gu1::Gu1Provider;
 use kyc_core::Provider;
-use secrecy::ExposeSecret;
 use sha2::Sha256;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -78,18 +76,19 @@ impl Runtime {
         let mut providers: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
         let mut hook_tokens = BTreeMap::new();
         for (name, config) in &policy.providers {
-            let built: Result<Arc<dyn Provider>, _> = match config {
-                ProviderConfig::Betrust(c) => {
-                    BetrustProvider::new(name, c.clone()).map(|p| Arc::new(p) as _)
-                }
-                ProviderConfig::Gu1(c) => {
-                    Gu1Provider::new(name, c.clone()).map(|p| Arc::new(p) as _)
-                }
-            };
-            let provider = built.map_err(|e| PolicyError::Invalid {
-                key: format!("providers.{name}"),
-                message: e.to_string(),
-            })?;
+            let provider =
+                crate::providers::build_instance(&config.kind, name, config.settings.clone())
+                    .map_err(|e| {
+                        let key = match &e {
+                            BuildError::Setting { key, .. } => format!("providers.{name}.{key}"),
+                            BuildError::UnknownKind(_) => format!("providers.{name}.kind"),
+                            BuildError::Adapter(_) => format!("providers.{name}"),
+                        };
+                        PolicyError::Invalid {
+                            key,
+                            message: e.to_string(),
+                        }
+                    })?;
             providers.insert(name.clone(), provider);
             hook_tokens.insert(name.clone(), hook_token(name, config));
         }
@@ -126,10 +125,11 @@ impl Runtime {
 }
 
 /// A stable, unguessable token for an instance's webhook URL: derived from the instance's own
-/// secret, so it survives restarts and differs between instances and deployments.
+/// secrets, so it survives restarts and differs between instances and deployments.
 fn hook_token(name: &str, config: &ProviderConfig) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(config.secret().expose_secret().as_bytes())
-        .expect("HMAC takes any key length");
+    let key = config.secrets().join("\n");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
     mac.update(b"kyc-gateway webhook url token\n");
     mac.update(name.as_bytes());
     hex::encode(mac.finalize().into_bytes())[..40].to_string()

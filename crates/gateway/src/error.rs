@@ -161,7 +161,7 @@ impl ApiError {
             ApiError::NotFound(_) => (S::NOT_FOUND, "not_found", "Not found"),
             ApiError::Conflict { code, .. } => (S::CONFLICT, code, "Conflict"),
             ApiError::Provider { error, .. } => match error {
-                ProviderError::Unavailable(_) => (
+                ProviderError::Unavailable(_) | ProviderError::Config(_) => (
                     S::SERVICE_UNAVAILABLE,
                     "provider_unavailable",
                     "Provider unavailable",
@@ -218,6 +218,11 @@ impl ApiError {
             ApiError::Provider { provider, error } => match error {
                 ProviderError::Unavailable(why) => {
                     format!("provider {provider} is unavailable ({why}); retry later")
+                }
+                ProviderError::Config(_) => {
+                    format!(
+                        "provider {provider} is misconfigured; the operators are told in the log"
+                    )
                 }
                 ProviderError::BadResponse(_) => {
                     format!("provider {provider} answered something the gateway cannot read")

@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod openapi;
 pub mod outbound;
 pub mod policy;
+pub mod providers;
 pub mod routing;
 pub mod sandbox;
 pub mod server;

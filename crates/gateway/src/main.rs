@@ -69,7 +69,10 @@ async fn main() -> ExitCode {
             print!("{}", kyc_gateway::openapi::document_json());
             ExitCode::SUCCESS
         }
-        Some(Command::CheckConfig { file }) => match Policy::load(&file) {
+        // The adapters check their own settings when an instance is built.
+        Some(Command::CheckConfig { file }) => match Policy::load(&file)
+            .and_then(|p| kyc_gateway::app::Runtime::build(p.clone()).map(|_| p))
+        {
             Ok(policy) => {
                 println!(
                     "{file}: ok ({} providers, {} tenants)",

@@ -5,8 +5,6 @@
 //! Secrets come from the environment through `${VAR}`; the lookup is a parameter so that the
 //! sandbox and tests can supply their own environment without touching the process's.
 
-use kyc_adapters_betrust::BetrustConfig;
-use kyc_adapters_gu1::Gu1Config;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -83,23 +81,35 @@ pub struct StoreConfig {
     pub url: String,
 }
 
-/// One provider instance: its adapter kind and that adapter's settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum ProviderConfig {
-    /// BeTrust (trust.lat).
-    Betrust(BetrustConfig),
-    /// gu1 (gu1.ai).
-    Gu1(Gu1Config),
+/// One provider instance: its adapter kind and that adapter's settings, which the adapter reads
+/// (see [`crate::providers`]).
+#[derive(Clone, Deserialize)]
+pub struct ProviderConfig {
+    /// The adapter (`betrust`, `gu1`).
+    pub kind: String,
+    /// Everything else in the section, secrets interpolated.
+    #[serde(flatten)]
+    pub settings: toml::Table,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    /// Names the settings, never their values (some are secrets).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("kind", &self.kind)
+            .field("settings", &self.settings.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl ProviderConfig {
-    /// The instance's main secret, used to derive the unguessable token in its webhook URL.
-    pub fn secret(&self) -> &SecretString {
-        match self {
-            ProviderConfig::Betrust(c) => &c.client_secret,
-            ProviderConfig::Gu1(c) => &c.api_key,
-        }
+    /// The section's secret values (`client_secret`, `api_key`, `webhook_secret`), in key order:
+    /// the key of the unguessable token in the instance's webhook URL.
+    pub fn secrets(&self) -> Vec<&str> {
+        SECRET_KEYS
+            .iter()
+            .filter_map(|k| self.settings.get(*k).and_then(toml::Value::as_str))
+            .collect()
     }
 }
 
@@ -509,7 +519,9 @@ mod tests {
             policy.tenants["payments"].routing.default.as_deref(),
             Some("betrust-cl")
         );
-        assert!(matches!(policy.providers["gu1"], ProviderConfig::Gu1(_)));
+        assert_eq!(policy.providers["gu1"].kind, "gu1");
+        let printed = format!("{policy:?}");
+        assert!(!printed.contains("value-of-GU1_API_KEY"), "{printed}");
         assert_eq!(policy.reconciler.every_seconds, 60);
         assert_eq!(policy.server.outbound_allow.len(), 2);
     }
