@@ -145,7 +145,8 @@ async fn the_readme_tour_works_as_written() {
         "the tour failed:\n{stdout}\n{stderr}\n{}",
         sandbox.log()
     );
-    // Step 1 prints the new verification; 3 and 6 print its status; 4 the identity; 5 the standing.
+    // Step 1 prints the new verification; 3 and 6 print its status; 4 the identity; 5 the
+    // standing; 7 the history; 8 the event as received and as delivered.
     let created: Value =
         serde_json::from_str(&stdout[..stdout.find("}\n").expect("step 1 printed an object") + 1])
             .unwrap();
@@ -165,6 +166,21 @@ async fn the_readme_tour_works_as_written() {
     assert!(
         lines.contains(&"1"),
         "step 6 lists one verification:\n{stdout}"
+    );
+    assert!(
+        lines.contains(&r#"[null,"pending","create"]"#)
+            && lines.contains(&r#"["pending","approved","webhook"]"#),
+        "step 7 shows the history:\n{stdout}"
+    );
+    assert!(
+        lines.contains(
+            &r#"{"type":"verification.updated","status":"approved","signature_verified":true}"#
+        ),
+        "step 8 shows the signed event:\n{stdout}"
+    );
+    assert!(
+        lines.contains(&r#"{"state":"delivered","attempts":[204]}"#),
+        "and its delivery:\n{stdout}"
     );
 }
 

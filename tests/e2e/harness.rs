@@ -408,6 +408,8 @@ impl Sandbox {
                 break;
             }
         }
+        // Keep reading, as a terminal would: the sandbox prints a line per event it receives.
+        std::thread::spawn(move || stdout.map_while(Result::ok).for_each(drop));
         Sandbox {
             base,
             banner,

@@ -114,6 +114,16 @@ async fn request_context(request: Request, next: Next) -> Response {
     response
 }
 
+/// Binds `listen`, a clear error when another process holds it.
+pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => ServeError::AddressInUse(listen.to_string()),
+            _ => ServeError::Io(e),
+        })
+}
+
 /// Opens the store, binds `listen`, and serves `policy` until Ctrl-C or SIGTERM. `on_listening`
 /// gets the bound base URL (useful when `listen` asks for port 0).
 pub async fn serve(
@@ -121,13 +131,17 @@ pub async fn serve(
     listen: &str,
     on_listening: impl FnOnce(&str),
 ) -> Result<(), ServeError> {
+    serve_on(bind(listen).await?, policy, Router::new(), on_listening).await
+}
+
+/// Serves `policy` on a bound listener, with `extra` routes beside the API (the sandbox's).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    policy: Policy,
+    extra: Router,
+    on_listening: impl FnOnce(&str),
+) -> Result<(), ServeError> {
     let store = SqlStore::connect(&policy.store.url).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => ServeError::AddressInUse(listen.to_string()),
-            _ => ServeError::Io(e),
-        })?;
     let base = format!("http://{}", listener.local_addr()?);
     let public_url = policy
         .server
@@ -142,7 +156,7 @@ pub async fn serve(
     ));
     tokio::spawn(jobs::reconciler::run(app.clone()));
     tokio::spawn(jobs::outbox::run(app.clone()));
-    let service = router(AppState(app));
+    let service = router(AppState(app)).merge(extra);
     tracing::info!("listening on {base}");
     on_listening(&base);
     axum::serve(listener, service)
