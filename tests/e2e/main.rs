@@ -167,6 +167,39 @@ async fn the_reconciler_catches_up_when_webhooks_are_lost() {
     }
 }
 
+/// A provider whose reads are slow delays only its own verifications: the reconciler's round for
+/// another provider goes on.
+#[tokio::test]
+async fn a_slow_provider_does_not_stall_the_reconciler_for_the_others() {
+    let w = World::start_with(Options {
+        reconcile_every: 1,
+        ..Options::webhooks_lost()
+    })
+    .await;
+    for i in 0..24 {
+        w.create(person(&format!("slow-{i}"), &format!("sub-slow-{i}"), "CL"))
+            .await;
+    }
+    let on_gu1 = w.create(person("fast-1", "sub-fast-1", "AR")).await;
+    // Every BeTrust read now takes 4 s: its round needs three rounds of 8 reads, 12 s.
+    w.betrust
+        .inject(FaultRule::always(Fault::Latency(Duration::from_secs(4))).on_path("/transaction"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    w.finish(&on_gu1, Outcome::Approved).await;
+    let finished = Instant::now();
+    loop {
+        let (_, stored) = w.get(&path_of(&on_gu1, ""), ALPHA_KEY).await;
+        if stored["status"] == "approved" {
+            break;
+        }
+        assert!(
+            finished.elapsed() < Duration::from_secs(6),
+            "gu1 waited on BeTrust's round: {stored}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The same gateway on PostgreSQL (the several-replicas store).
 #[tokio::test]
 #[ignore = "needs PostgreSQL (KYC_TEST_POSTGRES_URL); .ci/run runs it"]
