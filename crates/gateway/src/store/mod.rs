@@ -879,12 +879,61 @@ mod tests {
             Status::Approved,
             Source::Refresh,
         );
+        let later = NewEvent {
+            id: format!("evt_{}", ulid::Ulid::generate()),
+            created_at: now(),
+            due_at: now(),
+            ..event.clone()
+        };
         assert!(
             store
-                .save_change(&tenant, Status::InProgress, &done, Some(&approve), None)
+                .save_change(
+                    &tenant,
+                    Status::InProgress,
+                    &done,
+                    Some(&approve),
+                    Some(&later)
+                )
                 .await
                 .unwrap()
         );
+
+        // The outbox: events of one verification go in order, each claimed by one sender.
+        let due_ids = |due: Vec<DueEvent>| -> Vec<String> {
+            due.into_iter()
+                .map(|d| d.id)
+                .filter(|id| *id == event.id || *id == later.id)
+                .collect()
+        };
+        let soon = now() + chrono::Duration::seconds(1);
+        assert_eq!(
+            due_ids(store.due_events(soon, 10_000).await.unwrap()),
+            [event.id.clone()]
+        );
+        let lease = soon + chrono::Duration::seconds(60);
+        assert!(store.claim_event(&event.id, soon, lease).await.unwrap());
+        assert!(!store.claim_event(&event.id, soon, lease).await.unwrap());
+        assert!(due_ids(store.due_events(soon, 10_000).await.unwrap()).is_empty());
+        let attempt = Attempt {
+            at: soon,
+            status_code: Some(204),
+            latency_ms: 3,
+            error: None,
+        };
+        store
+            .record_attempt(&event.id, &attempt, AttemptOutcome::Delivered)
+            .await
+            .unwrap();
+        assert_eq!(
+            due_ids(store.due_events(soon, 10_000).await.unwrap()),
+            [later.id.clone()]
+        );
+        let logged = store.get_event(&tenant, &event.id).await.unwrap().unwrap();
+        assert_eq!(
+            (logged.state, logged.attempts),
+            (EventState::Delivered, vec![attempt])
+        );
+        assert!(store.get_event(&other, &event.id).await.unwrap().is_none());
 
         // Listing, filtering, paging, standing.
         for i in 0..3 {
