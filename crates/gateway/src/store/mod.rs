@@ -908,7 +908,7 @@ mod tests {
         let soon = now() + chrono::Duration::seconds(1);
         assert_eq!(
             due_ids(store.due_events(soon, 10_000).await.unwrap()),
-            [event.id.clone()]
+            std::slice::from_ref(&event.id)
         );
         let lease = soon + chrono::Duration::seconds(60);
         assert!(store.claim_event(&event.id, soon, lease).await.unwrap());
@@ -926,7 +926,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             due_ids(store.due_events(soon, 10_000).await.unwrap()),
-            [later.id.clone()]
+            std::slice::from_ref(&later.id)
         );
         let logged = store.get_event(&tenant, &event.id).await.unwrap().unwrap();
         assert_eq!(
