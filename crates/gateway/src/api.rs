@@ -3,13 +3,11 @@
 
 use crate::app::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{Tenant, ValidJson};
+use crate::extract::{Tenant, ValidJson, ValidQuery, split_page};
 use crate::input::{CreateVerification, ListParams, ManualDecision};
 use crate::service::{self, Created};
-use crate::store::ListFilter;
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kyc_core::{Identity, Source, StatusChange, SubjectStanding, Verification};
@@ -101,34 +99,17 @@ async fn create_verification(
 async fn list_verifications(
     State(state): State<AppState>,
     tenant: Tenant,
-    params: Result<Query<ListParams>, QueryRejection>,
+    ValidQuery(params): ValidQuery<ListParams>,
 ) -> Result<Json<VerificationPage>, ApiError> {
-    let Query(params) = params.map_err(|_| ApiError::BadRequest {
-        field: None,
-        detail: "the query string could not be read".into(),
-    })?;
-    let query = params.check()?;
-    let limit = query.limit;
-    let filter = ListFilter {
-        reference: query.reference,
-        subject_id: query.subject_id,
-        status: query.status,
-        before_id: query.cursor,
-        limit: limit + 1,
-    };
-    let mut items: Vec<Verification> = state
-        .store
-        .list(&tenant.name, &filter)
-        .await?
-        .into_iter()
-        .map(|s| s.verification)
-        .collect();
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|v| v.id.clone())
-    } else {
-        None
-    };
+    let mut filter = params.check()?;
+    let limit = filter.limit;
+    filter.limit += 1;
+    let rows = state.store.list(&tenant.name, &filter).await?;
+    let (items, next_cursor) = split_page(
+        rows.into_iter().map(|s| s.verification).collect(),
+        limit,
+        |v: &Verification| &v.id,
+    );
     Ok(Json(VerificationPage { items, next_cursor }))
 }
 

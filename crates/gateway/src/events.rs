@@ -3,12 +3,11 @@
 
 use crate::app::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::Tenant;
+use crate::extract::{Tenant, ValidQuery, split_page};
 use crate::input::EventParams;
 use crate::store::{EventRecord, now};
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -52,22 +51,13 @@ pub struct EventPage {
 async fn list_events(
     State(state): State<AppState>,
     tenant: Tenant,
-    params: Result<Query<EventParams>, QueryRejection>,
+    ValidQuery(params): ValidQuery<EventParams>,
 ) -> Result<Json<EventPage>, ApiError> {
-    let Query(params) = params.map_err(|_| ApiError::BadRequest {
-        field: None,
-        detail: "the query string could not be read".into(),
-    })?;
     let mut filter = params.check()?;
-    let limit = filter.limit as usize;
+    let limit = filter.limit;
     filter.limit += 1;
-    let mut items = state.store.list_events(&tenant.name, &filter).await?;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|e| e.id.clone())
-    } else {
-        None
-    };
+    let rows = state.store.list_events(&tenant.name, &filter).await?;
+    let (items, next_cursor) = split_page(rows, limit, |e: &EventRecord| &e.id);
     Ok(Json(EventPage { items, next_cursor }))
 }
 

@@ -124,3 +124,37 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
         Ok(ValidJson { body, raw })
     }
 }
+
+/// Query parameters of type `T`; a query string that cannot be read (a repeated parameter, say)
+/// is a 400 problem. Each parameter's own rules are `T`'s to check.
+pub struct ValidQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(params)| ValidQuery(params))
+            .map_err(|_| ApiError::BadRequest {
+                field: None,
+                detail: "the query string could not be read".into(),
+            })
+    }
+}
+
+/// Cuts a page fetched with one row more than `limit`: the rows to answer, and the cursor of the
+/// next page when there is one.
+pub fn split_page<T>(
+    mut items: Vec<T>,
+    limit: u32,
+    id: impl Fn(&T) -> &str,
+) -> (Vec<T>, Option<String>) {
+    if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        let next = items.last().map(|last| id(last).to_string());
+        (items, next)
+    } else {
+        (items, None)
+    }
+}

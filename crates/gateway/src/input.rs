@@ -8,7 +8,7 @@
 
 use crate::error::ApiError;
 use crate::policy::is_country_code;
-use crate::store::{EventFilter, EventState};
+use crate::store::{EventFilter, EventState, ListFilter};
 use kyc_core::{Checks, ManualOutcome, Personal, Status, Subject};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -332,25 +332,10 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
-/// A list request, checked.
-#[derive(Debug)]
-pub struct ListQuery {
-    /// Exact caller reference.
-    pub reference: Option<String>,
-    /// Exact subject id.
-    pub subject_id: Option<String>,
-    /// One status.
-    pub status: Option<Status>,
-    /// Page size.
-    pub limit: u32,
-    /// Verifications older than this id.
-    pub cursor: Option<String>,
-}
-
 impl ListParams {
     /// Checks every parameter. An empty value is refused like any other bad value: the spec
     /// gives each a minimum length, a pattern or an enum.
-    pub fn check(self) -> Result<ListQuery, ApiError> {
+    pub fn check(self) -> Result<ListFilter, ApiError> {
         if let Some(reference) = &self.reference {
             text("reference", reference, MAX_TEXT)?;
         }
@@ -379,12 +364,12 @@ impl ListParams {
                 "must be a next_cursor from a previous page",
             ));
         }
-        Ok(ListQuery {
+        Ok(ListFilter {
             reference: self.reference,
             subject_id: self.subject_id,
             status,
+            before_id: self.cursor,
             limit,
-            cursor: self.cursor,
         })
     }
 }

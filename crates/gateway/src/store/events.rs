@@ -1,7 +1,7 @@
 //! The outbox's queries: events waiting for delivery, their attempts, and the tenant's view of
 //! them. Events are written by [`super::Store::save_change`], in the change's own transaction.
 
-use super::{SqlStore, StoreError, parse_ts, ts};
+use super::{SqlStore, StoreError, TenantPage, bound, parse_ts, ts};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -177,23 +177,11 @@ pub(super) const DUE_EVENTS: &str = "SELECT e.id, e.tenant, e.payload, e.attempt
 
 /// The SQL and binds of a page of a tenant's events (also read by the query-plan test).
 pub(super) fn list_events_query(tenant: &str, filter: &EventFilter) -> (String, Vec<String>) {
-    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant = $1");
-    let mut binds = vec![tenant.to_string()];
-    let mut add = |column: &str, op: &str, value: String| {
-        binds.push(value);
-        sql.push_str(&format!(" AND {column} {op} ${}", binds.len()));
-    };
-    if let Some(v) = &filter.verification_id {
-        add("verification_id", "=", v.clone());
-    }
-    if let Some(s) = filter.state {
-        add("state", "=", s.as_str().to_string());
-    }
-    if let Some(c) = &filter.before_id {
-        add("id", "<", c.clone());
-    }
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit));
-    (sql, binds)
+    TenantPage::new(EVENT_COLUMNS, "events", tenant)
+        .and("verification_id", "=", filter.verification_id.clone())
+        .and("state", "=", filter.state.map(|s| s.as_str().to_string()))
+        .and("id", "<", filter.before_id.clone())
+        .finish(true, filter.limit)
 }
 
 fn corrupt(column: &'static str) -> StoreError {
@@ -370,11 +358,7 @@ impl EventStore for SqlStore {
         filter: &EventFilter,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let (sql, binds) = list_events_query(tenant, filter);
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for b in binds {
-            query = query.bind(b);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = bound(sql, binds).fetch_all(&self.pool).await?;
         self.with_attempts(rows).await
     }
 

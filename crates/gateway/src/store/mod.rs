@@ -273,11 +273,7 @@ impl SqlStore {
         binds: &[&str],
     ) -> Result<Option<StoredVerification>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM verifications WHERE {condition}");
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for b in binds {
-            query = query.bind(b.to_string());
-        }
-        query
+        bound(sql, binds.iter().map(|b| b.to_string()).collect())
             .fetch_optional(&self.pool)
             .await?
             .map(|r| row_to_stored(&r))
@@ -357,32 +353,60 @@ fn row_to_stored(row: &AnyRow) -> Result<StoredVerification, StoreError> {
     })
 }
 
+/// A page of one tenant's rows: `SELECT … WHERE tenant = $1`, then the filters given, each with
+/// its own bind, newest first.
+struct TenantPage {
+    sql: String,
+    binds: Vec<String>,
+}
+
+impl TenantPage {
+    fn new(columns: &str, table: &str, tenant: &str) -> TenantPage {
+        TenantPage {
+            sql: format!("SELECT {columns} FROM {table} WHERE tenant = $1"),
+            binds: vec![tenant.to_string()],
+        }
+    }
+
+    /// Adds `AND column op $n` when there is a value.
+    fn and(mut self, column: &str, op: &str, value: Option<String>) -> TenantPage {
+        if let Some(value) = value {
+            self.binds.push(value);
+            self.sql
+                .push_str(&format!(" AND {column} {op} ${}", self.binds.len()));
+        }
+        self
+    }
+
+    /// Newest first (unless at most one row can match), `limit` rows.
+    fn finish(mut self, ordered: bool, limit: u32) -> (String, Vec<String>) {
+        if ordered {
+            self.sql.push_str(" ORDER BY id DESC");
+        }
+        self.sql.push_str(&format!(" LIMIT {limit}"));
+        (self.sql, self.binds)
+    }
+}
+
+/// A query with its text binds.
+fn bound(
+    sql: String,
+    binds: Vec<String>,
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    binds
+        .into_iter()
+        .fold(sqlx::query(AssertSqlSafe(sql)), |query, b| query.bind(b))
+}
+
 /// The SQL and binds of a list of a tenant's verifications (also read by the query-plan test).
 fn list_query(tenant: &str, filter: &ListFilter) -> (String, Vec<String>) {
-    let mut sql = format!("SELECT {COLUMNS} FROM verifications WHERE tenant = $1");
-    let mut binds = vec![tenant.to_string()];
-    let mut add = |column: &str, op: &str, value: String| {
-        binds.push(value);
-        sql.push_str(&format!(" AND {column} {op} ${}", binds.len()));
-    };
-    if let Some(r) = &filter.reference {
-        add("reference", "=", r.clone());
-    }
-    if let Some(s) = &filter.subject_id {
-        add("subject_id", "=", s.clone());
-    }
-    if let Some(s) = filter.status {
-        add("status", "=", s.as_str().to_string());
-    }
-    if let Some(c) = &filter.before_id {
-        add("id", "<", c.clone());
-    }
-    // A reference names at most one verification: nothing to order.
-    if filter.reference.is_none() {
-        sql.push_str(" ORDER BY id DESC");
-    }
-    sql.push_str(&format!(" LIMIT {}", filter.limit));
-    (sql, binds)
+    TenantPage::new(COLUMNS, "verifications", tenant)
+        .and("reference", "=", filter.reference.clone())
+        .and("subject_id", "=", filter.subject_id.clone())
+        .and("status", "=", filter.status.map(|s| s.as_str().to_string()))
+        .and("id", "<", filter.before_id.clone())
+        // A reference names at most one verification: nothing to order.
+        .finish(filter.reference.is_none(), filter.limit)
 }
 
 /// A tenant's verification by id.
@@ -506,11 +530,7 @@ impl Store for SqlStore {
         filter: &ListFilter,
     ) -> Result<Vec<StoredVerification>, StoreError> {
         let (sql, binds) = list_query(tenant, filter);
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for b in binds {
-            query = query.bind(b);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = bound(sql, binds).fetch_all(&self.pool).await?;
         rows.iter().map(row_to_stored).collect()
     }
 
