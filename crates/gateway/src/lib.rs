@@ -1,9 +1,15 @@
 //! kyc-gateway: one normalized identity-verification API in front of several KYC providers.
 //!
-//! Layout: [`policy`] reads the tenant policy; [`app`] holds the state and the provider instances;
-//! [`api`] and [`hooks`] are the HTTP surface, [`input`] the rules for what callers send and
-//! [`openapi`] the published spec; [`store`] keeps verifications; [`server`] assembles
-//! and serves; [`sandbox`] is the first run with both provider simulators in-process.
+//! Layout, in the order a request meets it:
+//! - [`api`], [`events`] and [`hooks`] are the HTTP surface (handlers parse and answer), with
+//!   [`extract`] (the `Tenant` and body extractors), [`input`] (the rules for what callers send,
+//!   as the spec states them), [`error`] (the problem answers) and [`openapi`] (the spec);
+//! - [`service`] holds the lifecycle rules: create, one sync path, cancel, decisions;
+//! - [`routing`] picks providers; [`providers`] is the registry of adapter crates; [`policy`]
+//!   reads the tenant policy and [`app`] holds it with the provider instances;
+//! - [`store`] only queries (SQLite or PostgreSQL); [`jobs`] are the background workers (the
+//!   reconciler, the outbox delivery) and [`outbound`] their SSRF-safe HTTP client;
+//! - [`server`] assembles and serves; [`sandbox`] is the first run with both simulators.
 
 pub mod api;
 pub mod app;
