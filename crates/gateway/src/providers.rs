@@ -1,7 +1,7 @@
 //! The provider registry: the one place in the gateway that names adapter crates.
 //!
 //! Adding a provider is a new adapter crate whose config type implements
-//! [`kyc_core::AdapterConfig`], and one line in [`REGISTRY`]. Nothing else in the gateway knows a
+//! [`kyc_core::AdapterConfig`], and one line in `REGISTRY`. Nothing else in the gateway knows a
 //! provider's settings or wire format.
 
 use kyc_core::{AdapterConfig, Provider};

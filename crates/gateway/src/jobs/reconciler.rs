@@ -3,7 +3,7 @@
 //!
 //! Each provider instance gets its own round: it pages through that instance's unfinished
 //! verifications in id order (keyset paging, so a backlog of any size is read a page at a time and
-//! each verification once per round), with at most [`CONCURRENCY`] provider reads at once. A slow
+//! each verification once per round), with at most `CONCURRENCY` (8) provider reads at once. A slow
 //! or failing provider slows only its own round; a round still running when the next is due is
 //! not started twice.
 
