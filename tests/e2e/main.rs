@@ -235,6 +235,33 @@ async fn the_gateway_runs_on_postgresql() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// A line break in a URL cannot start a forged line in the log: untrusted values are logged
+/// quoted and escaped.
+#[tokio::test]
+async fn a_newline_in_a_path_cannot_forge_a_log_line() {
+    let w = World::start().await;
+    let forged = "FORGED INFO kyc_gateway: verification approved";
+    let path = format!("/hooks/gu1%0a{}/token", forged.replace(' ', "%20"));
+    let r = w
+        .http
+        .post(format!("{}{path}", w.base))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = w.log();
+    assert!(
+        log.contains("webhook with a wrong URL token refused"),
+        "the attempt is logged:\n{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED")),
+        "a forged line:\n{log}"
+    );
+}
+
 #[tokio::test]
 async fn forged_webhooks_change_nothing() {
     let w = World::start().await;

@@ -321,7 +321,9 @@ impl Gu1Provider {
         config.entity_kyc_path = normalized_path("entity_kyc_path", &config.entity_kyc_path)?;
         normalized_path("cancel_path", &config.cancel_path)?;
 
+        // Never follow a redirect: it would re-send the person's data to wherever it points.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .timeout(Duration::from_millis(config.timeout_ms))
             .user_agent(concat!("kyc-gateway/", env!("CARGO_PKG_VERSION")))

@@ -462,6 +462,54 @@ async fn a_wrong_api_key_is_unauthorized() {
     assert_eq!(sim.entities_created(), 0);
 }
 
+/// A gu1 that answers 307 to somewhere else: the person's data is not re-sent there.
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    let elsewhere = Router::new().fallback(move |body: Bytes| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(body);
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("http://{}/stolen", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, elsewhere).await });
+    let redirecting = Router::new().fallback(move || {
+        let target = target.clone();
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, target)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, redirecting).await });
+
+    let gu1 = Gu1Provider::new(
+        INSTANCE,
+        Gu1Config::new(base, SecretString::from("gk_test".to_string())),
+    )
+    .unwrap();
+    let error = gu1
+        .create(&request(
+            "k1",
+            subject("cus_1", Some("20-12345678-9")),
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ProviderError::BadResponse(_)), "{error:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        rx.try_recv().is_err(),
+        "the body was sent to the redirect target"
+    );
+}
+
 #[tokio::test]
 async fn the_simulators_own_webhook_is_accepted() {
     let (tx, mut rx) = mpsc::unbounded_channel::<(HeaderMap, Bytes)>();

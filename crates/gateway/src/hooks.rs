@@ -23,7 +23,7 @@ pub async fn receive(
     let runtime = state.runtime();
     let not_found = || ApiError::NotFound("no such hook".into());
     if !runtime.hook_token_matches(&provider_name, &token) {
-        tracing::warn!(provider = %provider_name, "webhook with a wrong URL token refused");
+        tracing::warn!(provider = ?provider_name, "webhook with a wrong URL token refused");
         return Err(not_found());
     }
     let provider = runtime
@@ -40,7 +40,7 @@ pub async fn receive(
             body: &body,
         })
         .map_err(|e| {
-            tracing::warn!(provider = %provider_name, error = %e, "webhook refused");
+            tracing::warn!(provider = ?provider_name, error = %e, "webhook refused");
             ApiError::Unauthorized
         })?;
     let Some(stored) = state
@@ -48,7 +48,7 @@ pub async fn receive(
         .find_by_provider_reference(&provider_name, &provider_reference)
         .await?
     else {
-        tracing::info!(provider = %provider_name, "webhook for an unknown verification ignored");
+        tracing::info!(provider = ?provider_name, "webhook for an unknown verification ignored");
         return Ok(StatusCode::OK);
     };
     service::sync(&state, &runtime, stored, Source::Webhook).await?;
