@@ -102,6 +102,18 @@ impl std::fmt::Debug for ProviderConfig {
     }
 }
 
+impl Drop for ProviderConfig {
+    /// The settings hold the instance's secrets in plain strings: wipe them from memory.
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for key in SECRET_KEYS {
+            if let Some(toml::Value::String(secret)) = self.settings.get_mut(key) {
+                secret.zeroize();
+            }
+        }
+    }
+}
+
 impl ProviderConfig {
     /// The section's secret values (`client_secret`, `api_key`, `webhook_secret`), in key order:
     /// the key of the unguessable token in the instance's webhook URL.
