@@ -589,6 +589,26 @@ async fn bad_input_gets_a_problem_naming_the_field() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let problem: Value = r.json().await.unwrap();
     assert_eq!(problem["code"], "invalid_request");
+    // A repeated key could say one thing to the body hash and another to a reader.
+    let r = w
+        .http
+        .post(format!("{}/v1/verifications", w.base))
+        .bearer_auth(ALPHA_KEY)
+        .header("content-type", "Application/JSON; charset=utf-8")
+        .body(r#"{"reference": "dup", "reference": "dup-2", "subject": {"id": "s", "country": "CL"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let problem: Value = r.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("repeats a key"),
+        "{problem}"
+    );
+    assert!(!problem.to_string().contains("dup-2"));
     let r = w
         .http
         .post(format!("{}/v1/verifications", w.base))

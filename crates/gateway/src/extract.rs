@@ -88,15 +88,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
                 }
             }
         })?;
-        let raw: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
-                field: None,
-                detail: format!(
+        let UniqueKeys(raw) = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
+            field: None,
+            detail: if e.to_string().starts_with(DUPLICATE_KEY) {
+                format!(
+                    "the body repeats a key in one object (line {}, column {})",
+                    e.line(),
+                    e.column()
+                )
+            } else {
+                format!(
                     "the body is not valid JSON (line {}, column {})",
                     e.line(),
                     e.column()
-                ),
-            })?;
+                )
+            },
+        })?;
         let body = serde_path_to_error::deserialize(&raw).map_err(|e| {
             let path = e.path().to_string();
             let message = e.inner().to_string();
@@ -156,5 +163,102 @@ pub fn split_page<T>(
         (items, next)
     } else {
         (items, None)
+    }
+}
+
+const DUPLICATE_KEY: &str = "duplicate key";
+
+/// A JSON document in which no object repeats a key. Plain parsing keeps the last of a repeated
+/// key, so a body could say one thing to the hash and another to a reader; it is refused instead.
+struct UniqueKeys(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueKeysVisitor)
+            .map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(items.into())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(DUPLICATE_KEY));
+            }
+            let UniqueKeys(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(object.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_keys_are_refused_at_any_depth() {
+        let parse = |text: &str| serde_json::from_str::<UniqueKeys>(text).map(|u| u.0);
+        assert_eq!(
+            parse(r#"{"a": [1, {"b": null}], "c": 1.5}"#).unwrap(),
+            serde_json::json!({"a": [1, {"b": null}], "c": 1.5})
+        );
+        for text in [
+            r#"{"a": 1, "a": 2}"#,
+            r#"{"s": {"id": "x", "id": "y"}}"#,
+            r#"[{"k": 1, "k": 1}]"#,
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(
+                error.to_string().starts_with(DUPLICATE_KEY),
+                "{text}: {error}"
+            );
+        }
     }
 }
