@@ -884,6 +884,57 @@ async fn the_log_of_a_whole_run_holds_no_personal_data_or_secret() {
     }
 }
 
+/// Every answer is a problem document, also where the HTTP plumbing says no: a body over the
+/// limit on the provider-webhook route, a path that is not UTF-8, a very long URI, huge headers.
+#[tokio::test]
+async fn oversized_and_unreadable_requests_get_problems() {
+    let w = World::start().await;
+    let big = "x".repeat(100 * 1024);
+    let cases = [
+        (
+            w.http
+                .post(format!("{}/hooks/gu1/some-token", w.base))
+                .body(big.clone()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            w.http
+                .get(format!("{}/v1/verifications/%FF%FE", w.base))
+                .bearer_auth(ALPHA_KEY),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            w.http
+                .get(format!(
+                    "{}/v1/verifications/{}",
+                    w.base,
+                    "v".repeat(10_000)
+                ))
+                .bearer_auth(ALPHA_KEY),
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+        ),
+        (
+            w.http
+                .get(format!("{}/v1/verifications", w.base))
+                .bearer_auth(ALPHA_KEY)
+                .header("x-padding", "p".repeat(20_000)),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), status, "{code}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let problem: Value = r.json().await.unwrap();
+        assert_eq!(problem["code"], code, "{problem}");
+        assert!(!problem.to_string().contains("vvvvvvvv"));
+    }
+}
+
 #[tokio::test]
 async fn health_spec_and_docs_are_served() {
     let w = World::start().await;

@@ -3,11 +3,11 @@
 
 use crate::app::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{Tenant, ValidJson, ValidQuery, split_page};
+use crate::extract::{Tenant, ValidJson, ValidPath, ValidQuery, split_page};
 use crate::input::{CreateVerification, ListParams, ManualDecision};
 use crate::service::{self, Created};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kyc_core::{Identity, Source, StatusChange, SubjectStanding, Verification};
@@ -129,7 +129,7 @@ async fn list_verifications(
 async fn get_verification(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath<String>,
 ) -> Result<Json<Verification>, ApiError> {
     Ok(Json(
         service::load(&state, &tenant.name, &id).await?.verification,
@@ -155,7 +155,7 @@ async fn get_verification(
 async fn refresh_verification(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath<String>,
 ) -> Result<Json<Verification>, ApiError> {
     let stored = service::load(&state, &tenant.name, &id).await?;
     let synced = service::sync(&state, &tenant.runtime, stored, Source::Refresh).await?;
@@ -185,7 +185,7 @@ async fn refresh_verification(
 async fn get_identity(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath<String>,
 ) -> Result<Response, ApiError> {
     let identity = service::identity(&state, &tenant.runtime, &tenant.name, &id).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(identity)).into_response())
@@ -211,7 +211,7 @@ async fn get_identity(
 async fn cancel_verification(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath<String>,
 ) -> Result<Json<Verification>, ApiError> {
     let cancelled = service::cancel(&state, &tenant.runtime, &tenant.name, &id).await?;
     Ok(Json(cancelled.verification))
@@ -246,7 +246,7 @@ async fn cancel_verification(
 async fn decide_verification(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath<String>,
     ValidJson { body, .. }: ValidJson<ManualDecision>,
 ) -> Result<Json<Verification>, ApiError> {
     body.check()?;
@@ -278,7 +278,7 @@ async fn decide_verification(
 async fn verification_history(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath<String>,
 ) -> Result<Json<Vec<StatusChange>>, ApiError> {
     service::load(&state, &tenant.name, &id).await?;
     Ok(Json(state.store.history(&tenant.name, &id).await?))
@@ -303,7 +303,7 @@ async fn verification_history(
 async fn subject_kyc(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(subject_id): Path<String>,
+    ValidPath(subject_id): ValidPath<String>,
 ) -> Result<Json<SubjectStanding>, ApiError> {
     let standing = service::standing(&state, &tenant.runtime, &tenant.name, &subject_id).await?;
     Ok(Json(standing))

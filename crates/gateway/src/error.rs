@@ -38,7 +38,7 @@ pub struct Problem {
     /// `subject_conflict`, `not_cancellable`, `not_supported`, `not_ready`, `not_in_review`,
     /// `provider_rejected`,
     /// `provider_error`, `provider_unavailable`, `payload_too_large`, `unsupported_media_type`,
-    /// `method_not_allowed`, `unavailable`, `internal_error`.
+    /// `uri_too_long`, `headers_too_large`, `method_not_allowed`, `unavailable`, `internal_error`.
     pub code: String,
     /// The request field at fault, as a dotted path, when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,6 +79,12 @@ pub enum ApiError {
     /// The body is not sent as JSON.
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    /// The request target (path and query) is over the limit.
+    #[error("uri too long")]
+    UriTooLong,
+    /// The request's headers are over the limit.
+    #[error("headers too large")]
+    HeadersTooLarge,
     /// The path exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -152,6 +158,12 @@ impl ApiError {
                 "unsupported_media_type",
                 "Unsupported media type",
             ),
+            ApiError::UriTooLong => (S::URI_TOO_LONG, "uri_too_long", "URI too long"),
+            ApiError::HeadersTooLarge => (
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "Request header fields too large",
+            ),
             ApiError::MethodNotAllowed => (
                 S::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -211,6 +223,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType => {
                 "send the body as JSON with `Content-Type: application/json`".into()
             }
+            ApiError::UriTooLong => "the path and query are over the 8 KiB limit".into(),
+            ApiError::HeadersTooLarge => "the headers are over the 16 KiB limit".into(),
             ApiError::MethodNotAllowed => "this path does not take that method".into(),
             ApiError::Internal => "internal error; the request id identifies it in our logs".into(),
             ApiError::NotFound(what) => what.clone(),

@@ -3,11 +3,11 @@
 
 use crate::app::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{Tenant, ValidQuery, split_page};
+use crate::extract::{Tenant, ValidPath, ValidQuery, split_page};
 use crate::input::EventParams;
 use crate::store::{EventRecord, now};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -78,7 +78,7 @@ async fn list_events(
 async fn redeliver_event(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath<String>,
 ) -> Result<(StatusCode, Json<EventRecord>), ApiError> {
     let not_found = || ApiError::NotFound("no such event for this tenant".into());
     if !state.store.redeliver(&tenant.name, &id, now()).await? {

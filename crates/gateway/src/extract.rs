@@ -78,16 +78,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge
-            } else {
-                ApiError::BadRequest {
-                    field: None,
-                    detail: "the body could not be read".into(),
-                }
-            }
-        })?;
+        let LimitedBody(bytes) = LimitedBody::from_request(req, state).await?;
         let UniqueKeys(raw) = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
             field: None,
             detail: if e.to_string().starts_with(DUPLICATE_KEY) {
@@ -163,6 +154,47 @@ pub fn split_page<T>(
         (items, next)
     } else {
         (items, None)
+    }
+}
+
+/// A path parameter of type `T`; a segment that cannot be read (not UTF-8 once decoded, say) is a
+/// 400 problem that does not repeat it.
+pub struct ValidPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ValidPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ValidPath(value))
+            .map_err(|_| ApiError::BadRequest {
+                field: None,
+                detail: "the path could not be read (it must be UTF-8 once decoded)".into(),
+            })
+    }
+}
+
+/// A raw body of at most the body limit; over it is a 413 problem.
+pub struct LimitedBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for LimitedBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(LimitedBody)
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::BadRequest {
+                        field: None,
+                        detail: "the body could not be read".into(),
+                    }
+                }
+            })
     }
 }
 

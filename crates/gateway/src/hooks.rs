@@ -7,18 +7,18 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::extract::{LimitedBody, ValidPath};
 use crate::service;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use kyc_core::{IncomingWebhook, Source};
 
 /// Receives one provider webhook.
 pub async fn receive(
     State(state): State<AppState>,
-    Path((provider_name, token)): Path<(String, String)>,
+    ValidPath((provider_name, token)): ValidPath<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    LimitedBody(body): LimitedBody,
 ) -> Result<StatusCode, ApiError> {
     let runtime = state.runtime();
     let not_found = || ApiError::NotFound("no such hook".into());

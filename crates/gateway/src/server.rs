@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
     )
     .fallback(|| async { ApiError::NotFound("no such endpoint; see /docs".into()) })
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+    .layer(axum::middleware::from_fn(size_limits))
     .layer(axum::middleware::from_fn(request_context))
     .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
     .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -68,6 +69,32 @@ pub fn router(state: AppState) -> Router {
 fn answer_panic(_payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     ApiError::Internal.into_response()
+}
+
+/// Longest request target (path and query) served.
+const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most header bytes (names and values) served.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Refuses, as problems, a request target or headers over the limits (beyond them, what is left
+/// is the HTTP server's own, much larger, buffer limit).
+async fn size_limits(request: Request, next: Next) -> Response {
+    let uri = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if uri > MAX_URI_BYTES {
+        return ApiError::UriTooLong.into_response();
+    }
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers > MAX_HEADER_BYTES {
+        return ApiError::HeadersTooLarge.into_response();
+    }
+    next.run(request).await
 }
 
 /// Gives every request an id (the caller's `x-request-id` when it is sane), a span, and one log
