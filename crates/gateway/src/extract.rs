@@ -95,32 +95,38 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
                 )
             },
         })?;
-        let body = serde_path_to_error::deserialize(&raw).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.inner().to_string();
-            let mut field = if path == "." { String::new() } else { path };
-            // "missing field `x`" is reported at the parent; name the field itself.
-            if let Some(name) = message
-                .strip_prefix("missing field `")
-                .and_then(|m| m.split('`').next())
-            {
-                field = if field.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{field}.{name}")
-                };
-            }
-            ApiError::Invalid {
-                field: if field.is_empty() {
-                    "body".into()
-                } else {
-                    field
-                },
-                detail: describe_serde_error(&message),
-            }
-        })?;
+        let body = read_body(&raw)?;
         Ok(ValidJson { body, raw })
     }
+}
+
+/// A JSON document as `T`, read as the published schema says (see [`Strict`]); the error names
+/// the field at fault and what was expected, never the value.
+pub fn read_body<T: DeserializeOwned>(raw: &serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(Strict(raw)).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        let mut field = if path == "." { String::new() } else { path };
+        // "missing field `x`" is reported at the parent; name the field itself.
+        if let Some(name) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
+            field = if field.is_empty() {
+                name.to_string()
+            } else {
+                format!("{field}.{name}")
+            };
+        }
+        ApiError::Invalid {
+            field: if field.is_empty() {
+                "body".into()
+            } else {
+                field
+            },
+            detail: describe_serde_error(&message),
+        }
+    })
 }
 
 /// Query parameters of type `T`; a query string that cannot be read (a repeated parameter, say)
@@ -195,6 +201,113 @@ impl<S: Send + Sync> FromRequest<S> for LimitedBody {
                     }
                 }
             })
+    }
+}
+
+/// A JSON value read by the rules of the published schema: where a type expects an object, only
+/// an object will do. (Plain serde also fills a struct from an array of its fields in order, which
+/// the schema forbids: `"checks": []` would pass as the default checks.)
+struct Strict<'a>(&'a serde_json::Value);
+
+impl<'de> serde::Deserializer<'de> for Strict<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        use serde_json::Value;
+        match self.0 {
+            Value::Null => visitor.visit_unit(),
+            Value::Bool(b) => visitor.visit_bool(*b),
+            Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    visitor.visit_u64(u)
+                } else if let Some(i) = n.as_i64() {
+                    visitor.visit_i64(i)
+                } else {
+                    visitor.visit_f64(n.as_f64().unwrap_or(f64::NAN))
+                }
+            }
+            Value::String(s) => visitor.visit_borrowed_str(s),
+            Value::Array(items) => visitor.visit_seq(serde::de::value::SeqDeserializer::new(
+                items.iter().map(Strict),
+            )),
+            Value::Object(map) => visitor.visit_map(serde::de::value::MapDeserializer::new(
+                map.iter().map(|(k, v)| (k.as_str(), Strict(v))),
+            )),
+        }
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        if self.0.is_null() {
+            visitor.visit_none()
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        if self.0.is_object() {
+            self.deserialize_any(visitor)
+        } else {
+            Err(serde::de::Error::invalid_type(unexpected(self.0), &visitor))
+        }
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        use serde::de::IntoDeserializer;
+        match self.0 {
+            serde_json::Value::String(s) => visitor.visit_enum(s.as_str().into_deserializer()),
+            other => Err(serde::de::Error::invalid_type(unexpected(other), &visitor)),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct seq tuple tuple_struct map identifier ignored_any
+    }
+}
+
+impl<'de> serde::de::IntoDeserializer<'de, serde_json::Error> for Strict<'de> {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+/// What a value is, for an error that names the kind and never the value.
+fn unexpected(value: &serde_json::Value) -> serde::de::Unexpected<'static> {
+    use serde::de::Unexpected;
+    match value {
+        serde_json::Value::Null => Unexpected::Unit,
+        serde_json::Value::Bool(_) => Unexpected::Other("a boolean"),
+        serde_json::Value::Number(_) => Unexpected::Other("a number"),
+        serde_json::Value::String(_) => Unexpected::Other("a string"),
+        serde_json::Value::Array(_) => Unexpected::Seq,
+        serde_json::Value::Object(_) => Unexpected::Map,
     }
 }
 
@@ -273,6 +386,43 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_struct_is_read_only_from_an_object() {
+        #[derive(Debug, serde::Deserialize, PartialEq)]
+        struct Inner {
+            #[serde(default)]
+            a: bool,
+        }
+        #[derive(Debug, serde::Deserialize, PartialEq)]
+        struct Outer {
+            inner: Option<Inner>,
+            tags: Vec<String>,
+            kind: kyc_core::Status,
+        }
+        let read = |v: serde_json::Value| {
+            serde_path_to_error::deserialize::<_, Outer>(Strict(&v))
+                .map_err(|e| e.path().to_string())
+        };
+        assert_eq!(
+            read(serde_json::json!({"inner": {"a": true}, "tags": ["x"], "kind": "approved"})),
+            Ok(Outer {
+                inner: Some(Inner { a: true }),
+                tags: vec!["x".into()],
+                kind: kyc_core::Status::Approved,
+            })
+        );
+        assert!(read(serde_json::json!({"inner": null, "tags": [], "kind": "pending"})).is_ok());
+        assert_eq!(
+            read(serde_json::json!({"inner": [], "tags": [], "kind": "pending"})),
+            Err("inner".to_string())
+        );
+        assert!(read(serde_json::json!([null, [], "pending"])).is_err());
+        assert_eq!(
+            read(serde_json::json!({"inner": null, "tags": [], "kind": "nope"})),
+            Err("kind".to_string())
+        );
+    }
 
     #[test]
     fn repeated_keys_are_refused_at_any_depth() {

@@ -470,7 +470,7 @@ mod tests {
     const PROVIDERS: [&str; 2] = ["betrust-sandbox", "gu1-sandbox"];
 
     fn code_accepts(body: &Value) -> bool {
-        serde_json::from_value::<CreateVerification>(body.clone())
+        crate::extract::read_body::<CreateVerification>(body)
             .is_ok_and(|b| b.check(|name| PROVIDERS.contains(&name)).is_ok())
     }
 
@@ -530,6 +530,10 @@ mod tests {
             with(&["checks"], json!({"aml": true})),
             with(&["checks"], json!({"selfie": true})),
             with(&["checks"], json!(null)),
+            with(&["checks"], json!([])),
+            with(&["checks"], json!([true, true, true, false])),
+            with(&["subject"], json!(["s-1", "CL"])),
+            with(&["metadata"], json!({"k": []})),
             with(&["redirect_url"], json!("https://app.example/done?x=1")),
             with(&["redirect_url"], json!("http://")),
             with(&["redirect_url"], json!("ftp://app.example")),
