@@ -55,7 +55,7 @@ created = expect(Verification, 201, create_verification.sync_detailed(client=cli
 expect(Verification, 200, create_verification.sync_detailed(client=client, body=body(f"c-{run}")))
 expect(Problem, 409, create_verification.sync_detailed(client=client, body=body(f"c-{run}", "AR")))
 bad = body(f"bad-{run}")
-bad.subject.country = "Chile"
+bad.subject.email = "not-an-address"
 expect(Problem, 422, create_verification.sync_detailed(client=client, body=bad))
 expect(Problem, 401, create_verification.sync_detailed(client=stranger, body=body(f"x-{run}")))
 

@@ -110,7 +110,7 @@ fn check_subject(subject: &Subject, is_provider: impl Fn(&str) -> bool) -> Resul
     if !is_country_code(&subject.country) {
         return Err(ApiError::invalid(
             "subject.country",
-            "must be an ISO 3166-1 alpha-2 code in capitals, such as \"CL\"",
+            "must be an assigned ISO 3166-1 alpha-2 code in capitals, such as \"CL\"",
         ));
     }
     personal_text("subject.national_id", &subject.national_id)?;
@@ -502,6 +502,8 @@ mod tests {
             with(&["subject", "id"], json!("\t")),
             with(&["subject", "country"], json!("cl")),
             with(&["subject", "country"], json!("CHL")),
+            with(&["subject", "country"], json!("XX")),
+            with(&["subject", "country"], json!("AR")),
             with(&["subject", "national_id"], json!("")),
             with(&["subject", "national_id"], json!(null)),
             with(&["subject", "first_name"], long(128, '名')),

@@ -58,9 +58,18 @@ pub fn router_and_document() -> (axum::Router<crate::app::AppState>, utoipa::ope
         .split_for_parts()
 }
 
-/// The deployment-independent spec, as checked in at `openapi/openapi.json`.
+/// The deployment-independent spec, as checked in at `openapi/openapi.json`: the handlers'
+/// entries, and `subject.country` limited to the assigned codes the code accepts.
 pub fn document() -> Value {
-    serde_json::to_value(router_and_document().1).expect("the spec serializes")
+    complete(router_and_document().1)
+}
+
+/// The handlers' entries made into the published document.
+pub fn complete(entries: utoipa::openapi::OpenApi) -> Value {
+    let mut spec = serde_json::to_value(entries).expect("the spec serializes");
+    spec["components"]["schemas"]["Subject"]["properties"]["country"]["enum"] =
+        serde_json::json!(crate::policy::country_codes());
+    spec
 }
 
 /// The spec as written to `openapi/openapi.json`.

@@ -435,9 +435,24 @@ impl Policy {
     }
 }
 
-/// Whether `s` looks like an ISO 3166-1 alpha-2 code (two upper-case ASCII letters).
+/// Every assigned ISO 3166-1 alpha-2 code (and `XK`, Kosovo's code in common use), in capitals,
+/// from the `celes` crate's maintained list.
+pub fn country_codes() -> &'static [&'static str] {
+    static CODES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+        let mut codes: Vec<&str> = celes::Country::get_countries()
+            .iter()
+            .map(|c| c.alpha2)
+            .collect();
+        codes.sort_unstable();
+        codes.dedup();
+        codes
+    });
+    &CODES
+}
+
+/// Whether `s` is an assigned ISO 3166-1 alpha-2 code, in capitals (`CL`, not `cl` or `XX`).
 pub fn is_country_code(s: &str) -> bool {
-    s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
+    country_codes().binary_search(&s).is_ok()
 }
 
 /// Rewrites a serde error message so that it names what was expected but never echoes the value
@@ -536,6 +551,18 @@ mod tests {
         assert!(!printed.contains("value-of-GU1_API_KEY"), "{printed}");
         assert_eq!(policy.reconciler.every_seconds, 60);
         assert_eq!(policy.server.outbound_allow.len(), 2);
+    }
+
+    #[test]
+    fn a_rule_names_an_assigned_country() {
+        assert!(is_country_code("CL") && is_country_code("XK"));
+        assert!(!is_country_code("XX") && !is_country_code("cl") && !is_country_code("CHL"));
+        let text = PINNED.replace("country = \"AR\"", "country = \"XX\"");
+        let err = Policy::parse(&text, env).unwrap_err().to_string();
+        assert!(
+            err.starts_with("tenants.payments.routing.rules[0].country:"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub enum ServeError {
 /// The whole HTTP service around an application state.
 pub fn router(state: AppState) -> Router {
     let (api, document) = openapi::router_and_document();
-    let document = Arc::new(serde_json::to_value(document).expect("the spec serializes"));
+    let document = Arc::new(openapi::complete(document));
     api.route(
         "/hooks/{provider}/{token}",
         axum::routing::post(hooks::receive),
