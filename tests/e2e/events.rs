@@ -419,6 +419,46 @@ async fn a_manual_decision_goes_through_the_lifecycle() {
     assert_eq!(problem["code"], "not_supported");
 }
 
+/// Key guessing is slowed per source address: past the budget of failures, the address gets 429
+/// with `Retry-After`, before its key is looked at (a right guess learns nothing), until the
+/// budget refills.
+#[tokio::test]
+async fn failed_authentication_is_rate_limited_per_address() {
+    let w = World::start().await;
+    let mut statuses = Vec::new();
+    for i in 0..70 {
+        let (status, _) = w.get("/v1/verifications", &format!("guess-{i}")).await;
+        statuses.push(status);
+    }
+    let unauthorized = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(
+        unauthorized, 60,
+        "the default budget is 60 a minute: {statuses:?}"
+    );
+    let (status, headers, problem) = w
+        .call(
+            reqwest::Method::GET,
+            "/v1/verifications",
+            Some(ALPHA_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "even a valid key, while blocked"
+    );
+    assert_eq!(problem["code"], "rate_limited");
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let (status, _) = w.get("/v1/verifications", ALPHA_KEY).await;
+    assert_eq!(status, StatusCode::OK, "the budget refills");
+}
+
 #[tokio::test]
 async fn an_expired_key_is_refused() {
     let w = World::start().await;

@@ -58,6 +58,7 @@ pub struct Health {
         (status = 200, description = "This reference was already started with the same body", body = Verification),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Reference used with another body, or subject conflict at the provider", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as `application/json`", body = Problem, content_type = "application/problem+json"),
@@ -92,6 +93,7 @@ async fn create_verification(
         (status = 200, description = "A page", body = VerificationPage),
         (status = 400, description = "The query string cannot be read (e.g. a repeated parameter)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
@@ -122,6 +124,7 @@ async fn list_verifications(
     responses(
         (status = 200, description = "The verification", body = Verification),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
@@ -145,6 +148,7 @@ async fn get_verification(
     responses(
         (status = 200, description = "The verification as the provider has it now", body = Verification),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The provider refused the request", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
@@ -174,6 +178,7 @@ async fn refresh_verification(
     responses(
         (status = 200, description = "Document data (personal data: handle with care)", body = Identity),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No document data yet: the person has not reached that step (code `not_ready`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The provider refused the request", body = Problem, content_type = "application/problem+json"),
@@ -200,6 +205,7 @@ async fn get_identity(
     responses(
         (status = 200, description = "Cancelled", body = Verification),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already final, or the provider cannot cancel", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The provider refused the request", body = Problem, content_type = "application/problem+json"),
@@ -233,6 +239,7 @@ async fn cancel_verification(
         (status = 200, description = "Decided", body = Verification),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not in review (`not_in_review`), or the provider takes no manual decisions (`not_supported`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
@@ -271,6 +278,7 @@ async fn decide_verification(
     responses(
         (status = 200, description = "Its status changes, oldest first; the first is its creation", body = Vec<StatusChange>),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
@@ -297,6 +305,7 @@ async fn verification_history(
     responses(
         (status = 200, description = "The subject's standing", body = SubjectStanding),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]

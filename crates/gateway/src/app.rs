@@ -4,6 +4,7 @@
 //! The policy and the providers it names are one [`Runtime`] snapshot behind a lock, so a request
 //! sees one consistent policy from start to end, and a reload swaps the whole snapshot at once.
 
+use crate::auth_failures::AuthFailures;
 use crate::policy::{ApiKey, Policy, PolicyError, ProviderConfig};
 use crate::providers::BuildError;
 use crate::store::Store;
@@ -32,6 +33,8 @@ pub struct App {
     pub public_url: String,
     /// Wakes the outbox worker when a change has written an event.
     pub outbox_wake: tokio::sync::Notify,
+    /// The failed-authentication budget of each source address.
+    pub auth_failures: AuthFailures,
     runtime: RwLock<Arc<Runtime>>,
 }
 
@@ -42,6 +45,7 @@ impl App {
             store,
             public_url: public_url.trim_end_matches('/').to_string(),
             outbox_wake: tokio::sync::Notify::new(),
+            auth_failures: AuthFailures::new(runtime.policy.server.auth_failures_per_minute),
             runtime: RwLock::new(Arc::new(runtime)),
         }
     }

@@ -35,7 +35,8 @@ pub struct Problem {
     /// What went wrong in this case. Never holds personal data.
     pub detail: String,
     /// Stable machine code: `invalid_request`, `unauthorized`, `not_found`, `conflict`,
-    /// `subject_conflict`, `not_cancellable`, `not_supported`, `not_ready`, `not_in_review`,
+    /// `rate_limited`, `subject_conflict`, `not_cancellable`, `not_supported`, `not_ready`,
+    /// `not_in_review`,
     /// `provider_rejected`,
     /// `provider_error`, `provider_unavailable`, `payload_too_large`, `unsupported_media_type`,
     /// `uri_too_long`, `headers_too_large`, `method_not_allowed`, `unavailable`, `internal_error`.
@@ -73,6 +74,9 @@ pub enum ApiError {
     /// No valid API key.
     #[error("unauthorized")]
     Unauthorized,
+    /// Too many failed authentications from this address; try again after the wait.
+    #[error("rate limited")]
+    AuthRateLimited(std::time::Duration),
     /// The body is over the size limit.
     #[error("payload too large")]
     TooLarge,
@@ -148,6 +152,9 @@ impl ApiError {
                 "Invalid request",
             ),
             ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::AuthRateLimited(_) => {
+                (S::TOO_MANY_REQUESTS, "rate_limited", "Too many requests")
+            }
             ApiError::TooLarge => (
                 S::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -218,6 +225,9 @@ impl ApiError {
             }
             ApiError::Unauthorized => {
                 "a valid API key is required: send `Authorization: Bearer <key>`".into()
+            }
+            ApiError::AuthRateLimited(_) => {
+                "too many failed authentications from this address; retry after the Retry-After seconds".into()
             }
             ApiError::TooLarge => "the body is over the 64 KiB limit".into(),
             ApiError::UnsupportedMediaType => {
@@ -333,8 +343,15 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let ApiError::Unauthorized = self {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::AuthRateLimited(wait) => {
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            }
+            _ => {}
         }
         response
     }

@@ -44,6 +44,7 @@ pub struct EventPage {
         (status = 200, description = "A page", body = EventPage),
         (status = 400, description = "The query string cannot be read (e.g. a repeated parameter)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
@@ -71,6 +72,7 @@ async fn list_events(
     responses(
         (status = 202, description = "Queued for delivery", body = EventRecord),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such event for this tenant", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))

@@ -32,29 +32,48 @@ impl FromRequestParts<AppState> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
-        let runtime = state.runtime();
-        let (name, key_name) = runtime
-            .tenant_by_key_hash(&hash_api_key(key))
-            .map(|(name, key)| (name.to_string(), key.name()))
-            .ok_or(ApiError::Unauthorized)?;
-        tracing::Span::current().record("tenant", name.as_str());
-        Ok(Tenant {
-            name,
-            key_name,
-            runtime,
-        })
+        let source = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
+        if let Some(wait) = source.and_then(|ip| state.auth_failures.blocked_for(ip)) {
+            return Err(ApiError::AuthRateLimited(wait));
+        }
+        let tenant = authenticate(parts, state);
+        if tenant.is_err()
+            && let Some(ip) = source
+            && let Some(wait) = state.auth_failures.record(ip)
+        {
+            return Err(ApiError::AuthRateLimited(wait));
+        }
+        tenant
     }
+}
+
+/// The tenant owning the request's key, if the key is valid.
+fn authenticate(parts: &Parts, state: &AppState) -> Result<Tenant, ApiError> {
+    let key = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or(ApiError::Unauthorized)?;
+    let runtime = state.runtime();
+    let (name, key_name) = runtime
+        .tenant_by_key_hash(&hash_api_key(key))
+        .map(|(name, key)| (name.to_string(), key.name()))
+        .ok_or(ApiError::Unauthorized)?;
+    tracing::Span::current().record("tenant", name.as_str());
+    Ok(Tenant {
+        name,
+        key_name,
+        runtime,
+    })
 }
 
 /// A JSON body of type `T`, with the parsed document kept for hashing.

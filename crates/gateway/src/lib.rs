@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth_failures;
 pub mod error;
 pub mod events;
 pub mod extract;

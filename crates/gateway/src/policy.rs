@@ -62,7 +62,7 @@ pub struct Policy {
 }
 
 /// Server-wide settings.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Base of the webhook URLs given to providers; when absent, the address the gateway listens on.
@@ -71,6 +71,23 @@ pub struct ServerConfig {
     /// loopback and plain-http targets of outgoing webhooks.
     #[serde(default)]
     pub outbound_allow: Vec<String>,
+    /// Failed authentications allowed per source address and minute before it gets 429.
+    #[serde(default = "default_auth_failures")]
+    pub auth_failures_per_minute: u32,
+}
+
+fn default_auth_failures() -> u32 {
+    60
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            public_url: None,
+            outbound_allow: Vec::new(),
+            auth_failures_per_minute: default_auth_failures(),
+        }
+    }
 }
 
 /// Where verifications are kept.
@@ -338,6 +355,12 @@ impl Policy {
             return Err(invalid(
                 "webhooks.retry_seconds",
                 "needs at least one attempt, each at most 604800 seconds (a week) after the last",
+            ));
+        }
+        if self.server.auth_failures_per_minute == 0 {
+            return Err(invalid(
+                "server.auth_failures_per_minute",
+                "must be at least 1",
             ));
         }
         if self.webhooks.timeout_ms == 0 {

@@ -186,6 +186,8 @@ pub async fn serve_on(
     let service = router(AppState(app)).merge(extra);
     tracing::info!("listening on {base}");
     on_listening(&base);
+    // The peer address, for the failed-authentication budget of each source.
+    let service = service.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
