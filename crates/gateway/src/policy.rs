@@ -420,7 +420,7 @@ impl Policy {
                 if self.providers.contains_key(provider) {
                     Ok(())
                 } else {
-                    Err(invalid(key, format!("no provider named \"{provider}\"")))
+                    Err(invalid(key, "names no provider instance of this policy"))
                 }
             };
             if let Some(default) = &routing.default {

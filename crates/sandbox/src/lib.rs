@@ -122,6 +122,47 @@ impl FromStr for Outcome {
     }
 }
 
+/// A recorded JSON answer damaged the way a faulty provider might: some nodes replaced by other
+/// types or odd values, some keys dropped, all chosen by `choices` (a fuzzer's bytes), so that
+/// decoders can be shown to refuse it without panicking.
+pub fn mutate_json(
+    value: &serde_json::Value,
+    choices: &mut impl Iterator<Item = u8>,
+) -> serde_json::Value {
+    // One node in eight is replaced; a short list of choices leaves the rest as recorded.
+    let pick = choices.next().unwrap_or(u8::MAX);
+    let replacement = match pick % 64 {
+        0 => Some(serde_json::Value::Null),
+        1 => Some(serde_json::Value::Bool(pick.is_multiple_of(2))),
+        2 => Some(serde_json::Value::from(-1)),
+        3 => Some(serde_json::Value::from(1e308)),
+        4 => Some(serde_json::Value::from("")),
+        5 => Some(serde_json::Value::from("\u{0}\u{202e}\u{fffd}")),
+        6 => Some(serde_json::Value::Array(vec![serde_json::Value::Null])),
+        7 => Some(serde_json::Value::Object(Default::default())),
+        _ => None,
+    };
+    if let Some(replacement) = replacement {
+        return replacement;
+    }
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in map {
+                // One key in sixteen is dropped.
+                if !choices.next().unwrap_or(1).is_multiple_of(16) {
+                    out.insert(k.clone(), mutate_json(v, choices));
+                }
+            }
+            serde_json::Value::Object(out)
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(|v| mutate_json(v, choices)).collect())
+        }
+        other => other.clone(),
+    }
+}
+
 /// Errors of the simulators' Rust control API.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SandboxError {
