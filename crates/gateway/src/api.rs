@@ -2,7 +2,7 @@
 //! the published spec cannot drift from the code.
 
 use crate::app::AppState;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, AuthProblems, Problem};
 use crate::extract::{Tenant, ValidJson, ValidPath, ValidQuery, split_page};
 use crate::input::{CreateVerification, ListParams, ManualDecision};
 use crate::service::{self, Created};
@@ -57,14 +57,13 @@ pub struct Health {
         (status = 201, description = "Started", body = Verification),
         (status = 200, description = "This reference was already started with the same body", body = Verification),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Reference used with another body, or subject conflict at the provider", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid, or the provider refused", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "No provider available", body = Problem, content_type = "application/problem+json"),
+        AuthProblems,
     ),
     security(("api_key" = []))
 )]
@@ -92,9 +91,8 @@ async fn create_verification(
     responses(
         (status = 200, description = "A page", body = VerificationPage),
         (status = 400, description = "The query string cannot be read (e.g. a repeated parameter)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
+        AuthProblems,
     ),
     security(("api_key" = []))
 )]
@@ -123,9 +121,8 @@ async fn list_verifications(
     params(("id" = String, Path, description = "The verification id (`ver_...`)")),
     responses(
         (status = 200, description = "The verification", body = Verification),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
+        AuthProblems,
     ),
     security(("api_key" = []))
 )]
@@ -147,12 +144,11 @@ async fn get_verification(
     params(("id" = String, Path, description = "The verification id (`ver_...`)")),
     responses(
         (status = 200, description = "The verification as the provider has it now", body = Verification),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The provider refused the request", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The provider is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthProblems,
     ),
     security(("api_key" = []))
 )]
@@ -177,13 +173,12 @@ async fn refresh_verification(
     params(("id" = String, Path, description = "The verification id (`ver_...`)")),
     responses(
         (status = 200, description = "Document data (personal data: handle with care)", body = Identity),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No document data yet: the person has not reached that step (code `not_ready`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The provider refused the request", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The provider is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthProblems,
     ),
     security(("api_key" = []))
 )]
@@ -204,13 +199,12 @@ async fn get_identity(
     params(("id" = String, Path, description = "The verification id (`ver_...`)")),
     responses(
         (status = 200, description = "Cancelled", body = Verification),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already final, or the provider cannot cancel", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The provider refused the request", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The provider is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthProblems,
     ),
     security(("api_key" = []))
 )]
@@ -238,8 +232,6 @@ async fn cancel_verification(
     responses(
         (status = 200, description = "Decided", body = Verification),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not in review (`not_in_review`), or the provider takes no manual decisions (`not_supported`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
@@ -247,6 +239,7 @@ async fn cancel_verification(
         (status = 422, description = "A field is invalid, or the provider refused", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The provider is unavailable", body = Problem, content_type = "application/problem+json"),
+        AuthProblems,
     ),
     security(("api_key" = []))
 )]
@@ -277,9 +270,8 @@ async fn decide_verification(
     params(("id" = String, Path, description = "The verification id (`ver_...`)")),
     responses(
         (status = 200, description = "Its status changes, oldest first; the first is its creation", body = Vec<StatusChange>),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
+        AuthProblems,
     ),
     security(("api_key" = []))
 )]
@@ -304,8 +296,7 @@ async fn verification_history(
     params(("subject_id" = String, Path, description = "Your subject id")),
     responses(
         (status = 200, description = "The subject's standing", body = SubjectStanding),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        AuthProblems,
     ),
     security(("api_key" = []))
 )]

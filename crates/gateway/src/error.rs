@@ -52,6 +52,26 @@ pub struct Problem {
     pub request_id: Option<String>,
 }
 
+/// The problems every authenticated operation can answer before it runs, for its OpenAPI entry.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // it only describes answers for the spec; nothing builds one
+pub enum AuthProblems {
+    /// No valid API key.
+    #[response(
+        status = 401,
+        description = "No valid API key",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    /// Too many failed authentications.
+    #[response(
+        status = 429,
+        description = "Too many failed authentications from this address (see `Retry-After`)",
+        content_type = "application/problem+json"
+    )]
+    RateLimited(Problem),
+}
+
 /// Everything a handler can answer instead of success.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -2,7 +2,7 @@
 //! `POST /v1/events/{id}/redeliver`.
 
 use crate::app::AppState;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, AuthProblems, Problem};
 use crate::extract::{Tenant, ValidPath, ValidQuery, split_page};
 use crate::input::EventParams;
 use crate::store::{EventRecord, now};
@@ -43,9 +43,8 @@ pub struct EventPage {
     responses(
         (status = 200, description = "A page", body = EventPage),
         (status = 400, description = "The query string cannot be read (e.g. a repeated parameter)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
+        AuthProblems,
     ),
     security(("api_key" = []))
 )]
@@ -71,9 +70,8 @@ async fn list_events(
     params(("id" = String, Path, description = "The event id (`evt_...`)")),
     responses(
         (status = 202, description = "Queued for delivery", body = EventRecord),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed authentications from this address (see `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such event for this tenant", body = Problem, content_type = "application/problem+json"),
+        AuthProblems,
     ),
     security(("api_key" = []))
 )]
