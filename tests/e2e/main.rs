@@ -3,6 +3,7 @@
 
 mod events;
 mod first_run;
+mod gu1_entities;
 mod harness;
 mod swagger_ui;
 
@@ -690,25 +691,6 @@ async fn explicit_provider_choice_is_honoured_where_allowed() {
 }
 
 #[tokio::test]
-async fn a_gu1_entity_that_already_exists_is_a_subject_conflict_naming_the_fix() {
-    let w = World::start().await;
-    w.create(person("dup-1", "sub-dup-a", "AR")).await;
-    let mut body = person("dup-2", "sub-dup-b", "AR");
-    body["subject"]["national_id"] = json!(national_id("sub-dup-a"));
-    let (status, problem) = w.post("/v1/verifications", ALPHA_KEY, body.clone()).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
-    assert_eq!(problem["code"], "subject_conflict");
-    assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("provider_refs"),
-        "{problem}"
-    );
-    assert!(!problem.to_string().contains(&national_id("sub-dup-a")));
-}
-
-#[tokio::test]
 async fn a_revoked_token_is_replaced_by_exactly_one_new_token() {
     let w = World::start().await;
     w.create(person("tok-1", "sub-tok", "CL")).await;
@@ -817,18 +799,19 @@ async fn an_unavailable_provider_falls_back_only_where_the_policy_says_so() {
     assert_eq!(problem["code"], "provider_unavailable");
     let (_, page) = w.get("/v1/verifications?reference=fb-2", ALPHA_KEY).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 0);
-    // A refusal is not unavailability: no fallback for a subject conflict.
+    // A refusal is not unavailability: no fallback when gu1 refuses the validation.
     w.gu1.clear_faults();
-    w.post(
-        "/v1/verifications",
-        BETA_KEY,
-        person("fb-3", "sub-fb-3", "AR"),
-    )
-    .await;
-    let mut clash = person("fb-4", "sub-fb-4", "AR");
-    clash["subject"]["national_id"] = json!(national_id("sub-fb-3"));
-    let (status, problem) = w.post("/v1/verifications", BETA_KEY, clash).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    w.gu1
+        .inject(FaultRule::once(Fault::Status(400)).on_path("POST /api/kyc/validations"));
+    let (status, problem) = w
+        .post(
+            "/v1/verifications",
+            BETA_KEY,
+            person("fb-4", "sub-fb-4", "AR"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["code"], "provider_rejected");
     assert_eq!(w.betrust.transactions_created(), 1);
 }
 

@@ -847,6 +847,7 @@ mod tests {
         .unwrap();
         CreateRequest {
             idempotency_key: "order-12345".into(),
+            tenant: "acme".into(),
             reference: "ref-1".into(),
             subject,
             checks,

@@ -47,6 +47,7 @@ fn request(key: &str) -> CreateRequest {
     .unwrap();
     CreateRequest {
         idempotency_key: key.into(),
+        tenant: "acme".into(),
         reference: format!("ref-{key}"),
         subject,
         checks: Checks {

@@ -8,7 +8,7 @@
 //!
 //! | `Provider` call       | gu1 request (paths are config values, defaults shown)                     |
 //! |-----------------------|----------------------------------------------------------------------------|
-//! | `create`              | `POST /api/entities` (only without a known entity), then `POST /api/kyc/validations` |
+//! | `create`              | without a known entity: `GET /api/entities?type=person&taxId=...` (or `&externalId=...`), then `POST /api/entities` if none; then `POST /api/kyc/validations` |
 //! | `get`                 | `GET /api/kyc/validations/{id}`                                            |
 //! | `refresh`             | `POST /api/kyc/validations/{id}/sync` with `{"force": true}`               |
 //! | `identity`            | `GET /api/kyc/validations/{id}`, read `extractedData` (then the decision)  |
@@ -24,16 +24,25 @@
 //!
 //! gu1 verifies *entities*: a person entity must exist before a validation. `create` uses, in
 //! order: the request's `subject_ref` (the entity id the gateway remembered), the subject's
-//! `provider_refs[<instance name>]` (an id the caller gave), an entity this process created for the
-//! same idempotency key in the last hour (see retries), and otherwise creates the person entity:
-//! `name` = "first last" when given, else the subject id; `countryCode` = subject country;
-//! `externalId` = subject id; `taxId` = national id; `entityData.person` = first/last name, birth
-//! date, `nationality` = subject country. The entity id comes back as
-//! [`ProviderVerification::subject_ref`] for the gateway to remember.
+//! `provider_refs[<instance name>]` (an id the caller gave), and otherwise the subject's entity as
+//! gu1 holds it: looked up by `taxId` when a national id is given, else by `externalId`, and
+//! created only when the lookup finds none. A 409 on creation (another process won the race, or an
+//! earlier attempt's answer was lost to a timeout or a crash) is resolved by the same lookup.
 //!
-//! gu1 refuses a second entity with the same `taxId` (409). We cannot look the existing one up (no
-//! documented search), so that is a [`ProviderError::SubjectConflict`] whose message names the fix:
-//! pass the entity id in `subject.provider_refs.<instance name>`.
+//! The created person entity has `name` = "first last" when given, else the subject id;
+//! `countryCode` = subject country; `externalId` = `{tenant}:{subject id}` (tenants sharing one
+//! gu1 organisation may use the same subject ids for different people); `taxId` = national id;
+//! `entityData.person` = first/last name, birth date, `nationality` = subject country. The entity
+//! id comes back as [`ProviderVerification::subject_ref`] for the gateway to remember.
+//!
+//! One national id is one person: tenants sharing a gu1 instance share its entity, as gu1 scopes
+//! entities per organisation. Inside one process, creates for one subject run the lookup-or-create
+//! once (a single flight keyed by an HMAC of the national id, or of the external id, under the API
+//! key) and remember the result for an hour; across processes the lookup and the 409 keep it to
+//! one entity where gu1 enforces `taxId` uniqueness. Without a national id gu1 enforces nothing, so
+//! two processes racing on a new subject can still make two entities. Only when gu1 answers 409 and
+//! its lookup finds nothing is it a [`ProviderError::SubjectConflict`] naming the fix: pass the
+//! entity id in `subject.provider_refs.<instance name>`.
 //!
 //! # Errors
 //!
@@ -42,7 +51,7 @@
 //! | connect error, timeout, 5xx, 429                        | `Unavailable` (short text, no body) |
 //! | 401, 403                                                | `Unauthorized`                    |
 //! | 404 `NOT_FOUND` (or any 404 without `ENTITY_NOT_FOUND`) | `NotFound`                        |
-//! | 409 on entity creation                                  | `SubjectConflict`                 |
+//! | 409 on entity creation, and the lookup finds nothing   | `SubjectConflict`                 |
 //! | `ENTITY_NOT_FOUND`, `INVALID_ENTITY_TYPE`, `KYC_NOT_CONFIGURED`, `NO_SESSION_ID`, `INTEGRATION_NOT_CONFIGURED`, `INVALID_STATUS`, `INVALID_METADATA` | `Rejected { code, message: our text }` |
 //! | another 4xx                                             | `Rejected { code: gu1's code or HTTP_<status>, message: our text }` |
 //! | a 2xx body we cannot read, an unknown status word       | `BadResponse`                     |
@@ -53,14 +62,11 @@
 //! # Choices where gu1's documentation is silent
 //!
 //! - **Retries.** gu1 has no idempotency key. The idempotency key is sent as
-//!   `metadata.gatewayKey` (with `metadata.reference`). When the entity is already known, `create`
-//!   first reads the entity's current validation (`GET {entity_kyc_path}/{id}/current`): if this
-//!   key started it, it is returned instead of starting a second one, so a create retried after a
-//!   lost answer or a gateway crash finds the first validation. The adapter also remembers in
-//!   memory, for an hour, the entity it created per idempotency key: a retry after a failed
-//!   validation call reuses that entity instead of running into gu1's 409. What is left: a retry
-//!   whose first attempt created the entity but whose process died before remembering it meets the
-//!   409 and the `subject_conflict` answer that names the fix.
+//!   `metadata.gatewayKey` (with `metadata.reference`). Unless this call just created the entity,
+//!   `create` first reads the entity's current validation (`GET {entity_kyc_path}/{id}/current`):
+//!   if this key started it, it is returned instead of starting a second one, so a create retried
+//!   after a lost answer or a gateway crash finds the first validation. An entity whose answer was
+//!   lost is found by the lookup (above).
 //! - **Cancel.** gu1's pages do not document cancelling. `POST {validations_path}/{id}/cancel` is our
 //!   pinned assumption, configurable as [`Gu1Config::cancel_path`] (a template with `{id}`). When
 //!   the cancel answer is not a validation, the validation is read back with a GET.
@@ -92,14 +98,15 @@ use sha2::Sha256;
 use std::time::Duration;
 use transformers::{
     Gu1CreateEntityAnswer, Gu1CreatePersonEntity, Gu1CreateValidation, Gu1EntityData,
-    Gu1EntityKycStatus, Gu1ErrorBody, Gu1PersonData, Gu1SyncRequest, Gu1Validation,
+    Gu1EntityKycStatus, Gu1EntityList, Gu1ErrorBody, Gu1PersonData, Gu1SyncRequest, Gu1Validation,
     Gu1ValidationMetadata, Gu1WebhookEnvelope,
 };
 
 /// The adapter kind as written in the policy (`kind = "gu1"`).
 pub const KIND: &str = "gu1";
 
-/// How long an entity created for an idempotency key is remembered for a retry of that attempt.
+/// How long this process remembers which entity a subject has, so concurrent and repeated
+/// creates for one subject make one entity and skip the lookup.
 const ENTITY_MEMORY: Duration = Duration::from_secs(3600);
 
 /// One gu1 instance's settings, as read from the policy file. Every host and path is a value here
@@ -194,8 +201,9 @@ pub struct Gu1Provider {
     config: Gu1Config,
     base_url: String,
     http: reqwest::Client,
-    /// Entity ids created per idempotency key, so a retried create reuses its entity.
-    entities_by_key: moka::future::Cache<String, String>,
+    /// Entity ids per subject key (see [`Gu1Provider::subject_key`]). Its `try_get_with` is the
+    /// single flight: concurrent creates for one subject wait for one lookup-or-create.
+    entities: moka::future::Cache<String, String>,
 }
 
 impl std::fmt::Debug for Gu1Provider {
@@ -218,6 +226,7 @@ enum Op {
     DecideValidation,
     EntityStatus,
     CurrentValidation,
+    FindEntity,
 }
 
 impl Op {
@@ -231,6 +240,7 @@ impl Op {
             Op::DecideValidation => "decide validation",
             Op::EntityStatus => "entity status",
             Op::CurrentValidation => "entity current validation",
+            Op::FindEntity => "find entity",
         }
     }
 }
@@ -334,7 +344,7 @@ impl Gu1Provider {
             base_url: config.base_url.trim_end_matches('/').to_string(),
             config,
             http,
-            entities_by_key: moka::future::Cache::builder()
+            entities: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ENTITY_MEMORY)
                 .build(),
@@ -524,8 +534,100 @@ impl Gu1Provider {
         }
     }
 
-    /// Creates the person entity for a subject gu1 does not know yet; answers its id.
-    async fn create_entity(&self, request: &CreateRequest) -> Result<String, ProviderError> {
+    /// The `externalId` we give a subject's entity: tenants sharing one gu1 organisation may use
+    /// the same subject ids for different people.
+    fn external_id(request: &CreateRequest) -> String {
+        format!("{}:{}", request.tenant, request.subject.id)
+    }
+
+    /// What identifies the subject within this gu1 instance: its national id when given (gu1
+    /// keeps one entity per `taxId` in an organisation, whichever tenant made it), else its
+    /// external id. Keyed with the API key (HMAC-SHA256), so the national id is never held in
+    /// clear, even in memory, beyond the request itself.
+    fn subject_key(&self, request: &CreateRequest) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(self.config.api_key.expose_secret().as_bytes())
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        match &request.subject.national_id {
+            Some(tax_id) => {
+                mac.update(b"taxId\0");
+                mac.update(tax_id.expose().as_bytes());
+            }
+            None => {
+                mac.update(b"externalId\0");
+                mac.update(Self::external_id(request).as_bytes());
+            }
+        }
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The entity for a request's subject, and whether this call created it. Looks up, then
+    /// creates; a 409 on create (another process won the race, or an earlier attempt's answer was
+    /// lost) is resolved by the same lookup. Concurrent calls for one subject share one run.
+    async fn entity_for(&self, request: &CreateRequest) -> Result<(String, bool), ProviderError> {
+        let created = std::sync::atomic::AtomicBool::new(false);
+        let entity_id = self
+            .entities
+            .try_get_with(self.subject_key(request), async {
+                if let Some(id) = self.find_entity(request).await? {
+                    return Ok(id);
+                }
+                if let Some(id) = self.create_entity(request).await? {
+                    created.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(id);
+                }
+                tracing::info!(provider = %self.name, "gu1 already has a person entity for this subject; looking it up");
+                self.find_entity(request).await?.ok_or_else(|| {
+                    ProviderError::SubjectConflict(format!(
+                        "gu1 has a person entity for this subject that its lookup does not \
+                         return; pass its entity id in subject.provider_refs.{}",
+                        self.name
+                    ))
+                })
+            })
+            .await
+            .map_err(|e| (*e).clone())?;
+        Ok((entity_id, created.into_inner()))
+    }
+
+    /// Looks the subject's person entity up: `GET {entities_path}?type=person&taxId=...` with a
+    /// national id, else `&externalId=...`. A 404 means none.
+    async fn find_entity(&self, request: &CreateRequest) -> Result<Option<String>, ProviderError> {
+        let tax_id = request
+            .subject
+            .national_id
+            .as_ref()
+            .map(|t| t.expose().as_str());
+        let external_id = Self::external_id(request);
+        let mut url = url::Url::parse(&self.url(&self.config.entities_path))
+            .map_err(|_| config_error("gu1 base_url and entities_path do not make a URL"))?;
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("type", "person");
+            match tax_id {
+                Some(tax_id) => query.append_pair("taxId", tax_id),
+                None => query.append_pair("externalId", &external_id),
+            };
+        }
+        let (status, body) = self
+            .send(Op::FindEntity, Method::GET, url.into(), None, None)
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let found: Gu1EntityList = self.read(Op::FindEntity, status, &body)?;
+        Ok(found
+            .person_matching(tax_id, &external_id)
+            .filter(|id| plausible_id(id))
+            .map(str::to_owned))
+    }
+
+    /// Creates the person entity for a subject gu1 does not know yet; answers its id, or `None`
+    /// when gu1 says it exists already (409).
+    async fn create_entity(
+        &self,
+        request: &CreateRequest,
+    ) -> Result<Option<String>, ProviderError> {
         let subject = &request.subject;
         let full_name = [subject.first_name.as_ref(), subject.last_name.as_ref()]
             .into_iter()
@@ -544,7 +646,7 @@ impl Gu1Provider {
             entity_type: "person",
             name: Personal::new(name),
             country_code: country.clone(),
-            external_id: subject.id.clone(),
+            external_id: Self::external_id(request),
             tax_id: subject.national_id.clone(),
             entity_data: Gu1EntityData {
                 person: Gu1PersonData {
@@ -565,19 +667,12 @@ impl Gu1Provider {
             )
             .await?;
         if status == StatusCode::CONFLICT {
-            tracing::info!(provider = %self.name, "gu1 already has a person entity for this subject");
-            let what = if subject.national_id.is_some() {
-                "a gu1 person entity with this tax id already exists"
-            } else {
-                "a gu1 person entity for this subject already exists"
-            };
-            return Err(ProviderError::SubjectConflict(format!(
-                "{what}; pass its entity id in subject.provider_refs.{}",
-                self.name
-            )));
+            return Ok(None);
         }
-        self.read::<Gu1CreateEntityAnswer>(Op::CreateEntity, status, &answer)?
-            .entity_id()
+        let id = self
+            .read::<Gu1CreateEntityAnswer>(Op::CreateEntity, status, &answer)?
+            .entity_id()?;
+        Ok(Some(id))
     }
 
     /// The entity's current validation when this idempotency key started it: gu1 has no
@@ -656,16 +751,7 @@ impl Provider for Gu1Provider {
             .filter(|id| !id.trim().is_empty());
         let (entity_id, entity_is_new) = match known {
             Some(id) => (id.trim().to_string(), false),
-            None => match self.entities_by_key.get(&request.idempotency_key).await {
-                Some(id) => (id, false),
-                None => {
-                    let id = self.create_entity(request).await?;
-                    self.entities_by_key
-                        .insert(request.idempotency_key.clone(), id.clone())
-                        .await;
-                    (id, true)
-                }
-            },
+            None => self.entity_for(request).await?,
         };
         self.check_entity_id(&entity_id)?;
         if !entity_is_new

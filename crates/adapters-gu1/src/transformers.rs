@@ -98,7 +98,7 @@ pub struct Gu1CreatePersonEntity {
     pub name: Personal<String>,
     /// ISO 3166-1 alpha-2 country.
     pub country_code: String,
-    /// The caller's subject id, so the entity can be found from our side.
+    /// `{tenant}:{subject id}`, so the entity can be found again from our side (see the lookup).
     pub external_id: String,
     /// The national id; gu1 refuses a second entity with the same one (409).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -206,6 +206,47 @@ impl Gu1CreateEntityAnswer {
             .ok_or_else(|| {
                 ProviderError::BadResponse("gu1 created an entity but sent no entity id".into())
             })
+    }
+}
+
+/// gu1's answer to an entity lookup (`GET {entities_path}?type=person&taxId=...` or
+/// `&externalId=...`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Gu1EntityList {
+    /// The entities matching the filters, up to 100.
+    #[serde(default)]
+    pub entities: Vec<Gu1ListedEntity>,
+}
+
+/// One entity of a lookup answer: only what we match on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Gu1ListedEntity {
+    /// gu1's id for the entity.
+    pub id: String,
+    /// `person` for the entities KYC validations take.
+    #[serde(default, rename = "type")]
+    pub entity_type: Option<String>,
+    /// What we sent as `externalId` when we created it.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// The national id it was created with.
+    #[serde(default)]
+    pub tax_id: Option<Personal<String>>,
+}
+
+impl Gu1EntityList {
+    /// The id of the first person entity that really carries the national id, or else the
+    /// external id, asked for: a lookup answer is not trusted to have applied its filter.
+    pub fn person_matching(&self, tax_id: Option<&str>, external_id: &str) -> Option<&str> {
+        self.entities
+            .iter()
+            .filter(|e| e.entity_type.as_deref().is_none_or(|t| t == "person"))
+            .find(|e| match tax_id {
+                Some(tax_id) => e.tax_id.as_ref().map(|t| t.expose().as_str()) == Some(tax_id),
+                None => e.external_id.as_deref() == Some(external_id),
+            })
+            .map(|e| e.id.as_str())
     }
 }
 

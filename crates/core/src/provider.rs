@@ -15,6 +15,9 @@ pub struct CreateRequest {
     /// A stable id for this attempt, the same on every retry of the same caller request: adapters use
     /// it as the provider-side idempotency key (BeTrust `transaction_id`).
     pub idempotency_key: String,
+    /// The tenant asking. Where tenants share one provider account, adapters use it to keep
+    /// tenants' subject ids apart (gu1's `externalId` is `{tenant}:{subject id}`).
+    pub tenant: String,
     /// The caller's reference, passed along as metadata where the provider keeps some.
     pub reference: String,
     /// The person to verify.

@@ -122,6 +122,7 @@ pub async fn create(
         };
         let request = CreateRequest {
             idempotency_key: idempotency_key(tenant, &body.reference, &name),
+            tenant: tenant.to_string(),
             reference: body.reference.clone(),
             subject: body.subject.clone(),
             checks: body.checks.clone().unwrap_or_default(),

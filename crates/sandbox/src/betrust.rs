@@ -196,7 +196,8 @@ impl BetrustSim {
         lock(&self.shared.state).transactions.len()
     }
 
-    /// API requests (faulted ones included) whose path contains `path_contains`.
+    /// API requests (faulted ones included) whose request line, `METHOD /path?query`, contains
+    /// `path_contains`.
     pub fn requests_seen(&self, path_contains: &str) -> usize {
         self.shared.traffic.requests_seen(path_contains)
     }

@@ -1,5 +1,5 @@
-//! The gu1 simulator: person entities, KYC validations (create, get, sync, cancel, current,
-//! status) and the HMAC-signed webhook.
+//! The gu1 simulator: person entities (create, and the lookup by `taxId` or `externalId`), KYC
+//! validations (create, get, sync, cancel, current, status) and the HMAC-signed webhook.
 
 use crate::{
     ApiTraffic, FaultRule, Outcome, SandboxError, ServerTask, deliver_webhook,
@@ -9,7 +9,7 @@ use crate::{
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, Request, State},
+    extract::{Path, Query, Request, State},
     http::{StatusCode, header},
     middleware::{self, Next},
     response::{Html, IntoResponse, Response},
@@ -151,7 +151,7 @@ impl Gu1Sim {
             state: Mutex::default(),
         });
         let api = Router::new()
-            .route("/api/entities", post(create_entity))
+            .route("/api/entities", post(create_entity).get(find_entities))
             .route("/api/kyc/validations", post(create_validation))
             .route("/api/kyc/validations/{id}", get(get_validation))
             .route("/api/kyc/validations/{id}/sync", post(sync_validation))
@@ -207,6 +207,15 @@ impl Gu1Sim {
             .map(|v| Value::Object(v.data.clone()))
     }
 
+    /// The ids of the entities created, oldest first.
+    pub fn entity_ids(&self) -> Vec<String> {
+        lock(&self.shared.state)
+            .entities
+            .iter()
+            .map(|e| e.id.clone())
+            .collect()
+    }
+
     /// The stored entity (create body plus `id` and `createdAt`), to inspect what a client sent.
     pub fn entity(&self, id: &str) -> Option<Value> {
         lock(&self.shared.state)
@@ -233,7 +242,8 @@ impl Gu1Sim {
         self.shared.traffic.clear_faults();
     }
 
-    /// API requests (faulted ones included) whose path contains `path_contains`.
+    /// API requests (faulted ones included) whose request line, `METHOD /path?query`, contains
+    /// `path_contains`.
     pub fn requests_seen(&self, path_contains: &str) -> usize {
         self.shared.traffic.requests_seen(path_contains)
     }
@@ -444,6 +454,59 @@ async fn create_entity(State(shared): State<Arc<Shared>>, body: Bytes) -> Respon
         data: request,
     });
     (StatusCode::CREATED, Json(answer)).into_response()
+}
+
+/// Filters of `GET /api/entities` (gu1 documents `type`, `taxId` and `externalId`).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EntityFilter {
+    #[serde(rename = "type")]
+    entity_type: Option<String>,
+    tax_id: Option<String>,
+    external_id: Option<String>,
+}
+
+/// `GET /api/entities?type=person&taxId=...&externalId=...`: the entities matching every filter
+/// given, oldest first, at most 100, as `{entities: [...]}`.
+async fn find_entities(
+    State(shared): State<Arc<Shared>>,
+    Query(filter): Query<EntityFilter>,
+) -> Response {
+    let state = lock(&shared.state);
+    let field =
+        |e: &EntityRecord, key: &str| e.data.get(key).and_then(Value::as_str).map(str::to_owned);
+    let entities: Vec<Value> = state
+        .entities
+        .iter()
+        .filter(|e| {
+            filter
+                .entity_type
+                .as_ref()
+                .is_none_or(|t| field(e, "type").as_ref() == Some(t))
+                && filter
+                    .tax_id
+                    .as_ref()
+                    .is_none_or(|t| e.tax_id.as_ref() == Some(t))
+                && filter
+                    .external_id
+                    .as_ref()
+                    .is_none_or(|x| field(e, "externalId").as_ref() == Some(x))
+        })
+        .take(100)
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "type": field(e, "type"),
+                "name": field(e, "name"),
+                "countryCode": field(e, "countryCode"),
+                "externalId": field(e, "externalId"),
+                "taxId": e.tax_id,
+                "kycVerified": false,
+                "createdAt": field(e, "createdAt"),
+            })
+        })
+        .collect();
+    Json(json!({ "entities": entities })).into_response()
 }
 
 /// `POST /api/kyc/validations`: opens a validation for an entity.

@@ -12,7 +12,7 @@
 //!   link can finish it: `curl -X POST "$URL" -H 'Content-Type: application/json'
 //!   -d '{"outcome": "approved"}'`;
 //! - `POST /_sandbox/faults` with JSON `{"path_contains", "status" | "latency_ms" | "malformed" |
-//!   "hang", "times"}` and `DELETE /_sandbox/faults`.
+//!   "hang" | "late_answer_ms", "times"}` and `DELETE /_sandbox/faults`.
 //!
 //! Dropping a simulator stops its server.
 //!
@@ -188,12 +188,16 @@ pub enum Fault {
     Malformed,
     /// Never answer (until the simulator is dropped), for client timeouts.
     Hang,
+    /// Do what was asked, then hold the answer this long: the work is done but a client with a
+    /// shorter timeout (or one killed meanwhile) never learns of it.
+    LateAnswer(Duration),
 }
 
 /// Which requests get a [`Fault`], and how many times.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaultRule {
-    /// Applies only to API paths containing this text; `None` applies to every API route.
+    /// Applies only to API requests whose request line, `METHOD /path?query`, contains this text;
+    /// `None` applies to every API route.
     pub path_contains: Option<String>,
     /// What to do to a matching request.
     pub fault: Fault,
@@ -220,7 +224,9 @@ impl FaultRule {
         }
     }
 
-    /// Restricts the rule to API paths containing `path_contains` (e.g. `"/transactions"`).
+    /// Restricts the rule to API requests whose request line, `METHOD /path?query`, contains
+    /// `path_contains` (e.g. `"/transactions"`, `"POST /api/entities"` for gu1's entity creation
+    /// only, or `"taxId="` for its lookup by national id).
     pub fn on_path(mut self, path_contains: impl Into<String>) -> Self {
         self.path_contains = Some(path_contains.into());
         self
@@ -314,7 +320,11 @@ pub(crate) async fn fault_middleware(
     request: Request,
     next: Next,
 ) -> Response {
-    let path = request.uri().path().to_owned();
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| request.uri().path(), |p| p.as_str());
+    let path = format!("{} {target}", request.method());
     let Some(fault) = traffic.take_fault(&path) else {
         return next.run(request).await;
     };
@@ -354,10 +364,20 @@ pub(crate) async fn fault_middleware(
             }
             StatusCode::GATEWAY_TIMEOUT.into_response()
         }
+        Fault::LateAnswer(delay) => {
+            let response = next.run(request).await;
+            let mut shutdown = traffic.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => {}
+            }
+            response
+        }
     }
 }
 
-/// Body of `POST /_sandbox/faults`: exactly one of `status`, `latency_ms`, `malformed`, `hang`.
+/// Body of `POST /_sandbox/faults`: exactly one of `status`, `latency_ms`, `malformed`, `hang`,
+/// `late_answer_ms`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FaultRequest {
@@ -366,6 +386,7 @@ struct FaultRequest {
     latency_ms: Option<u64>,
     malformed: Option<bool>,
     hang: Option<bool>,
+    late_answer_ms: Option<u64>,
     times: Option<u32>,
 }
 
@@ -387,8 +408,13 @@ impl FaultRequest {
         if self.hang == Some(true) {
             faults.push(Fault::Hang);
         }
+        if let Some(ms) = self.late_answer_ms {
+            faults.push(Fault::LateAnswer(Duration::from_millis(ms)));
+        }
         if faults.len() != 1 {
-            return Err("give exactly one of status, latency_ms, malformed:true, hang:true");
+            return Err(
+                "give exactly one of status, latency_ms, malformed:true, hang:true, late_answer_ms",
+            );
         }
         Ok(FaultRule {
             path_contains: self.path_contains,

@@ -200,3 +200,35 @@ async fn dropping_a_sim_stops_its_server() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_late_answer_does_the_work_and_answers_after_the_client_gave_up() {
+    let sim = Gu1Sim::start(Gu1SimConfig::default()).await.unwrap();
+    sim.inject(
+        FaultRule::once(Fault::LateAnswer(Duration::from_secs(5))).on_path("POST /api/entities"),
+    );
+    // A lookup on the same path is not a POST: untouched.
+    let lookup = client()
+        .get(format!("{}/api/entities?type=person", sim.base_url()))
+        .bearer_auth("gk_sandbox_key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lookup.status(), StatusCode::OK);
+
+    let started = Instant::now();
+    let cut_off = client()
+        .post(format!("{}/api/entities", sim.base_url()))
+        .bearer_auth("gk_sandbox_key")
+        .timeout(Duration::from_millis(300))
+        .json(&json!({"type": "person", "name": "X", "countryCode": "AR", "externalId": "s"}))
+        .send()
+        .await;
+    assert!(cut_off.unwrap_err().is_timeout());
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        sim.entities_created(),
+        1,
+        "the entity was made all the same"
+    );
+}

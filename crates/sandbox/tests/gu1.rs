@@ -410,3 +410,42 @@ async fn session_page_finishes_with_a_form() {
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn entities_are_found_by_tax_id_or_external_id() {
+    let sim = Gu1Sim::start(Gu1SimConfig::default()).await.unwrap();
+    let with_tax_id = entity(&sim, Some("20-1-9")).await;
+    let without = entity(&sim, None).await;
+
+    let (status, found) = call(&sim, "GET", "/api/entities?type=person&taxId=20-1-9", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = found["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [with_tax_id.as_str()]);
+    assert_eq!(found["entities"][0]["taxId"], "20-1-9");
+
+    let (_, found) = call(
+        &sim,
+        "GET",
+        "/api/entities?type=person&externalId=subject-1",
+        None,
+    )
+    .await;
+    assert_eq!(found["entities"].as_array().unwrap().len(), 2);
+    assert_eq!(found["entities"][1]["id"], without.as_str());
+
+    let (_, none) = call(&sim, "GET", "/api/entities?type=person&taxId=other", None).await;
+    assert_eq!(none["entities"], json!([]));
+    let (_, none) = call(
+        &sim,
+        "GET",
+        "/api/entities?type=company&externalId=subject-1",
+        None,
+    )
+    .await;
+    assert_eq!(none["entities"], json!([]));
+}
