@@ -40,6 +40,8 @@ pub struct Options {
     pub outbound_allow: Vec<String>,
     /// `[webhooks] retry_seconds`.
     pub retry_seconds: Vec<u64>,
+    /// Other `[server]` lines, as written (`max_connections = 20`).
+    pub server_extra: Vec<String>,
 }
 
 impl Options {
@@ -63,6 +65,7 @@ impl Default for Options {
             webhook_url: None,
             outbound_allow: Vec::new(),
             retry_seconds: vec![0, 1, 1],
+            server_extra: Vec::new(),
         }
     }
 }
@@ -94,8 +97,13 @@ fn server_sections(o: &Options) -> String {
         .as_ref()
         .map(|u| format!("public_url = \"{u}\"\n"))
         .unwrap_or_default();
+    let extra: String = o
+        .server_extra
+        .iter()
+        .map(|line| format!("{line}\n"))
+        .collect();
     format!(
-        "[server]\n{public_url}outbound_allow = {:?}\n\n[webhooks]\nretry_seconds = {:?}\n",
+        "[server]\n{public_url}{extra}outbound_allow = {:?}\n\n[webhooks]\nretry_seconds = {:?}\n",
         o.outbound_allow, o.retry_seconds,
     )
 }

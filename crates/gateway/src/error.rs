@@ -100,6 +100,9 @@ pub enum ApiError {
     /// The body is over the size limit.
     #[error("payload too large")]
     TooLarge,
+    /// The body did not arrive within `server.request_body_timeout_ms`.
+    #[error("request timeout")]
+    BodyTimeout,
     /// The body is not sent as JSON.
     #[error("unsupported media type")]
     UnsupportedMediaType,
@@ -180,6 +183,7 @@ impl ApiError {
                 "payload_too_large",
                 "Payload too large",
             ),
+            ApiError::BodyTimeout => (S::REQUEST_TIMEOUT, "request_timeout", "Request timeout"),
             ApiError::UnsupportedMediaType => (
                 S::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -250,6 +254,7 @@ impl ApiError {
                 "too many failed authentications from this address; retry after the Retry-After seconds".into()
             }
             ApiError::TooLarge => "the body is over the 64 KiB limit".into(),
+            ApiError::BodyTimeout => "the body did not arrive in time; send it whole".into(),
             ApiError::UnsupportedMediaType => {
                 "send the body as JSON with `Content-Type: application/json`".into()
             }

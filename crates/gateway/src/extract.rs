@@ -213,6 +213,8 @@ impl<S: Send + Sync> FromRequest<S> for LimitedBody {
             .map_err(|rejection| {
                 if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::TooLarge
+                } else if caused_by::<tower_http::timeout::TimeoutError>(&rejection) {
+                    ApiError::BodyTimeout
                 } else {
                     ApiError::BadRequest {
                         field: None,
@@ -221,6 +223,18 @@ impl<S: Send + Sync> FromRequest<S> for LimitedBody {
                 }
             })
     }
+}
+
+/// Whether `E` is somewhere in the chain of causes of `error`.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<E>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// A JSON value read by the rules of the published schema: where a type expects an object, only

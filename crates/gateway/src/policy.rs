@@ -74,10 +74,38 @@ pub struct ServerConfig {
     /// Failed authentications allowed per source address and minute before it gets 429.
     #[serde(default = "default_auth_failures")]
     pub auth_failures_per_minute: u32,
+    /// How long a connection may take to send a request's head (line and headers), counted from
+    /// when the server starts waiting for it: this also closes a kept-alive connection that sends
+    /// nothing for this long.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// How long a request body may take to arrive once its head is in (408 past it).
+    #[serde(default = "default_request_body_timeout")]
+    pub request_body_timeout_ms: u64,
+    /// How long one request may take in all, provider calls included (503 past it). Keep it above
+    /// the providers' `timeout_ms` times the instances a create may try.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+    /// Most connections open at once; past it a new connection is answered 503 and closed. Lowered
+    /// at start to fit the process's open-file limit (see `crate::listener`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 fn default_auth_failures() -> u32 {
     60
+}
+fn default_header_read_timeout() -> u64 {
+    10_000
+}
+fn default_request_body_timeout() -> u64 {
+    10_000
+}
+fn default_request_timeout() -> u64 {
+    60_000
+}
+fn default_max_connections() -> usize {
+    10_000
 }
 
 impl Default for ServerConfig {
@@ -86,6 +114,10 @@ impl Default for ServerConfig {
             public_url: None,
             outbound_allow: Vec::new(),
             auth_failures_per_minute: default_auth_failures(),
+            header_read_timeout_ms: default_header_read_timeout(),
+            request_body_timeout_ms: default_request_body_timeout(),
+            request_timeout_ms: default_request_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -362,6 +394,22 @@ impl Policy {
                 "server.auth_failures_per_minute",
                 "must be at least 1",
             ));
+        }
+        for (key, value) in [
+            (
+                "server.header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+            ),
+            (
+                "server.request_body_timeout_ms",
+                self.server.request_body_timeout_ms,
+            ),
+            ("server.request_timeout_ms", self.server.request_timeout_ms),
+            ("server.max_connections", self.server.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
         }
         if self.webhooks.timeout_ms == 0 {
             return Err(invalid("webhooks.timeout_ms", "must be at least 1"));

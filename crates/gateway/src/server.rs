@@ -55,6 +55,10 @@ pub fn router(state: AppState) -> Router {
     .fallback(|| async { ApiError::NotFound("no such endpoint; see /docs".into()) })
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
     .layer(axum::middleware::from_fn(size_limits))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        time_limits,
+    ))
     .layer(axum::middleware::from_fn(request_context))
     .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
     .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -95,6 +99,38 @@ async fn size_limits(request: Request, next: Next) -> Response {
         return ApiError::HeadersTooLarge.into_response();
     }
     next.run(request).await
+}
+
+/// Bounds a request in time by `[server]`: its body must be in within `request_body_timeout_ms`
+/// of the head (408 otherwise, however slowly it trickles), and the answer must be ready within
+/// `request_timeout_ms` (503 otherwise; a create cut off this way is safe to retry with the same
+/// reference).
+async fn time_limits(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (body_timeout, request_timeout) = {
+        let server = &state.runtime().policy.server;
+        (
+            std::time::Duration::from_millis(server.request_body_timeout_ms),
+            std::time::Duration::from_millis(server.request_timeout_ms),
+        )
+    };
+    let request = request.map(|body| {
+        axum::body::Body::new(tower_http::timeout::DeadlineBody::new(body_timeout, body))
+    });
+    match tokio::time::timeout(request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = request_timeout.as_millis() as u64,
+                "request not answered in time"
+            );
+            ApiError::Unavailable(format!(
+                "the request was not answered within {} ms; retry it (a create with the same \
+                 reference is safe to retry)",
+                request_timeout.as_millis()
+            ))
+            .into_response()
+        }
+    }
 }
 
 /// Gives every request an id (the caller's `x-request-id` when it is sane), a span, and one log
@@ -143,13 +179,37 @@ async fn request_context(request: Request, next: Next) -> Response {
 
 /// Binds `listen`, a clear error when another process holds it.
 pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, ServeError> {
-    tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => ServeError::AddressInUse(listen.to_string()),
-            _ => ServeError::Io(e),
-        })
+    let in_use = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::AddrInUse => ServeError::AddressInUse(listen.to_string()),
+        _ => ServeError::Io(e),
+    };
+    let mut last = None;
+    for addr in tokio::net::lookup_host(listen).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr) {
+            // A deep accept queue: when a burst of connections outruns the accept loop, the
+            // kernel keeps them instead of dropping them unseen (the system caps it, somaxconn).
+            Ok(()) => return socket.listen(LISTEN_BACKLOG).map_err(in_use),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(
+        || {
+            ServeError::Io(std::io::Error::other(
+                "the listen address resolves to nothing",
+            ))
+        },
+        in_use,
+    ))
 }
+
+/// The accept queue asked of the kernel.
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// Opens the store, binds `listen`, and serves `policy` until Ctrl-C or SIGTERM. `on_listening`
 /// gets the bound base URL (useful when `listen` asks for port 0).
@@ -175,6 +235,10 @@ pub async fn serve_on(
         .public_url
         .clone()
         .unwrap_or_else(|| base.clone());
+    let limits = crate::listener::ConnectionLimits {
+        header_read_timeout: std::time::Duration::from_millis(policy.server.header_read_timeout_ms),
+        max_connections: policy.server.max_connections,
+    };
     let runtime = Runtime::build(policy)?;
     let app = Arc::new(App::new(
         Arc::new(store) as Arc<dyn Store>,
@@ -186,11 +250,7 @@ pub async fn serve_on(
     let service = router(AppState(app)).merge(extra);
     tracing::info!("listening on {base}");
     on_listening(&base);
-    // The peer address, for the failed-authentication budget of each source.
-    let service = service.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    crate::listener::serve(listener, service, limits, shutdown_signal()).await;
     Ok(())
 }
 
