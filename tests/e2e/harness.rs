@@ -36,7 +36,7 @@ pub struct Options {
     pub store_url: Option<String>,
     /// Tenant alpha's `webhook_url`, signed with [`ALPHA_WEBHOOK_SECRET`].
     pub webhook_url: Option<String>,
-    /// `[server] outbound_allow`.
+    /// `[server] outbound_allow`, beside the `127.0.0.1` the simulators need.
     pub outbound_allow: Vec<String>,
     /// `[webhooks] retry_seconds`.
     pub retry_seconds: Vec<u64>,
@@ -102,9 +102,13 @@ fn server_sections(o: &Options) -> String {
         .iter()
         .map(|line| format!("{line}\n"))
         .collect();
+    // The simulators listen on 127.0.0.1: exempt, as the sandbox's own policy does.
+    let allow: Vec<&str> = std::iter::once("127.0.0.1")
+        .chain(o.outbound_allow.iter().map(String::as_str))
+        .collect();
     format!(
-        "[server]\n{public_url}{extra}outbound_allow = {:?}\n\n[webhooks]\nretry_seconds = {:?}\n",
-        o.outbound_allow, o.retry_seconds,
+        "[server]\n{public_url}{extra}outbound_allow = {allow:?}\n\n[webhooks]\nretry_seconds = {:?}\n",
+        o.retry_seconds,
     )
 }
 

@@ -1018,6 +1018,28 @@ fn check_config_and_hash_key_commands() {
             "base_url = \"ftp://api.gu1.ai\"",
             "providers.gu1",
         ),
+        // Provider targets outside the public internet, or in clear, unless outbound_allow
+        // exempts them (the example exempts 10.20.0.0/16 and kyc-mock.internal).
+        (
+            "base_url = \"https://api.gu1.ai\"",
+            "base_url = \"https://169.254.169.254\"",
+            "providers.gu1",
+        ),
+        (
+            "base_url = \"https://api.gu1.ai\"",
+            "base_url = \"http://api.gu1.ai\"",
+            "providers.gu1",
+        ),
+        (
+            "auth_base_url = \"https://atenea-tst.trust.lat\"",
+            "auth_base_url = \"https://10.1.2.3\"",
+            "providers.betrust-cl",
+        ),
+        (
+            "api_base_url = \"https://api-tst.trust.lat/transaction-engine/v1\"",
+            "api_base_url = \"https://127.0.0.1/transaction-engine/v1\"",
+            "providers.betrust-cl",
+        ),
     ] {
         assert!(pinned.contains(from), "{from}");
         let bad = dir.path().join("bad.toml");
@@ -1037,5 +1059,39 @@ fn check_config_and_hash_key_commands() {
         assert!(!out.status.success(), "{to}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(&format!("{key}:")), "{to}: {stderr}");
+        for value in ["169.254", "10.1.2.3", "127.0.0.1"] {
+            assert!(!stderr.contains(value), "{stderr}");
+        }
+    }
+    // Exempted targets pass, plain http included.
+    for (from, to) in [
+        (
+            "base_url = \"https://api.gu1.ai\"",
+            "base_url = \"http://kyc-mock.internal:8080\"",
+        ),
+        (
+            "auth_base_url = \"https://atenea-tst.trust.lat\"",
+            "auth_base_url = \"http://10.20.3.4\"",
+        ),
+    ] {
+        let exempt = dir.path().join("exempt.toml");
+        std::fs::write(&exempt, pinned.replace(from, to)).unwrap();
+        let out = std::process::Command::new(binary())
+            .args(["check-config", exempt.to_str().unwrap()])
+            .env("BETRUST_CLIENT_ID", "id")
+            .env("BETRUST_CLIENT_SECRET", "s")
+            .env("GU1_API_KEY", "k")
+            .env("GU1_WEBHOOK_SECRET", "w")
+            .env(
+                "PAYMENTS_WEBHOOK_SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{to}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

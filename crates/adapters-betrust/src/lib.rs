@@ -71,6 +71,7 @@
 pub mod transformers;
 
 use async_trait::async_trait;
+use kyc_core::outbound::Outbound;
 use kyc_core::{
     AdapterConfig, CreateRequest, Identity, IncomingWebhook, Provider, ProviderError,
     ProviderVerification, WebhookError,
@@ -230,17 +231,30 @@ fn invalid_config(message: String) -> ProviderError {
 impl AdapterConfig for BetrustConfig {
     const KIND: &'static str = "betrust";
 
-    fn build(self, name: &str) -> Result<std::sync::Arc<dyn Provider>, ProviderError> {
-        Ok(std::sync::Arc::new(BetrustProvider::new(name, self)?))
+    fn build(
+        self,
+        name: &str,
+        outbound: &Outbound,
+    ) -> Result<std::sync::Arc<dyn Provider>, ProviderError> {
+        Ok(std::sync::Arc::new(BetrustProvider::new(
+            name, self, outbound,
+        )?))
     }
 }
 
-fn http_url(value: &str, key: &str) -> Result<Url, ProviderError> {
+/// A configured base URL: http(s), and a target `outbound` permits.
+fn http_url(value: &str, key: &str, outbound: &Outbound) -> Result<Url, ProviderError> {
     let url = Url::parse(value.trim())
         .map_err(|_| invalid_config(format!("{key} is not a valid URL")))?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
         return Err(invalid_config(format!("{key} is not an http(s) URL")));
     }
+    outbound.check_target(&url).map_err(|why| {
+        invalid_config(format!(
+            "{key} is refused: {why}; name the host or its address block in \
+             server.outbound_allow to allow it"
+        ))
+    })?;
     Ok(url)
 }
 
@@ -332,8 +346,12 @@ fn api_error(status: StatusCode, body: &[u8], call: Call) -> ProviderError {
 impl BetrustProvider {
     /// Builds the provider instance `name` (the policy's name for it, used in logs) from its config.
     /// Makes no network call: the first token is fetched by the first API call.
-    pub fn new(name: &str, config: BetrustConfig) -> Result<Self, ProviderError> {
-        let auth_base = http_url(&config.auth_base_url, "auth_base_url")?;
+    pub fn new(
+        name: &str,
+        config: BetrustConfig,
+        outbound: &Outbound,
+    ) -> Result<Self, ProviderError> {
+        let auth_base = http_url(&config.auth_base_url, "auth_base_url", outbound)?;
         let token_url = {
             let mut base = auth_base.as_str().trim_end_matches('/').to_string();
             let path = config.token_path.trim();
@@ -341,14 +359,15 @@ impl BetrustProvider {
                 base.push('/');
             }
             base.push_str(path);
-            http_url(&base, "token_path")?
+            http_url(&base, "token_path", outbound)?
         };
-        let api_base = http_url(&config.api_base_url, "api_base_url")?;
+        let api_base = http_url(&config.api_base_url, "api_base_url", outbound)?;
         let transactions_url = join_segments(&api_base, &["transactions"]);
-        let http = reqwest::Client::builder()
+        // No redirects, and only addresses the outbound rule permits, at every connection.
+        let http = outbound
+            .client_builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .timeout(Duration::from_millis(config.timeout_ms))
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|_| invalid_config("could not build the HTTP client".into()))?;
         let tokens = Cache::builder()

@@ -32,7 +32,14 @@ async fn start_with(
     let sim = BetrustSim::start(sim_config.clone()).await.unwrap();
     let mut config = config_for(&sim, &sim_config);
     tweak(&mut config);
-    let provider = BetrustProvider::new("betrust-test", config).unwrap();
+    let provider = BetrustProvider::new(
+        "betrust-test",
+        config,
+        &kyc_core::outbound::Outbound::new(kyc_core::outbound::Allowlist::new(&[
+            "127.0.0.1".into()
+        ])),
+    )
+    .unwrap();
     (sim, Arc::new(provider))
 }
 
@@ -411,5 +418,47 @@ async fn the_simulators_webhook_names_the_transaction() {
                 body: b"{\"no\":\"uuid\"}",
             })
             .is_err()
+    );
+}
+
+/// A server on 127.0.0.1 that answers every connection with `answer`; counts the connections.
+async fn scripted_server(answer: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = vec![0u8; 16 * 1024];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    (base, seen)
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    let (elsewhere, stolen) = scripted_server(
+        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string(),
+    )
+    .await;
+    let (redirecting, _) = scripted_server(format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}/stolen\r\n\
+         content-length: 0\r\nconnection: close\r\n\r\n"
+    ))
+    .await;
+    let (_sim, betrust) = start_with(BetrustSimConfig::default(), |config| {
+        config.api_base_url = redirecting;
+    })
+    .await;
+    let error = betrust.create(&request("redirected")).await.unwrap_err();
+    assert!(!matches!(error, ProviderError::NotFound), "{error:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        stolen.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the person's data went to the redirect target"
     );
 }

@@ -86,6 +86,7 @@ pub mod transformers;
 use async_trait::async_trait;
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
+use kyc_core::outbound::Outbound;
 use kyc_core::{
     AdapterConfig, CreateRequest, Identity, IncomingWebhook, ManualOutcome, Personal, Provider,
     ProviderError, ProviderStanding, ProviderVerification, WebhookError,
@@ -252,8 +253,12 @@ fn config_error(message: impl Into<String>) -> ProviderError {
 impl AdapterConfig for Gu1Config {
     const KIND: &'static str = "gu1";
 
-    fn build(self, name: &str) -> Result<std::sync::Arc<dyn Provider>, ProviderError> {
-        Ok(std::sync::Arc::new(Gu1Provider::new(name, self)?))
+    fn build(
+        self,
+        name: &str,
+        outbound: &Outbound,
+    ) -> Result<std::sync::Arc<dyn Provider>, ProviderError> {
+        Ok(std::sync::Arc::new(Gu1Provider::new(name, self, outbound)?))
     }
 }
 
@@ -313,12 +318,18 @@ fn transport_error(op: Op, err: &reqwest::Error) -> ProviderError {
 impl Gu1Provider {
     /// Builds the adapter for the instance called `name` in the policy. Fails on a config that
     /// cannot work (bad URL, path without a leading `/`, cancel path without `{id}`).
-    pub fn new(name: &str, config: Gu1Config) -> Result<Self, ProviderError> {
+    pub fn new(name: &str, config: Gu1Config, outbound: &Outbound) -> Result<Self, ProviderError> {
         let parsed = url::Url::parse(&config.base_url)
             .map_err(|_| config_error("gu1 base_url is not a valid URL"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(config_error("gu1 base_url must be http or https"));
         }
+        outbound.check_target(&parsed).map_err(|why| {
+            config_error(format!(
+                "gu1 base_url is refused: {why}; name the host or its address block in \
+                 server.outbound_allow to allow it"
+            ))
+        })?;
         if config.timeout_ms == 0 || config.connect_timeout_ms == 0 {
             return Err(config_error("gu1 timeouts must be above zero"));
         }
@@ -331,9 +342,10 @@ impl Gu1Provider {
         config.entity_kyc_path = normalized_path("entity_kyc_path", &config.entity_kyc_path)?;
         normalized_path("cancel_path", &config.cancel_path)?;
 
-        // Never follow a redirect: it would re-send the person's data to wherever it points.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
+        // Never follow a redirect (it would re-send the person's data to wherever it points), and
+        // connect only to addresses the outbound rule permits.
+        let http = outbound
+            .client_builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .timeout(Duration::from_millis(config.timeout_ms))
             .user_agent(concat!("kyc-gateway/", env!("CARGO_PKG_VERSION")))
@@ -1017,17 +1029,27 @@ mod tests {
             json!({"validations_path": "api/kyc"}),
             json!({"cancel_path": "/api/kyc/validations/cancel"}),
             json!({"timeout_ms": 0}),
+            // Targets the outbound rule refuses without an exemption.
+            json!({"base_url": "http://127.0.0.1:9"}),
+            json!({"base_url": "https://169.254.169.254"}),
+            json!({"base_url": "https://[fd00::1]"}),
         ];
+        let strict = Outbound::default();
         for extra in bad {
-            let err = Gu1Provider::new("gu1", config(extra.clone()).unwrap()).unwrap_err();
+            let err = Gu1Provider::new("gu1", config(extra.clone()).unwrap(), &strict).unwrap_err();
             assert!(matches!(&err, ProviderError::Config(_)), "{extra}: {err:?}");
+            assert!(!err.to_string().contains("169.254"), "{err}");
         }
-        assert!(Gu1Provider::new("gu1", config(json!({})).unwrap()).is_ok());
+        assert!(Gu1Provider::new("gu1", config(json!({})).unwrap(), &strict).is_ok());
+        let exempt = Outbound::new(kyc_core::outbound::Allowlist::new(&["127.0.0.1".into()]));
+        let local = config(json!({"base_url": "http://127.0.0.1:9"})).unwrap();
+        assert!(Gu1Provider::new("gu1", local, &exempt).is_ok());
     }
 
     #[test]
     fn error_bodies_map_to_our_errors_with_our_words() {
-        let provider = Gu1Provider::new("gu1-ar", config(json!({})).unwrap()).unwrap();
+        let provider =
+            Gu1Provider::new("gu1-ar", config(json!({})).unwrap(), &Outbound::default()).unwrap();
         let bodies: Vec<serde_json::Value> =
             serde_json::from_str(include_str!("../tests/fixtures/errors.json")).unwrap();
         let status_of = |code: &str| match code {

@@ -25,7 +25,14 @@ fn provider() -> Gu1Provider {
         SecretString::from("gk_test".to_string()),
     );
     config.webhook_secret = Some(SecretString::from(SECRET.to_string()));
-    Gu1Provider::new("gu1-props", config).unwrap()
+    Gu1Provider::new(
+        "gu1-props",
+        config,
+        &kyc_core::outbound::Outbound::new(kyc_core::outbound::Allowlist::new(&[
+            "127.0.0.1".into()
+        ])),
+    )
+    .unwrap()
 }
 
 fn signature(body: &[u8]) -> String {

@@ -5,6 +5,7 @@ use base64::Engine as _;
 use chrono::NaiveDate;
 use hmac::{Hmac, KeyInit, Mac};
 use kyc_adapters_gu1::{Gu1Config, Gu1Provider};
+use kyc_core::outbound::{Allowlist, Outbound};
 use kyc_core::{
     CheckOutcome, Checks, CreateRequest, IncomingWebhook, ManualOutcome, Personal, Provider,
     ProviderError, Status, Subject, WebhookError,
@@ -32,8 +33,13 @@ fn config(sim: &Gu1Sim) -> Gu1Config {
     config
 }
 
+/// The outbound rule of a gateway whose policy exempts the simulator's loopback address.
+fn loopback() -> Outbound {
+    Outbound::new(Allowlist::new(&["127.0.0.1".into()]))
+}
+
 fn provider(sim: &Gu1Sim) -> Gu1Provider {
-    Gu1Provider::new(INSTANCE, config(sim)).expect("provider builds")
+    Gu1Provider::new(INSTANCE, config(sim), &loopback()).expect("provider builds")
 }
 
 fn subject(id: &str, national_id: Option<&str>) -> Subject {
@@ -115,7 +121,7 @@ async fn config_values_are_sent_on_create() {
     let mut config = config(&sim);
     config.workflow_id = Some("wf_custom".into());
     config.integration_code = Some("global_gueno_validation_kyc".into());
-    let gu1 = Gu1Provider::new(INSTANCE, config).unwrap();
+    let gu1 = Gu1Provider::new(INSTANCE, config, &loopback()).unwrap();
     let created = gu1
         .create(&request("k1", subject("cus_1", None), None))
         .await
@@ -295,7 +301,7 @@ async fn an_entity_whose_answer_was_lost_is_found_when_the_create_is_retried() {
             FaultRule::once(Fault::LateAnswer(Duration::from_secs(2)))
                 .on_path("POST /api/entities"),
         );
-        let gu1 = Gu1Provider::new(INSTANCE, config.clone()).unwrap();
+        let gu1 = Gu1Provider::new(INSTANCE, config.clone(), &loopback()).unwrap();
         let err = gu1
             .create(&request("k1", subject("cus_1", national_id), None))
             .await
@@ -305,7 +311,7 @@ async fn an_entity_whose_answer_was_lost_is_found_when_the_create_is_retried() {
         assert_eq!(sim.validations_created(), 0);
 
         // The retry, here from a fresh process that remembers nothing, finds it.
-        let retried = Gu1Provider::new(INSTANCE, config)
+        let retried = Gu1Provider::new(INSTANCE, config, &loopback())
             .unwrap()
             .create(&request("k1", subject("cus_1", national_id), None))
             .await
@@ -326,7 +332,7 @@ async fn a_validation_whose_answer_was_lost_is_returned_when_the_create_is_retri
         FaultRule::once(Fault::LateAnswer(Duration::from_secs(2)))
             .on_path("POST /api/kyc/validations"),
     );
-    let err = Gu1Provider::new(INSTANCE, config.clone())
+    let err = Gu1Provider::new(INSTANCE, config.clone(), &loopback())
         .unwrap()
         .create(&request("k1", subject("cus_1", None), None))
         .await
@@ -334,7 +340,7 @@ async fn a_validation_whose_answer_was_lost_is_returned_when_the_create_is_retri
     assert!(err.is_unavailable(), "{err:?}");
     assert_eq!(sim.validations_created(), 1);
 
-    let retried = Gu1Provider::new(INSTANCE, config)
+    let retried = Gu1Provider::new(INSTANCE, config, &loopback())
         .unwrap()
         .create(&request("k1", subject("cus_1", None), None))
         .await
@@ -625,7 +631,7 @@ async fn a_wrong_api_key_is_unauthorized() {
     let sim = sim().await;
     let mut config = config(&sim);
     config.api_key = SecretString::from("gk_sandbox_wrong");
-    let gu1 = Gu1Provider::new(INSTANCE, config).unwrap();
+    let gu1 = Gu1Provider::new(INSTANCE, config, &loopback()).unwrap();
     let err = gu1
         .create(&request("k1", subject("cus_1", None), None))
         .await
@@ -664,6 +670,7 @@ async fn a_redirect_is_not_followed() {
     let gu1 = Gu1Provider::new(
         INSTANCE,
         Gu1Config::new(base, SecretString::from("gk_test".to_string())),
+        &loopback(),
     )
     .unwrap();
     let error = gu1
@@ -775,7 +782,7 @@ async fn webhooks_signed_in_hex_or_base64_are_accepted_and_others_refused() {
     // Without a configured secret nothing is accepted.
     let mut no_secret = config(&sim);
     no_secret.webhook_secret = None;
-    let unsigned = Gu1Provider::new(INSTANCE, no_secret).unwrap();
+    let unsigned = Gu1Provider::new(INSTANCE, no_secret, &loopback()).unwrap();
     let headers = vec![("x-webhook-signature".to_string(), hex::encode(&mac))];
     assert_eq!(
         unsigned
@@ -825,7 +832,7 @@ async fn a_hanging_gu1_is_unavailable_within_the_timeout() {
     let sim = sim().await;
     let mut config = config(&sim);
     config.timeout_ms = 500;
-    let gu1 = Gu1Provider::new(INSTANCE, config).unwrap();
+    let gu1 = Gu1Provider::new(INSTANCE, config, &loopback()).unwrap();
     sim.inject(FaultRule::always(Fault::Hang));
     let started = Instant::now();
     let err = gu1
@@ -844,7 +851,7 @@ async fn a_hanging_gu1_is_unavailable_within_the_timeout() {
 async fn nothing_answering_at_the_base_url_is_unavailable() {
     // Port 1 on loopback: nothing listens there, the connection is refused.
     let config = Gu1Config::new("http://127.0.0.1:1", SecretString::from("gk_sandbox_key"));
-    let gu1 = Gu1Provider::new(INSTANCE, config).unwrap();
+    let gu1 = Gu1Provider::new(INSTANCE, config, &loopback()).unwrap();
     let err = gu1.get("5f0c1a2b").await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
 }

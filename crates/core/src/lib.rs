@@ -2,10 +2,12 @@
 //!
 //! This crate knows no HTTP server, no database and no provider by name. Adapters turn a provider's
 //! wire format into these types; the gateway stores and serves them. Keeping them here is what lets a
-//! third provider be one new adapter crate.
+//! third provider be one new adapter crate. It also holds the rule every outbound HTTP client obeys
+//! ([`outbound`]), so adapters and the gateway cannot drift apart on it.
 
 pub mod lifecycle;
 pub mod model;
+pub mod outbound;
 pub mod personal;
 pub mod provider;
 

@@ -158,8 +158,13 @@ pub trait AdapterConfig: serde::de::DeserializeOwned {
     /// The `kind` that selects this adapter in the policy (`betrust`, `gu1`).
     const KIND: &'static str;
 
-    /// Builds the provider instance called `name`.
-    fn build(self, name: &str) -> Result<std::sync::Arc<dyn Provider>, ProviderError>;
+    /// Builds the provider instance called `name`. Its targets must pass `outbound`'s check, and
+    /// its HTTP client must come from `outbound`'s builder (no redirects, checked addresses).
+    fn build(
+        self,
+        name: &str,
+        outbound: &crate::outbound::Outbound,
+    ) -> Result<std::sync::Arc<dyn Provider>, ProviderError>;
 }
 
 /// One provider instance, as the gateway uses it. Implemented once per adapter crate.

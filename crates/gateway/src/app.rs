@@ -79,20 +79,25 @@ impl Runtime {
     pub fn build(policy: Policy) -> Result<Runtime, PolicyError> {
         let mut providers: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
         let mut hook_tokens = BTreeMap::new();
+        let outbound = policy.outbound();
         for (name, config) in &policy.providers {
-            let provider =
-                crate::providers::build_instance(&config.kind, name, config.settings.clone())
-                    .map_err(|e| {
-                        let key = match &e {
-                            BuildError::Setting { key, .. } => format!("providers.{name}.{key}"),
-                            BuildError::UnknownKind(_) => format!("providers.{name}.kind"),
-                            BuildError::Adapter(_) => format!("providers.{name}"),
-                        };
-                        PolicyError::Invalid {
-                            key,
-                            message: e.to_string(),
-                        }
-                    })?;
+            let provider = crate::providers::build_instance(
+                &config.kind,
+                name,
+                config.settings.clone(),
+                &outbound,
+            )
+            .map_err(|e| {
+                let key = match &e {
+                    BuildError::Setting { key, .. } => format!("providers.{name}.{key}"),
+                    BuildError::UnknownKind(_) => format!("providers.{name}.kind"),
+                    BuildError::Adapter(_) => format!("providers.{name}"),
+                };
+                PolicyError::Invalid {
+                    key,
+                    message: e.to_string(),
+                }
+            })?;
             providers.insert(name.clone(), provider);
             hook_tokens.insert(name.clone(), hook_token(name, config));
         }

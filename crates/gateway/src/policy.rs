@@ -122,6 +122,15 @@ impl Default for ServerConfig {
     }
 }
 
+impl Policy {
+    /// The outbound rule with this policy's `server.outbound_allow` exemptions.
+    pub fn outbound(&self) -> kyc_core::outbound::Outbound {
+        kyc_core::outbound::Outbound::new(kyc_core::outbound::Allowlist::new(
+            &self.server.outbound_allow,
+        ))
+    }
+}
+
 /// Where verifications are kept.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

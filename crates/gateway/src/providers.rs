@@ -4,11 +4,12 @@
 //! [`kyc_core::AdapterConfig`], and one line in `REGISTRY`. Nothing else in the gateway knows a
 //! provider's settings or wire format.
 
+use kyc_core::outbound::Outbound;
 use kyc_core::{AdapterConfig, Provider};
 use std::sync::Arc;
 
 /// Builds an instance from its name and its policy section (without `kind`).
-type Builder = fn(&str, toml::Table) -> Result<Arc<dyn Provider>, BuildError>;
+type Builder = fn(&str, toml::Table, &Outbound) -> Result<Arc<dyn Provider>, BuildError>;
 
 /// Every adapter, by the `kind` that selects it.
 const REGISTRY: &[(&str, Builder)] = &[
@@ -41,22 +42,25 @@ pub enum BuildError {
     Adapter(#[from] kyc_core::ProviderError),
 }
 
-/// Builds the instance `name` of adapter `kind` from its settings.
+/// Builds the instance `name` of adapter `kind` from its settings; its targets must pass
+/// `outbound`, and its client follows it.
 pub fn build_instance(
     kind: &str,
     name: &str,
     settings: toml::Table,
+    outbound: &Outbound,
 ) -> Result<Arc<dyn Provider>, BuildError> {
     let (_, builder) = REGISTRY.iter().find(|(k, _)| *k == kind).ok_or_else(|| {
         let kinds: Vec<&str> = REGISTRY.iter().map(|(k, _)| *k).collect();
         BuildError::UnknownKind(kinds.join(", "))
     })?;
-    builder(name, settings)
+    builder(name, settings, outbound)
 }
 
 fn build<C: AdapterConfig>(
     name: &str,
     settings: toml::Table,
+    outbound: &Outbound,
 ) -> Result<Arc<dyn Provider>, BuildError> {
     let config: C =
         serde_path_to_error::deserialize(toml::Value::Table(settings)).map_err(|e| {
@@ -65,5 +69,5 @@ fn build<C: AdapterConfig>(
                 message: crate::policy::describe_serde_error(&e.into_inner().to_string()),
             }
         })?;
-    Ok(config.build(name)?)
+    Ok(config.build(name, outbound)?)
 }

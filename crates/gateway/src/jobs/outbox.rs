@@ -16,7 +16,7 @@
 //! - The target is checked against the SSRF rules of [`crate::outbound`].
 
 use crate::app::{App, Runtime};
-use crate::outbound::{Allowlist, OutboundClient};
+use crate::outbound::OutboundClient;
 use crate::store::{Attempt, AttemptOutcome, DueEvent, now};
 use chrono::{DateTime, Duration, Utc};
 use secrecy::ExposeSecret;
@@ -99,7 +99,7 @@ pub async fn run(app: Arc<App>) {
             Some((built_for, c)) if Arc::ptr_eq(built_for, &runtime) => c.clone(),
             _ => {
                 let c = OutboundClient::new(
-                    Allowlist::new(&runtime.policy.server.outbound_allow),
+                    runtime.policy.outbound(),
                     std::time::Duration::from_millis(runtime.policy.webhooks.timeout_ms),
                 );
                 client = Some((runtime.clone(), c.clone()));
