@@ -63,7 +63,7 @@ expect(Verification, 200, get_verification.sync_detailed(created.id, client=clie
 expect(Problem, 404, get_verification.sync_detailed("ver_01JD5Z8K3W6Q2B7N4R9T0V1X2Y", client=client))
 page = list_verifications.sync_detailed(client=client, subject_id=f"client-{run}", status=Status.PENDING, limit=10)
 assert [v.id for v in expect(type(page.parsed), 200, page).items] == [created.id]
-expect(Problem, 422, list_verifications.sync_detailed(client=client, cursor="nope"))
+expect(Problem, 400, list_verifications.sync_detailed(client=client, cursor="nope"))
 expect(Problem, 409, get_identity.sync_detailed(created.id, client=client))
 
 finished = httpx.post(created.verification_url, json={"outcome": "approved"})
@@ -90,7 +90,7 @@ assert expect(Verification, 200, cancel_verification.sync_detailed(gu1.id, clien
 
 events = list_events.sync_detailed(client=client, verification_id=created.id)
 assert events.status_code == 200, events.content
-expect(Problem, 422, list_events.sync_detailed(client=client, cursor="nope"))
+expect(Problem, 400, list_events.sync_detailed(client=client, cursor="nope"))
 expect(Problem, 404, redeliver_event.sync_detailed("evt_01JD5Z8K3W6Q2B7N4R9T0V1X2Y", client=client))
 
 assert healthz.sync_detailed(client=client).status_code == 200

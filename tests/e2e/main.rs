@@ -474,7 +474,7 @@ async fn list_filters_and_pages() {
     let (_, approved) = w.get("/v1/verifications?status=approved", ALPHA_KEY).await;
     assert_eq!(approved["items"].as_array().unwrap().len(), 0);
     let (status, problem) = w.get("/v1/verifications?status=done", ALPHA_KEY).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(problem["field"], "status");
     // Each parameter as the spec constrains it: an empty value is no exception.
     for (query, field) in [
@@ -490,8 +490,9 @@ async fn list_filters_and_pages() {
         let (status, problem) = w
             .get(&format!("/v1/verifications?{query}"), ALPHA_KEY)
             .await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(problem["field"], field, "{query}: {problem}");
+        assert_eq!(problem["code"], "invalid_request", "{query}: {problem}");
     }
 }
 

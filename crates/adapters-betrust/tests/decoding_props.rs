@@ -5,7 +5,9 @@
 use kyc_adapters_betrust::transformers::{
     CredentialInformation, Transaction, WebhookBody, parse_envelope_data,
 };
-use kyc_core::{Identity, ProviderVerification};
+use kyc_adapters_betrust::{BetrustConfig, BetrustProvider};
+use kyc_core::outbound::Outbound;
+use kyc_core::{Identity, IncomingWebhook, Provider, ProviderVerification};
 use kyc_sandbox::mutate_json;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -13,6 +15,15 @@ use serde_json::Value;
 fn fixture(name: &str) -> Value {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A provider with default settings, built once: its webhook check needs no network.
+fn provider() -> &'static BetrustProvider {
+    static PROVIDER: std::sync::LazyLock<BetrustProvider> = std::sync::LazyLock::new(|| {
+        let config = BetrustConfig::new("id", "secret".to_string().into(), "201");
+        BetrustProvider::new("betrust-props", config, &Outbound::default()).unwrap()
+    });
+    &PROVIDER
 }
 
 proptest! {
@@ -39,6 +50,12 @@ proptest! {
             let _ = Identity::try_from(info);
         }
         let webhook = mutate_json(&fixture("webhook_compact.json"), &mut choices);
+        let body = serde_json::to_vec(&webhook).unwrap();
+        // The verifier itself: it names a verification or refuses, never panics, and never
+        // names one with spaces around it.
+        if let Ok(id) = provider().verify_webhook(IncomingWebhook { headers: &[], body: &body }) {
+            prop_assert!(!id.is_empty() && id.trim() == id);
+        }
         let _ = serde_json::from_value::<WebhookBody>(webhook);
     }
 
@@ -46,5 +63,6 @@ proptest! {
     fn arbitrary_bytes_are_refused_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = parse_envelope_data::<Transaction>(&bytes, "transaction");
         let _ = parse_envelope_data::<CredentialInformation>(&bytes, "credential");
+        let _ = provider().verify_webhook(IncomingWebhook { headers: &[], body: &bytes });
     }
 }

@@ -91,8 +91,7 @@ async fn create_verification(
     params(ListParams),
     responses(
         (status = 200, description = "A page", body = VerificationPage),
-        (status = 400, description = "The query string cannot be read (e.g. a repeated parameter)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A parameter is invalid, or the query string cannot be read (e.g. a repeated parameter); `field` names the parameter", body = Problem, content_type = "application/problem+json"),
         AuthProblems,
     ),
     security(("api_key" = []))
@@ -102,7 +101,7 @@ async fn list_verifications(
     tenant: Tenant,
     ValidQuery(params): ValidQuery<ListParams>,
 ) -> Result<Json<VerificationPage>, ApiError> {
-    let mut filter = params.check()?;
+    let mut filter = params.check().map_err(ApiError::in_query)?;
     let limit = filter.limit;
     filter.limit += 1;
     let rows = state.store.list(&tenant.name, &filter).await?;

@@ -329,6 +329,20 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The same refusal as a 400 naming the parameter: query parameters are part of the request
+    /// line, so a bad one is a malformed request rather than a body that cannot be processed.
+    pub fn in_query(self) -> ApiError {
+        match self {
+            ApiError::Invalid { field, detail } => ApiError::BadRequest {
+                field: Some(field),
+                detail,
+            },
+            other => other,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, title) = self.parts();

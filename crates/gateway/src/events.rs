@@ -42,8 +42,7 @@ pub struct EventPage {
     params(EventParams),
     responses(
         (status = 200, description = "A page", body = EventPage),
-        (status = 400, description = "The query string cannot be read (e.g. a repeated parameter)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A parameter is invalid, or the query string cannot be read (e.g. a repeated parameter); `field` names the parameter", body = Problem, content_type = "application/problem+json"),
         AuthProblems,
     ),
     security(("api_key" = []))
@@ -53,7 +52,7 @@ async fn list_events(
     tenant: Tenant,
     ValidQuery(params): ValidQuery<EventParams>,
 ) -> Result<Json<EventPage>, ApiError> {
-    let mut filter = params.check()?;
+    let mut filter = params.check().map_err(ApiError::in_query)?;
     let limit = filter.limit;
     filter.limit += 1;
     let rows = state.store.list_events(&tenant.name, &filter).await?;
