@@ -289,6 +289,39 @@ impl World {
         self.base = base;
     }
 
+    /// Rewrites the policy file the way a deployment would: the new text goes to a temporary
+    /// file beside it, which then replaces it by rename.
+    pub fn edit_policy(&self, edit: impl FnOnce(&str) -> String) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let next = edit(&text);
+        assert_ne!(next, text, "the edit changes nothing");
+        let staged = self.config.with_extension("toml.new");
+        std::fs::write(&staged, next).unwrap();
+        std::fs::rename(&staged, &self.config).unwrap();
+    }
+
+    /// Sends SIGHUP to the gateway process.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `within` for the log to hold `needle` at least `times` times.
+    pub async fn wait_log(&self, needle: &str, times: usize, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while self.log().matches(needle).count() < times {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{needle:?} not logged {times} times:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Everything the gateway process has written so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()

@@ -33,9 +33,28 @@ pub struct App {
     pub public_url: String,
     /// Wakes the outbox worker when a change has written an event.
     pub outbox_wake: tokio::sync::Notify,
-    /// The failed-authentication budget of each source address.
-    pub auth_failures: AuthFailures,
     runtime: RwLock<Arc<Runtime>>,
+}
+
+/// Why a new policy was not applied. The last good one keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The policy is invalid, or an instance cannot be built from it.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The new policy drops an instance that still runs verifications.
+    #[error(
+        "providers.{provider}: {count} verifications on it are not final; keep the instance until they are"
+    )]
+    InstanceInUse {
+        /// The instance the new policy drops.
+        provider: String,
+        /// Its verifications that are not final.
+        count: u64,
+    },
+    /// The store could not be asked.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl App {
@@ -45,9 +64,45 @@ impl App {
             store,
             public_url: public_url.trim_end_matches('/').to_string(),
             outbox_wake: tokio::sync::Notify::new(),
-            auth_failures: AuthFailures::new(runtime.policy.server.auth_failures_per_minute),
             runtime: RwLock::new(Arc::new(runtime)),
         }
+    }
+
+    /// Puts `policy` in force for every request that starts from now on; requests under way keep
+    /// the snapshot they started with. Provider instances whose settings did not change are kept
+    /// (with their token caches and single flights). Refused, with the last good policy kept, when
+    /// the policy drops an instance that still runs verifications. Answers the settings that changed
+    /// but only apply after a restart.
+    pub async fn apply_policy(&self, policy: Policy) -> Result<Vec<&'static str>, ReloadError> {
+        let current = self.runtime();
+        for name in current.policy.providers.keys() {
+            if !policy.providers.contains_key(name) {
+                let count = self.store.unfinished_count(name).await?;
+                if count > 0 {
+                    return Err(ReloadError::InstanceInUse {
+                        provider: name.clone(),
+                        count,
+                    });
+                }
+            }
+        }
+        let old = &current.policy;
+        let mut needs_restart = Vec::new();
+        if policy.store.url != old.store.url {
+            needs_restart.push("store.url");
+        }
+        if policy.server.public_url != old.server.public_url {
+            needs_restart.push("server.public_url");
+        }
+        if policy.server.header_read_timeout_ms != old.server.header_read_timeout_ms {
+            needs_restart.push("server.header_read_timeout_ms");
+        }
+        if policy.server.max_connections != old.server.max_connections {
+            needs_restart.push("server.max_connections");
+        }
+        let next = Runtime::build_next(policy, Some(&current))?;
+        *self.runtime.write().expect("runtime lock poisoned") = Arc::new(next);
+        Ok(needs_restart)
     }
 
     /// The policy snapshot in force now.
@@ -72,15 +127,37 @@ pub struct Runtime {
     keys: HashMap<String, (String, ApiKey)>,
     /// Webhook URL token by provider instance name.
     hook_tokens: BTreeMap<String, String>,
+    /// The failed-authentication budget of each source address.
+    pub auth_failures: Arc<AuthFailures>,
 }
 
 impl Runtime {
     /// Builds every provider instance the policy names.
     pub fn build(policy: Policy) -> Result<Runtime, PolicyError> {
+        Runtime::build_next(policy, None)
+    }
+
+    /// Builds the snapshot for `policy`, keeping from `previous` what did not change: provider
+    /// instances with the same settings (and the same outbound rule), and the failed-
+    /// authentication budget with its counts.
+    pub fn build_next(policy: Policy, previous: Option<&Runtime>) -> Result<Runtime, PolicyError> {
         let mut providers: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
         let mut hook_tokens = BTreeMap::new();
         let outbound = policy.outbound();
+        let same_outbound = previous
+            .is_some_and(|p| p.policy.server.outbound_allow == policy.server.outbound_allow);
         for (name, config) in &policy.providers {
+            let unchanged = previous.filter(|_| same_outbound).and_then(|p| {
+                let before = p.policy.providers.get(name)?;
+                (before.kind == config.kind && before.settings == config.settings)
+                    .then(|| p.providers.get(name).cloned())
+                    .flatten()
+            });
+            if let Some(provider) = unchanged {
+                providers.insert(name.clone(), provider);
+                hook_tokens.insert(name.clone(), hook_token(name, config));
+                continue;
+            }
             let provider = crate::providers::build_instance(
                 &config.kind,
                 name,
@@ -110,11 +187,20 @@ impl Runtime {
                     .map(move |k| (k.hash().to_string(), (tenant.clone(), k.clone())))
             })
             .collect();
+        let auth_failures = previous
+            .filter(|p| {
+                p.policy.server.auth_failures_per_minute == policy.server.auth_failures_per_minute
+            })
+            .map_or_else(
+                || Arc::new(AuthFailures::new(policy.server.auth_failures_per_minute)),
+                |p| p.auth_failures.clone(),
+            );
         Ok(Runtime {
             policy,
             providers,
             keys,
             hook_tokens,
+            auth_failures,
         })
     }
 

@@ -36,13 +36,14 @@ impl FromRequestParts<AppState> for Tenant {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|info| info.0.ip());
-        if let Some(wait) = source.and_then(|ip| state.auth_failures.blocked_for(ip)) {
+        let budget = state.runtime().auth_failures.clone();
+        if let Some(wait) = source.and_then(|ip| budget.blocked_for(ip)) {
             return Err(ApiError::AuthRateLimited(wait));
         }
         let tenant = authenticate(parts, state);
         if tenant.is_err()
             && let Some(ip) = source
-            && let Some(wait) = state.auth_failures.record(ip)
+            && let Some(wait) = budget.record(ip)
         {
             return Err(ApiError::AuthRateLimited(wait));
         }

@@ -95,7 +95,7 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            finish(kyc_gateway::server::serve(policy, &listen, |_| {}).await)
+            finish(kyc_gateway::server::serve(policy, Some(config.into()), &listen, |_| {}).await)
         }
         Some(Command::Sandbox { listen }) => {
             init_logging();

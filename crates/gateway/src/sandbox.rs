@@ -147,7 +147,7 @@ every_seconds = 10
         _ => None,
     };
     let policy = Policy::parse(&text, env)?;
-    serve_on(listener, policy, receiver(), |base| {
+    serve_on(listener, policy, None, receiver(), |base| {
         println!(
             "\nkyc-gateway sandbox is running.\n\
              \n  Swagger UI:   {base}/docs\n  API key:      {DEMO_API_KEY}   (tenant \"demo\")\n  \

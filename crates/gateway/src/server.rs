@@ -211,20 +211,31 @@ pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, ServeError> {
 /// The accept queue asked of the kernel.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// Opens the store, binds `listen`, and serves `policy` until Ctrl-C or SIGTERM. `on_listening`
-/// gets the bound base URL (useful when `listen` asks for port 0).
+/// Opens the store, binds `listen`, and serves `policy` until Ctrl-C or SIGTERM, reloading it
+/// from `policy_file` when that changes or on SIGHUP. `on_listening` gets the bound base URL
+/// (useful when `listen` asks for port 0).
 pub async fn serve(
     policy: Policy,
+    policy_file: Option<std::path::PathBuf>,
     listen: &str,
     on_listening: impl FnOnce(&str),
 ) -> Result<(), ServeError> {
-    serve_on(bind(listen).await?, policy, Router::new(), on_listening).await
+    serve_on(
+        bind(listen).await?,
+        policy,
+        policy_file,
+        Router::new(),
+        on_listening,
+    )
+    .await
 }
 
-/// Serves `policy` on a bound listener, with `extra` routes beside the API (the sandbox's).
+/// Serves `policy` on a bound listener, with `extra` routes beside the API (the sandbox's); with
+/// a `policy_file`, reloads it live (see [`jobs::policy_watch`]).
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     policy: Policy,
+    policy_file: Option<std::path::PathBuf>,
     extra: Router,
     on_listening: impl FnOnce(&str),
 ) -> Result<(), ServeError> {
@@ -247,6 +258,9 @@ pub async fn serve_on(
     ));
     tokio::spawn(jobs::reconciler::run(app.clone()));
     tokio::spawn(jobs::outbox::run(app.clone()));
+    if let Some(path) = policy_file {
+        jobs::policy_watch::start(app.clone(), path)?;
+    }
     let service = router(AppState(app)).merge(extra);
     tracing::info!("listening on {base}");
     on_listening(&base);

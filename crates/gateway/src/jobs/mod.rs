@@ -1,4 +1,5 @@
 //! Background work, each job in a file of its own, started by the server.
 
 pub mod outbox;
+pub mod policy_watch;
 pub mod reconciler;

@@ -194,6 +194,9 @@ pub trait Store: EventStore + Send + Sync {
         after_id: &str,
         limit: u32,
     ) -> Result<Vec<StoredVerification>, StoreError>;
+    /// How many of a provider instance's verifications are not final (a reload may not remove an
+    /// instance that still has some).
+    async fn unfinished_count(&self, provider: &str) -> Result<u64, StoreError>;
     /// Checks that the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -713,6 +716,18 @@ impl Store for SqlStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(row_to_stored).collect()
+    }
+
+    async fn unfinished_count(&self, provider: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM verifications WHERE provider = $1 \
+             AND status IN ('pending', 'in_progress', 'in_review')",
+        )
+        .bind(provider)
+        .fetch_one(&self.pool)
+        .await?;
+        let count: i64 = row.try_get(0)?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
