@@ -102,7 +102,9 @@ async fn reload(app: &App, path: &Path, trigger: Trigger) -> bool {
     };
     match outcome {
         Ok(needs_restart) => {
-            let sha256 = digest(path).map(|d| hex::encode(&d[..6])).unwrap_or_default();
+            let sha256 = digest(path)
+                .map(|d| hex::encode(&d[..6]))
+                .unwrap_or_default();
             tracing::info!(path = ?shown, trigger = ?trigger, sha256, "policy reloaded");
             for key in needs_restart {
                 tracing::warn!(key, "policy: this change applies only after a restart");
