@@ -6,6 +6,7 @@ mod events;
 mod first_run;
 mod gu1_entities;
 mod harness;
+mod limits;
 mod reload;
 mod swagger_ui;
 

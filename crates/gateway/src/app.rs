@@ -5,7 +5,8 @@
 //! sees one consistent policy from start to end, and a reload swaps the whole snapshot at once.
 
 use crate::auth_failures::AuthFailures;
-use crate::policy::{ApiKey, Policy, PolicyError, ProviderConfig};
+use crate::limits::{HOOK_LIMIT, Limiter};
+use crate::policy::{ApiKey, Policy, PolicyError, ProviderConfig, RateLimit};
 use crate::providers::BuildError;
 use crate::store::Store;
 use hmac::{Hmac, KeyInit, Mac};
@@ -129,6 +130,32 @@ pub struct Runtime {
     hook_tokens: BTreeMap<String, String>,
     /// The failed-authentication budget of each source address.
     pub auth_failures: Arc<AuthFailures>,
+    /// Each tenant's inbound limit, for tenants that have one.
+    pub tenant_limits: BTreeMap<String, Arc<Limiter>>,
+    /// Each provider instance's outbound limit, for instances that have one.
+    pub provider_limits: BTreeMap<String, Arc<Limiter>>,
+    /// Each provider instance's budget of unverified incoming webhooks.
+    pub hook_limits: BTreeMap<String, Arc<Limiter>>,
+}
+
+/// The limiters for `wanted` limits by name, keeping `previous` ones whose limit is unchanged (so
+/// a reload neither refills nor empties a bucket).
+fn limiters<'a>(
+    wanted: impl Iterator<Item = (&'a String, &'a RateLimit)>,
+    previous: Option<&BTreeMap<String, Arc<Limiter>>>,
+) -> BTreeMap<String, Arc<Limiter>> {
+    wanted
+        .map(|(name, limit)| {
+            let kept = previous
+                .and_then(|p| p.get(name))
+                .filter(|l| l.limit() == limit)
+                .cloned();
+            (
+                name.clone(),
+                kept.unwrap_or_else(|| Arc::new(Limiter::new(limit))),
+            )
+        })
+        .collect()
 }
 
 impl Runtime {
@@ -195,12 +222,33 @@ impl Runtime {
                 || Arc::new(AuthFailures::new(policy.server.auth_failures_per_minute)),
                 |p| p.auth_failures.clone(),
             );
+        let tenant_limits = limiters(
+            policy
+                .tenants
+                .iter()
+                .filter_map(|(n, t)| Some((n, t.rate_limit.as_ref()?))),
+            previous.map(|p| &p.tenant_limits),
+        );
+        let provider_limits = limiters(
+            policy
+                .providers
+                .iter()
+                .filter_map(|(n, p)| Some((n, p.rate_limit.as_ref()?))),
+            previous.map(|p| &p.provider_limits),
+        );
+        let hook_limits = limiters(
+            policy.providers.keys().map(|n| (n, &HOOK_LIMIT)),
+            previous.map(|p| &p.hook_limits),
+        );
         Ok(Runtime {
             policy,
             providers,
             keys,
             hook_tokens,
             auth_failures,
+            tenant_limits,
+            provider_limits,
+            hook_limits,
         })
     }
 

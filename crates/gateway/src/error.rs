@@ -63,10 +63,10 @@ pub enum AuthProblems {
         content_type = "application/problem+json"
     )]
     Unauthorized(Problem),
-    /// Too many failed authentications.
+    /// Too many failed authentications, or the tenant's rate limit is spent.
     #[response(
         status = 429,
-        description = "Too many failed authentications from this address (see `Retry-After`)",
+        description = "Too many failed authentications from this address, or the tenant's rate limit is spent (see `Retry-After`, and the `RateLimit` and `RateLimit-Policy` headers that every answer to a limited tenant carries)",
         content_type = "application/problem+json"
     )]
     RateLimited(Problem),
@@ -97,6 +97,12 @@ pub enum ApiError {
     /// Too many failed authentications from this address; try again after the wait.
     #[error("rate limited")]
     AuthRateLimited(std::time::Duration),
+    /// The tenant's request rate limit is spent; try again after the wait.
+    #[error("rate limited")]
+    TenantRateLimited(std::time::Duration),
+    /// A provider instance's webhook budget is spent; try again after the wait.
+    #[error("rate limited")]
+    HooksRateLimited(std::time::Duration),
     /// The body is over the size limit.
     #[error("payload too large")]
     TooLarge,
@@ -175,7 +181,9 @@ impl ApiError {
                 "Invalid request",
             ),
             ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "Unauthorized"),
-            ApiError::AuthRateLimited(_) => {
+            ApiError::AuthRateLimited(_)
+            | ApiError::TenantRateLimited(_)
+            | ApiError::HooksRateLimited(_) => {
                 (S::TOO_MANY_REQUESTS, "rate_limited", "Too many requests")
             }
             ApiError::TooLarge => (
@@ -252,6 +260,12 @@ impl ApiError {
             }
             ApiError::AuthRateLimited(_) => {
                 "too many failed authentications from this address; retry after the Retry-After seconds".into()
+            }
+            ApiError::HooksRateLimited(_) => {
+                "too many webhooks for this provider instance; retry after the Retry-After seconds".into()
+            }
+            ApiError::TenantRateLimited(_) => {
+                "this tenant's request rate limit is spent; retry after the Retry-After seconds (the RateLimit headers show the budget)".into()
             }
             ApiError::TooLarge => "the body is over the 64 KiB limit".into(),
             ApiError::BodyTimeout => "the body did not arrive in time; send it whole".into(),
@@ -386,9 +400,13 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::AuthRateLimited(wait) => {
-                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            ApiError::AuthRateLimited(wait)
+            | ApiError::TenantRateLimited(wait)
+            | ApiError::HooksRateLimited(wait) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(crate::limits::ceil_seconds(wait)),
+                );
             }
             _ => {}
         }

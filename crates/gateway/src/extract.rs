@@ -4,6 +4,7 @@
 
 use crate::app::{AppState, Runtime};
 use crate::error::ApiError;
+use crate::limits::{Admission, RateLimitHeaders};
 use crate::policy::{TenantConfig, describe_serde_error, hash_api_key};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -47,7 +48,33 @@ impl FromRequestParts<AppState> for Tenant {
         {
             return Err(ApiError::AuthRateLimited(wait));
         }
-        tenant
+        let tenant = tenant?;
+        if let Some(limiter) = tenant.runtime.tenant_limits.get(&tenant.name) {
+            let admission = limiter.admit();
+            if let Some(note) = parts.extensions.get::<RateLimitNote>() {
+                note.set(limiter.headers(admission));
+            }
+            if let Admission::Refused { retry_after } = admission {
+                return Err(ApiError::TenantRateLimited(retry_after));
+            }
+        }
+        Ok(tenant)
+    }
+}
+
+/// Where the [`Tenant`] extractor leaves the `RateLimit` headers of the tenant's limit, for the
+/// layer that puts them on the answer (whatever the answer is).
+#[derive(Clone, Default)]
+pub struct RateLimitNote(Arc<std::sync::Mutex<Option<RateLimitHeaders>>>);
+
+impl RateLimitNote {
+    fn set(&self, headers: RateLimitHeaders) {
+        *self.0.lock().expect("not poisoned") = Some(headers);
+    }
+
+    /// The headers noted for this request, if any.
+    pub fn take(&self) -> Option<RateLimitHeaders> {
+        self.0.lock().expect("not poisoned").take()
     }
 }
 

@@ -4,6 +4,8 @@
 //! check (gu1's signature). The body's status is never trusted: the lifecycle service re-reads the
 //! verification from the provider and records that, so a forged, duplicated or stale event changes
 //! nothing. Unknown verifications are acknowledged and ignored, so the provider stops retrying.
+//! Each instance's hook takes at most [`crate::limits::HOOK_LIMIT`] requests, verified or not
+//! (429 past it; the reconciler catches up on whatever a refused webhook announced).
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -22,6 +24,13 @@ pub async fn receive(
 ) -> Result<StatusCode, ApiError> {
     let runtime = state.runtime();
     let not_found = || ApiError::NotFound("no such hook".into());
+    // Before any check: a flood of forged webhooks spends only this instance's budget.
+    if let Some(limiter) = runtime.hook_limits.get(&provider_name)
+        && let crate::limits::Admission::Refused { retry_after } = limiter.admit()
+    {
+        tracing::warn!(provider = ?provider_name, "webhook refused: the instance's webhook budget is spent");
+        return Err(ApiError::HooksRateLimited(retry_after));
+    }
     if !runtime.hook_token_matches(&provider_name, &token) {
         tracing::warn!(provider = ?provider_name, "webhook with a wrong URL token refused");
         return Err(not_found());

@@ -20,6 +20,7 @@ pub mod extract;
 pub mod hooks;
 pub mod input;
 pub mod jobs;
+pub mod limits;
 pub mod listener;
 pub mod openapi;
 pub mod outbound;

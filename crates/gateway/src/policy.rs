@@ -145,6 +145,10 @@ pub struct StoreConfig {
 pub struct ProviderConfig {
     /// The adapter (`betrust`, `gu1`).
     pub kind: String,
+    /// Calls to this instance allowed, on the way out (a create waits for a cell up to a short
+    /// bound, then goes to the fallback); none when absent.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
     /// Everything else in the section, secrets interpolated.
     #[serde(flatten)]
     pub settings: toml::Table,
@@ -252,13 +256,20 @@ fn default_valid_days() -> u32 {
 }
 
 /// A token-bucket rate limit.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Sustained rate.
     pub per_second: u32,
     /// Burst size.
     pub burst: u32,
+}
+
+impl RateLimit {
+    /// Both numbers above zero.
+    pub fn is_valid(&self) -> bool {
+        self.per_second > 0 && self.burst > 0
+    }
 }
 
 /// A tenant's routing rules.
@@ -378,6 +389,14 @@ impl Policy {
         if let Some(url) = &self.server.public_url {
             url::Url::parse(url).map_err(|e| invalid("server.public_url", e.to_string()))?;
         }
+        for (name, provider) in &self.providers {
+            if provider.rate_limit.as_ref().is_some_and(|l| !l.is_valid()) {
+                return Err(invalid(
+                    format!("providers.{name}.rate_limit"),
+                    "per_second and burst must be > 0",
+                ));
+            }
+        }
         for (i, entry) in self.server.outbound_allow.iter().enumerate() {
             if crate::outbound::AllowEntry::parse(entry).is_none() {
                 return Err(invalid(
@@ -465,7 +484,7 @@ impl Policy {
                 ));
             }
             if let Some(limit) = &tenant.rate_limit
-                && (limit.per_second == 0 || limit.burst == 0)
+                && !limit.is_valid()
             {
                 return Err(invalid(
                     at("rate_limit"),

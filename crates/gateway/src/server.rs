@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         time_limits,
     ))
+    .layer(axum::middleware::from_fn(rate_limit_headers))
     .layer(axum::middleware::from_fn(request_context))
     .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
     .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -131,6 +132,18 @@ async fn time_limits(State(state): State<AppState>, request: Request, next: Next
             .into_response()
         }
     }
+}
+
+/// Puts the `RateLimit-Policy` and `RateLimit` headers of the calling tenant's limit (noted by
+/// the `Tenant` extractor) on the answer, whatever it is.
+async fn rate_limit_headers(mut request: Request, next: Next) -> Response {
+    let note = crate::extract::RateLimitNote::default();
+    request.extensions_mut().insert(note.clone());
+    let mut response = next.run(request).await;
+    if let Some(headers) = note.take() {
+        response.headers_mut().extend(headers);
+    }
+    response
 }
 
 /// Gives every request an id (the caller's `x-request-id` when it is sane), a span, and one log

@@ -130,7 +130,11 @@ pub async fn create(
             webhook_url: app.hook_url(runtime, &name),
             subject_ref,
         };
-        let started = match provider.create(&request).await {
+        let started = match outbound_turn(runtime, &name).await {
+            Ok(()) => provider.create(&request).await,
+            Err(limited) => Err(limited),
+        };
+        let started = match started {
             Ok(started) => started,
             Err(error) if error.is_unavailable() => {
                 tracing::warn!(provider = %name, %error, "provider unavailable on create; trying the next");
@@ -205,18 +209,36 @@ pub async fn load(app: &App, tenant: &str, id: &str) -> Result<StoredVerificatio
         .ok_or(ServiceError::NotFound)
 }
 
-/// The provider instance that runs a stored verification.
-fn provider_of(
+/// The provider instance that runs a stored verification, once its outbound limit allows a call.
+async fn provider_of(
     runtime: &Runtime,
     stored: &StoredVerification,
 ) -> Result<Arc<dyn Provider>, ServiceError> {
     let name = &stored.verification.provider;
-    runtime
+    let provider = runtime
         .providers
         .get(name)
         .cloned()
-        .ok_or_else(|| ServiceError::ProviderGone(name.clone()))
+        .ok_or_else(|| ServiceError::ProviderGone(name.clone()))?;
+    outbound_turn(runtime, name)
+        .await
+        .map_err(|e| ServiceError::provider(name, e))?;
+    Ok(provider)
 }
+
+/// Waits for a cell of the instance's outbound rate limit, up to [`OUTBOUND_WAIT`]; past it the
+/// instance counts as unavailable (a create then goes to the fallback).
+async fn outbound_turn(runtime: &Runtime, name: &str) -> Result<(), ProviderError> {
+    match runtime.provider_limits.get(name) {
+        Some(limiter) if !limiter.wait(OUTBOUND_WAIT).await => Err(ProviderError::Unavailable(
+            "the instance's outbound rate limit is spent".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The longest a call waits for its provider instance's rate limit.
+const OUTBOUND_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reads the provider now and records what it says. A caller's refresh asks the provider to bring
 /// its own view up to date first (gu1 sync); webhooks and the reconciler read it as it is.
@@ -226,7 +248,7 @@ pub async fn sync(
     stored: StoredVerification,
     source: Source,
 ) -> Result<StoredVerification, ServiceError> {
-    let provider = provider_of(runtime, &stored)?;
+    let provider = provider_of(runtime, &stored).await?;
     let reference = &stored.verification.provider_reference;
     let answer = match source {
         Source::Refresh => provider.refresh(reference).await,
@@ -244,7 +266,7 @@ pub async fn cancel(
     id: &str,
 ) -> Result<StoredVerification, ServiceError> {
     let stored = load(app, tenant, id).await?;
-    let provider = provider_of(runtime, &stored)?;
+    let provider = provider_of(runtime, &stored).await?;
     let v = &stored.verification;
     if v.status.is_final() {
         return Err(ServiceError::NotCancellable(v.status));
@@ -269,7 +291,7 @@ pub async fn decide(
     key_name: &str,
 ) -> Result<StoredVerification, ServiceError> {
     let stored = load(app, tenant, id).await?;
-    let provider = provider_of(runtime, &stored)?;
+    let provider = provider_of(runtime, &stored).await?;
     let name = stored.verification.provider.clone();
     if !provider.takes_manual_decisions() {
         return Err(ServiceError::provider(
@@ -404,7 +426,7 @@ pub async fn identity(
     id: &str,
 ) -> Result<Identity, ServiceError> {
     let stored = load(app, tenant, id).await?;
-    let provider = provider_of(runtime, &stored)?;
+    let provider = provider_of(runtime, &stored).await?;
     let v = &stored.verification;
     let not_ready = || ServiceError::NotReady {
         provider: v.provider.clone(),
@@ -453,7 +475,11 @@ pub async fn standing(
             .subject_ref(tenant, &approved.provider, subject_id)
             .await?
     {
-        match provider.subject_standing(&subject_ref).await {
+        let view = match outbound_turn(runtime, &approved.provider).await {
+            Ok(()) => provider.subject_standing(&subject_ref).await,
+            Err(limited) => Err(limited),
+        };
+        match view {
             Ok(Some(view)) => {
                 standing.verified = view.verified && !view.needs_reverification;
                 standing.verified_at = view.verified_at.or(standing.verified_at);
