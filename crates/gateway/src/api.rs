@@ -317,16 +317,45 @@ async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the store answers and a policy is loaded.
+/// Readiness: the store answers and a policy is loaded. It also shows each provider instance's
+/// circuit breaker; an open circuit does not make the gateway unready (fallbacks may serve).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready", body = Health),
+        (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Not ready", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness: store unavailable");
         ApiError::Unavailable("the store is not reachable".into())
     })?;
-    Ok(Json(Health { status: "ready" }))
+    let providers = state
+        .runtime()
+        .providers
+        .keys()
+        .map(|name| {
+            let circuit = state.breakers.state(name);
+            (name.clone(), InstanceReadiness { circuit })
+        })
+        .collect();
+    Ok(Json(Readiness {
+        status: "ready",
+        providers,
+    }))
+}
+
+/// The readiness answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`.
+    pub status: &'static str,
+    /// Each provider instance of the policy, by name.
+    pub providers: std::collections::BTreeMap<String, InstanceReadiness>,
+}
+
+/// One provider instance, as readiness shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceReadiness {
+    /// Its circuit breaker.
+    pub circuit: crate::circuit::CircuitState,
 }

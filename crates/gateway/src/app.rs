@@ -34,6 +34,8 @@ pub struct App {
     pub public_url: String,
     /// Wakes the outbox worker when a change has written an event.
     pub outbox_wake: tokio::sync::Notify,
+    /// Each provider instance's circuit breaker (process state: a reload keeps it).
+    pub breakers: crate::circuit::Breakers,
     runtime: RwLock<Arc<Runtime>>,
 }
 
@@ -65,6 +67,7 @@ impl App {
             store,
             public_url: public_url.trim_end_matches('/').to_string(),
             outbox_wake: tokio::sync::Notify::new(),
+            breakers: crate::circuit::Breakers::default(),
             runtime: RwLock::new(Arc::new(runtime)),
         }
     }

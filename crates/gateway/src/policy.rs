@@ -149,6 +149,9 @@ pub struct ProviderConfig {
     /// bound, then goes to the fallback); none when absent.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    /// When this instance's circuit breaker opens, and for how long (see [`crate::circuit`]).
+    #[serde(default)]
+    pub circuit_breaker: crate::circuit::CircuitSettings,
     /// Everything else in the section, secrets interpolated.
     #[serde(flatten)]
     pub settings: toml::Table,
@@ -394,6 +397,13 @@ impl Policy {
                 return Err(invalid(
                     format!("providers.{name}.rate_limit"),
                     "per_second and burst must be > 0",
+                ));
+            }
+            let circuit = &provider.circuit_breaker;
+            if circuit.failures == 0 || circuit.open_seconds == 0 {
+                return Err(invalid(
+                    format!("providers.{name}.circuit_breaker"),
+                    "failures and open_seconds must be > 0",
                 ));
             }
         }

@@ -130,11 +130,7 @@ pub async fn create(
             webhook_url: app.hook_url(runtime, &name),
             subject_ref,
         };
-        let started = match outbound_turn(runtime, &name).await {
-            Ok(()) => provider.create(&request).await,
-            Err(limited) => Err(limited),
-        };
-        let started = match started {
+        let started = match call(app, runtime, &name, provider.create(&request)).await {
             Ok(started) => started,
             Err(error) if error.is_unavailable() => {
                 tracing::warn!(provider = %name, %error, "provider unavailable on create; trying the next");
@@ -209,21 +205,46 @@ pub async fn load(app: &App, tenant: &str, id: &str) -> Result<StoredVerificatio
         .ok_or(ServiceError::NotFound)
 }
 
-/// The provider instance that runs a stored verification, once its outbound limit allows a call.
-async fn provider_of(
+/// The provider instance that runs a stored verification.
+fn provider_of(
     runtime: &Runtime,
     stored: &StoredVerification,
 ) -> Result<Arc<dyn Provider>, ServiceError> {
     let name = &stored.verification.provider;
-    let provider = runtime
+    runtime
         .providers
         .get(name)
         .cloned()
-        .ok_or_else(|| ServiceError::ProviderGone(name.clone()))?;
-    outbound_turn(runtime, name)
-        .await
-        .map_err(|e| ServiceError::provider(name, e))?;
-    Ok(provider)
+        .ok_or_else(|| ServiceError::ProviderGone(name.clone()))
+}
+
+/// Makes one call to provider instance `name`: after its outbound rate limit gives a turn, and
+/// only while its circuit breaker lets calls through; the outcome is recorded on the breaker.
+async fn call<T>(
+    app: &App,
+    runtime: &Runtime,
+    name: &str,
+    request: impl std::future::Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    outbound_turn(runtime, name).await?;
+    let default = crate::circuit::CircuitSettings::default();
+    let settings = runtime
+        .policy
+        .providers
+        .get(name)
+        .map_or(&default, |p| &p.circuit_breaker);
+    if !app.breakers.allow(name, settings) {
+        return Err(ProviderError::Unavailable(
+            "its circuit breaker is open after repeated failures".into(),
+        ));
+    }
+    let result = request.await;
+    let failed = result
+        .as_ref()
+        .err()
+        .is_some_and(ProviderError::is_unavailable);
+    app.breakers.record(name, settings, failed);
+    result
 }
 
 /// Waits for a cell of the instance's outbound rate limit, up to [`OUTBOUND_WAIT`]; past it the
@@ -248,11 +269,12 @@ pub async fn sync(
     stored: StoredVerification,
     source: Source,
 ) -> Result<StoredVerification, ServiceError> {
-    let provider = provider_of(runtime, &stored).await?;
+    let provider = provider_of(runtime, &stored)?;
     let reference = &stored.verification.provider_reference;
+    let name = &stored.verification.provider;
     let answer = match source {
-        Source::Refresh => provider.refresh(reference).await,
-        _ => provider.get(reference).await,
+        Source::Refresh => call(app, runtime, name, provider.refresh(reference)).await,
+        _ => call(app, runtime, name, provider.get(reference)).await,
     }
     .map_err(|e| ServiceError::provider(&stored.verification.provider, e))?;
     record(app, runtime, stored, &answer, source, None).await
@@ -266,15 +288,19 @@ pub async fn cancel(
     id: &str,
 ) -> Result<StoredVerification, ServiceError> {
     let stored = load(app, tenant, id).await?;
-    let provider = provider_of(runtime, &stored).await?;
+    let provider = provider_of(runtime, &stored)?;
     let v = &stored.verification;
     if v.status.is_final() {
         return Err(ServiceError::NotCancellable(v.status));
     }
-    let answer = provider
-        .cancel(&v.provider_reference)
-        .await
-        .map_err(|e| ServiceError::provider(&v.provider, e))?;
+    let answer = call(
+        app,
+        runtime,
+        &v.provider,
+        provider.cancel(&v.provider_reference),
+    )
+    .await
+    .map_err(|e| ServiceError::provider(&v.provider, e))?;
     record(app, runtime, stored, &answer, Source::Cancel, None).await
 }
 
@@ -291,7 +317,7 @@ pub async fn decide(
     key_name: &str,
 ) -> Result<StoredVerification, ServiceError> {
     let stored = load(app, tenant, id).await?;
-    let provider = provider_of(runtime, &stored).await?;
+    let provider = provider_of(runtime, &stored)?;
     let name = stored.verification.provider.clone();
     if !provider.takes_manual_decisions() {
         return Err(ServiceError::provider(
@@ -307,14 +333,18 @@ pub async fn decide(
         return Err(ServiceError::NotInReview(synced.verification.status));
     }
     let asked_at = now();
-    let answer = provider
-        .decide(
+    let answer = call(
+        app,
+        runtime,
+        &name,
+        provider.decide(
             &synced.verification.provider_reference,
             decision.outcome,
             &decision.reason,
-        )
-        .await
-        .map_err(|e| ServiceError::provider(&name, e))?;
+        ),
+    )
+    .await
+    .map_err(|e| ServiceError::provider(&name, e))?;
     let (tenant, id) = (synced.tenant.clone(), synced.verification.id.clone());
     let recorded = record(
         app,
@@ -426,19 +456,23 @@ pub async fn identity(
     id: &str,
 ) -> Result<Identity, ServiceError> {
     let stored = load(app, tenant, id).await?;
-    let provider = provider_of(runtime, &stored).await?;
+    let provider = provider_of(runtime, &stored)?;
     let v = &stored.verification;
     let not_ready = || ServiceError::NotReady {
         provider: v.provider.clone(),
         status: v.status,
     };
-    let identity = provider
-        .identity(&v.provider_reference)
-        .await
-        .map_err(|e| match e {
-            ProviderError::NotFound => not_ready(),
-            e => ServiceError::provider(&v.provider, e),
-        })?;
+    let identity = call(
+        app,
+        runtime,
+        &v.provider,
+        provider.identity(&v.provider_reference),
+    )
+    .await
+    .map_err(|e| match e {
+        ProviderError::NotFound => not_ready(),
+        e => ServiceError::provider(&v.provider, e),
+    })?;
     // Providers differ in how they say "nothing extracted yet"; callers get one answer.
     if identity == Identity::default() {
         return Err(not_ready());
@@ -475,10 +509,13 @@ pub async fn standing(
             .subject_ref(tenant, &approved.provider, subject_id)
             .await?
     {
-        let view = match outbound_turn(runtime, &approved.provider).await {
-            Ok(()) => provider.subject_standing(&subject_ref).await,
-            Err(limited) => Err(limited),
-        };
+        let view = call(
+            app,
+            runtime,
+            &approved.provider,
+            provider.subject_standing(&subject_ref),
+        )
+        .await;
         match view {
             Ok(Some(view)) => {
                 standing.verified = view.verified && !view.needs_reverification;
