@@ -9,6 +9,7 @@ mod gu1_entities;
 mod harness;
 mod limits;
 mod reload;
+mod routing;
 mod swagger_ui;
 
 use harness::*;

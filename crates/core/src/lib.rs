@@ -13,8 +13,8 @@ pub mod provider;
 
 pub use lifecycle::{Source, StatusChange, merge};
 pub use model::{
-    CheckOutcome, Checks, Decision, Identity, Reason, Scores, Status, Subject, SubjectStanding,
-    Verification,
+    CheckOutcome, Checks, Decision, Identity, Reason, RoutingReason, RoutingRecord, Scores, Status,
+    Subject, SubjectStanding, Verification,
 };
 pub use personal::Personal;
 pub use provider::{

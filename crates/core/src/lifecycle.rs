@@ -134,6 +134,7 @@ mod tests {
             expires_at: Some(at(30)),
             decision: None,
             metadata: None,
+            routing: None,
             created_at: at(0),
             updated_at: at(0),
             completed_at: status.is_final().then(|| at(0)),

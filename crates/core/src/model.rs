@@ -293,6 +293,31 @@ pub struct Identity {
     pub score: Option<f64>,
 }
 
+/// Why a verification went where it went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RoutingRecord {
+    /// What chose the instance that runs it.
+    pub reason: RoutingReason,
+    /// The instances tried first, in order, that were unavailable.
+    pub tried: Vec<String>,
+}
+
+/// What chose a verification's provider instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingReason {
+    /// A country rule of the tenant's routing.
+    Rule,
+    /// The weighted split (sticky per subject).
+    Split,
+    /// The tenant's default instance.
+    Default,
+    /// The request's own `provider`, where the tenant may choose.
+    Override,
+    /// A fallback instance, after the ones in `tried` were unavailable.
+    Fallback,
+}
+
 /// A verification as callers see it: the gateway's record of one attempt at one provider.
 ///
 /// It holds no name, national id, birth date or document number: those stay at the provider and are
@@ -323,6 +348,8 @@ pub struct Verification {
     /// The caller's own small JSON object, stored and returned as given (keep personal data out).
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Why it went to its provider instance (absent on verifications made before this was kept).
+    pub routing: Option<RoutingRecord>,
     /// When the gateway accepted it.
     pub created_at: DateTime<Utc>,
     /// Last change.

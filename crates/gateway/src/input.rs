@@ -285,6 +285,25 @@ impl CreateVerification {
 }
 
 /// A page size: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
+/// An RFC 3339 date-time parameter, as UTC.
+fn instant(
+    field: &str,
+    value: Option<&str>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    ApiError::invalid(
+                        field,
+                        "must be an RFC 3339 date-time, e.g. 2026-01-01T00:00:00Z",
+                    )
+                })
+        })
+        .transpose()
+}
+
 fn page_size(limit: Option<&str>) -> Result<u32, ApiError> {
     match limit {
         None => Ok(DEFAULT_LIMIT),
@@ -324,6 +343,20 @@ pub struct ListParams {
     /// One status.
     #[param(value_type = Option<Status>)]
     pub status: Option<String>,
+    /// One provider instance (a name from the policy).
+    #[param(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$",
+        example = "betrust-cl"
+    )]
+    pub provider: Option<String>,
+    /// Only verifications created at or after this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-01-01T00:00:00Z")]
+    pub created_after: Option<String>,
+    /// Only verifications created before this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-02-01T00:00:00Z")]
+    pub created_before: Option<String>,
     /// Page size, 1 to 200 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200, example = 20)]
     pub limit: Option<String>,
@@ -342,6 +375,11 @@ impl ListParams {
         if let Some(subject_id) = &self.subject_id {
             text("subject_id", subject_id, MAX_TEXT)?;
         }
+        if let Some(provider) = &self.provider {
+            text("provider", provider, MAX_TEXT)?;
+        }
+        let created_after = instant("created_after", self.created_after.as_deref())?;
+        let created_before = instant("created_before", self.created_before.as_deref())?;
         let limit = page_size(self.limit.as_deref())?;
         let status = self
             .status
@@ -367,6 +405,9 @@ impl ListParams {
         Ok(ListFilter {
             reference: self.reference,
             subject_id: self.subject_id,
+            provider: self.provider,
+            created_after,
+            created_before,
             status,
             before_id: self.cursor,
             limit,

@@ -6,6 +6,7 @@
 //! choice, for when it is unavailable; an explicit choice gets no fallback.
 
 use crate::policy::Routing;
+use kyc_core::RoutingReason;
 use sha2::{Digest, Sha256};
 
 /// Why no provider instance could be chosen.
@@ -22,7 +23,16 @@ pub enum RoutingError {
     NoDefault,
 }
 
-/// The provider instances to try, in order.
+/// Where a create goes: the chosen instance and why, then the fallbacks in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The instances to try, in order; the first is the choice.
+    pub candidates: Vec<String>,
+    /// Why the first was chosen (the others are fallbacks).
+    pub reason: RoutingReason,
+}
+
+/// The provider instances to try, in order, and why the first.
 pub fn candidates(
     routing: &Routing,
     tenant: &str,
@@ -30,7 +40,7 @@ pub fn candidates(
     country: &str,
     requested: Option<&str>,
     exists: impl Fn(&str) -> bool,
-) -> Result<Vec<String>, RoutingError> {
+) -> Result<Route, RoutingError> {
     if let Some(requested) = requested {
         if !routing.allow_override {
             return Err(RoutingError::OverrideNotAllowed);
@@ -38,14 +48,20 @@ pub fn candidates(
         if !exists(requested) {
             return Err(RoutingError::UnknownProvider);
         }
-        return Ok(vec![requested.to_string()]);
+        return Ok(Route {
+            candidates: vec![requested.to_string()],
+            reason: RoutingReason::Override,
+        });
     }
-    let chosen = if let Some(rule) = routing.rules.iter().find(|r| r.country == country) {
-        rule.provider.clone()
+    let (chosen, reason) = if let Some(rule) = routing.rules.iter().find(|r| r.country == country) {
+        (rule.provider.clone(), RoutingReason::Rule)
     } else if let Some(pick) = sticky_pick(&routing.split, tenant, subject_id) {
-        pick
+        (pick, RoutingReason::Split)
     } else {
-        routing.default.clone().ok_or(RoutingError::NoDefault)?
+        (
+            routing.default.clone().ok_or(RoutingError::NoDefault)?,
+            RoutingReason::Default,
+        )
     };
     let mut out = vec![chosen];
     for f in &routing.fallback {
@@ -53,7 +69,10 @@ pub fn candidates(
             out.push(f.clone());
         }
     }
-    Ok(out)
+    Ok(Route {
+        candidates: out,
+        reason,
+    })
 }
 
 /// A weighted pick that depends only on (tenant, subject): a retry lands on the same provider.
@@ -99,14 +118,12 @@ mod tests {
     #[test]
     fn country_rule_beats_default_and_fallback_follows() {
         let r = routing();
-        assert_eq!(
-            candidates(&r, "t", "s", "AR", None, |_| true).unwrap(),
-            ["gu1"]
-        );
-        assert_eq!(
-            candidates(&r, "t", "s", "CL", None, |_| true).unwrap(),
-            ["betrust", "gu1"]
-        );
+        let ar = candidates(&r, "t", "s", "AR", None, |_| true).unwrap();
+        assert_eq!(ar.candidates, ["gu1"]);
+        assert_eq!(ar.reason, RoutingReason::Rule);
+        let cl = candidates(&r, "t", "s", "CL", None, |_| true).unwrap();
+        assert_eq!(cl.candidates, ["betrust", "gu1"]);
+        assert_eq!(cl.reason, RoutingReason::Default);
     }
 
     #[test]
@@ -117,10 +134,9 @@ mod tests {
             Err(RoutingError::OverrideNotAllowed)
         );
         r.allow_override = true;
-        assert_eq!(
-            candidates(&r, "t", "s", "CL", Some("gu1"), |_| true).unwrap(),
-            ["gu1"]
-        );
+        let chosen = candidates(&r, "t", "s", "CL", Some("gu1"), |_| true).unwrap();
+        assert_eq!(chosen.candidates, ["gu1"]);
+        assert_eq!(chosen.reason, RoutingReason::Override);
         assert_eq!(
             candidates(&r, "t", "s", "CL", Some("nope"), |n| n != "nope"),
             Err(RoutingError::UnknownProvider)
@@ -137,7 +153,8 @@ mod tests {
             let first = candidates(&r, "t", &subject, "CL", None, |_| true).unwrap();
             let again = candidates(&r, "t", &subject, "CL", None, |_| true).unwrap();
             assert_eq!(first, again);
-            if first[0] == "a" {
+            assert_eq!(first.reason, RoutingReason::Split);
+            if first.candidates[0] == "a" {
                 a += 1;
             }
         }

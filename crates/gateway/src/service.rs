@@ -12,8 +12,8 @@ use crate::routing::{self, RoutingError};
 use crate::store::{Inserted, NewChange, NewEvent, StoreError, StoredVerification, now};
 use chrono::Duration;
 use kyc_core::{
-    CreateRequest, Identity, Provider, ProviderError, ProviderVerification, Source, Status,
-    StatusChange, SubjectStanding, Verification,
+    CreateRequest, Identity, Provider, ProviderError, ProviderVerification, RoutingReason,
+    RoutingRecord, Source, Status, StatusChange, SubjectStanding, Verification,
 };
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -99,7 +99,7 @@ pub async fn create(
     if let Some(existing) = app.store.find_by_reference(tenant, &body.reference).await? {
         return replay(existing, &hash);
     }
-    let candidates = routing::candidates(
+    let route = routing::candidates(
         &runtime.policy.tenants[tenant].routing,
         tenant,
         &body.subject.id,
@@ -108,7 +108,8 @@ pub async fn create(
         |n| runtime.providers.contains_key(n),
     )?;
     let mut last_failure = None;
-    for name in candidates {
+    let mut tried = Vec::new();
+    for (index, name) in route.candidates.into_iter().enumerate() {
         let Some(provider) = runtime.providers.get(&name) else {
             continue;
         };
@@ -135,6 +136,7 @@ pub async fn create(
             Err(error) if error.is_unavailable() => {
                 tracing::warn!(provider = %name, %error, "provider unavailable on create; trying the next");
                 last_failure = Some(ServiceError::provider(&name, error));
+                tried.push(name);
                 continue;
             }
             Err(error) => return Err(ServiceError::provider(&name, error)),
@@ -150,6 +152,14 @@ pub async fn create(
             reference: body.reference.clone(),
             subject_id: body.subject.id.clone(),
             provider: name.clone(),
+            routing: Some(RoutingRecord {
+                reason: if index == 0 {
+                    route.reason
+                } else {
+                    RoutingReason::Fallback
+                },
+                tried: std::mem::take(&mut tried),
+            }),
             provider_reference: started.provider_reference,
             status: started.status,
             reason: started.reason,

@@ -59,6 +59,12 @@ pub struct ListFilter {
     pub reference: Option<String>,
     /// Exact subject id.
     pub subject_id: Option<String>,
+    /// Exact provider instance.
+    pub provider: Option<String>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_before: Option<DateTime<Utc>>,
     /// Exact status.
     pub status: Option<Status>,
     /// Only ids before this one (newest first paging).
@@ -207,7 +213,8 @@ pub struct SqlStore {
 }
 
 const COLUMNS: &str = "id, tenant, reference, subject_id, provider, provider_reference, status, \
-     reason, verification_url, expires_at, decision, metadata, request_hash, created_at, updated_at, completed_at";
+     reason, verification_url, expires_at, decision, metadata, request_hash, created_at, updated_at, completed_at, \
+     routing";
 
 impl SqlStore {
     /// Connects (creating a SQLite file if needed) and runs the migrations.
@@ -263,6 +270,11 @@ impl SqlStore {
                 4,
                 "indexes",
                 include_str!("../../migrations/0004_indexes.sql"),
+            ),
+            migration(
+                5,
+                "routing",
+                include_str!("../../migrations/0005_routing.sql"),
             ),
         ])
         .run(&pool)
@@ -343,6 +355,7 @@ fn row_to_stored(row: &AnyRow) -> Result<StoredVerification, StoreError> {
         expires_at: parse_ts(row.try_get("expires_at")?, "expires_at")?,
         decision: from_json(row.try_get("decision")?, "decision")?,
         metadata: from_json(row.try_get("metadata")?, "metadata")?,
+        routing: from_json(row.try_get("routing")?, "routing")?,
         created_at: parse_ts(Some(row.try_get("created_at")?), "created_at")?
             .expect("some in, some out"),
         updated_at: parse_ts(Some(row.try_get("updated_at")?), "updated_at")?
@@ -407,6 +420,10 @@ fn list_query(tenant: &str, filter: &ListFilter) -> (String, Vec<String>) {
         .and("reference", "=", filter.reference.clone())
         .and("subject_id", "=", filter.subject_id.clone())
         .and("status", "=", filter.status.map(|s| s.as_str().to_string()))
+        .and("provider", "=", filter.provider.clone())
+        // Times are stored as fixed-width RFC 3339 UTC text, so text order is time order.
+        .and("created_at", ">=", filter.created_after.map(ts))
+        .and("created_at", "<", filter.created_before.map(ts))
         .and("id", "<", filter.before_id.clone())
         // A reference names at most one verification: nothing to order.
         .finish(filter.reference.is_none(), filter.limit)
@@ -466,7 +483,7 @@ impl Store for SqlStore {
         let v = &row.verification;
         let sql = format!(
             "INSERT INTO verifications ({COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         );
         let mut tx = self.pool.begin().await?;
         let result = sqlx::query(AssertSqlSafe(sql))
@@ -486,6 +503,7 @@ impl Store for SqlStore {
             .bind(ts(v.created_at))
             .bind(ts(v.updated_at))
             .bind(v.completed_at.map(ts))
+            .bind(to_json(&v.routing))
             .execute(&mut *tx)
             .await;
         match result {
@@ -762,6 +780,7 @@ mod tests {
                 expires_at: Some(t),
                 decision: None,
                 metadata: None,
+                routing: None,
                 created_at: t,
                 updated_at: t,
                 completed_at: None,
