@@ -300,6 +300,23 @@ impl World {
         std::fs::rename(&staged, &self.config).unwrap();
     }
 
+    /// The policy file the gateway serves.
+    pub fn policy_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
+    /// Runs a `kyc-gateway` command with the environment the policy's `${VAR}`s need.
+    pub fn command(&self, args: &[&str]) -> std::process::Output {
+        Command::new(binary())
+            .args(args)
+            .env("BETRUST_CLIENT_SECRET", BETRUST_SECRET)
+            .env("GU1_API_KEY", GU1_API_KEY)
+            .env("GU1_WEBHOOK_SECRET", GU1_WEBHOOK_SECRET)
+            .env("ALPHA_WEBHOOK_SECRET", ALPHA_WEBHOOK_SECRET)
+            .output()
+            .unwrap()
+    }
+
     /// Sends SIGHUP to the gateway process.
     pub fn hangup(&self) {
         let status = Command::new("kill")

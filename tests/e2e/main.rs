@@ -8,6 +8,7 @@ mod first_run;
 mod gu1_entities;
 mod harness;
 mod limits;
+mod policy_view;
 mod reload;
 mod routing;
 mod swagger_ui;

@@ -32,3 +32,4 @@ pub mod sandbox;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tenant_policy;

@@ -41,6 +41,72 @@ enum Command {
     },
     /// Print the OpenAPI document the gateway serves (kept in openapi/openapi.json).
     Openapi,
+    /// Print which provider instance a create would go to under a policy, and why.
+    Explain {
+        /// The policy file (TOML).
+        #[arg(long)]
+        config: String,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The subject's country (ISO 3166-1 alpha-2).
+        #[arg(long)]
+        country: String,
+        /// The subject id (a split picks by it).
+        #[arg(long)]
+        subject: Option<String>,
+    },
+}
+
+/// The text of `explain`: where a create for `tenant` in `country` (for `subject`) goes, and why.
+fn explain(
+    policy: &Policy,
+    tenant: &str,
+    country: &str,
+    subject: Option<&str>,
+) -> Result<String, String> {
+    let config = policy
+        .tenants
+        .get(tenant)
+        .ok_or_else(|| "no tenant of that name in the policy".to_string())?;
+    if !kyc_gateway::policy::country_codes().contains(&country) {
+        return Err("--country must be an assigned ISO 3166-1 alpha-2 code, upper case".into());
+    }
+    let routing = &config.routing;
+    let by_rule = routing.rules.iter().any(|r| r.country == country);
+    if !by_rule && !routing.split.is_empty() && subject.is_none() {
+        return Err(format!(
+            "tenant {tenant} splits by subject: pass --subject to see where one subject goes"
+        ));
+    }
+    let route = kyc_gateway::routing::candidates(
+        routing,
+        tenant,
+        subject.unwrap_or(""),
+        country,
+        None,
+        |n| policy.providers.contains_key(n),
+    )
+    .map_err(|e| e.to_string())?;
+    let why = match route.reason {
+        kyc_core::RoutingReason::Rule => format!("the country rule for {country}"),
+        kyc_core::RoutingReason::Split => "the weighted split, sticky per subject".into(),
+        kyc_core::RoutingReason::Default => "the tenant's default".into(),
+        other => format!("{other:?}"),
+    };
+    let reason = serde_json::to_value(route.reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let fallback = if route.candidates.len() > 1 {
+        route.candidates[1..].join(", ")
+    } else {
+        "none".into()
+    };
+    Ok(format!(
+        "provider: {}\nreason: {reason} ({why})\nfallback: {fallback}\n",
+        route.candidates[0]
+    ))
 }
 
 fn init_logging() {
@@ -65,6 +131,24 @@ async fn main() -> ExitCode {
             println!("{}", hash_api_key(&key));
             ExitCode::SUCCESS
         }
+        Some(Command::Explain {
+            config,
+            tenant,
+            country,
+            subject,
+        }) => match Policy::load(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|p| explain(&p, &tenant, &country, subject.as_deref()))
+        {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{config}: {e}");
+                ExitCode::from(2)
+            }
+        },
         Some(Command::Openapi) => {
             print!("{}", kyc_gateway::openapi::document_json());
             ExitCode::SUCCESS

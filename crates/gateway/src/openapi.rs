@@ -28,6 +28,7 @@ a stable `code`.",
         (name = "verifications", description = "Start, read and follow verifications"),
         (name = "subjects", description = "A subject's KYC standing"),
         (name = "events", description = "Outgoing events to the tenant's webhook_url, and their delivery"),
+        (name = "policy", description = "The calling tenant's policy in force"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -55,6 +56,7 @@ pub fn router_and_document() -> (axum::Router<crate::app::AppState>, utoipa::ope
     utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api::router())
         .merge(events::router())
+        .merge(crate::tenant_policy::router())
         .split_for_parts()
 }
 

@@ -259,7 +259,7 @@ fn default_valid_days() -> u32 {
 }
 
 /// A token-bucket rate limit.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Sustained rate.
@@ -276,7 +276,7 @@ impl RateLimit {
 }
 
 /// A tenant's routing rules.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Routing {
     /// The provider used when no rule matches and there is no split.
@@ -296,7 +296,7 @@ pub struct Routing {
 }
 
 /// Send subjects of one country to one provider.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CountryRule {
     /// ISO 3166-1 alpha-2.
