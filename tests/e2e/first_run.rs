@@ -204,3 +204,56 @@ fn a_busy_port_names_the_listen_option() {
     );
     assert!(stderr.contains("--listen"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_sandbox_runs_a_product_managers_own_policy_against_the_simulators() {
+    let dir = tempfile::tempdir().unwrap();
+    let mine = dir.path().join("my-policy.toml");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/policy.example.toml"
+        ),
+        &mine,
+    )
+    .unwrap();
+    // No ${VAR} is set: the sandbox needs none of the real secrets.
+    let sandbox = Sandbox::start_with(dir, &["--config", mine.to_str().unwrap()]);
+    assert!(
+        sandbox
+            .banner
+            .contains("payments: kyc_sandbox_payments_key"),
+        "{}",
+        sandbox.banner
+    );
+    let http = reqwest::Client::new();
+    let create = |reference: &str, country: &str| {
+        http.post(format!("{}/v1/verifications", sandbox.base))
+            .bearer_auth("kyc_sandbox_payments_key")
+            .json(&json!({"reference": reference, "subject": {"id": format!("s-{reference}"), "country": country}}))
+            .send()
+    };
+    // The policy's own routing: AR by its country rule, CL by its split.
+    let ar: Value = create("pm-ar", "AR").await.unwrap().json().await.unwrap();
+    assert_eq!(ar["provider"], "gu1", "{ar}");
+    assert_eq!(ar["routing"]["reason"], "rule");
+    let cl: Value = create("pm-cl", "CL").await.unwrap().json().await.unwrap();
+    assert_eq!(cl["routing"]["reason"], "split", "{cl}");
+    // Its limits too, and its instance names.
+    let policy: Value = http
+        .get(format!("{}/v1/policy", sandbox.base))
+        .bearer_auth("kyc_sandbox_payments_key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(policy["rate_limit"]["burst"], 100, "{policy}");
+    assert_eq!(
+        policy["providers"]["betrust-cl"]["rate_limit"]["per_second"],
+        20
+    );
+    let (status, _) = sandbox.stop();
+    assert!(status.success());
+}

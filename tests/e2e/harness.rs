@@ -447,8 +447,14 @@ impl Sandbox {
     }
 
     pub fn start_in(dir: tempfile::TempDir) -> Sandbox {
+        Sandbox::start_with(dir, &[])
+    }
+
+    /// Starts `kyc-gateway sandbox` in `dir` with `extra` arguments (`--config FILE`).
+    pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> Sandbox {
         let mut child = Command::new(binary())
             .args(["sandbox", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .current_dir(dir.path())
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())

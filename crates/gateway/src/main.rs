@@ -33,11 +33,15 @@ enum Command {
         /// The API key.
         key: String,
     },
-    /// Start the sandbox: both provider simulators in-process, a SQLite file, a demo tenant.
+    /// Start the sandbox: both provider simulators in-process, a SQLite file, a demo tenant, or
+    /// your own policy's tenants and routing pointed at the simulators.
     Sandbox {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Your policy file: its instances talk to the simulators, its tenants get sandbox keys.
+        #[arg(long)]
+        config: Option<String>,
     },
     /// Print the OpenAPI document the gateway serves (kept in openapi/openapi.json).
     Openapi,
@@ -181,13 +185,13 @@ async fn main() -> ExitCode {
             };
             finish(kyc_gateway::server::serve(policy, Some(config.into()), &listen, |_| {}).await)
         }
-        Some(Command::Sandbox { listen }) => {
+        Some(Command::Sandbox { listen, config }) => {
             init_logging();
-            finish(kyc_gateway::sandbox::run(&listen).await)
+            finish(kyc_gateway::sandbox::run(&listen, config.as_deref()).await)
         }
         None => {
             init_logging();
-            finish(kyc_gateway::sandbox::run("127.0.0.1:8080").await)
+            finish(kyc_gateway::sandbox::run("127.0.0.1:8080", None).await)
         }
     }
 }

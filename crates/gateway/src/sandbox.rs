@@ -9,7 +9,7 @@
 //! `POST /_sandbox/events`: it checks each event's Standard Webhooks signature as a tenant's own
 //! receiver would, prints a line per event, and lists what it got at `GET /_sandbox/events`.
 
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyError};
 use crate::server::{ServeError, bind, serve_on};
 use axum::Json;
 use axum::body::Bytes;
@@ -80,12 +80,73 @@ fn receive(received: &Received, headers: &HeaderMap, body: &[u8]) -> StatusCode 
     }
 }
 
-/// Runs the sandbox until Ctrl-C.
+/// The API key `sandbox --config` gives tenant `tenant` (printed on purpose: sandbox only).
+pub fn tenant_key(tenant: &str) -> String {
+    format!("kyc_sandbox_{tenant}_key")
+}
+
+/// A product manager's own policy, pointed at the simulators: each provider instance keeps its
+/// name, kind, `rate_limit` and `circuit_breaker` and talks to its kind's simulator; each tenant
+/// keeps its routing and limits, gets the key [`tenant_key`] instead of its own, and sends its
+/// events to the sandbox receiver. The store is the sandbox's; `[server]` is the sandbox's.
+fn own_policy(
+    text: &str,
+    sims: &toml::Table,
+    receiver_url: &str,
+) -> Result<(toml::Table, Vec<String>), PolicyError> {
+    let mut policy: toml::Table =
+        toml::from_str(text).map_err(|e| PolicyError::Syntax(e.message().to_string()))?;
+    let mut providers = toml::Table::new();
+    let theirs = policy
+        .remove("providers")
+        .and_then(|p| p.try_into::<toml::Table>().ok());
+    for (name, section) in theirs.unwrap_or_default() {
+        let kind = section
+            .get("kind")
+            .and_then(toml::Value::as_str)
+            .unwrap_or("");
+        let mut ours = match sims.get(kind).and_then(toml::Value::as_table) {
+            Some(sim) => sim.clone(),
+            None => section.as_table().cloned().unwrap_or_default(),
+        };
+        for kept in ["rate_limit", "circuit_breaker"] {
+            if let Some(value) = section.get(kept) {
+                ours.insert(kept.into(), value.clone());
+            }
+        }
+        providers.insert(name, toml::Value::Table(ours));
+    }
+    policy.insert("providers".into(), toml::Value::Table(providers));
+    let mut names = Vec::new();
+    if let Some(tenants) = policy
+        .get_mut("tenants")
+        .and_then(toml::Value::as_table_mut)
+    {
+        for (name, tenant) in tenants.iter_mut() {
+            if let Some(tenant) = tenant.as_table_mut() {
+                let hash = crate::policy::hash_api_key(&tenant_key(name));
+                tenant.insert("api_keys".into(), toml::Value::Array(vec![hash.into()]));
+                tenant.insert("webhook_url".into(), receiver_url.into());
+                tenant.insert(
+                    "webhook_secret".into(),
+                    "${SANDBOX_DEMO_WEBHOOK_SECRET}".into(),
+                );
+            }
+            names.push(name.clone());
+        }
+    }
+    policy.remove("server");
+    policy.remove("store");
+    Ok((policy, names))
+}
+
+/// Runs the sandbox until Ctrl-C: with the demo tenant, or with `own` (a policy file's path)
+/// pointed at the simulators.
 ///
 /// The store is a fresh SQLite file in a temporary directory, removed on exit: the simulators keep
 /// their verifications in memory, so a database that outlived them would list verifications no
 /// provider knows any more.
-pub async fn run(listen: &str) -> Result<(), ServeError> {
+pub async fn run(listen: &str, own: Option<&str>) -> Result<(), ServeError> {
     let dir = tempfile::Builder::new()
         .prefix("kyc-gateway-sandbox-")
         .tempdir()?;
@@ -146,6 +207,43 @@ every_seconds = 10
         "SANDBOX_DEMO_WEBHOOK_SECRET" => Some(DEMO_WEBHOOK_SECRET.to_string()),
         _ => None,
     };
+    if let Some(path) = own {
+        let mine = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_string(),
+            source,
+        })?;
+        // The demo policy's pieces, as the simulators' settings for each kind.
+        let demo: toml::Table =
+            toml::from_str(&text).map_err(|e| PolicyError::Syntax(e.message().to_string()))?;
+        let section = |name: &str| demo["providers"][name].clone();
+        let sims: toml::Table = [
+            ("betrust".to_string(), section("betrust-sandbox")),
+            ("gu1".to_string(), section("gu1-sandbox")),
+        ]
+        .into_iter()
+        .collect();
+        let (mut table, tenants) = own_policy(&mine, &sims, &format!("{base}/_sandbox/events"))?;
+        for kept in ["server", "store"] {
+            table.insert(kept.into(), demo[kept].clone());
+        }
+        let text = toml::to_string(&table).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+        let policy = Policy::parse(&text, env)?;
+        return serve_on(listener, policy, None, receiver(), |base| {
+            let keys: String = tenants
+                .iter()
+                .map(|t| format!("\n    {t}: {}", tenant_key(t)))
+                .collect();
+            println!(
+                "\nkyc-gateway sandbox is running your policy ({path}) against the simulators.\n\
+                 \n  Swagger UI:   {base}/docs\n  API keys:{keys}\n  \
+                 Store:        {db} (new for this run, removed on exit)\n  \
+                 Events:       signed and sent to {base}/_sandbox/events (GET it to see them)\n\
+                 \nThe simulators' identity data is fake; never send a real person's data.\n",
+                db = db.display(),
+            );
+        })
+        .await;
+    }
     let policy = Policy::parse(&text, env)?;
     serve_on(listener, policy, None, receiver(), |base| {
         println!(
