@@ -351,6 +351,11 @@ impl BetrustProvider {
         config: BetrustConfig,
         outbound: &Outbound,
     ) -> Result<Self, ProviderError> {
+        if config.timeout_ms == 0 || config.connect_timeout_ms == 0 {
+            return Err(invalid_config(
+                "timeout_ms and connect_timeout_ms must be above zero".into(),
+            ));
+        }
         let auth_base = http_url(&config.auth_base_url, "auth_base_url", outbound)?;
         let token_url = {
             let mut base = auth_base.as_str().trim_end_matches('/').to_string();

@@ -161,7 +161,40 @@ fn limiters<'a>(
         .collect()
 }
 
+/// An instance that cannot be built, as a policy error naming its key.
+fn instance_error(name: &str, e: BuildError) -> PolicyError {
+    let key = match &e {
+        BuildError::Setting { key, .. } => format!("providers.{name}.{key}"),
+        BuildError::UnknownKind(_) => format!("providers.{name}.kind"),
+        BuildError::Adapter(_) => format!("providers.{name}"),
+    };
+    PolicyError::Invalid {
+        key,
+        message: e.to_string(),
+    }
+}
+
 impl Runtime {
+    /// Every provider instance of `policy` that cannot be built (its adapter's own checks, its
+    /// targets under the outbound rule), for `check-config`: what `serve` would refuse.
+    pub fn instance_problems(policy: &Policy) -> Vec<PolicyError> {
+        let outbound = policy.outbound();
+        policy
+            .providers
+            .iter()
+            .filter_map(|(name, config)| {
+                crate::providers::build_instance(
+                    &config.kind,
+                    name,
+                    config.settings.clone(),
+                    &outbound,
+                )
+                .err()
+                .map(|e| instance_error(name, e))
+            })
+            .collect()
+    }
+
     /// Builds every provider instance the policy names.
     pub fn build(policy: Policy) -> Result<Runtime, PolicyError> {
         Runtime::build_next(policy, None)
@@ -194,17 +227,7 @@ impl Runtime {
                 config.settings.clone(),
                 &outbound,
             )
-            .map_err(|e| {
-                let key = match &e {
-                    BuildError::Setting { key, .. } => format!("providers.{name}.{key}"),
-                    BuildError::UnknownKind(_) => format!("providers.{name}.kind"),
-                    BuildError::Adapter(_) => format!("providers.{name}"),
-                };
-                PolicyError::Invalid {
-                    key,
-                    message: e.to_string(),
-                }
-            })?;
+            .map_err(|e| instance_error(name, e))?;
             providers.insert(name.clone(), provider);
             hook_tokens.insert(name.clone(), hook_token(name, config));
         }

@@ -7,7 +7,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A policy that failed to load, with the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -368,40 +368,107 @@ impl Policy {
 
     /// Parses and validates policy text, taking `${VAR}` values from `env`.
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Policy, PolicyError> {
-        let mut value: toml::Value =
-            toml::from_str(text).map_err(|e| PolicyError::Syntax(e.message().to_string()))?;
-        interpolate(&mut value, "", &env)?;
-        let policy: Policy = serde_path_to_error::deserialize(value).map_err(|e| {
-            let key = e.path().to_string();
-            invalid(
-                if key == "." { "policy".into() } else { key },
-                describe_serde_error(&e.into_inner().to_string()),
-            )
-        })?;
-        policy.validate()?;
-        Ok(policy)
+        Policy::parse_all(text, env).map_err(|mut all| all.remove(0))
     }
 
-    fn validate(&self) -> Result<(), PolicyError> {
+    /// Like [`Policy::parse`], with every error found instead of the first: a syntax error stops
+    /// there; otherwise every `${VAR}` problem, or else the first key serde refuses, or else every
+    /// error of [`Policy::problems`].
+    pub fn parse_all(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Policy, Vec<PolicyError>> {
+        let mut value: toml::Value =
+            toml::from_str(text).map_err(|e| vec![syntax_error(text, &e)])?;
+        let mut problems = Vec::new();
+        interpolate(&mut value, "", &env, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let policy: Policy = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            vec![invalid(
+                if key == "." { "policy".into() } else { key },
+                describe_serde_error(&e.into_inner().to_string()),
+            )]
+        })?;
+        let problems = policy.problems();
+        if problems.is_empty() {
+            Ok(policy)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// What in the policy is legal but may not be meant: a default no subject reaches because a
+    /// split takes them all (the pinned example does this on purpose), an instance no tenant routes
+    /// to (kept, say, until its verifications finish). `serve` logs them; `check-config` prints
+    /// them, and refuses them with `--strict`.
+    pub fn warnings(&self) -> Vec<PolicyError> {
+        let mut warnings = Vec::new();
+        let mut used = std::collections::BTreeSet::new();
+        for (name, tenant) in &self.tenants {
+            let routing = &tenant.routing;
+            let at = |k: &str| format!("tenants.{name}.routing.{k}");
+            if routing.default.is_some() && !routing.split.is_empty() {
+                warnings.push(invalid(
+                    at("default"),
+                    "is never used: the split takes every subject no rule takes",
+                ));
+            }
+            used.extend(routing.default.iter().cloned());
+            used.extend(routing.rules.iter().map(|r| r.provider.clone()));
+            used.extend(routing.split.keys().cloned());
+            used.extend(routing.fallback.iter().cloned());
+        }
+        for name in self.providers.keys() {
+            if !used.contains(name) {
+                warnings.push(invalid(
+                    format!("providers.{name}"),
+                    "no tenant routes to it (fine while its verifications finish)",
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// Every error in the policy that can be found without the network, in file order where
+    /// there is one.
+    pub fn problems(&self) -> Vec<PolicyError> {
+        let mut problems = Vec::new();
+        let mut key_owner: HashMap<&str, String> = HashMap::new();
+        for (name, tenant) in &self.tenants {
+            for (i, key) in tenant.api_keys.iter().enumerate() {
+                let at = format!("tenants.{name}.api_keys[{i}]");
+                if let Some(first) = key_owner.insert(key.hash(), at.clone()) {
+                    problems.push(invalid(
+                        at,
+                        format!("the same key as {first}: a key must name one tenant, once"),
+                    ));
+                }
+            }
+        }
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
-            return Err(invalid(
+            problems.push(invalid(
                 "store.url",
                 "must start with sqlite:// or postgres://",
             ));
         }
-        if let Some(url) = &self.server.public_url {
-            url::Url::parse(url).map_err(|e| invalid("server.public_url", e.to_string()))?;
+        if let Some(url) = &self.server.public_url
+            && let Err(e) = url::Url::parse(url)
+        {
+            problems.push(invalid("server.public_url", e.to_string()));
         }
         for (name, provider) in &self.providers {
             if provider.rate_limit.as_ref().is_some_and(|l| !l.is_valid()) {
-                return Err(invalid(
+                problems.push(invalid(
                     format!("providers.{name}.rate_limit"),
                     "per_second and burst must be > 0",
                 ));
             }
             let circuit = &provider.circuit_breaker;
             if circuit.failures == 0 || circuit.open_seconds == 0 {
-                return Err(invalid(
+                problems.push(invalid(
                     format!("providers.{name}.circuit_breaker"),
                     "failures and open_seconds must be > 0",
                 ));
@@ -409,7 +476,7 @@ impl Policy {
         }
         for (i, entry) in self.server.outbound_allow.iter().enumerate() {
             if crate::outbound::AllowEntry::parse(entry).is_none() {
-                return Err(invalid(
+                problems.push(invalid(
                     format!("server.outbound_allow[{i}]"),
                     "must be a host name, an IP address or a CIDR block",
                 ));
@@ -422,13 +489,13 @@ impl Policy {
                 .iter()
                 .any(|s| *s > MAX_RETRY_DELAY)
         {
-            return Err(invalid(
+            problems.push(invalid(
                 "webhooks.retry_seconds",
                 "needs at least one attempt, each at most 604800 seconds (a week) after the last",
             ));
         }
         if self.server.auth_failures_per_minute == 0 {
-            return Err(invalid(
+            problems.push(invalid(
                 "server.auth_failures_per_minute",
                 "must be at least 1",
             ));
@@ -446,19 +513,19 @@ impl Policy {
             ("server.max_connections", self.server.max_connections as u64),
         ] {
             if value == 0 {
-                return Err(invalid(key, "must be at least 1"));
+                problems.push(invalid(key, "must be at least 1"));
             }
         }
         if self.webhooks.timeout_ms == 0 {
-            return Err(invalid("webhooks.timeout_ms", "must be at least 1"));
+            problems.push(invalid("webhooks.timeout_ms", "must be at least 1"));
         }
         if self.reconciler.every_seconds == 0 {
-            return Err(invalid("reconciler.every_seconds", "must be at least 1"));
+            problems.push(invalid("reconciler.every_seconds", "must be at least 1"));
         }
         for (name, tenant) in &self.tenants {
             let at = |k: &str| format!("tenants.{name}.{k}");
             if tenant.api_keys.is_empty() {
-                return Err(invalid(at("api_keys"), "a tenant needs at least one key"));
+                problems.push(invalid(at("api_keys"), "a tenant needs at least one key"));
             }
             for (i, key) in tenant.api_keys.iter().enumerate() {
                 let ok = key
@@ -466,7 +533,7 @@ impl Policy {
                     .strip_prefix("sha256:")
                     .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
                 if !ok {
-                    return Err(invalid(
+                    problems.push(invalid(
                         format!("{}[{i}]", at("api_keys")),
                         "must be \"sha256:<64 hex digits>\" (see `kyc-gateway hash-key KEY`)",
                     ));
@@ -476,10 +543,10 @@ impl Policy {
                 let ok = url::Url::parse(url)
                     .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
                 if !ok {
-                    return Err(invalid(at("webhook_url"), "must be an http(s) URL"));
+                    problems.push(invalid(at("webhook_url"), "must be an http(s) URL"));
                 }
                 if tenant.webhook_secret.is_none() {
-                    return Err(invalid(
+                    problems.push(invalid(
                         at("webhook_secret"),
                         "missing: a webhook_url needs a whsec_ secret to sign with",
                     ));
@@ -488,7 +555,7 @@ impl Policy {
             if let Some(secret) = &tenant.webhook_secret
                 && crate::jobs::outbox::signers(secret.expose_secret()).is_none()
             {
-                return Err(invalid(
+                problems.push(invalid(
                     at("webhook_secret"),
                     "must be one or two whsec_<base64> secrets separated by a space",
                 ));
@@ -496,7 +563,7 @@ impl Policy {
             if let Some(limit) = &tenant.rate_limit
                 && !limit.is_valid()
             {
-                return Err(invalid(
+                problems.push(invalid(
                     at("rate_limit"),
                     "per_second and burst must be > 0",
                 ));
@@ -509,38 +576,55 @@ impl Policy {
                     Err(invalid(key, "names no provider instance of this policy"))
                 }
             };
-            if let Some(default) = &routing.default {
-                known(at("routing.default"), default)?;
+            if let Some(default) = &routing.default
+                && let Err(e) = known(at("routing.default"), default)
+            {
+                problems.push(e);
             }
             if routing.default.is_none() && routing.split.is_empty() {
-                return Err(invalid(
+                problems.push(invalid(
                     at("routing.default"),
                     "missing: set a default provider or a split",
                 ));
             }
             for (i, rule) in routing.rules.iter().enumerate() {
-                known(
+                if let Some(first) = routing.rules[..i]
+                    .iter()
+                    .position(|r| r.country == rule.country)
+                {
+                    problems.push(invalid(
+                        format!("{}[{i}].country", at("routing.rules")),
+                        format!("can never match: rules[{first}] takes the same country first"),
+                    ));
+                }
+                if let Err(e) = known(
                     format!("{}[{i}].provider", at("routing.rules")),
                     &rule.provider,
-                )?;
+                ) {
+                    problems.push(e);
+                }
                 if !is_country_code(&rule.country) {
-                    return Err(invalid(
+                    problems.push(invalid(
                         format!("{}[{i}].country", at("routing.rules")),
                         "must be an ISO 3166-1 alpha-2 code such as \"AR\"",
                     ));
                 }
             }
             for provider in routing.split.keys() {
-                known(format!("{}.{provider}", at("routing.split")), provider)?;
+                if let Err(e) = known(format!("{}.{provider}", at("routing.split")), provider) {
+                    problems.push(e);
+                }
             }
             if !routing.split.is_empty() && routing.split.values().all(|w| *w == 0) {
-                return Err(invalid(at("routing.split"), "weights must not all be 0"));
+                problems.push(invalid(at("routing.split"), "weights must not all be 0"));
             }
             for (i, provider) in routing.fallback.iter().enumerate() {
-                known(format!("{}[{i}]", at("routing.fallback")), provider)?;
+                if let Err(e) = known(format!("{}[{i}]", at("routing.fallback")), provider) {
+                    problems.push(e);
+                }
             }
         }
-        Ok(())
+        problems
     }
 }
 
@@ -581,27 +665,48 @@ pub fn describe_serde_error(message: &str) -> String {
     }
 }
 
+/// A TOML syntax error with its line and column (never the text around it).
+fn syntax_error(text: &str, error: &toml::de::Error) -> PolicyError {
+    let at = error.span().map_or(0, |span| span.start).min(text.len());
+    let before = &text[..text.floor_char_boundary(at)];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    PolicyError::Syntax(format!("line {line}, column {column}: {}", error.message()))
+}
+
 fn interpolate(
     value: &mut toml::Value,
     path: &str,
     env: &impl Fn(&str) -> Option<String>,
-) -> Result<(), PolicyError> {
+    problems: &mut Vec<PolicyError>,
+) {
     match value {
         toml::Value::String(s) => {
             let key = path.rsplit('.').next().unwrap_or(path);
-            let reference = s.strip_prefix("${").and_then(|r| r.strip_suffix('}'));
+            let reference = s
+                .strip_prefix("${")
+                .and_then(|r| r.strip_suffix('}'))
+                .filter(|r| !r.contains(['$', '{', '}']));
             match reference {
-                Some(var) => {
-                    *s = env(var).ok_or_else(|| {
-                        invalid(path, format!("environment variable {var} is not set"))
-                    })?;
-                }
-                None if SECRET_KEYS.contains(&key) => {
-                    return Err(invalid(
+                Some(var) => match env(var) {
+                    Some(found) if found.is_empty() => problems.push(invalid(
                         path,
-                        "secrets must come from the environment: write \"${VAR_NAME}\"",
-                    ));
-                }
+                        format!("environment variable {var} is set but empty"),
+                    )),
+                    Some(found) => *s = found,
+                    None => problems.push(invalid(
+                        path,
+                        format!("environment variable {var} is not set"),
+                    )),
+                },
+                None if s.contains("${") => problems.push(invalid(
+                    path,
+                    "only a whole value can come from the environment: write \"${VAR_NAME}\" alone",
+                )),
+                None if SECRET_KEYS.contains(&key) => problems.push(invalid(
+                    path,
+                    "secrets must come from the environment: write \"${VAR_NAME}\"",
+                )),
                 None => {}
             }
         }
@@ -612,17 +717,16 @@ fn interpolate(
                 } else {
                     format!("{path}.{k}")
                 };
-                interpolate(v, &child, env)?;
+                interpolate(v, &child, env, problems);
             }
         }
         toml::Value::Array(items) => {
             for (i, v) in items.iter_mut().enumerate() {
-                interpolate(v, &format!("{path}[{i}]"), env)?;
+                interpolate(v, &format!("{path}[{i}]"), env, problems);
             }
         }
         _ => {}
     }
-    Ok(())
 }
 
 /// The `sha256:<hex>` form of an API key, as written in `api_keys`.

@@ -263,6 +263,9 @@ pub async fn serve_on(
         header_read_timeout: std::time::Duration::from_millis(policy.server.header_read_timeout_ms),
         max_connections: policy.server.max_connections,
     };
+    for warning in policy.warnings() {
+        tracing::warn!("policy warning: {warning}");
+    }
     let runtime = Runtime::build(policy)?;
     let app = Arc::new(App::new(
         Arc::new(store) as Arc<dyn Store>,

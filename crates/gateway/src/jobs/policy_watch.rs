@@ -97,7 +97,12 @@ async fn run(
 async fn reload(app: &App, path: &Path, trigger: Trigger) -> bool {
     let shown = path.display().to_string();
     let outcome = match Policy::load(&shown) {
-        Ok(policy) => app.apply_policy(policy).await.map_err(|e| e.to_string()),
+        Ok(policy) => {
+            for warning in policy.warnings() {
+                tracing::warn!("policy warning: {warning}");
+            }
+            app.apply_policy(policy).await.map_err(|e| e.to_string())
+        }
         Err(e) => Err(e.to_string()),
     };
     match outcome {
