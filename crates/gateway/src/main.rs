@@ -16,11 +16,11 @@ struct Cli {
 enum Command {
     /// Serve a policy file.
     Serve {
-        /// The policy file (TOML).
-        #[arg(long)]
+        /// The policy file (TOML); it is watched and reloaded live.
+        #[arg(long, env = "KYC_GATEWAY_CONFIG")]
         config: String,
         /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        #[arg(long, env = "KYC_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
     },
     /// Validate a policy file without starting the server: every error, then every warning.
@@ -120,8 +120,12 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("KYC_GATEWAY_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,reqwest=warn"));
+    // Colour only on a terminal, and never with NO_COLOR: a log file or collector gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if std::env::var("KYC_GATEWAY_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();

@@ -1,0 +1,72 @@
+//! What an operator meets: the flags can come from the environment, and logs written to a pipe
+//! or file carry no colour codes.
+
+use crate::harness::binary;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[tokio::test]
+async fn serve_takes_its_config_and_listen_address_from_the_environment_and_logs_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"
+[server]
+outbound_allow = ["127.0.0.1"]
+[store]
+url = "sqlite://{db}"
+[providers.p]
+kind = "gu1"
+base_url = "http://127.0.0.1:9"
+api_key = "${{OPS_KEY}}"
+[tenants.t]
+api_keys = ["{hash}"]
+[tenants.t.routing]
+default = "p"
+"#,
+            db = dir.path().join("ops.db").display(),
+            hash = kyc_gateway::policy::hash_api_key("ops-tenant-key"),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .env("KYC_GATEWAY_CONFIG", &policy)
+        .env("KYC_GATEWAY_LISTEN", "127.0.0.1:0")
+        .env("OPS_KEY", "gk_ops")
+        .env_remove("NO_COLOR")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    let base = loop {
+        let line = lines.next().expect("the gateway exited").unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(at) = line.find("listening on http://") {
+            break line[at + "listening on ".len()..].trim().to_string();
+        }
+    };
+    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !seen.contains('\u{1b}'),
+        "colour codes in a piped log:\n{seen:?}"
+    );
+
+    let help = Command::new(binary())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("KYC_GATEWAY_CONFIG"), "{help}");
+    assert!(help.contains("KYC_GATEWAY_LISTEN"), "{help}");
+}
