@@ -9,6 +9,7 @@ mod first_run;
 mod gu1_entities;
 mod harness;
 mod limits;
+mod metrics;
 mod operations;
 mod policy_view;
 mod reload;

@@ -67,6 +67,11 @@ enum Breaker {
     HalfOpen { probe_since: Instant },
 }
 
+/// `kyc_circuit_state{provider}`: 0 closed, 1 half-open, 2 open.
+fn gauge(name: &str, value: f64) {
+    metrics::gauge!("kyc_circuit_state", "provider" => name.to_string()).set(value);
+}
+
 /// Every instance's breaker, by instance name.
 #[derive(Default)]
 pub struct Breakers {
@@ -87,6 +92,7 @@ impl Breakers {
             Breaker::HalfOpen { probe_since } if now < probe_since + settings.open_for() => false,
             Breaker::Open { .. } | Breaker::HalfOpen { .. } => {
                 *breaker = Breaker::HalfOpen { probe_since: now };
+                gauge(name, 1.0);
                 tracing::info!(provider = %name, "circuit half-open: probing");
                 true
             }
@@ -122,6 +128,14 @@ impl Breakers {
             // A call let through before the circuit opened: its outcome changes nothing now.
             (state @ Breaker::Open { .. }, _) => state,
         };
+        gauge(
+            name,
+            match breaker {
+                Breaker::Closed { .. } => 0.0,
+                Breaker::HalfOpen { .. } => 1.0,
+                Breaker::Open { .. } => 2.0,
+            },
+        );
     }
 
     /// Where `name`'s breaker stands.

@@ -39,6 +39,7 @@ impl FromRequestParts<AppState> for Tenant {
             .map(|info| info.0.ip());
         let budget = state.runtime().auth_failures.clone();
         if let Some(wait) = source.and_then(|ip| budget.blocked_for(ip)) {
+            crate::telemetry::rate_limited("auth");
             return Err(ApiError::AuthRateLimited(wait));
         }
         let tenant = authenticate(parts, state);
@@ -46,19 +47,39 @@ impl FromRequestParts<AppState> for Tenant {
             && let Some(ip) = source
             && let Some(wait) = budget.record(ip)
         {
+            crate::telemetry::rate_limited("auth");
             return Err(ApiError::AuthRateLimited(wait));
         }
         let tenant = tenant?;
+        if let Some(note) = parts.extensions.get::<TenantNote>() {
+            note.set(&tenant.name);
+        }
         if let Some(limiter) = tenant.runtime.tenant_limits.get(&tenant.name) {
             let admission = limiter.admit();
             if let Some(note) = parts.extensions.get::<RateLimitNote>() {
                 note.set(limiter.headers(admission));
             }
             if let Admission::Refused { retry_after } = admission {
+                crate::telemetry::rate_limited("tenant");
                 return Err(ApiError::TenantRateLimited(retry_after));
             }
         }
         Ok(tenant)
+    }
+}
+
+/// Where the [`Tenant`] extractor leaves the tenant's name, for the request's metrics.
+#[derive(Clone, Default)]
+pub struct TenantNote(Arc<std::sync::Mutex<Option<String>>>);
+
+impl TenantNote {
+    fn set(&self, tenant: &str) {
+        *self.0.lock().expect("not poisoned") = Some(tenant.to_string());
+    }
+
+    /// The tenant, once authenticated.
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().expect("not poisoned").clone()
     }
 }
 

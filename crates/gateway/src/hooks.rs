@@ -29,6 +29,7 @@ pub async fn receive(
         && let crate::limits::Admission::Refused { retry_after } = limiter.admit()
     {
         tracing::warn!(provider = ?provider_name, "webhook refused: the instance's webhook budget is spent");
+        crate::telemetry::rate_limited("hooks");
         return Err(ApiError::HooksRateLimited(retry_after));
     }
     if !runtime.hook_token_matches(&provider_name, &token) {

@@ -32,4 +32,5 @@ pub mod sandbox;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 pub mod tenant_policy;

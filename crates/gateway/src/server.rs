@@ -52,6 +52,10 @@ pub fn router(state: AppState) -> Router {
             Json(openapi::served(&document, names))
         }),
     )
+    .route(
+        "/metrics",
+        axum::routing::get(crate::telemetry::serve_metrics),
+    )
     .fallback(|| async { ApiError::NotFound("no such endpoint; see /docs".into()) })
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
     .layer(axum::middleware::from_fn(size_limits))
@@ -174,9 +178,19 @@ async fn request_context(request: Request, next: Next) -> Response {
         tenant = tracing::field::Empty,
     );
     let started = Instant::now();
+    let tenant = crate::extract::TenantNote::default();
+    let mut request = request;
+    request.extensions_mut().insert(tenant.clone());
     let mut response = REQUEST_ID
         .scope(id.clone(), next.run(request).instrument(span.clone()))
         .await;
+    metrics::counter!(
+        "kyc_http_requests_total",
+        "tenant" => tenant.get().unwrap_or_else(|| "-".into()),
+        "route" => route.clone(),
+        "status" => response.status().as_str().to_string()
+    )
+    .increment(1);
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }
@@ -252,6 +266,7 @@ pub async fn serve_on(
     extra: Router,
     on_listening: impl FnOnce(&str),
 ) -> Result<(), ServeError> {
+    crate::telemetry::metrics();
     let store = SqlStore::connect(&policy.store.url).await?;
     let base = format!("http://{}", listener.local_addr()?);
     let public_url = policy

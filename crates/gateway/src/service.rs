@@ -131,7 +131,7 @@ pub async fn create(
             webhook_url: app.hook_url(runtime, &name),
             subject_ref,
         };
-        let started = match call(app, runtime, &name, provider.create(&request)).await {
+        let started = match call(app, runtime, &name, "create", provider.create(&request)).await {
             Ok(started) => started,
             Err(error) if error.is_unavailable() => {
                 tracing::warn!(provider = %name, %error, "provider unavailable on create; trying the next");
@@ -190,6 +190,15 @@ pub async fn create(
         return match app.store.insert(&row, &created).await? {
             Inserted::Created => {
                 tracing::info!(verification = %row.verification.id, provider = %name, "verification started");
+                metrics::counter!(
+                    "kyc_verifications_started_total",
+                    "tenant" => tenant.to_string(),
+                    "provider" => name.clone()
+                )
+                .increment(1);
+                if row.verification.status.is_final() {
+                    count_finished(tenant, &row.verification);
+                }
                 Ok(Created::New(row.verification))
             }
             Inserted::Exists(existing) => replay(*existing, &hash),
@@ -228,15 +237,43 @@ fn provider_of(
         .ok_or_else(|| ServiceError::ProviderGone(name.clone()))
 }
 
-/// Makes one call to provider instance `name`: after its outbound rate limit gives a turn, and
-/// only while its circuit breaker lets calls through; the outcome is recorded on the breaker.
+/// Counts a verification that reached a final status, and how long it took from its creation.
+fn count_finished(tenant: &str, v: &Verification) {
+    let labels = [
+        ("tenant", tenant.to_string()),
+        ("provider", v.provider.clone()),
+        ("status", v.status.as_str().to_string()),
+    ];
+    metrics::counter!("kyc_verifications_finished_total", &labels).increment(1);
+    let took = v.completed_at.unwrap_or(v.updated_at) - v.created_at;
+    metrics::histogram!("kyc_time_to_decision_seconds", &labels)
+        .record(took.num_milliseconds().max(0) as f64 / 1000.0);
+}
+
+/// Makes one call, `operation`, to provider instance `name`: after its outbound rate limit gives
+/// a turn, and only while its circuit breaker lets calls through; the outcome is recorded on the
+/// breaker and in the metrics.
 async fn call<T>(
     app: &App,
     runtime: &Runtime,
     name: &str,
+    operation: &'static str,
     request: impl std::future::Future<Output = Result<T, ProviderError>>,
 ) -> Result<T, ProviderError> {
-    outbound_turn(runtime, name).await?;
+    let count = |outcome: &'static str| {
+        metrics::counter!(
+            "kyc_provider_calls_total",
+            "provider" => name.to_string(),
+            "operation" => operation,
+            "outcome" => outcome
+        )
+        .increment(1);
+    };
+    if let Err(limited) = outbound_turn(runtime, name).await {
+        crate::telemetry::rate_limited("provider");
+        count("rate_limited");
+        return Err(limited);
+    }
     let default = crate::circuit::CircuitSettings::default();
     let settings = runtime
         .policy
@@ -244,11 +281,20 @@ async fn call<T>(
         .get(name)
         .map_or(&default, |p| &p.circuit_breaker);
     if !app.breakers.allow(name, settings) {
+        count("circuit_open");
         return Err(ProviderError::Unavailable(
             "its circuit breaker is open after repeated failures".into(),
         ));
     }
+    let started = std::time::Instant::now();
     let result = request.await;
+    metrics::histogram!(
+        "kyc_provider_call_duration_seconds",
+        "provider" => name.to_string(),
+        "operation" => operation
+    )
+    .record(started.elapsed().as_secs_f64());
+    count(crate::telemetry::outcome(result.as_ref().map(|_| ())));
     let failed = result
         .as_ref()
         .err()
@@ -283,8 +329,8 @@ pub async fn sync(
     let reference = &stored.verification.provider_reference;
     let name = &stored.verification.provider;
     let answer = match source {
-        Source::Refresh => call(app, runtime, name, provider.refresh(reference)).await,
-        _ => call(app, runtime, name, provider.get(reference)).await,
+        Source::Refresh => call(app, runtime, name, "refresh", provider.refresh(reference)).await,
+        _ => call(app, runtime, name, "get", provider.get(reference)).await,
     }
     .map_err(|e| ServiceError::provider(&stored.verification.provider, e))?;
     record(app, runtime, stored, &answer, source, None).await
@@ -307,6 +353,7 @@ pub async fn cancel(
         app,
         runtime,
         &v.provider,
+        "cancel",
         provider.cancel(&v.provider_reference),
     )
     .await
@@ -347,6 +394,7 @@ pub async fn decide(
         app,
         runtime,
         &name,
+        "decide",
         provider.decide(
             &synced.verification.provider_reference,
             decision.outcome,
@@ -441,6 +489,9 @@ async fn record(
                     verification = %next.id, from = %old, to = %next.status,
                     source = source.as_str(), "status changed"
                 );
+                if next.status.is_final() && !old.is_final() {
+                    count_finished(&current.tenant, &next);
+                }
             }
             current.verification = next;
             return Ok(current);
@@ -476,6 +527,7 @@ pub async fn identity(
         app,
         runtime,
         &v.provider,
+        "identity",
         provider.identity(&v.provider_reference),
     )
     .await
@@ -523,6 +575,7 @@ pub async fn standing(
             app,
             runtime,
             &approved.provider,
+            "standing",
             provider.subject_standing(&subject_ref),
         )
         .await;

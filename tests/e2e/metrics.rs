@@ -1,0 +1,123 @@
+//! `/metrics` after some traffic: the series an operator and a product manager read, with counts
+//! that match what was done, and no id or reference in any label.
+
+use crate::harness::*;
+use kyc_sandbox::{Fault, FaultRule, Outcome};
+use reqwest::StatusCode;
+use std::time::{Duration, Instant};
+
+/// The value of the series `name` whose labels include every one of `labels`.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_what_was_done_with_bounded_labels() {
+    let w = World::start().await;
+    let first = w.create(person("met-1", "sub-met-1", "CL")).await;
+    w.create(person("met-2", "sub-met-2", "CL")).await;
+    w.create(person("met-3", "sub-met-3", "AR")).await;
+    // gu1 fails once for beta, whose fallback is BeTrust.
+    w.gu1.inject(FaultRule::once(Fault::Status(503)));
+    let (status, fell_back) = w
+        .post(
+            "/v1/verifications",
+            BETA_KEY,
+            person("met-4", "sub-met-4", "AR"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{fell_back}");
+    assert_eq!(fell_back["provider"], "betrust-cl");
+    // One approval, through the provider's webhook.
+    w.finish(&first, Outcome::Approved).await;
+    let path = format!("/v1/verifications/{}", first["id"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.get(&path, ALPHA_KEY).await.1["status"] != "approved" {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let response = w
+        .http
+        .get(format!("{}/metrics", w.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    let v = |name: &str, labels: &[(&str, &str)]| {
+        value(&text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
+    };
+
+    let created = [("route", "/v1/verifications"), ("status", "201")];
+    assert_eq!(
+        v(
+            "kyc_http_requests_total",
+            &[("tenant", "alpha"), created[0], created[1]]
+        ),
+        3.0
+    );
+    assert_eq!(
+        v(
+            "kyc_http_requests_total",
+            &[("tenant", "beta"), created[0], created[1]]
+        ),
+        1.0
+    );
+    let calls = |provider, outcome| {
+        v(
+            "kyc_provider_calls_total",
+            &[
+                ("provider", provider),
+                ("operation", "create"),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(calls("betrust-cl", "ok"), 3.0);
+    assert_eq!(calls("gu1", "ok"), 1.0);
+    assert_eq!(calls("gu1", "unavailable"), 1.0);
+    assert_eq!(
+        v(
+            "kyc_provider_call_duration_seconds_count",
+            &[("provider", "betrust-cl"), ("operation", "create")]
+        ),
+        3.0
+    );
+    let started = |tenant, provider| {
+        v(
+            "kyc_verifications_started_total",
+            &[("tenant", tenant), ("provider", provider)],
+        )
+    };
+    assert_eq!(started("alpha", "betrust-cl"), 2.0);
+    assert_eq!(started("alpha", "gu1"), 1.0);
+    assert_eq!(started("beta", "betrust-cl"), 1.0);
+    let approved = [
+        ("tenant", "alpha"),
+        ("provider", "betrust-cl"),
+        ("status", "approved"),
+    ];
+    assert_eq!(v("kyc_verifications_finished_total", &approved), 1.0);
+    assert_eq!(v("kyc_time_to_decision_seconds_count", &approved), 1.0);
+    assert_eq!(v("kyc_circuit_state", &[("provider", "gu1")]), 0.0);
+
+    // Labels come from bounded sets: no id, reference or subject anywhere.
+    for unbounded in ["ver_", "met-", "sub-met", "NID"] {
+        assert!(!text.contains(unbounded), "{unbounded} in\n{text}");
+    }
+}
