@@ -21,7 +21,14 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_count_what_was_done_with_bounded_labels() {
-    let w = World::start().await;
+    let receiver = crate::events::Receiver::start(vec![], 200).await;
+    let w = World::start_with(Options {
+        webhook_url: Some(receiver.url.clone()),
+        outbound_allow: vec!["127.0.0.0/8".into()],
+        reconcile_every: 1,
+        ..Default::default()
+    })
+    .await;
     let first = w.create(person("met-1", "sub-met-1", "CL")).await;
     w.create(person("met-2", "sub-met-2", "CL")).await;
     w.create(person("met-3", "sub-met-3", "AR")).await;
@@ -116,8 +123,69 @@ async fn metrics_count_what_was_done_with_bounded_labels() {
     assert_eq!(v("kyc_time_to_decision_seconds_count", &approved), 1.0);
     assert_eq!(v("kyc_circuit_state", &[("provider", "gu1")]), 0.0);
 
+    // The token was fetched once and then served from the cache.
+    let tokens = |source| {
+        v(
+            "kyc_provider_tokens_total",
+            &[("provider", "betrust-cl"), ("source", source)],
+        )
+    };
+    assert_eq!(tokens("fetched"), 1.0);
+    assert!(tokens("cache") >= 3.0, "{text}");
+    // The approval went to alpha's receiver.
+    receiver.wait_for(1).await;
+    let text = wait_for_series(&w, "kyc_webhook_delivery_lag_seconds_count").await;
+    assert_eq!(
+        value(
+            &text,
+            "kyc_webhook_attempts_total",
+            &[("tenant", "alpha"), ("outcome", "delivered")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "kyc_webhook_delivery_lag_seconds_count",
+            &[("tenant", "alpha")]
+        ),
+        Some(1.0)
+    );
+    // The reconciler's last round found met-2 and met-4 on BeTrust, met-3 on gu1, not final.
+    let text = wait_for_series(&w, "kyc_reconciler_backlog").await;
+    assert_eq!(
+        value(
+            &text,
+            "kyc_reconciler_backlog",
+            &[("provider", "betrust-cl")]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+
     // Labels come from bounded sets: no id, reference or subject anywhere.
     for unbounded in ["ver_", "met-", "sub-met", "NID"] {
         assert!(!text.contains(unbounded), "{unbounded} in\n{text}");
+    }
+}
+
+/// `/metrics` once it holds `series` (within 10 s).
+async fn wait_for_series(w: &World, series: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = w
+            .http
+            .get(format!("{}/metrics", w.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(&format!("{series}{{")) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "no {series} in\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -397,12 +397,30 @@ impl BetrustProvider {
         }
     }
 
-    /// The cached token, or a fresh one shared by every caller that finds none.
+    /// The cached token, or a fresh one shared by every caller that finds none. Counted as
+    /// `kyc_provider_tokens_total{provider, source = "cache" | "fetched"}`.
     async fn token(&self) -> Result<Arc<BearerToken>, ProviderError> {
-        self.tokens
-            .try_get_with((), self.fetch_token())
+        let fetched = std::sync::atomic::AtomicBool::new(false);
+        let token = self
+            .tokens
+            .try_get_with((), async {
+                fetched.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.fetch_token().await
+            })
             .await
-            .map_err(|e| (*e).clone())
+            .map_err(|e| (*e).clone())?;
+        let source = if fetched.into_inner() {
+            "fetched"
+        } else {
+            "cache"
+        };
+        metrics::counter!(
+            "kyc_provider_tokens_total",
+            "provider" => self.name.clone(),
+            "source" => source
+        )
+        .increment(1);
+        Ok(token)
     }
 
     async fn fetch_token(&self) -> Result<Arc<BearerToken>, ProviderError> {

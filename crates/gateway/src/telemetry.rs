@@ -12,6 +12,10 @@
 //! | `kyc_verifications_started_total` | `tenant`, `provider` |
 //! | `kyc_verifications_finished_total` | `tenant`, `provider`, `status` |
 //! | `kyc_time_to_decision_seconds` (histogram, creation to final status) | `tenant`, `provider`, `status` |
+//! | `kyc_provider_tokens_total` (in the BeTrust adapter) | `provider`, `source` |
+//! | `kyc_webhook_attempts_total` | `tenant`, `outcome` |
+//! | `kyc_webhook_delivery_lag_seconds` (histogram) | `tenant` |
+//! | `kyc_reconciler_backlog` (gauge) | `provider` |
 
 use kyc_core::ProviderError;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};

@@ -146,6 +146,30 @@ async fn pass(app: &Arc<App>, runtime: &Arc<Runtime>, client: &OutboundClient) -
     worked
 }
 
+/// `kyc_webhook_attempts_total{tenant, outcome}`, and for a delivery
+/// `kyc_webhook_delivery_lag_seconds{tenant}`: from the change (the event's `timestamp`) to its
+/// delivery.
+fn count_attempt(tenant: &str, payload: &str, outcome: AttemptOutcome) {
+    let word = match outcome {
+        AttemptOutcome::Delivered => "delivered",
+        AttemptOutcome::RetryAt(_) => "retry",
+        AttemptOutcome::Failed => "failed",
+    };
+    metrics::counter!("kyc_webhook_attempts_total", "tenant" => tenant.to_string(), "outcome" => word)
+        .increment(1);
+    if matches!(outcome, AttemptOutcome::Delivered) {
+        let changed_at = serde_json::from_str::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|v| v["timestamp"].as_str().map(str::to_owned))
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok());
+        if let Some(changed_at) = changed_at {
+            let lag = now() - changed_at.with_timezone(&chrono::Utc);
+            metrics::histogram!("kyc_webhook_delivery_lag_seconds", "tenant" => tenant.to_string())
+                .record(lag.num_milliseconds().max(0) as f64 / 1000.0);
+        }
+    }
+}
+
 /// One attempt at one claimed event.
 async fn deliver(app: &App, runtime: &Runtime, client: &OutboundClient, event: DueEvent) {
     let tenant = &event.tenant;
@@ -219,6 +243,7 @@ async fn deliver(app: &App, runtime: &Runtime, client: &OutboundClient, event: D
             (attempt, next(None))
         }
     };
+    count_attempt(tenant, &event.payload, outcome);
     if let Err(error) = app.store.record_attempt(&event.id, &attempt, outcome).await {
         tracing::warn!(%error, "outbox: could not record an attempt; the event will be sent again");
     }

@@ -43,6 +43,7 @@ pub async fn run(app: Arc<App>) {
 async fn round(app: Arc<App>, runtime: Arc<Runtime>, provider: String) {
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let mut after = String::new();
+    let mut backlog = 0usize;
     loop {
         let page = match app.store.unfinished(&provider, &after, PAGE).await {
             Ok(page) => page,
@@ -51,11 +52,17 @@ async fn round(app: Arc<App>, runtime: Arc<Runtime>, provider: String) {
                 return;
             }
         };
+        backlog += page.len();
+        let full = page.len() == PAGE as usize;
+        if !full {
+            // What this round found not final: `kyc_reconciler_backlog{provider}`.
+            metrics::gauge!("kyc_reconciler_backlog", "provider" => provider.clone())
+                .set(backlog as f64);
+        }
         let Some(last) = page.last() else {
             return;
         };
         after = last.verification.id.clone();
-        let full = page.len() == PAGE as usize;
         let mut reads = JoinSet::new();
         for stored in page {
             let Ok(slot) = slots.clone().acquire_owned().await else {
