@@ -126,6 +126,9 @@ fn init_logging() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
+        // A log that cannot be written (stderr closed) is dropped: reporting that would panic
+        // (eprintln! on the same closed stderr) inside whatever request was logging.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     if std::env::var("KYC_GATEWAY_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
