@@ -300,6 +300,12 @@ impl World {
         std::fs::rename(&staged, &self.config).unwrap();
     }
 
+    /// Starts another gateway process on the same policy (and so the same store): a replica.
+    pub fn start_replica(&self) -> Replica {
+        let (child, base) = spawn_gateway(&self.config, &self.log);
+        Replica { child, base }
+    }
+
     /// The policy file the gateway serves.
     pub fn policy_path(&self) -> &std::path::Path {
         &self.config
@@ -404,6 +410,20 @@ impl World {
         let (status, v) = self.post("/v1/verifications", ALPHA_KEY, body).await;
         assert_eq!(status, StatusCode::CREATED, "{v}");
         v
+    }
+}
+
+/// A second gateway process of a [`World`], stopped when dropped.
+pub struct Replica {
+    child: Child,
+    /// Its base URL.
+    pub base: String,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

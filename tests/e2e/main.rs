@@ -13,6 +13,7 @@ mod metrics;
 mod operations;
 mod policy_view;
 mod reload;
+mod replicas;
 mod routing;
 mod swagger_ui;
 
