@@ -9,8 +9,9 @@ const EXAMPLE: &str = concat!(
     "/../../deploy/policy.example.toml"
 );
 
-/// Runs `check-config` on the pinned example with `edits` applied (each `from` must be there).
-fn check(edits: &[(&str, &str)], extra: &[&str]) -> (Option<i32>, String) {
+/// Runs `check-config` on the pinned example with `edits` applied (each `from` must be there),
+/// with the environment its `${VAR}`s need; answers the exit code and what it printed to stderr.
+pub fn check(edits: &[(&str, &str)], extra: &[&str]) -> (Option<i32>, String) {
     let mut text = std::fs::read_to_string(EXAMPLE).unwrap();
     for (from, to) in edits {
         assert!(text.contains(from), "{from}");

@@ -355,8 +355,7 @@ async fn a_pending_event_is_delivered_after_sigkill_on_sqlite() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL (KYC_TEST_POSTGRES_URL); .ci/run runs it"]
 async fn a_pending_event_is_delivered_after_sigkill_on_postgresql() {
-    let url = std::env::var("KYC_TEST_POSTGRES_URL")
-        .expect("this test needs PostgreSQL: set KYC_TEST_POSTGRES_URL=postgres://user@host/db");
+    let url = postgres_url();
     pending_events_survive_sigkill(Some(url)).await;
 }
 

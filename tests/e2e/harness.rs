@@ -332,6 +332,23 @@ impl World {
         assert!(status.success());
     }
 
+    /// Waits up to 10 s for `verification` (of the tenant with `key`) to read `status`.
+    pub async fn wait_status(&self, verification: &Value, key: &str, status: &str) {
+        let path = format!("/v1/verifications/{}", verification["id"].as_str().unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, now) = self.get(&path, key).await;
+            if now["status"] == status {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still not {status}: {now}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits up to `within` for the log to hold `needle` at least `times` times.
     pub async fn wait_log(&self, needle: &str, times: usize, within: Duration) {
         let deadline = std::time::Instant::now() + within;
@@ -425,6 +442,12 @@ impl Drop for Replica {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The PostgreSQL the `#[ignore]`d PostgreSQL tests run on (`.ci/run` sets it).
+pub fn postgres_url() -> String {
+    std::env::var("KYC_TEST_POSTGRES_URL")
+        .expect("this test needs PostgreSQL: set KYC_TEST_POSTGRES_URL=postgres://user@host/db")
 }
 
 /// The national id `person` gives a subject: unique per subject, and easy to look for in logs.

@@ -45,12 +45,7 @@ async fn metrics_count_what_was_done_with_bounded_labels() {
     assert_eq!(fell_back["provider"], "betrust-cl");
     // One approval, through the provider's webhook.
     w.finish(&first, Outcome::Approved).await;
-    let path = format!("/v1/verifications/{}", first["id"].as_str().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while w.get(&path, ALPHA_KEY).await.1["status"] != "approved" {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.wait_status(&first, ALPHA_KEY, "approved").await;
 
     let response = w
         .http

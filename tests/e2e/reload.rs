@@ -86,16 +86,7 @@ async fn a_policy_edit_switches_new_creates_within_two_seconds_without_a_failed_
     assert_eq!(status, StatusCode::OK, "{refreshed}");
     assert_eq!(refreshed["provider"], "betrust-cl");
     w.finish(&before, Outcome::Approved).await;
-    let path = format!("/v1/verifications/{}", before["id"].as_str().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, now) = w.get(&path, ALPHA_KEY).await;
-        if now["status"] == "approved" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the webhook did not land: {now}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.wait_status(&before, ALPHA_KEY, "approved").await;
 }
 
 /// The provider a create for tenant alpha in CL goes to now.

@@ -7,8 +7,7 @@ use serde_json::Value;
 #[tokio::test]
 #[ignore = "needs PostgreSQL (KYC_TEST_POSTGRES_URL); .ci/run runs it"]
 async fn a_create_sent_to_two_replicas_at_once_makes_one_provider_verification() {
-    let url = std::env::var("KYC_TEST_POSTGRES_URL")
-        .expect("this test needs PostgreSQL: set KYC_TEST_POSTGRES_URL=postgres://user@host/db");
+    let url = postgres_url();
     let w = World::start_with(Options {
         store_url: Some(url),
         ..Default::default()

@@ -37,12 +37,13 @@ impl FromRequestParts<AppState> for Tenant {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|info| info.0.ip());
-        let budget = state.runtime().auth_failures.clone();
+        let runtime = state.runtime();
+        let budget = runtime.auth_failures.clone();
         if let Some(wait) = source.and_then(|ip| budget.blocked_for(ip)) {
             crate::telemetry::rate_limited("auth");
             return Err(ApiError::AuthRateLimited(wait));
         }
-        let tenant = authenticate(parts, state);
+        let tenant = authenticate(parts, runtime);
         if tenant.is_err()
             && let Some(ip) = source
             && let Some(wait) = budget.record(ip)
@@ -51,13 +52,14 @@ impl FromRequestParts<AppState> for Tenant {
             return Err(ApiError::AuthRateLimited(wait));
         }
         let tenant = tenant?;
-        if let Some(note) = parts.extensions.get::<TenantNote>() {
-            note.set(&tenant.name);
+        let note = parts.extensions.get::<RequestNote>();
+        if let Some(note) = note {
+            note.with(|n| n.tenant = Some(tenant.name.clone()));
         }
         if let Some(limiter) = tenant.runtime.tenant_limits.get(&tenant.name) {
             let admission = limiter.admit();
-            if let Some(note) = parts.extensions.get::<RateLimitNote>() {
-                note.set(limiter.headers(admission));
+            if let Some(note) = note {
+                note.with(|n| n.rate_limit = Some(limiter.headers(admission)));
             }
             if let Admission::Refused { retry_after } = admission {
                 crate::telemetry::rate_limited("tenant");
@@ -68,39 +70,34 @@ impl FromRequestParts<AppState> for Tenant {
     }
 }
 
-/// Where the [`Tenant`] extractor leaves the tenant's name, for the request's metrics.
+/// What the [`Tenant`] extractor learns that the layer around the request needs once the answer
+/// is made, whatever the answer is: the tenant (for the request's metrics) and the `RateLimit`
+/// headers of its limit.
 #[derive(Clone, Default)]
-pub struct TenantNote(Arc<std::sync::Mutex<Option<String>>>);
+pub struct RequestNote(Arc<std::sync::Mutex<Noted>>);
 
-impl TenantNote {
-    fn set(&self, tenant: &str) {
-        *self.0.lock().expect("not poisoned") = Some(tenant.to_string());
-    }
-
-    /// The tenant, once authenticated.
-    pub fn get(&self) -> Option<String> {
-        self.0.lock().expect("not poisoned").clone()
-    }
+/// The contents of a [`RequestNote`].
+#[derive(Default)]
+pub struct Noted {
+    /// The authenticated tenant.
+    pub tenant: Option<String>,
+    /// The headers of the tenant's rate limit.
+    pub rate_limit: Option<RateLimitHeaders>,
 }
 
-/// Where the [`Tenant`] extractor leaves the `RateLimit` headers of the tenant's limit, for the
-/// layer that puts them on the answer (whatever the answer is).
-#[derive(Clone, Default)]
-pub struct RateLimitNote(Arc<std::sync::Mutex<Option<RateLimitHeaders>>>);
-
-impl RateLimitNote {
-    fn set(&self, headers: RateLimitHeaders) {
-        *self.0.lock().expect("not poisoned") = Some(headers);
+impl RequestNote {
+    fn with(&self, write: impl FnOnce(&mut Noted)) {
+        write(&mut self.0.lock().expect("not poisoned"));
     }
 
-    /// The headers noted for this request, if any.
-    pub fn take(&self) -> Option<RateLimitHeaders> {
-        self.0.lock().expect("not poisoned").take()
+    /// What was noted.
+    pub fn take(&self) -> Noted {
+        std::mem::take(&mut self.0.lock().expect("not poisoned"))
     }
 }
 
 /// The tenant owning the request's key, if the key is valid.
-fn authenticate(parts: &Parts, state: &AppState) -> Result<Tenant, ApiError> {
+fn authenticate(parts: &Parts, runtime: Arc<Runtime>) -> Result<Tenant, ApiError> {
     let key = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -112,7 +109,6 @@ fn authenticate(parts: &Parts, state: &AppState) -> Result<Tenant, ApiError> {
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .ok_or(ApiError::Unauthorized)?;
-    let runtime = state.runtime();
     let (name, key_name) = runtime
         .tenant_by_key_hash(&hash_api_key(key))
         .map(|(name, key)| (name.to_string(), key.name()))
@@ -172,9 +168,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
 /// the field at fault and what was expected, never the value.
 pub fn read_body<T: DeserializeOwned>(raw: &serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(Strict(raw)).map_err(|e| {
-        let path = e.path().to_string();
         let message = e.inner().to_string();
-        let mut field = if path == "." { String::new() } else { path };
+        // An unknown field's path ends with the name sent: name the object it is in instead
+        // (the detail lists the names expected there).
+        let mut field = field_path(e.path(), message.starts_with("unknown field"));
         // "missing field `x`" is reported at the parent; name the field itself.
         if let Some(name) = message
             .strip_prefix("missing field `")
@@ -195,6 +192,34 @@ pub fn read_body<T: DeserializeOwned>(raw: &serde_json::Value) -> Result<T, ApiE
             detail: describe_serde_error(&message),
         }
     })
+}
+
+/// A dotted path to a field, as the problem's `field`. Keys the caller chose (a map's keys, a
+/// name sent in error) are repeated only when they look like a field name of ours: short, lower
+/// case, digits and `_`; any other is `*`. With `drop_last`, the last segment is left out.
+fn field_path(path: &serde_path_to_error::Path, drop_last: bool) -> String {
+    let segments: Vec<_> = path.iter().collect();
+    let keep = segments.len() - usize::from(drop_last && !segments.is_empty());
+    let mut out = String::new();
+    for segment in &segments[..keep] {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key }
+            | serde_path_to_error::Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                let plain = !key.is_empty()
+                    && key.len() <= 40
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                out.push_str(if plain { key } else { "*" });
+            }
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    out
 }
 
 /// Query parameters of type `T`; a query string that cannot be read (a repeated parameter, say)
@@ -468,6 +493,32 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_path_repeats_no_key_the_caller_chose_unless_it_looks_like_ours() {
+        let long = "K".repeat(5_000);
+        let body = serde_json::json!({
+            "reference": "r",
+            "subject": {"id": "s", "country": "CL", "provider_refs": {long.as_str(): 5}},
+        });
+        let Err(ApiError::Invalid { field, detail }) =
+            read_body::<crate::input::CreateVerification>(&body)
+        else {
+            panic!("a number as a provider ref was read");
+        };
+        assert_eq!(field, "subject.provider_refs.*");
+        assert!(!detail.contains(&long));
+        let plain = serde_json::json!({
+            "reference": "r",
+            "subject": {"id": "s", "country": "CL", "provider_refs": {"gu1": 5}},
+        });
+        let Err(ApiError::Invalid { field, .. }) =
+            read_body::<crate::input::CreateVerification>(&plain)
+        else {
+            panic!("a number as a provider ref was read");
+        };
+        assert_eq!(field, "subject.provider_refs.gu1");
+    }
 
     #[test]
     fn a_struct_is_read_only_from_an_object() {

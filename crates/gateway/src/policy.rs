@@ -652,8 +652,19 @@ pub fn is_country_code(s: &str) -> bool {
 /// (which may be a secret or personal data).
 pub fn describe_serde_error(message: &str) -> String {
     let message = message.split(" at line ").next().unwrap_or(message);
-    if message.starts_with("missing field") || message.starts_with("unknown field") {
+    if message.starts_with("missing field") {
         return message.to_string();
+    }
+    // "unknown field `<what was sent>`, expected one of ...": the name sent is not repeated (it
+    // can be anything, of any length); the names expected are ours.
+    if message.starts_with("unknown field") {
+        return match message.find(", expected ") {
+            Some(i) => format!(
+                "unknown field; expected {}",
+                &message[i + ", expected ".len()..]
+            ),
+            None => "unknown field".to_string(),
+        };
     }
     match message.rfind(", expected ") {
         Some(i) => format!(

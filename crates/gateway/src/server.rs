@@ -63,7 +63,6 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         time_limits,
     ))
-    .layer(axum::middleware::from_fn(rate_limit_headers))
     .layer(axum::middleware::from_fn(request_context))
     .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
     .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -138,20 +137,10 @@ async fn time_limits(State(state): State<AppState>, request: Request, next: Next
     }
 }
 
-/// Puts the `RateLimit-Policy` and `RateLimit` headers of the calling tenant's limit (noted by
-/// the `Tenant` extractor) on the answer, whatever it is.
-async fn rate_limit_headers(mut request: Request, next: Next) -> Response {
-    let note = crate::extract::RateLimitNote::default();
-    request.extensions_mut().insert(note.clone());
-    let mut response = next.run(request).await;
-    if let Some(headers) = note.take() {
-        response.headers_mut().extend(headers);
-    }
-    response
-}
-
 /// Gives every request an id (the caller's `x-request-id` when it is sane), a span, and one log
-/// line with the route template (never the raw path or query), the status and the time taken.
+/// line with the route template (never the raw path or query), the status and the time taken;
+/// counts it in `kyc_http_requests_total`; and puts the calling tenant's `RateLimit` headers
+/// (noted by the `Tenant` extractor) on the answer, whatever it is.
 async fn request_context(request: Request, next: Next) -> Response {
     let id = request
         .headers()
@@ -178,15 +167,20 @@ async fn request_context(request: Request, next: Next) -> Response {
         tenant = tracing::field::Empty,
     );
     let started = Instant::now();
-    let tenant = crate::extract::TenantNote::default();
+    let note = crate::extract::RequestNote::default();
     let mut request = request;
-    request.extensions_mut().insert(tenant.clone());
+    request.extensions_mut().insert(note.clone());
     let mut response = REQUEST_ID
         .scope(id.clone(), next.run(request).instrument(span.clone()))
         .await;
+    let noted = note.take();
+    // The calling tenant's rate limit, on whatever the answer is.
+    if let Some(headers) = noted.rate_limit {
+        response.headers_mut().extend(headers);
+    }
     metrics::counter!(
         "kyc_http_requests_total",
-        "tenant" => tenant.get().unwrap_or_else(|| "-".into()),
+        "tenant" => noted.tenant.unwrap_or_else(|| "-".into()),
         "route" => route.clone(),
         "status" => response.status().as_str().to_string()
     )

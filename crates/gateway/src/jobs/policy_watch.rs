@@ -87,14 +87,15 @@ async fn run(
         if trigger == Trigger::File && now.is_some() && now == in_force {
             continue;
         }
-        if reload(&app, &path, trigger).await {
+        if reload(&app, &path, trigger, now).await {
             in_force = now;
         }
     }
 }
 
-/// Loads and applies the policy; answers whether it is now in force. Logs one line either way.
-async fn reload(app: &App, path: &Path, trigger: Trigger) -> bool {
+/// Loads and applies the policy (whose content hash is `sha256`); answers whether it is now in
+/// force. Logs one line either way.
+async fn reload(app: &App, path: &Path, trigger: Trigger, sha256: Option<[u8; 32]>) -> bool {
     let shown = path.display().to_string();
     let outcome = match Policy::load(&shown) {
         Ok(policy) => {
@@ -107,9 +108,7 @@ async fn reload(app: &App, path: &Path, trigger: Trigger) -> bool {
     };
     match outcome {
         Ok(needs_restart) => {
-            let sha256 = digest(path)
-                .map(|d| hex::encode(&d[..6]))
-                .unwrap_or_default();
+            let sha256 = sha256.map(|d| hex::encode(&d[..6])).unwrap_or_default();
             tracing::info!(path = ?shown, trigger = ?trigger, sha256, "policy reloaded");
             for key in needs_restart {
                 tracing::warn!(key, "policy: this change applies only after a restart");
