@@ -42,6 +42,8 @@ pub struct Options {
     pub retry_seconds: Vec<u64>,
     /// Other `[server]` lines, as written (`max_connections = 20`).
     pub server_extra: Vec<String>,
+    /// Environment variables of the gateway processes, beside the secrets the policy names.
+    pub env: Vec<(String, String)>,
 }
 
 impl Options {
@@ -66,6 +68,7 @@ impl Default for Options {
             outbound_allow: Vec::new(),
             retry_seconds: vec![0, 1, 1],
             server_extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -80,6 +83,7 @@ pub struct World {
     log: Arc<Mutex<String>>,
     child: Child,
     config: std::path::PathBuf,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -187,7 +191,10 @@ fn follow(
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             if let Some(at) = line.find("listening on http://") {
-                let url = line[at + "listening on ".len()..].split_whitespace().next();
+                // Up to a space, or a quote in a JSON log line.
+                let url = line[at + "listening on ".len()..]
+                    .split(|c: char| c.is_whitespace() || c == '"')
+                    .next();
                 let _ = listening.send(url.unwrap_or_default().to_string());
             }
             let mut log = log.lock().unwrap();
@@ -198,7 +205,11 @@ fn follow(
 }
 
 /// Starts `kyc-gateway serve` on a free port; returns it and its base URL.
-fn spawn_gateway(config: &std::path::Path, log: &Arc<Mutex<String>>) -> (Child, String) {
+fn spawn_gateway(
+    config: &std::path::Path,
+    env: &[(String, String)],
+    log: &Arc<Mutex<String>>,
+) -> (Child, String) {
     let mut child = Command::new(binary())
         .args([
             "serve",
@@ -216,6 +227,7 @@ fn spawn_gateway(config: &std::path::Path, log: &Arc<Mutex<String>>) -> (Child, 
             "KYC_GATEWAY_LOG",
             "debug,sqlx=warn,hyper=warn,h2=warn,reqwest=warn,hyper_util=warn",
         )
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -265,7 +277,8 @@ impl World {
         let config = dir.path().join("policy.toml");
         std::fs::write(&config, policy(&betrust, &gu1, &db_url, &options)).unwrap();
         let log = Arc::new(Mutex::new(String::new()));
-        let (child, base) = spawn_gateway(&config, &log);
+        let env = options.env.clone();
+        let (child, base) = spawn_gateway(&config, &env, &log);
         World {
             betrust,
             gu1,
@@ -275,6 +288,7 @@ impl World {
             log,
             child,
             config,
+            env,
             _dir: dir,
         }
     }
@@ -284,7 +298,7 @@ impl World {
     pub fn kill_and_restart(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-        let (child, base) = spawn_gateway(&self.config, &self.log);
+        let (child, base) = spawn_gateway(&self.config, &self.env, &self.log);
         self.child = child;
         self.base = base;
     }
@@ -302,7 +316,7 @@ impl World {
 
     /// Starts another gateway process on the same policy (and so the same store): a replica.
     pub fn start_replica(&self) -> Replica {
-        let (child, base) = spawn_gateway(&self.config, &self.log);
+        let (child, base) = spawn_gateway(&self.config, &self.env, &self.log);
         Replica { child, base }
     }
 

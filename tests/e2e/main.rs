@@ -16,6 +16,7 @@ mod reload;
 mod replicas;
 mod routing;
 mod swagger_ui;
+mod traces;
 
 use harness::*;
 use kyc_sandbox::{Fault, FaultRule, Outcome};

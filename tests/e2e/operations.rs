@@ -70,3 +70,73 @@ default = "p"
     assert!(help.contains("KYC_GATEWAY_CONFIG"), "{help}");
     assert!(help.contains("KYC_GATEWAY_LISTEN"), "{help}");
 }
+
+#[tokio::test]
+async fn request_ids_are_kept_when_usable_and_answers_are_compressed_when_asked() {
+    use crate::harness::{ALPHA_KEY, World};
+    use std::io::Read;
+    let w = World::start().await;
+    let list = format!("{}/v1/verifications", w.base);
+    let get = |id: &str| {
+        w.http
+            .get(format!("{}/v1/verifications/ver_missing", w.base))
+            .bearer_auth(ALPHA_KEY)
+            .header("x-request-id", id)
+            .send()
+    };
+
+    // A usable caller id is the request's id: on the answer and in the problem.
+    let answer = get("trace-me_01").await.unwrap();
+    assert_eq!(answer.headers()["x-request-id"], "trace-me_01");
+    let problem: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(problem["request_id"], "trace-me_01");
+    // One that is too long or could forge log lines is replaced, not echoed.
+    for hostile in ["a".repeat(65), "x\" level=ERROR".into(), String::new()] {
+        let answer = get(&hostile).await.unwrap();
+        let id = answer.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(id.starts_with("req_"), "{hostile:?} -> {id}");
+        let problem: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(problem["request_id"], id.as_str());
+    }
+
+    // gzip when the caller accepts it (and the answer is over 32 bytes), and only then.
+    for n in 0..3 {
+        let reference = format!("gzip-{n}");
+        let created = w
+            .http
+            .post(&list)
+            .bearer_auth(ALPHA_KEY)
+            .json(&crate::harness::person(&reference, &reference, "CL"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    }
+    let plain = w
+        .http
+        .get(&list)
+        .bearer_auth(ALPHA_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.unwrap();
+    let zipped = w
+        .http
+        .get(&list)
+        .bearer_auth(ALPHA_KEY)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zipped.status(), 200);
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped.bytes().await.unwrap()[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain);
+}

@@ -431,9 +431,7 @@ impl BetrustProvider {
                 client_secret: self.config.client_secret.expose_secret(),
                 grant_type: "client_credentials",
             };
-            let response = self
-                .http
-                .post(self.token_url.clone())
+            let response = kyc_core::trace::propagate(self.http.post(self.token_url.clone()))
                 .json(&body)
                 .send()
                 .await
@@ -527,7 +525,10 @@ impl BetrustProvider {
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(body.to_vec());
         }
-        let response = request.send().await.map_err(|e| transport_error(&e))?;
+        let response = kyc_core::trace::propagate(request)
+            .send()
+            .await
+            .map_err(|e| transport_error(&e))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| transport_error(&e))?;
         Ok((status, bytes.to_vec()))

@@ -401,7 +401,7 @@ impl Gu1Provider {
         }
         let validation_id = validation_id.unwrap_or("");
         let answer = async {
-            let response = request.send().await?;
+            let response = kyc_core::trace::propagate(request).send().await?;
             let status = response.status();
             let body = response.bytes().await?;
             Ok::<_, reqwest::Error>((status, body.to_vec()))

@@ -160,6 +160,8 @@ pub trait AdapterConfig: serde::de::DeserializeOwned {
 
     /// Builds the provider instance called `name`. Its targets must pass `outbound`'s check, and
     /// its HTTP client must come from `outbound`'s builder (no redirects, checked addresses).
+    /// Every request it sends goes through [`crate::trace::propagate`], so the provider sees the
+    /// caller's trace.
     fn build(
         self,
         name: &str,

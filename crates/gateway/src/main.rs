@@ -116,27 +116,6 @@ fn explain(
     ))
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KYC_GATEWAY_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,reqwest=warn"));
-    // Colour only on a terminal, and never with NO_COLOR: a log file or collector gets plain text.
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        // A log that cannot be written (stderr closed) is dropped: reporting that would panic
-        // (eprintln! on the same closed stderr) inside whatever request was logging.
-        .log_internal_errors(false)
-        .with_writer(std::io::stderr);
-    if std::env::var("KYC_GATEWAY_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -169,7 +148,7 @@ async fn main() -> ExitCode {
         }
         Some(Command::CheckConfig { file, strict }) => check_config(&file, strict),
         Some(Command::Serve { config, listen }) => {
-            init_logging();
+            let _telemetry = kyc_gateway::telemetry::init();
             let policy = match Policy::load(&config) {
                 Ok(policy) => policy,
                 Err(e) => {
@@ -180,11 +159,11 @@ async fn main() -> ExitCode {
             finish(kyc_gateway::server::serve(policy, Some(config.into()), &listen, |_| {}).await)
         }
         Some(Command::Sandbox { listen, config }) => {
-            init_logging();
+            let _telemetry = kyc_gateway::telemetry::init();
             finish(kyc_gateway::sandbox::run(&listen, config.as_deref()).await)
         }
         None => {
-            init_logging();
+            let _telemetry = kyc_gateway::telemetry::init();
             finish(kyc_gateway::sandbox::run("127.0.0.1:8080", None).await)
         }
     }

@@ -1,5 +1,6 @@
-//! Assembles the service: routes, OpenAPI and Swagger UI, request ids and tracing, the reconciler,
-//! and the listening socket.
+//! Assembles the service: routes, OpenAPI and Swagger UI, the request layers (tower-http's request
+//! id, trace and compression layers, and our size and time limits), the background jobs, and the
+//! listening socket.
 
 use crate::app::{App, AppState, Runtime};
 use crate::error::{ApiError, REQUEST_ID};
@@ -13,8 +14,10 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
-use std::time::Instant;
-use tracing::Instrument;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
 /// Why the server could not start.
@@ -64,6 +67,17 @@ pub fn router(state: AppState) -> Router {
         time_limits,
     ))
     .layer(axum::middleware::from_fn(request_context))
+    .layer(
+        TraceLayer::new_for_http()
+            .make_span_with(request_span)
+            .on_request(())
+            .on_response(log_served)
+            .on_failure(()),
+    )
+    .layer(tower_http::compression::CompressionLayer::new())
+    .layer(PropagateRequestIdLayer::x_request_id())
+    .layer(SetRequestIdLayer::x_request_id(RequestUlid))
+    .layer(axum::middleware::from_fn(drop_unusable_request_id))
     .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
     .layer(tower_http::catch_panic::CatchPanicLayer::custom(
         answer_panic,
@@ -108,7 +122,8 @@ async fn size_limits(request: Request, next: Next) -> Response {
 /// Bounds a request in time by `[server]`: its body must be in within `request_body_timeout_ms`
 /// of the head (408 otherwise, however slowly it trickles), and the answer must be ready within
 /// `request_timeout_ms` (503 otherwise; a create cut off this way is safe to retry with the same
-/// reference).
+/// reference). The body deadline is tower-http's `DeadlineBody`; the request deadline is ours
+/// because tower-http's `TimeoutLayer` answers with an empty body, not a problem document.
 async fn time_limits(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (body_timeout, request_timeout) = {
         let server = &state.runtime().policy.server;
@@ -137,42 +152,92 @@ async fn time_limits(State(state): State<AppState>, request: Request, next: Next
     }
 }
 
-/// Gives every request an id (the caller's `x-request-id` when it is sane), a span, and one log
-/// line with the route template (never the raw path or query), the status and the time taken;
-/// counts it in `kyc_http_requests_total`; and puts the calling tenant's `RateLimit` headers
-/// (noted by the `Tenant` extractor) on the answer, whatever it is.
-async fn request_context(request: Request, next: Next) -> Response {
-    let id = request
+/// Request ids: the caller's `x-request-id` when it is usable (see [`drop_unusable_request_id`]),
+/// otherwise `req_<ULID>`. tower-http's `SetRequestIdLayer` puts it on the request and
+/// `PropagateRequestIdLayer` on the answer.
+#[derive(Clone, Copy)]
+struct RequestUlid;
+
+impl MakeRequestId for RequestUlid {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = format!("req_{}", ulid::Ulid::generate());
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}
+
+/// Removes a caller's `x-request-id` that is empty, longer than 64 characters, or not made of
+/// letters, digits, `-` and `_`: it goes into every log line and the answer, so it must be short
+/// and inert. The request then gets a new one.
+async fn drop_unusable_request_id(mut request: Request, next: Next) -> Response {
+    let usable = request
+        .headers()
+        .get_all("x-request-id")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect::<Vec<_>>();
+    let usable = matches!(usable[..], [id] if !id.is_empty()
+        && id.len() <= 64
+        && id.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'));
+    if !usable {
+        request.headers_mut().remove("x-request-id");
+    }
+    next.run(request).await
+}
+
+/// The request's id, as set by [`RequestUlid`] or the caller.
+fn request_id<B>(request: &axum::http::Request<B>) -> &str {
+    request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("req_{}", ulid::Ulid::generate()));
+        .unwrap_or("-")
+}
+
+/// A request's span (tower-http's `TraceLayer` makes it): its id, method and route template
+/// (never the raw path or query), as an OpenTelemetry server span continuing the caller's trace.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{} {route}", request.method()),
+        otel.kind = "server",
+        request_id = %request_id(request),
+        method = %request.method(),
+        route = %route,
+        tenant = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::continue_trace(&span, request.headers());
+    span
+}
+
+/// One log line per request, in its span: the status and the time taken.
+fn log_served<B>(response: &Response<B>, latency: std::time::Duration, span: &tracing::Span) {
+    span.record("http.response.status_code", response.status().as_u16());
+    tracing::info!(
+        status = response.status().as_u16(),
+        elapsed_ms = latency.as_millis() as u64,
+        "request served"
+    );
+}
+
+/// Runs the request with its id at hand for problem documents, counts it in
+/// `kyc_http_requests_total`, and puts the calling tenant's `RateLimit` headers (noted by the
+/// `Tenant` extractor) on the answer, whatever it is.
+async fn request_context(mut request: Request, next: Next) -> Response {
+    let id = request_id(&request).to_string();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_string();
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %request.method(),
-        route = %route,
-        tenant = tracing::field::Empty,
-    );
-    let started = Instant::now();
     let note = crate::extract::RequestNote::default();
-    let mut request = request;
     request.extensions_mut().insert(note.clone());
-    let mut response = REQUEST_ID
-        .scope(id.clone(), next.run(request).instrument(span.clone()))
-        .await;
+    let mut response = REQUEST_ID.scope(id, next.run(request)).await;
     let noted = note.take();
     // The calling tenant's rate limit, on whatever the answer is.
     if let Some(headers) = noted.rate_limit {
@@ -181,20 +246,10 @@ async fn request_context(request: Request, next: Next) -> Response {
     metrics::counter!(
         "kyc_http_requests_total",
         "tenant" => noted.tenant.unwrap_or_else(|| "-".into()),
-        "route" => route.clone(),
+        "route" => route,
         "status" => response.status().as_str().to_string()
     )
     .increment(1);
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "request served"
-        )
-    });
     response
 }
 

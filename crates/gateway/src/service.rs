@@ -17,6 +17,7 @@ use kyc_core::{
 };
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// The one event type tenants receive.
 pub const VERIFICATION_UPDATED: &str = "verification.updated";
@@ -286,15 +287,28 @@ async fn call<T>(
             "its circuit breaker is open after repeated failures".into(),
         ));
     }
+    let span = tracing::info_span!(
+        "provider call",
+        otel.name = %format_args!("{name} {operation}"),
+        otel.kind = "client",
+        provider = %name,
+        operation,
+        outcome = tracing::field::Empty,
+    );
+    let trace = crate::telemetry::trace_headers(&span);
     let started = std::time::Instant::now();
-    let result = request.await;
+    let result = kyc_core::trace::with_context(trace, request)
+        .instrument(span.clone())
+        .await;
+    let outcome = crate::telemetry::outcome(result.as_ref().map(|_| ()));
+    span.record("outcome", outcome);
     metrics::histogram!(
         "kyc_provider_call_duration_seconds",
         "provider" => name.to_string(),
         "operation" => operation
     )
     .record(started.elapsed().as_secs_f64());
-    count(crate::telemetry::outcome(result.as_ref().map(|_| ())));
+    count(outcome);
     let failed = result
         .as_ref()
         .err()

@@ -1,4 +1,20 @@
-//! Metrics, in Prometheus text at `GET /metrics` (the `metrics` facade and its Prometheus
+//! Logs, traces and metrics.
+//!
+//! **Logs** go to stderr: plain text (colour only on a terminal without `NO_COLOR`), or one JSON
+//! object a line with `KYC_GATEWAY_LOG_FORMAT=json`; `KYC_GATEWAY_LOG` filters them
+//! (`tracing_subscriber`'s `EnvFilter` syntax). A request's lines carry its `request_id`, and its
+//! `trace_id` while traces are on.
+//!
+//! **Traces** go out over OTLP/HTTP (protobuf) when `OTEL_EXPORTER_OTLP_ENDPOINT` or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, configured by the standard `OTEL_*` variables
+//! (`OTEL_SERVICE_NAME`, default `kyc-gateway`; `OTEL_TRACES_SAMPLER`; `OTEL_EXPORTER_OTLP_HEADERS`;
+//! `OTEL_BSP_*`); off otherwise. A request is a server span (`GET /v1/verifications/{id}`: the route
+//! template, never the path) that continues the caller's W3C `traceparent`; each provider call in
+//! it is a client span with the instance, the operation and the outcome, and the provider gets
+//! the trace in its own `traceparent`. Span attributes are the fields of our spans and log lines,
+//! which never hold personal data or secrets.
+//!
+//! **Metrics**, in Prometheus text at `GET /metrics` (the `metrics` facade and its Prometheus
 //! exporter). Every label has a bounded set of values: tenant and provider instance names from the
 //! policy, route templates, status codes and words. No id, reference or personal datum is a label.
 //!
@@ -19,7 +35,15 @@
 
 use kyc_core::ProviderError;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The process's recorder, installed on first use.
 pub fn metrics() -> &'static PrometheusHandle {
@@ -75,4 +99,127 @@ pub fn outcome(result: Result<(), &ProviderError>) -> &'static str {
 /// A refusal by one of the rate limits.
 pub fn rate_limited(limit: &'static str) {
     metrics::counter!("kyc_rate_limited_total", "limit" => limit).increment(1);
+}
+
+/// Whether spans are exported (set once, at start).
+static TRACES_ON: AtomicBool = AtomicBool::new(false);
+
+/// What must outlive serving: the trace exporter, flushed when dropped.
+pub struct Telemetry(Option<SdkTracerProvider>);
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0.take()
+            && let Err(error) = provider.shutdown()
+        {
+            tracing::warn!(%error, "traces: the last spans could not be sent");
+        }
+    }
+}
+
+/// Installs logging, and tracing when the `OTEL_*` variables ask for it (see the module doc).
+pub fn init() -> Telemetry {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KYC_GATEWAY_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("info,sqlx=warn,hyper=warn,reqwest=warn,opentelemetry_sdk=warn")
+    });
+    // Colour only on a terminal, and never with NO_COLOR: a log file or collector gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let json = std::env::var("KYC_GATEWAY_LOG_FORMAT").as_deref() == Ok("json");
+    // A log that cannot be written (stderr closed) is dropped: reporting that would panic
+    // (eprintln! on the same closed stderr) inside whatever request was logging.
+    let text = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(colour)
+            .log_internal_errors(false)
+            .with_writer(std::io::stderr)
+    });
+    let json = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .log_internal_errors(false)
+            .with_writer(std::io::stderr)
+    });
+    let (provider, failure) = match tracer_provider() {
+        Ok(provider) => (provider, None),
+        Err(error) => (None, Some(error)),
+    };
+    let traces = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("kyc-gateway")));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .with(traces)
+        .init();
+    if let Some(error) = failure {
+        tracing::error!("traces are off: {error}");
+    }
+    TRACES_ON.store(provider.is_some(), Ordering::Relaxed);
+    Telemetry(provider)
+}
+
+/// The OTLP exporter the `OTEL_*` variables describe; `None` when no endpoint is set.
+fn tracer_provider() -> Result<Option<SdkTracerProvider>, String> {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    let named = set("OTEL_SERVICE_NAME")
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
+    if !named {
+        resource = resource.with_service_name("kyc-gateway");
+    }
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build(),
+    ))
+}
+
+/// Continues the caller's trace (W3C `traceparent` and `tracestate` in `headers`) in `span`, a
+/// request's span, and notes the trace id on it for the logs. Nothing when traces are off.
+pub fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    if !TRACES_ON.load(Ordering::Relaxed) {
+        return;
+    }
+    let parent = TraceContextPropagator::new().extract(&HeaderCarrier(headers));
+    let _ = span.set_parent(parent);
+    let trace_id = span.context().span().span_context().trace_id();
+    span.record("trace_id", tracing::field::display(trace_id));
+}
+
+/// The W3C trace context headers that carry `span` to a provider; none when traces are off.
+pub fn trace_headers(span: &tracing::Span) -> Vec<(&'static str, String)> {
+    if !TRACES_ON.load(Ordering::Relaxed) {
+        return Vec::new();
+    }
+    let mut headers = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut headers);
+    ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| Some((name, headers.remove(name)?)))
+        .filter(|(_, value)| !value.is_empty())
+        .collect()
+}
+
+/// Request headers, read by the trace context propagator.
+struct HeaderCarrier<'a>(&'a axum::http::HeaderMap);
+
+impl Extractor for HeaderCarrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
 }

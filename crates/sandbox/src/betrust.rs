@@ -202,6 +202,12 @@ impl BetrustSim {
         self.shared.traffic.requests_seen(path_contains)
     }
 
+    /// The W3C `traceparent` headers of API requests whose request line contains
+    /// `path_contains`, to check that a caller's trace reaches the provider.
+    pub fn traceparents(&self, path_contains: &str) -> Vec<String> {
+        self.shared.traffic.traceparents(path_contains)
+    }
+
     /// Makes every token issued so far answer 401, as when BeTrust rotates or revokes them.
     pub fn revoke_tokens(&self) {
         lock(&self.shared.state).tokens.clear();

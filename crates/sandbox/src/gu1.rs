@@ -247,6 +247,12 @@ impl Gu1Sim {
     pub fn requests_seen(&self, path_contains: &str) -> usize {
         self.shared.traffic.requests_seen(path_contains)
     }
+
+    /// The W3C `traceparent` headers of API requests whose request line contains
+    /// `path_contains`, to check that a caller's trace reaches the provider.
+    pub fn traceparents(&self, path_contains: &str) -> Vec<String> {
+        self.shared.traffic.traceparents(path_contains)
+    }
 }
 
 /// Lowercase hex HMAC-SHA256 of `body` under `secret`, as sent in `X-Webhook-Signature`.

@@ -271,6 +271,8 @@ pub(crate) struct ApiTraffic {
 struct TrafficState {
     rules: Vec<FaultRule>,
     paths_seen: Vec<String>,
+    /// The `traceparent` header of each request that had one, with its request line.
+    traceparents: Vec<(String, String)>,
 }
 
 impl ApiTraffic {
@@ -297,10 +299,25 @@ impl ApiTraffic {
             .count()
     }
 
+    /// The `traceparent` headers of API requests whose request line contains `path_contains`.
+    pub(crate) fn traceparents(&self, path_contains: &str) -> Vec<String> {
+        lock(&self.inner)
+            .traceparents
+            .iter()
+            .filter(|(path, _)| path.contains(path_contains))
+            .map(|(_, traceparent)| traceparent.clone())
+            .collect()
+    }
+
     /// Records the request and picks the fault to apply, using up one of its times.
-    fn take_fault(&self, path: &str) -> Option<Fault> {
+    fn take_fault(&self, path: &str, traceparent: Option<&str>) -> Option<Fault> {
         let mut state = lock(&self.inner);
         state.paths_seen.push(path.to_owned());
+        if let Some(traceparent) = traceparent {
+            state
+                .traceparents
+                .push((path.to_owned(), traceparent.to_owned()));
+        }
         let index = state.rules.iter().position(|r| r.matches(path))?;
         let rule = &mut state.rules[index];
         let fault = rule.fault.clone();
@@ -325,7 +342,11 @@ pub(crate) async fn fault_middleware(
         .path_and_query()
         .map_or_else(|| request.uri().path(), |p| p.as_str());
     let path = format!("{} {target}", request.method());
-    let Some(fault) = traffic.take_fault(&path) else {
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    let Some(fault) = traffic.take_fault(&path, traceparent) else {
         return next.run(request).await;
     };
     tracing::debug!(path = %path, fault = ?fault, "sandbox: injecting fault");
@@ -682,16 +703,19 @@ mod tests {
         let traffic = ApiTraffic::new(rx);
         traffic.inject(FaultRule::once(Fault::Status(503)).on_path("/transactions"));
         traffic.inject(FaultRule::always(Fault::Malformed).times(2));
-        assert_eq!(traffic.take_fault("/oauth/token/"), Some(Fault::Malformed));
         assert_eq!(
-            traffic.take_fault("/v1/transactions"),
+            traffic.take_fault("/oauth/token/", None),
+            Some(Fault::Malformed)
+        );
+        assert_eq!(
+            traffic.take_fault("/v1/transactions", None),
             Some(Fault::Status(503))
         );
         assert_eq!(
-            traffic.take_fault("/v1/transactions"),
+            traffic.take_fault("/v1/transactions", None),
             Some(Fault::Malformed)
         );
-        assert_eq!(traffic.take_fault("/v1/transactions"), None);
+        assert_eq!(traffic.take_fault("/v1/transactions", None), None);
         assert_eq!(traffic.requests_seen("/transactions"), 3);
     }
 }
