@@ -26,6 +26,7 @@ async fn metrics_count_what_was_done_with_bounded_labels() {
         webhook_url: Some(receiver.url.clone()),
         outbound_allow: vec!["127.0.0.0/8".into()],
         reconcile_every: 1,
+        server_extra: vec!["auth_failures_per_minute = 2".into()],
         ..Default::default()
     })
     .await;
@@ -147,6 +148,12 @@ async fn metrics_count_what_was_done_with_bounded_labels() {
         Some(1.0)
     );
     // The reconciler's last round found met-2 and met-4 on BeTrust, met-3 on gu1, not final.
+    // A caller guessing keys: two failures, then the third is refused by the auth budget
+    // (last: it blocks the address, valid keys too).
+    for expected in [401, 401, 429] {
+        let (status, _) = w.get("/v1/verifications", "wrong-key-guess").await;
+        assert_eq!(status.as_u16(), expected);
+    }
     let text = wait_for_series(&w, "kyc_reconciler_backlog").await;
     assert_eq!(
         value(
@@ -157,6 +164,35 @@ async fn metrics_count_what_was_done_with_bounded_labels() {
         Some(2.0),
         "{text}"
     );
+    assert_eq!(
+        value(&text, "kyc_rate_limited_total", &[("limit", "auth")]),
+        Some(1.0)
+    );
+
+    // Every series the Grafana dashboard (deploy/grafana) queries is exported.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/dashboards/kyc-gateway.json"
+    ))
+    .unwrap();
+    let queried: std::collections::BTreeSet<&str> = dashboard
+        .match_indices("kyc_")
+        .map(|(at, _)| {
+            let name = &dashboard[at..];
+            let end = name
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(name.len());
+            &name[..end]
+        })
+        .filter(|name| name.len() > "kyc_".len())
+        .collect();
+    assert!(queried.len() >= 12, "{queried:?}");
+    for series in queried {
+        assert!(
+            text.contains(&format!("\n{series}{{")),
+            "{series} is not exported"
+        );
+    }
 
     // Labels come from bounded sets: no id, reference or subject anywhere.
     for unbounded in ["ver_", "met-", "sub-met", "NID"] {

@@ -77,6 +77,85 @@ fn compose_runs_the_gateway_as_the_binary_expects() {
 }
 
 #[test]
+fn compose_sends_traces_through_the_collector_to_jaeger_and_grafana_reads_prometheus() {
+    let doc = &yaml("compose.yaml")[0];
+    let services = &doc["services"];
+    let env = &services["gateway"]["environment"];
+    // The gateway exports OTLP/HTTP to the collector's HTTP receiver...
+    let endpoint =
+        url::Url::parse(str_of(&env["OTEL_EXPORTER_OTLP_ENDPOINT"], "endpoint")).unwrap();
+    let collector_host = endpoint.host_str().unwrap();
+    assert!(
+        !services[collector_host].is_badvalue(),
+        "no {collector_host} service"
+    );
+    let collector = &yaml("otel-collector.yaml")[0];
+    let receiver = str_of(
+        &collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"],
+        "receiver",
+    );
+    assert_eq!(port(receiver), i64::from(endpoint.port().unwrap()));
+    // ...whose trace pipeline takes OTLP in and sends it to the Jaeger service.
+    let pipeline = &collector["service"]["pipelines"]["traces"];
+    assert_eq!(str_of(&pipeline["receivers"][0], "receiver"), "otlp");
+    let exporter = str_of(&pipeline["exporters"][0], "exporter");
+    let target = str_of(
+        &collector["exporters"][exporter]["endpoint"],
+        "exporter endpoint",
+    );
+    let jaeger = target.split(':').next().unwrap();
+    assert!(!services[jaeger].is_badvalue(), "no {jaeger} service");
+    let mounted = str_of(&services[collector_host]["volumes"][0], "volume");
+    assert!(mounted.starts_with("./otel-collector.yaml:"), "{mounted}");
+
+    // Grafana's datasource is the Prometheus service, under the uid every panel names, and it
+    // loads the dashboards from where they are mounted.
+    let grafana = &services["grafana"];
+    let source = &yaml("grafana/provisioning/datasources/prometheus.yaml")[0]["datasources"][0];
+    let url = url::Url::parse(str_of(&source["url"], "datasource url")).unwrap();
+    assert!(!services[url.host_str().unwrap()].is_badvalue());
+    let uid = str_of(&source["uid"], "uid");
+    let mounts: Vec<&str> = grafana["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|v| str_of(v, "volume"))
+        .collect();
+    let provider = &yaml("grafana/provisioning/dashboards/kyc-gateway.yaml")[0]["providers"][0];
+    let path = str_of(&provider["options"]["path"], "dashboards path");
+    assert!(
+        mounts.contains(&format!("./grafana/dashboards:{path}:ro").as_str()),
+        "{mounts:?}"
+    );
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy("grafana/dashboards/kyc-gateway.json")).unwrap(),
+    )
+    .unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    for panel in panels {
+        assert_eq!(panel["datasource"]["uid"], uid, "{}", panel["title"]);
+    }
+    // The dashboard shows every series the gateway documents (telemetry.rs; the e2e metrics test
+    // checks that each one it queries is exported).
+    let documented =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/telemetry.rs"))
+            .unwrap();
+    let exprs: String = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for line in documented.lines().filter(|l| l.starts_with("//! | `kyc_")) {
+        let series = line["//! | `".len()..].split('`').next().unwrap();
+        assert!(
+            exprs.contains(series),
+            "the dashboard does not show {series}"
+        );
+    }
+}
+
+#[test]
 fn the_kubernetes_manifests_agree_with_the_binary() {
     let docs = yaml("k8s/kyc-gateway.yaml");
     let of_kind = |kind: &str| {
