@@ -1,6 +1,10 @@
-//! What the live policy costs a request: the policy snapshot every request takes, one tenant
-//! rate-limit check, and `GET /v1/verifications/{id}` through the whole router (in process, no
-//! socket) for a tenant without a limit and for one with, each printed beside its floor.
+//! What the live policy and the telemetry cost a request: the policy snapshot every request takes,
+//! one tenant rate-limit check, and `GET /v1/verifications/{id}` through the whole router (in
+//! process, no socket) for a tenant without a limit and for one with, each printed beside its
+//! floor. Then the same GET with telemetry as `serve` sets it up (`telemetry::init`: info logs,
+//! here to /dev/null, and the Prometheus recorder), with the OTLP trace exporter off and on
+//! (sending to a receiver in this process that takes and drops), and with no telemetry at all;
+//! each runs in a child process of its own, since a subscriber and a recorder are per process.
 //!
 //! Run: `cargo bench -p kyc-gateway --bench request_overhead`
 
@@ -46,11 +50,24 @@ default = "p"
     Policy::parse(&text, |_| Some("gk_bench".into())).unwrap()
 }
 
-#[tokio::main]
-async fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bench.db").display().to_string();
-    let policy = policy(&db);
+/// The telemetry setups compared, as `--telemetry <name>` of a child process.
+const SETUPS: [&str; 3] = ["none", "logs+metrics", "logs+metrics+traces"];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match args.iter().position(|a| a == "--telemetry") {
+        Some(at) => runtime.block_on(telemetry_child(&args[at + 1])),
+        None => runtime.block_on(policy_and_telemetry()),
+    }
+}
+
+/// A store with one pending verification per tenant, and the router over it.
+async fn setup(db: &str) -> (Arc<App>, axum::Router, Vec<String>) {
+    let policy = policy(db);
     let store = Arc::new(SqlStore::connect(&policy.store.url).await.unwrap());
     let mut ids = Vec::new();
     for tenant in ["open", "limited"] {
@@ -97,6 +114,44 @@ async fn main() {
         Runtime::build(policy).unwrap(),
     ));
     let router = kyc_gateway::server::router(AppState(app.clone()));
+    (app, router, ids)
+}
+
+/// `GET /v1/verifications/{id}` `REQUESTS` times, sorted durations.
+async fn gets(router: &axum::Router, tenant: &str, id: &str) -> Vec<Duration> {
+    let mut sorted = Vec::new();
+    for _ in 0..REQUESTS {
+        let request = Request::get(format!("/v1/verifications/{id}"))
+            .header("authorization", format!("Bearer {tenant}-key"))
+            .body(Body::empty())
+            .unwrap();
+        let started = Instant::now();
+        let response = router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        sorted.push(started.elapsed());
+    }
+    sorted.sort();
+    sorted
+}
+
+/// One telemetry setup's GETs (the parent set its environment); prints `p50_ns p99_ns`.
+async fn telemetry_child(setup_name: &str) {
+    let _telemetry = (setup_name != "none").then(|| {
+        kyc_gateway::telemetry::metrics();
+        kyc_gateway::telemetry::init()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bench.db").display().to_string();
+    let (_app, router, ids) = setup(&db).await;
+    let sorted = gets(&router, "open", &ids[0]).await;
+    let at = |q: f64| sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)];
+    println!("{} {}", at(0.5).as_nanos(), at(0.99).as_nanos());
+}
+
+async fn policy_and_telemetry() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bench.db").display().to_string();
+    let (app, router, ids) = setup(&db).await;
 
     println!(
         "{:<36} {:>10} {:>10} {:>10}",
@@ -113,29 +168,18 @@ async fn main() {
     });
     report("rate-limit check", &admit, Duration::from_micros(1));
 
-    let mut gets = Vec::new();
+    let mut timed = Vec::new();
     for (tenant, id) in ["open", "limited"].iter().zip(&ids) {
-        let mut sorted = Vec::new();
-        for _ in 0..REQUESTS {
-            let request = Request::get(format!("/v1/verifications/{id}"))
-                .header("authorization", format!("Bearer {tenant}-key"))
-                .body(Body::empty())
-                .unwrap();
-            let started = Instant::now();
-            let response = router.clone().oneshot(request).await.unwrap();
-            assert_eq!(response.status(), 200);
-            sorted.push(started.elapsed());
-        }
-        sorted.sort();
+        let sorted = gets(&router, tenant, id).await;
         report(
             &format!("GET by id, tenant {tenant}"),
             &sorted,
             Duration::from_millis(2),
         );
-        gets.push(sorted);
+        timed.push(sorted);
     }
     let p50 = |s: &[Duration]| s[s.len() / 2];
-    let added = p50(&gets[1]).saturating_sub(p50(&gets[0]));
+    let added = p50(&timed[1]).saturating_sub(p50(&timed[0]));
     println!(
         "\nthe limit's cost on GET (p50 difference): {added:.2?} (floor 20µs) {}",
         if added <= Duration::from_micros(20) {
@@ -144,6 +188,57 @@ async fn main() {
             "OVER"
         }
     );
+    telemetry().await;
+}
+
+/// The GET under each telemetry setup, each in a child process; the exporter's cost is the p50
+/// difference between traces on and off.
+async fn telemetry() {
+    let receiver = otlp_sink().await;
+    println!("\nGET by id, by telemetry setup (child processes, logs to /dev/null)");
+    println!("{:<36} {:>10} {:>10}", "setup", "p50", "p99");
+    let mut p50s = Vec::new();
+    for setup_name in SETUPS {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args(["--telemetry", setup_name])
+            .env("KYC_GATEWAY_LOG", "info")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .stderr(std::process::Stdio::null());
+        if setup_name.ends_with("traces") {
+            child.env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver);
+        }
+        let out = child.output().unwrap();
+        assert!(out.status.success(), "the {setup_name} run failed");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut figures = text
+            .split_whitespace()
+            .map(|n| Duration::from_nanos(n.parse().unwrap()));
+        let (p50, p99) = (figures.next().unwrap(), figures.next().unwrap());
+        println!("{setup_name:<36} {p50:>10.2?} {p99:>10.2?}");
+        p50s.push(p50);
+    }
+    let floor = Duration::from_micros(TRACES_FLOOR_MICROS);
+    let added = p50s[2].saturating_sub(p50s[1]);
+    println!(
+        "\nthe trace exporter's cost on GET (p50, on minus off): {added:.2?} (floor {floor:?}) {}",
+        if added <= floor { "ok" } else { "OVER" }
+    );
+    let all = p50s[2].saturating_sub(p50s[0]);
+    println!("all telemetry's cost on GET (p50, traces on minus none): {all:.2?}");
+}
+
+/// The most the trace exporter may add to a GET's p50: a quarter of the whole GET's 100 µs.
+const TRACES_FLOOR_MICROS: u64 = 25;
+
+/// An OTLP/HTTP receiver that accepts every export and drops it; its base URL.
+async fn otlp_sink() -> String {
+    let app = axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
 }
 
 fn time_sync(mut call: impl FnMut()) -> Vec<Duration> {

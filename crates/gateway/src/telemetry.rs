@@ -145,9 +145,14 @@ pub fn init() -> Telemetry {
         Ok(provider) => (provider, None),
         Err(error) => (None, Some(error)),
     };
-    let traces = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("kyc-gateway")));
+    let traces = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("kyc-gateway"))
+            // Neither busy/idle times nor source locations: they cost every request more than
+            // they tell (the bench `request_overhead` measures the exporter's cost).
+            .with_tracked_inactivity(false)
+            .with_location(false)
+    });
     tracing_subscriber::registry()
         .with(filter)
         .with(text)
