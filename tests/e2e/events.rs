@@ -31,6 +31,16 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(script: Vec<u16>, then: u16) -> Receiver {
+        Receiver::start_holding(script, then, Duration::ZERO).await
+    }
+
+    /// A receiver that records each request as it comes in, then holds it `hold` before
+    /// answering 200: deliveries stay in flight that long.
+    pub async fn slow(hold: Duration) -> Receiver {
+        Receiver::start_holding(vec![], 200, hold).await
+    }
+
+    async fn start_holding(script: Vec<u16>, then: u16, hold: Duration) -> Receiver {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -56,6 +66,7 @@ impl Receiver {
                         verified: verifier.verify(&body, &headers).is_ok(),
                     });
                     let status = script.lock().unwrap().pop_front().unwrap_or(then);
+                    tokio::time::sleep(hold).await;
                     AxumStatus::from_u16(status).unwrap()
                 }
             }),
@@ -93,7 +104,7 @@ impl Receiver {
 }
 
 /// A gateway whose tenant alpha sends its events to `receiver`, which loopback is allowed for.
-async fn world_for(receiver: &Receiver, options: Options) -> World {
+pub async fn world_for(receiver: &Receiver, options: Options) -> World {
     World::start_with(Options {
         webhook_url: Some(receiver.url.clone()),
         outbound_allow: vec!["127.0.0.0/8".into()],

@@ -44,6 +44,8 @@ pub struct Options {
     pub server_extra: Vec<String>,
     /// Environment variables of the gateway processes, beside the secrets the policy names.
     pub env: Vec<(String, String)>,
+    /// `[webhooks] timeout_ms`; `None` leaves the default.
+    pub webhook_timeout_ms: Option<u64>,
 }
 
 impl Options {
@@ -69,6 +71,7 @@ impl Default for Options {
             retry_seconds: vec![0, 1, 1],
             server_extra: Vec::new(),
             env: Vec::new(),
+            webhook_timeout_ms: None,
         }
     }
 }
@@ -110,8 +113,12 @@ fn server_sections(o: &Options) -> String {
     let allow: Vec<&str> = std::iter::once("127.0.0.1")
         .chain(o.outbound_allow.iter().map(String::as_str))
         .collect();
+    let timeout = o
+        .webhook_timeout_ms
+        .map(|ms| format!("timeout_ms = {ms}\n"))
+        .unwrap_or_default();
     format!(
-        "[server]\n{public_url}{extra}outbound_allow = {allow:?}\n\n[webhooks]\nretry_seconds = {:?}\n",
+        "[server]\n{public_url}{extra}outbound_allow = {allow:?}\n\n[webhooks]\nretry_seconds = {:?}\n{timeout}",
         o.retry_seconds,
     )
 }
@@ -462,6 +469,48 @@ impl Drop for Replica {
 pub fn postgres_url() -> String {
     std::env::var("KYC_TEST_POSTGRES_URL")
         .expect("this test needs PostgreSQL: set KYC_TEST_POSTGRES_URL=postgres://user@host/db")
+}
+
+/// A schema of its own in the test PostgreSQL: the gateways of one test share it, and no other
+/// test's gateway sees its rows (the tests run at once, on one database).
+pub struct PgSchema {
+    /// The store URL, with the schema as its search path.
+    pub url: String,
+    name: String,
+}
+
+impl PgSchema {
+    pub async fn create() -> PgSchema {
+        let name = format!("e2e_{}", ulid::Ulid::generate().to_string().to_lowercase());
+        let admin = Self::admin().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let base = postgres_url();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        PgSchema {
+            url: format!("{base}{sep}options=-c%20search_path%3D{name}"),
+            name,
+        }
+    }
+
+    /// Drops the schema and its tables; call it once the gateways using it are stopped.
+    pub async fn drop(self) {
+        let admin = Self::admin().await;
+        let sql = format!("DROP SCHEMA {} CASCADE", self.name);
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+    }
+
+    async fn admin() -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&postgres_url()).await.unwrap()
+    }
 }
 
 /// The national id `person` gives a subject: unique per subject, and easy to look for in logs.

@@ -9,14 +9,19 @@
 //!   attempt the event is marked failed. A 410 Gone disables the tenant's URL until its policy
 //!   names another: its events wait, and go out then.
 //! - At least once, across restarts and `kill -9`: an event is a row written with its change, and
-//!   stays pending until an attempt is recorded. A replica claims an event for a short lease
-//!   before sending, so one replica sends it; a lease left by a crashed one runs out.
+//!   stays pending until an attempt is recorded.
+//! - One sender per attempt across replicas: a replica claims an event in the store (a
+//!   conditional update) before sending it, for a lease of `[webhooks] timeout_ms` (an attempt
+//!   is cut off there) plus `LEASE_MARGIN` (5 s). A replica that dies mid-attempt leaves its claims
+//!   to the others once that lease runs out; the receiver may then get those events twice, with
+//!   the same `webhook-id`. Leases compare replicas' clocks, which must agree to well within the
+//!   margin.
 //! - In order per verification: an event is not sent while an older one of the same
 //!   verification is pending.
 //! - The target is checked against the SSRF rules of [`crate::outbound`].
 
 use crate::app::{App, Runtime};
-use crate::outbound::OutboundClient;
+use crate::outbound::{OutboundClient, OutboundError};
 use crate::store::{Attempt, AttemptOutcome, DueEvent, now};
 use chrono::{DateTime, Duration, Utc};
 use secrecy::ExposeSecret;
@@ -27,8 +32,9 @@ use tokio::task::JoinSet;
 
 /// Events read per pass.
 const BATCH: u32 = 50;
-/// How long a claim holds: longer than one attempt can take.
-const LEASE_SECONDS: i64 = 60;
+/// How long a claim holds beyond the attempt's own timeout: room for the store calls around the
+/// attempt and for some disagreement between replicas' clocks.
+const LEASE_MARGIN: Duration = Duration::seconds(5);
 /// How long a pass waits when nothing was due and nothing woke it.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 /// When an event waits for its endpoint (disabled, or no URL in the policy), how soon to look again.
@@ -126,11 +132,15 @@ async fn pass(app: &Arc<App>, runtime: &Arc<Runtime>, client: &OutboundClient) -
             return false;
         }
     };
+    let timeout = runtime.policy.webhooks.timeout_ms;
+    let lease = Duration::milliseconds(i64::from(u32::try_from(timeout).unwrap_or(u32::MAX)))
+        + LEASE_MARGIN;
     let mut sends = JoinSet::new();
     for event in due {
+        let claimed_at = now();
         match app
             .store
-            .claim_event(&event.id, at, at + Duration::seconds(LEASE_SECONDS))
+            .claim_event(&event.id, claimed_at, claimed_at + lease)
             .await
         {
             Ok(true) => {
@@ -196,7 +206,12 @@ async fn deliver(app: &App, runtime: &Runtime, client: &OutboundClient, event: D
     let headers = signed_headers(&event.id, &event.payload, &signers, at);
     let headers: Vec<(&str, String)> = headers.into_iter().collect();
     let started = std::time::Instant::now();
-    let result = client.post(&url, &headers, event.payload.clone()).await;
+    // The client's own timeout does not cover the target check's name lookup; the lease needs
+    // the whole attempt bounded.
+    let timeout = std::time::Duration::from_millis(runtime.policy.webhooks.timeout_ms);
+    let result = tokio::time::timeout(timeout, client.post(&url, &headers, event.payload.clone()))
+        .await
+        .unwrap_or_else(|_| Err(OutboundError::Failed("timed out".into())));
     let schedule = &runtime.policy.webhooks.retry_seconds;
     let next = |retry_after: Option<u64>| {
         let made = event.attempts + 1;

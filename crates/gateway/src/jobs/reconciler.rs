@@ -1,14 +1,24 @@
 //! Re-reads verifications that are not final from their providers on a schedule, so a lost
 //! provider webhook only delays an update.
 //!
-//! Each provider instance gets its own round: it pages through that instance's unfinished
-//! verifications in id order (keyset paging, so a backlog of any size is read a page at a time and
-//! each verification once per round), with at most `CONCURRENCY` (8) provider reads at once. A slow
-//! or failing provider slows only its own round; a round still running when the next is due is
-//! not started twice.
+//! Each provider instance gets its own round: it claims that instance's unfinished verifications
+//! that are due, a page at a time in id order (keyset paging, so a backlog of any size is read a
+//! page at a time and each verification once per round), with at most `CONCURRENCY` (8) provider
+//! reads at once. A slow or failing provider slows only its own round; a round still running when
+//! the next is due is not started twice.
+//!
+//! Replicas on one database share the work through the store, not through memory: a claim marks
+//! each row not due again until one period after the round started, and a row another replica has
+//! claimed is not due (on PostgreSQL, one being claimed at that moment is skipped). So each
+//! unfinished verification is read about once per `reconciler.every_seconds` however many
+//! replicas run; whichever replica's round comes first once it is due reads it, and the rows of a
+//! replica that died are read by another within a period. This assumes the replicas' clocks agree
+//! to well under a second.
 
 use crate::app::{App, Runtime};
 use crate::service;
+use crate::store::now;
+use chrono::{DateTime, Utc};
 use kyc_core::Source;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,10 +26,14 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
-/// Verifications read from the store at a time.
+/// Verifications claimed from the store at a time.
 const PAGE: u32 = 200;
 /// Provider reads in flight at once, per provider instance.
 const CONCURRENCY: usize = 8;
+/// A claimed verification is due again this much before one period has passed, so that the
+/// claiming replica's next round, a period later by its timer, finds it due even if the wall
+/// clock was adjusted a little meanwhile.
+const GRACE: chrono::Duration = chrono::Duration::milliseconds(250);
 
 /// Runs forever: every `reconciler.every_seconds`, a round for each provider instance whose last
 /// round has finished.
@@ -29,36 +43,48 @@ pub async fn run(app: Arc<App>) {
         let every = app.runtime().policy.reconciler.every_seconds;
         tokio::time::sleep(Duration::from_secs(every)).await;
         let runtime = app.runtime();
+        let started = now();
         rounds.retain(|_, round| !round.is_finished());
         for name in runtime.providers.keys() {
             if !rounds.contains_key(name) {
-                let round = tokio::spawn(round(app.clone(), runtime.clone(), name.clone()));
+                let round =
+                    tokio::spawn(round(app.clone(), runtime.clone(), name.clone(), started));
                 rounds.insert(name.clone(), round);
             }
         }
     }
 }
 
-/// One pass over a provider instance's unfinished verifications.
-async fn round(app: Arc<App>, runtime: Arc<Runtime>, provider: String) {
+/// One pass over a provider instance's unfinished verifications that are due at `started`.
+async fn round(app: Arc<App>, runtime: Arc<Runtime>, provider: String, started: DateTime<Utc>) {
+    // `kyc_reconciler_backlog{provider}`: every unfinished verification of the instance, whichever
+    // replica reads it.
+    match app.store.unfinished_count(&provider).await {
+        Ok(backlog) => metrics::gauge!("kyc_reconciler_backlog", "provider" => provider.clone())
+            .set(backlog as f64),
+        Err(error) => {
+            tracing::warn!(%provider, %error, "reconciler: store unavailable");
+            return;
+        }
+    }
+    let every = runtime.policy.reconciler.every_seconds;
+    let every = chrono::Duration::seconds(i64::from(u32::try_from(every).unwrap_or(u32::MAX)));
+    let until = started + every - GRACE;
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let mut after = String::new();
-    let mut backlog = 0usize;
     loop {
-        let page = match app.store.unfinished(&provider, &after, PAGE).await {
+        let page = match app
+            .store
+            .claim_unfinished(&provider, &after, started, until, PAGE)
+            .await
+        {
             Ok(page) => page,
             Err(error) => {
                 tracing::warn!(%provider, %error, "reconciler: store unavailable");
                 return;
             }
         };
-        backlog += page.len();
         let full = page.len() == PAGE as usize;
-        if !full {
-            // What this round found not final: `kyc_reconciler_backlog{provider}`.
-            metrics::gauge!("kyc_reconciler_backlog", "provider" => provider.clone())
-                .set(backlog as f64);
-        }
         let Some(last) = page.last() else {
             return;
         };

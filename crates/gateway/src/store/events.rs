@@ -120,7 +120,9 @@ pub trait EventStore: Send + Sync {
     /// one of the same verification is still pending, so each verification's events go in order.
     async fn due_events(&self, now: DateTime<Utc>, limit: u32)
     -> Result<Vec<DueEvent>, StoreError>;
-    /// Claims a due event until `until`, so that one replica delivers it; `false` if another did.
+    /// Claims a due event until `until`, so that one replica delivers it; `false` if another did,
+    /// or if it is no longer due (delivered, or rescheduled by another replica's attempt since it
+    /// was read).
     async fn claim_event(
         &self,
         id: &str,
@@ -268,7 +270,7 @@ impl EventStore for SqlStore {
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE events SET claimed_until = $1 WHERE id = $2 AND state = 'pending' \
-             AND (claimed_until IS NULL OR claimed_until < $3)",
+             AND next_attempt_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3)",
         )
         .bind(ts(until))
         .bind(id)

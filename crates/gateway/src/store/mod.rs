@@ -192,16 +192,20 @@ pub trait Store: EventStore + Send + Sync {
         subject_id: &str,
         subject_ref: &str,
     ) -> Result<(), StoreError>;
-    /// A provider instance's verifications that are not final, in id order after `after_id`
-    /// (keyset paging, for the reconciler).
-    async fn unfinished(
+    /// Claims for the reconciler up to `limit` of a provider instance's verifications that are
+    /// not final and due by `now`, in id order after `after_id` (keyset paging), and makes them
+    /// not due again before `until`. Replicas claiming at once get disjoint rows: on PostgreSQL a
+    /// row another replica is claiming is skipped (`FOR UPDATE SKIP LOCKED`), not waited for.
+    async fn claim_unfinished(
         &self,
         provider: &str,
         after_id: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<StoredVerification>, StoreError>;
-    /// How many of a provider instance's verifications are not final (a reload may not remove an
-    /// instance that still has some).
+    /// How many of a provider instance's verifications are not final (the reconciler's backlog;
+    /// a reload may not remove an instance that still has some).
     async fn unfinished_count(&self, provider: &str) -> Result<u64, StoreError>;
     /// Checks that the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
@@ -210,6 +214,8 @@ pub trait Store: EventStore + Send + Sync {
 /// The SQL store, on SQLite or PostgreSQL.
 pub struct SqlStore {
     pool: AnyPool,
+    /// PostgreSQL rather than SQLite: row locks can be skipped.
+    postgres: bool,
 }
 
 const COLUMNS: &str = "id, tenant, reference, subject_id, provider, provider_reference, status, \
@@ -276,10 +282,18 @@ impl SqlStore {
                 "routing",
                 include_str!("../../migrations/0005_routing.sql"),
             ),
+            migration(
+                6,
+                "reconcile at",
+                include_str!("../../migrations/0006_reconcile_at.sql"),
+            ),
         ])
         .run(&pool)
         .await?;
-        Ok(SqlStore { pool })
+        Ok(SqlStore {
+            pool,
+            postgres: !sqlite,
+        })
     }
 
     async fn fetch_one_where(
@@ -440,9 +454,27 @@ const SUBJECT_LATEST: &str = "tenant = $1 AND subject_id = $2 ORDER BY id DESC L
 /// The subject's newest approval.
 const SUBJECT_APPROVED: &str = "tenant = $1 AND subject_id = $2 AND status = 'approved' \
      ORDER BY completed_at DESC LIMIT 1";
-/// A provider instance's unfinished verifications, a page after an id.
+/// A provider instance's unfinished verifications due for the reconciler by `$3`, a page after an
+/// id.
 const UNFINISHED: &str = "provider = $1 AND status IN ('pending', 'in_progress', 'in_review') \
-     AND id > $2 ORDER BY id";
+     AND id > $2 AND (reconcile_at IS NULL OR reconcile_at <= $3) ORDER BY id";
+/// The reconciler's claim: one statement, so the rows it picks are the rows it marks. The CTE is
+/// materialized so that PostgreSQL runs the locking select once. SQLite has no row locks to skip;
+/// its one writer at a time makes the statement atomic.
+fn claim_unfinished_sql(postgres: bool, limit: u32) -> String {
+    let skip_locked = if postgres {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    format!(
+        "WITH due AS MATERIALIZED (SELECT id FROM verifications WHERE {UNFINISHED} \
+         LIMIT {limit}{skip_locked}) \
+         UPDATE verifications SET reconcile_at = $4 WHERE id IN (SELECT id FROM due) \
+         RETURNING {COLUMNS}"
+    )
+}
+
 /// A verification's history.
 const HISTORY: &str = "SELECT from_status, to_status, source, actor, at FROM status_changes \
      WHERE tenant = $1 AND verification_id = $2 ORDER BY id";
@@ -721,19 +753,28 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn unfinished(
+    async fn claim_unfinished(
         &self,
         provider: &str,
         after_id: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<StoredVerification>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM verifications WHERE {UNFINISHED} LIMIT {limit}");
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        let rows = sqlx::query(AssertSqlSafe(claim_unfinished_sql(self.postgres, limit)))
             .bind(provider)
             .bind(after_id)
+            .bind(ts(now))
+            .bind(ts(until))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(row_to_stored).collect()
+        let mut claimed = rows
+            .iter()
+            .map(row_to_stored)
+            .collect::<Result<Vec<_>, _>>()?;
+        // RETURNING keeps no order; the caller pages on the last id.
+        claimed.sort_by(|a, b| a.verification.id.cmp(&b.verification.id));
+        Ok(claimed)
     }
 
     async fn unfinished_count(&self, provider: &str) -> Result<u64, StoreError> {
@@ -1021,18 +1062,41 @@ mod tests {
         let (latest, ok) = store.subject_history(&tenant, "sub-1").await.unwrap();
         assert_eq!(latest.unwrap().id, a.verification.id);
         assert_eq!(ok.unwrap().status, Status::Approved);
-        // The reconciler's backlog: this tenant's three pending ones, in pages, in id order.
-        let mut seen = Vec::new();
-        let mut after = String::new();
-        loop {
-            let page = store.unfinished("p1", &after, 2).await.unwrap();
-            let Some(last) = page.last() else { break };
-            after = last.verification.id.clone();
-            assert!(page.iter().all(|s| !s.verification.status.is_final()));
-            seen.extend(page.into_iter().filter(|s| s.tenant == tenant));
-        }
-        assert_eq!(seen.len(), 3);
-        assert!(store.unfinished("p2", "", 10).await.unwrap().is_empty());
+        // The reconciler's backlog: this tenant's three pending ones, claimed in pages, in id
+        // order; claimed, they are not due again until the claim's end.
+        let at = now();
+        let until = at + chrono::Duration::seconds(60);
+        let mine = &tenant;
+        let claim_all = |at, until| async move {
+            let mut seen = Vec::new();
+            let mut after = String::new();
+            loop {
+                let page = store
+                    .claim_unfinished("p1", &after, at, until, 2)
+                    .await
+                    .unwrap();
+                let Some(last) = page.last() else { break };
+                assert!(last.verification.id > after);
+                after = last.verification.id.clone();
+                assert!(page.iter().all(|s| !s.verification.status.is_final()));
+                assert!(page.is_sorted_by_key(|s| s.verification.id.clone()));
+                seen.extend(page.into_iter().filter(|s| s.tenant == *mine));
+            }
+            seen
+        };
+        assert_eq!(claim_all(at, until).await.len(), 3);
+        assert!(claim_all(at, until).await.is_empty(), "claimed, not due");
+        let later = until + chrono::Duration::seconds(1);
+        assert_eq!(claim_all(later, later).await.len(), 3, "due again");
+        assert!(
+            store
+                .claim_unfinished("p2", "", later, later, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.unfinished_count("p1").await.unwrap() >= 3);
+        claims_are_disjoint(store).await;
 
         // Subject refs: first one wins.
         store
@@ -1052,6 +1116,41 @@ mod tests {
         store.ping().await.unwrap();
     }
 
+    /// Two claimers at once (two replicas' rounds) share one instance's backlog: every row goes
+    /// to exactly one of them.
+    async fn claims_are_disjoint(store: &SqlStore) {
+        let tenant = format!("t_{}", ulid::Ulid::generate());
+        let provider = format!("p_{}", ulid::Ulid::generate());
+        let mut ids = Vec::new();
+        for i in 0..40 {
+            let mut row = sample(&tenant, &format!("ref-c{i}"), "sub-c");
+            row.verification.provider = provider.clone();
+            store.insert(&row, &created(&row)).await.unwrap();
+            ids.push(row.verification.id);
+        }
+        let at = now();
+        let until = at + chrono::Duration::seconds(60);
+        let claimer = || async {
+            let mut mine = Vec::new();
+            let mut after = String::new();
+            loop {
+                let page = store
+                    .claim_unfinished(&provider, &after, at, until, 3)
+                    .await
+                    .unwrap();
+                let Some(last) = page.last() else { break };
+                after = last.verification.id.clone();
+                mine.extend(page.into_iter().map(|s| s.verification.id));
+            }
+            mine
+        };
+        let (a, b) = tokio::join!(claimer(), claimer());
+        let mut all: Vec<String> = a.iter().chain(&b).cloned().collect();
+        all.sort();
+        ids.sort();
+        assert_eq!(all, ids, "each row claimed once: {a:?} {b:?}");
+    }
+
     #[tokio::test]
     async fn sqlite_store() {
         let dir = tempfile::tempdir().unwrap();
@@ -1061,7 +1160,7 @@ mod tests {
         // Reopening runs the migrations again harmlessly and keeps the data.
         drop(store);
         let again = SqlStore::connect(&url).await.unwrap();
-        assert_eq!(again.unfinished("p1", "", 100).await.unwrap().len(), 3);
+        assert_eq!(again.unfinished_count("p1").await.unwrap(), 3);
     }
 
     /// A PostgreSQL database to test against: `KYC_TEST_POSTGRES_URL`, which `.ci/run` sets.

@@ -6,7 +6,7 @@ use super::events::{DUE_EVENTS, EVENT_COLUMNS, list_events_query};
 use super::*;
 
 /// Each read, by name, with binds of the right shape.
-fn reads() -> Vec<(String, String, Vec<String>)> {
+fn reads(postgres: bool) -> Vec<(String, String, Vec<String>)> {
     let id = "ver_1000401".to_string();
     let one = |name: &str, condition: &str, binds: &[&str]| {
         (
@@ -28,7 +28,12 @@ fn reads() -> Vec<(String, String, Vec<String>)> {
         one(
             "unfinished",
             &format!("{UNFINISHED} LIMIT 200"),
-            &["p1", "ver_1005000"],
+            &["p1", "ver_1005000", &ts(now())],
+        ),
+        (
+            "reconciler's claim".into(),
+            claim_unfinished_sql(postgres, 200),
+            vec!["p1".into(), "ver_1005000".into(), ts(now()), ts(now())],
         ),
         (
             "history".into(),
@@ -178,7 +183,7 @@ async fn plans(store: &SqlStore, explain: &str) -> Vec<(String, Vec<String>)> {
         }
     }
     let mut out = Vec::new();
-    for (name, sql, binds) in reads() {
+    for (name, sql, binds) in reads(store.postgres) {
         let mut query = sqlx::query(AssertSqlSafe(format!("{explain} {sql}")));
         for b in binds {
             query = query.bind(b);
@@ -198,13 +203,15 @@ async fn plans(store: &SqlStore, explain: &str) -> Vec<(String, Vec<String>)> {
 }
 
 /// Fails on a plan step that starts with one of `bad`, on SQLite's sort ("USE TEMP B-TREE"), and
-/// on a PostgreSQL index scan with no `Index Cond` (a walk through the whole index).
+/// on a PostgreSQL index scan with no `Index Cond` (a walk through the whole index). SQLite's scan
+/// of the reconciler's claimed page (`SCAN due`) is not one: that page holds at most its LIMIT.
 fn assert_indexed(plans: Vec<(String, Vec<String>)>, bad: &[&str]) {
     for (name, lines) in plans {
         let text = lines.join("\n");
         let steps: Vec<&str> = lines
             .iter()
             .map(|l| l.trim_start_matches(['-', '>', ' ']))
+            .filter(|l| *l != "SCAN due")
             .collect();
         for (i, step) in steps.iter().enumerate() {
             assert!(
@@ -233,7 +240,7 @@ async fn every_read_uses_an_index_on_sqlite() {
     )
     .await;
     let plans = plans(&store, "EXPLAIN QUERY PLAN").await;
-    assert_eq!(plans.len(), reads().len());
+    assert_eq!(plans.len(), reads(false).len());
     assert_indexed(plans, &["SCAN"]);
 }
 
