@@ -118,7 +118,7 @@ fn path_of(v: &Value, tail: &str) -> String {
 }
 
 /// The tenant's events for one verification, newest first.
-async fn events_of(w: &World, v: &Value) -> Vec<Value> {
+pub async fn events_of(w: &World, v: &Value) -> Vec<Value> {
     let id = v["id"].as_str().unwrap();
     let (status, page) = w
         .get(&format!("/v1/events?verification_id={id}"), ALPHA_KEY)

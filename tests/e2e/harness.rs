@@ -305,6 +305,34 @@ impl World {
     pub fn kill_and_restart(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+        self.restart();
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping the gateway does, and waits (up to 60 s) for
+    /// the process to exit; answers its exit status and how long it took.
+    pub async fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let asked = std::time::Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                return (exit, asked.elapsed());
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(60),
+                "the gateway did not exit after SIGTERM:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts the gateway again (after [`World::terminate`]) on the same policy and store, on a
+    /// new port.
+    pub fn restart(&mut self) {
         let (child, base) = spawn_gateway(&self.config, &self.env, &self.log);
         self.child = child;
         self.base = base;

@@ -15,6 +15,7 @@ mod policy_view;
 mod reload;
 mod replicas;
 mod routing;
+mod shutdown;
 mod swagger_ui;
 mod traces;
 

@@ -36,6 +36,8 @@ pub struct App {
     pub outbox_wake: tokio::sync::Notify,
     /// Each provider instance's circuit breaker (process state: a reload keeps it).
     pub breakers: crate::circuit::Breakers,
+    /// Cancelled on shutdown: background jobs finish what they started and take nothing new.
+    pub stopping: tokio_util::sync::CancellationToken,
     runtime: RwLock<Arc<Runtime>>,
 }
 
@@ -68,6 +70,7 @@ impl App {
             public_url: public_url.trim_end_matches('/').to_string(),
             outbox_wake: tokio::sync::Notify::new(),
             breakers: crate::circuit::Breakers::default(),
+            stopping: tokio_util::sync::CancellationToken::new(),
             runtime: RwLock::new(Arc::new(runtime)),
         }
     }

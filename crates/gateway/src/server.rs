@@ -336,17 +336,39 @@ pub async fn serve_on(
         public_url,
         runtime,
     ));
-    tokio::spawn(jobs::reconciler::run(app.clone()));
-    tokio::spawn(jobs::outbox::run(app.clone()));
+    let workers = [
+        tokio::spawn(jobs::reconciler::run(app.clone())),
+        tokio::spawn(jobs::outbox::run(app.clone())),
+    ];
     if let Some(path) = policy_file {
         jobs::policy_watch::start(app.clone(), path)?;
     }
-    let service = router(AppState(app)).merge(extra);
+    let service = router(AppState(app.clone())).merge(extra);
     tracing::info!("listening on {base}");
     on_listening(&base);
-    crate::listener::serve(listener, service, limits, shutdown_signal()).await;
+    let stopping = app.stopping.clone();
+    let signal = async move {
+        shutdown_signal().await;
+        // The jobs stop taking work while the open requests drain.
+        stopping.cancel();
+    };
+    crate::listener::serve(listener, service, limits, signal).await;
+    let jobs = async {
+        for worker in workers {
+            let _ = worker.await;
+        }
+    };
+    if tokio::time::timeout(WORKER_GRACE, jobs).await.is_err() {
+        tracing::warn!("background jobs still busy after the shutdown grace period; leaving them");
+    }
+    tracing::info!("stopped");
     Ok(())
 }
+
+/// How long the background jobs get, once open requests are done, to finish what they started.
+/// Open requests get up to 30 s first (see `listener`); the Kubernetes manifest's
+/// `terminationGracePeriodSeconds` covers both.
+const WORKER_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

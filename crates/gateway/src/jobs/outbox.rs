@@ -95,10 +95,12 @@ fn delay(schedule: &[u64], attempts_made: u32, event_id: &str) -> Option<Duratio
     ))
 }
 
-/// Runs forever: delivers due events, a batch at a time, waking early when a change writes one.
+/// Delivers due events, a batch at a time, waking early when a change writes one, until the app
+/// is stopping; attempts under way then finish (each is bounded by the webhook timeout) and are
+/// recorded, so none is left to its lease.
 pub async fn run(app: Arc<App>) {
     let mut client: Option<(Arc<Runtime>, OutboundClient)> = None;
-    loop {
+    while !app.stopping.is_cancelled() {
         let runtime = app.runtime();
         // One client per policy snapshot: the allowlist and timeout come from the policy.
         let outbound = match &client {
@@ -117,6 +119,7 @@ pub async fn run(app: Arc<App>) {
             tokio::select! {
                 _ = app.outbox_wake.notified() => {}
                 _ = tokio::time::sleep(IDLE) => {}
+                _ = app.stopping.cancelled() => {}
             }
         }
     }
@@ -137,6 +140,9 @@ async fn pass(app: &Arc<App>, runtime: &Arc<Runtime>, client: &OutboundClient) -
         + LEASE_MARGIN;
     let mut sends = JoinSet::new();
     for event in due {
+        if app.stopping.is_cancelled() {
+            break;
+        }
         let claimed_at = now();
         match app
             .store

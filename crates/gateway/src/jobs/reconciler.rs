@@ -35,13 +35,18 @@ const CONCURRENCY: usize = 8;
 /// clock was adjusted a little meanwhile.
 const GRACE: chrono::Duration = chrono::Duration::milliseconds(250);
 
-/// Runs forever: every `reconciler.every_seconds`, a round for each provider instance whose last
-/// round has finished.
+/// Every `reconciler.every_seconds`, a round for each provider instance whose last round has
+/// finished, until the app is stopping; the rounds then finish the reads under way (each bounded
+/// by the provider's timeout) and start no more. Rows they claimed but did not read come due
+/// again within a period, for any replica.
 pub async fn run(app: Arc<App>) {
     let mut rounds: HashMap<String, JoinHandle<()>> = HashMap::new();
     loop {
         let every = app.runtime().policy.reconciler.every_seconds;
-        tokio::time::sleep(Duration::from_secs(every)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(every)) => {}
+            _ = app.stopping.cancelled() => break,
+        }
         let runtime = app.runtime();
         let started = now();
         rounds.retain(|_, round| !round.is_finished());
@@ -52,6 +57,9 @@ pub async fn run(app: Arc<App>) {
                 rounds.insert(name.clone(), round);
             }
         }
+    }
+    for (_, round) in rounds {
+        let _ = round.await;
     }
 }
 
@@ -91,6 +99,9 @@ async fn round(app: Arc<App>, runtime: Arc<Runtime>, provider: String, started: 
         after = last.verification.id.clone();
         let mut reads = JoinSet::new();
         for stored in page {
+            if app.stopping.is_cancelled() {
+                break;
+            }
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
@@ -104,7 +115,7 @@ async fn round(app: Arc<App>, runtime: Arc<Runtime>, provider: String, started: 
             });
         }
         while reads.join_next().await.is_some() {}
-        if !full {
+        if !full || app.stopping.is_cancelled() {
             return;
         }
     }
