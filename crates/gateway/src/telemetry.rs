@@ -104,12 +104,15 @@ pub fn rate_limited(limit: &'static str) {
 /// Whether spans are exported (set once, at start).
 static TRACES_ON: AtomicBool = AtomicBool::new(false);
 
-/// What must outlive serving: the trace exporter, flushed when dropped.
-pub struct Telemetry(Option<SdkTracerProvider>);
+/// What must outlive serving: the trace exporter and the log writer, flushed when dropped.
+pub struct Telemetry {
+    traces: Option<SdkTracerProvider>,
+    _log_writer: tracing_appender::non_blocking::WorkerGuard,
+}
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
-        if let Some(provider) = self.0.take()
+        if let Some(provider) = self.traces.take()
             && let Err(error) = provider.shutdown()
         {
             tracing::warn!(%error, "traces: the last spans could not be sent");
@@ -127,19 +130,25 @@ pub fn init() -> Telemetry {
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let json = std::env::var("KYC_GATEWAY_LOG_FORMAT").as_deref() == Ok("json");
+    // Lines go to stderr from a thread of their own, so a request never waits on a write; a
+    // burst beyond the queue (128k lines) makes writers wait rather than lose lines.
+    let (stderr, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("kyc-gateway-log")
+        .finish(std::io::stderr());
     // A log that cannot be written (stderr closed) is dropped: reporting that would panic
     // (eprintln! on the same closed stderr) inside whatever request was logging.
     let text = (!json).then(|| {
         tracing_subscriber::fmt::layer()
             .with_ansi(colour)
             .log_internal_errors(false)
-            .with_writer(std::io::stderr)
+            .with_writer(stderr.clone())
     });
     let json = json.then(|| {
         tracing_subscriber::fmt::layer()
             .json()
             .log_internal_errors(false)
-            .with_writer(std::io::stderr)
+            .with_writer(stderr)
     });
     let (provider, failure) = match tracer_provider() {
         Ok(provider) => (provider, None),
@@ -163,7 +172,10 @@ pub fn init() -> Telemetry {
         tracing::error!("traces are off: {error}");
     }
     TRACES_ON.store(provider.is_some(), Ordering::Relaxed);
-    Telemetry(provider)
+    Telemetry {
+        traces: provider,
+        _log_writer: log_writer,
+    }
 }
 
 /// The OTLP exporter the `OTEL_*` variables describe; `None` when no endpoint is set.

@@ -235,6 +235,10 @@ impl SqlStore {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 4 } else { 16 })
+            // No ping before each use: a broken connection shows as the query's error (and sqlx
+            // still tests each one as it goes back to the pool). The ping was a third round trip
+            // on every read.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
