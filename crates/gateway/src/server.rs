@@ -202,14 +202,19 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
         .map_or("unmatched", |p| p.as_str());
     let span = tracing::info_span!(
         "request",
-        otel.name = %format_args!("{} {route}", request.method()),
-        otel.kind = "server",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
         request_id = %request_id(request),
         method = %request.method(),
         route = %route,
         tenant = tracing::field::Empty,
         trace_id = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::name_span(
+        &span,
+        format_args!("{} {route}", request.method()),
+        "server",
     );
     crate::telemetry::continue_trace(&span, request.headers());
     span

@@ -289,12 +289,13 @@ async fn call<T>(
     }
     let span = tracing::info_span!(
         "provider call",
-        otel.name = %format_args!("{name} {operation}"),
-        otel.kind = "client",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
         provider = %name,
         operation,
         outcome = tracing::field::Empty,
     );
+    crate::telemetry::name_span(&span, format_args!("{name} {operation}"), "client");
     let trace = crate::telemetry::trace_headers(&span);
     let started = std::time::Instant::now();
     let result = kyc_core::trace::with_context(trace, request)

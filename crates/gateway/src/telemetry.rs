@@ -202,6 +202,15 @@ fn tracer_provider() -> Result<Option<SdkTracerProvider>, String> {
     ))
 }
 
+/// Gives `span` its OpenTelemetry name and kind (`server`, `client`) while traces are on; the
+/// fields stay empty otherwise, so log lines do not repeat what they already say.
+pub fn name_span(span: &tracing::Span, name: std::fmt::Arguments<'_>, kind: &'static str) {
+    if TRACES_ON.load(Ordering::Relaxed) {
+        span.record("otel.name", tracing::field::display(name));
+        span.record("otel.kind", kind);
+    }
+}
+
 /// Continues the caller's trace (W3C `traceparent` and `tracestate` in `headers`) in `span`, a
 /// request's span, and notes the trace id on it for the logs. Nothing when traces are off.
 pub fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
