@@ -169,15 +169,19 @@ impl MakeRequestId for RequestUlid {
 /// letters, digits, `-` and `_`: it goes into every log line and the answer, so it must be short
 /// and inert. The request then gets a new one.
 async fn drop_unusable_request_id(mut request: Request, next: Next) -> Response {
-    let usable = request
-        .headers()
-        .get_all("x-request-id")
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect::<Vec<_>>();
-    let usable = matches!(usable[..], [id] if !id.is_empty()
-        && id.len() <= 64
-        && id.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'));
+    let mut ids = request.headers().get_all("x-request-id").iter();
+    let usable = match (ids.next(), ids.next()) {
+        (None, _) => true,
+        (Some(id), None) => {
+            let id = id.as_bytes();
+            !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        }
+        (Some(_), Some(_)) => false,
+    };
     if !usable {
         request.headers_mut().remove("x-request-id");
     }
