@@ -960,11 +960,11 @@ fn part_d(ctx: &mut Ctx) -> Result<(), Error> {
         Some((last - first) / 1024.0),
         "MB",
         format!(
-            "{} -> {} (max {}; {} at {}/s)",
+            "{} -> {} (max {}; {} requests, {}/s)",
             mb(first),
             mb(last),
             mb(max),
-            thousands(stats.count),
+            rate(stats.count as f64),
             rate(stats.rps)
         ),
     )
