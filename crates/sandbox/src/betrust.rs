@@ -97,7 +97,13 @@ struct Shared {
 struct State_ {
     /// Access token -> the instant it stops being accepted.
     tokens: HashMap<String, Instant>,
+    /// In creation order (a transaction's `id` is its position plus one).
     transactions: Vec<TransactionRecord>,
+    /// `uuid` -> index in `transactions`, so a look-up costs the same after a million creates.
+    by_uuid: HashMap<String, usize>,
+    /// `transaction_id` -> index of the first transaction holding it (a duplicate is refused, so
+    /// there is only ever one).
+    by_transaction_id: HashMap<String, usize>,
 }
 
 struct TransactionRecord {
@@ -106,23 +112,50 @@ struct TransactionRecord {
     names: Option<(String, String)>,
 }
 
-impl TransactionRecord {
-    fn has_id(&self, uuid_or_transaction_id: &str) -> bool {
-        ["uuid", "transaction_id"]
-            .iter()
-            .any(|key| self.data.get(*key).and_then(Value::as_str) == Some(uuid_or_transaction_id))
-    }
-}
-
 impl State_ {
+    /// The index of the transaction `id` names: the uuid wins over a transaction_id that
+    /// happens to look the same.
+    fn find_index(&self, id: &str) -> Option<usize> {
+        self.by_uuid
+            .get(id)
+            .or_else(|| self.by_transaction_id.get(id))
+            .copied()
+    }
+
     fn find_mut(&mut self, id: &str) -> Option<&mut TransactionRecord> {
-        // The uuid wins over a transaction_id that happens to look the same.
-        let by_uuid = self
-            .transactions
-            .iter()
-            .position(|t| t.data.get("uuid").and_then(Value::as_str) == Some(id));
-        let index = by_uuid.or_else(|| self.transactions.iter().position(|t| t.has_id(id)))?;
+        let index = self.find_index(id)?;
         self.transactions.get_mut(index)
+    }
+
+    /// The first transaction, in creation order, whose uuid or transaction_id is `id`.
+    fn first_with_id(&self, id: &str) -> Option<&TransactionRecord> {
+        let index = match (self.by_uuid.get(id), self.by_transaction_id.get(id)) {
+            (Some(a), Some(b)) => *a.min(b),
+            (Some(a), None) | (None, Some(a)) => *a,
+            (None, None) => return None,
+        };
+        self.transactions.get(index)
+    }
+
+    /// Stores a new transaction and indexes it.
+    fn push(&mut self, record: TransactionRecord) {
+        let index = self.transactions.len();
+        let text = |key: &str| {
+            record
+                .data
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        if let Some(uuid) = text("uuid") {
+            self.by_uuid.entry(uuid).or_insert(index);
+        }
+        if let Some(transaction_id) = text("transaction_id") {
+            self.by_transaction_id
+                .entry(transaction_id)
+                .or_insert(index);
+        }
+        self.transactions.push(record);
     }
 }
 
@@ -561,11 +594,11 @@ async fn create_transaction(
     };
     let mut state = lock(&shared.state);
     let transaction_id = request.get("transaction_id").and_then(Value::as_str);
-    let duplicated = state.transactions.iter().any(|t| {
-        t.data.get("transaction_id").and_then(Value::as_str) == transaction_id
-            && t.data.get("company_id") == request.get("company_id")
-    });
-    if transaction_id.is_some() && duplicated {
+    let duplicated = transaction_id
+        .and_then(|id| state.by_transaction_id.get(id))
+        .and_then(|index| state.transactions.get(*index))
+        .is_some_and(|t| t.data.get("company_id") == request.get("company_id"));
+    if duplicated {
         return wrapped(
             StatusCode::CONFLICT,
             "Transaction",
@@ -580,9 +613,7 @@ async fn create_transaction(
     };
     tracing::info!(provider = "betrust", transaction = %data["uuid"].as_str().unwrap_or_default(), "sandbox: transaction created");
     let answer = Value::Object(data.clone());
-    state
-        .transactions
-        .push(TransactionRecord { data, names: None });
+    state.push(TransactionRecord { data, names: None });
     wrapped(StatusCode::OK, "Transaction", answer, "Created")
 }
 
@@ -647,7 +678,7 @@ async fn credential_information(
 /// `GET /validate/{uuid}`: the page behind `validator_url`.
 async fn validate_page(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let state = lock(&shared.state);
-    let Some(record) = state.transactions.iter().find(|t| t.has_id(&id)) else {
+    let Some(record) = state.first_with_id(&id) else {
         return (
             StatusCode::NOT_FOUND,
             Html(pages::message_page(
