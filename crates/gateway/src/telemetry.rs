@@ -11,8 +11,8 @@
 //! `OTEL_BSP_*`); off otherwise. A request is a server span (`GET /v1/verifications/{id}`: the route
 //! template, never the path) that continues the caller's W3C `traceparent`; each provider call in
 //! it is a client span with the instance, the operation and the outcome, and the provider gets
-//! the trace in its own `traceparent`. Span attributes are the fields of our spans and log lines,
-//! which never hold personal data or secrets.
+//! the trace in its own `traceparent`. Span attributes are the fields of our spans (log lines are
+//! not copied into spans), which never hold personal data or secrets.
 //!
 //! **Metrics**, in Prometheus text at `GET /metrics` (the `metrics` facade and its Prometheus
 //! exporter). Every label has a bounded set of values: tenant and provider instance names from the
@@ -42,6 +42,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -157,10 +158,12 @@ pub fn init() -> Telemetry {
     let traces = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("kyc-gateway"))
-            // Neither busy/idle times nor source locations: they cost every request more than
-            // they tell (the bench `request_overhead` measures the exporter's cost).
+            // Neither busy/idle times, source locations nor log lines as span events: they cost
+            // every request more than they tell (the log has the lines, with the trace id; the
+            // bench `request_overhead` measures the exporter's cost).
             .with_tracked_inactivity(false)
             .with_location(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.is_span()))
     });
     tracing_subscriber::registry()
         .with(filter)
