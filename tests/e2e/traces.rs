@@ -49,6 +49,24 @@ impl Receiver {
             .collect()
     }
 
+    /// Waits (up to 20 s: a batch goes out within its schedule delay, on a slow machine later)
+    /// until `find` finds what it looks for among the spans received.
+    async fn wait_for<T>(&self, what: &str, find: impl Fn(&[Span]) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let spans = self.spans();
+            if let Some(found) = find(&spans) {
+                return found;
+            }
+            let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+            assert!(
+                Instant::now() < deadline,
+                "{what} never arrived; got {names:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Every attribute received so far: the resources', the spans' and their events'.
     fn attributes(&self) -> Vec<KeyValue> {
         let exports = self.exports.lock().unwrap();
@@ -66,6 +84,23 @@ impl Receiver {
         }
         all
     }
+}
+
+/// A gateway exporting its spans to `receiver` (batches every 100 ms), with `env` besides.
+async fn traced_world(receiver: &Receiver, env: &[(&str, &str)]) -> World {
+    let mut vars = vec![
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+            receiver.url.clone(),
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "100".to_string()),
+    ];
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    World::start_with(Options {
+        env: vars,
+        ..Default::default()
+    })
+    .await
 }
 
 fn text(value: &Option<AnyValue>) -> String {
@@ -87,14 +122,7 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
 #[tokio::test]
 async fn a_create_is_traced_from_the_callers_traceparent_to_the_provider_without_personal_data() {
     let receiver = Receiver::start().await;
-    let w = World::start_with(Options {
-        env: vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), receiver.url.clone()),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
-        ],
-        ..Default::default()
-    })
-    .await;
+    let w = traced_world(&receiver, &[]).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
     let body = person("trace-1", "sub-trace-1", "CL");
@@ -109,35 +137,23 @@ async fn a_create_is_traced_from_the_callers_traceparent_to_the_provider_without
         .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
 
-    // The batch goes out within the schedule delay; allow for a slow machine.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (server, client) = loop {
-        let spans = receiver.spans();
-        let ours = |s: &&Span| hex(&s.trace_id) == trace_id;
-        let server = spans
-            .iter()
-            .filter(ours)
-            .find(|s| s.name == "POST /v1/verifications")
-            .cloned();
-        let client = spans
-            .iter()
-            .filter(ours)
-            .find(|s| attribute(s, "operation").as_deref() == Some("create"))
-            .cloned();
-        if let (Some(server), Some(client)) = (server, client) {
-            break (server, client);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the create's spans never arrived; got {:?}\n{}",
-            spans.iter().map(|s| &s.name).collect::<Vec<_>>(),
-            w.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (server, client) = receiver
+        .wait_for("the create's spans", |spans| {
+            let ours = |s: &&Span| hex::encode(&s.trace_id) == trace_id;
+            let server = spans
+                .iter()
+                .filter(ours)
+                .find(|s| s.name == "POST /v1/verifications")?;
+            let client = spans
+                .iter()
+                .filter(ours)
+                .find(|s| attribute(s, "operation").as_deref() == Some("create"))?;
+            Some((server.clone(), client.clone()))
+        })
+        .await;
 
     // The request span continues the caller's trace, as a server span.
-    assert_eq!(hex(&server.parent_span_id), caller_span);
+    assert_eq!(hex::encode(&server.parent_span_id), caller_span);
     assert_eq!(server.kind, 2, "SPAN_KIND_SERVER");
     assert_eq!(
         attribute(&server, "http.response.status_code").as_deref(),
@@ -170,17 +186,18 @@ async fn a_create_is_traced_from_the_callers_traceparent_to_the_provider_without
         .traceparents("POST /transaction-engine/v1/transactions");
     assert_eq!(
         sent,
-        vec![format!("00-{trace_id}-{}-01", hex(&client.span_id))]
+        vec![format!("00-{trace_id}-{}-01", hex::encode(&client.span_id))]
     );
 
     // gu1 gets it too, on every request of its create (lookup, entity, validation).
     let ar_trace = "0af7651916cd43dd8448eb211c80319c";
+    let ar_body = person("trace-2", "sub-trace-2", "AR");
     let created = w
         .http
         .post(format!("{}/v1/verifications", w.base))
         .bearer_auth(ALPHA_KEY)
         .header("traceparent", format!("00-{ar_trace}-b7ad6b7169203331-01"))
-        .json(&person("trace-2", "sub-trace-2", "AR"))
+        .json(&ar_body)
         .send()
         .await
         .unwrap();
@@ -192,18 +209,14 @@ async fn a_create_is_traced_from_the_callers_traceparent_to_the_provider_without
             .all(|t| t.starts_with(&format!("00-{ar_trace}-"))),
         "{sent:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !receiver
-        .spans()
-        .iter()
-        .any(|s| hex(&s.trace_id) == ar_trace && s.name == "POST /v1/verifications")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the second create's spans never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    receiver
+        .wait_for("the second create's spans", |spans| {
+            spans
+                .iter()
+                .any(|s| hex::encode(&s.trace_id) == ar_trace && s.name == "POST /v1/verifications")
+                .then_some(())
+        })
+        .await;
 
     // The service is named, and no attribute anywhere holds personal data or a secret.
     let attributes = receiver.attributes();
@@ -215,6 +228,8 @@ async fn a_create_is_traced_from_the_callers_traceparent_to_the_provider_without
     let subject = &body["subject"];
     let personal = [
         subject["national_id"].as_str().unwrap(),
+        // gu1 looks the person up by national id: its spans must not carry it either.
+        ar_body["subject"]["national_id"].as_str().unwrap(),
         subject["first_name"].as_str().unwrap(),
         subject["last_name"].as_str().unwrap(),
         subject["date_of_birth"].as_str().unwrap(),
@@ -243,14 +258,7 @@ async fn a_create_is_traced_from_the_callers_traceparent_to_the_provider_without
 #[tokio::test]
 async fn json_logs_carry_the_request_id_and_the_trace_id() {
     let receiver = Receiver::start().await;
-    let w = World::start_with(Options {
-        env: vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), receiver.url.clone()),
-            ("KYC_GATEWAY_LOG_FORMAT".into(), "json".into()),
-        ],
-        ..Default::default()
-    })
-    .await;
+    let w = traced_world(&receiver, &[("KYC_GATEWAY_LOG_FORMAT", "json")]).await;
     let trace_id = "5bf92f3577b34da6a3ce929d0e0e4737";
     let answer = w
         .http
@@ -273,8 +281,4 @@ async fn json_logs_carry_the_request_id_and_the_trace_id() {
     assert_eq!(served.len(), 1, "{log}");
     assert_eq!(served[0]["span"]["trace_id"], trace_id);
     assert_eq!(served[0]["fields"]["status"], 404);
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
