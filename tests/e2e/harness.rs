@@ -312,11 +312,7 @@ impl World {
     /// the process to exit; answers its exit status and how long it took.
     pub async fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
         let asked = std::time::Instant::now();
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.signal("-TERM");
         loop {
             if let Some(exit) = self.child.try_wait().unwrap() {
                 return (exit, asked.elapsed());
@@ -374,8 +370,13 @@ impl World {
 
     /// Sends SIGHUP to the gateway process.
     pub fn hangup(&self) {
+        self.signal("-HUP");
+    }
+
+    /// Sends the gateway process a signal (`-HUP`, `-TERM`).
+    fn signal(&self, which: &str) {
         let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
+            .args([which, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
