@@ -140,3 +140,56 @@ async fn request_ids_are_kept_when_usable_and_answers_are_compressed_when_asked(
         .unwrap();
     assert_eq!(unzipped, plain);
 }
+
+/// The access log: a read that succeeded logs at DEBUG, so a busy gateway's log is not mostly
+/// reads; a refused read and any write log at INFO (the default level). `KYC_GATEWAY_LOG=debug`
+/// shows them all.
+#[tokio::test]
+async fn successful_reads_log_at_debug_and_every_other_answer_at_info() {
+    use crate::harness::{ALPHA_KEY, Options, World};
+    for (filter, reads_shown) in [("info", false), ("debug", true)] {
+        let mut env = vec![("KYC_GATEWAY_LOG_FORMAT".to_string(), "json".to_string())];
+        env.push(("KYC_GATEWAY_LOG".to_string(), filter.to_string()));
+        let w = World::start_with(Options {
+            env,
+            ..Default::default()
+        })
+        .await;
+        let send = |method: reqwest::Method, path: &str, id: &str| {
+            w.http
+                .request(method, format!("{}{path}", w.base))
+                .bearer_auth(ALPHA_KEY)
+                .header("x-request-id", id)
+                .json(&crate::harness::person(id, id, "CL"))
+                .send()
+        };
+        let read = send(reqwest::Method::GET, "/v1/policy", "read-ok")
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 200);
+        let missing = send(reqwest::Method::GET, "/v1/verifications/ver_x", "read-404")
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404);
+        let created = send(reqwest::Method::POST, "/v1/verifications", "write-201")
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let log = w.log();
+        let served = |id: &str| {
+            log.lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter(|line| line["fields"]["message"] == "request served")
+                .filter(|line| line["span"]["request_id"] == id)
+                .count()
+        };
+        assert_eq!(
+            served("read-ok"),
+            usize::from(reads_shown),
+            "{filter}: {log}"
+        );
+        assert_eq!(served("read-404"), 1, "{filter}: {log}");
+        assert_eq!(served("write-201"), 1, "{filter}: {log}");
+    }
+}
