@@ -85,6 +85,10 @@ pub struct Store {
 impl Store {
     /// A new SQLite file in `dir`, with the gateway's schema.
     pub async fn sqlite(dir: &Path, name: &str) -> Result<Store, Error> {
+        // Not beside the policy files: the gateway watches their directory, and every write to
+        // the database would wake the watcher.
+        let dir = dir.join("stores");
+        std::fs::create_dir_all(&dir)?;
         let url = format!("sqlite://{}", dir.join(format!("{name}.db")).display());
         Store::migrated(url, false).await
     }

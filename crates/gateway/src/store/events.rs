@@ -275,7 +275,7 @@ impl EventStore for SqlStore {
         .bind(ts(until))
         .bind(id)
         .bind(ts(now))
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -284,7 +284,7 @@ impl EventStore for SqlStore {
         sqlx::query("UPDATE events SET claimed_until = NULL, next_attempt_at = $1 WHERE id = $2")
             .bind(ts(retry_at))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await?;
         Ok(())
     }
@@ -295,7 +295,7 @@ impl EventStore for SqlStore {
         attempt: &Attempt,
         outcome: AttemptOutcome,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writes.begin().await?;
         let (state, next) = match outcome {
             AttemptOutcome::Delivered => (EventState::Delivered, None),
             AttemptOutcome::RetryAt(at) => (EventState::Pending, Some(ts(at))),
@@ -339,7 +339,7 @@ impl EventStore for SqlStore {
         .bind(tenant)
         .bind(url)
         .bind(ts(at))
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(())
     }
@@ -387,7 +387,7 @@ impl EventStore for SqlStore {
         .bind(ts(now))
         .bind(tenant)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(done.rows_affected() == 1)
     }
