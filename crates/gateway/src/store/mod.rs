@@ -1,12 +1,14 @@
 //! Where verifications live: a small trait and one SQL implementation over sqlx's `Any` driver, so
 //! the same queries run on an embedded SQLite file (the default) and on PostgreSQL (several
-//! replicas).
+//! replicas). On SQLite, reads by key are made on the calling thread ([`inline`]) and writes take
+//! turns on one connection.
 //!
 //! The store only queries; the rules are the service's. A change is written compare-and-set on the
 //! status the service read, together with its history row and its outbox event in one
 //! transaction, so a change is never recorded without its event nor the other way round.
 
 mod events;
+mod inline;
 #[cfg(test)]
 mod plans;
 
@@ -28,6 +30,12 @@ pub enum StoreError {
     /// The database answered with an error or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// SQLite answered a read made on the calling thread with an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A write's task ended before its answer (the runtime is shutting down).
+    #[error("the write was interrupted")]
+    Interrupted,
     /// Migrations failed at start.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -219,6 +227,8 @@ pub struct SqlStore {
     /// than in SQLite's busy handler, which sleeps (up to 100 ms a turn) and made a create at 16
     /// concurrent callers wait 25 ms at the median. On PostgreSQL the same pool as reads.
     writes: AnyPool,
+    /// On a SQLite file, reads by key made on the calling thread.
+    inline: Option<inline::InlineReads>,
     /// PostgreSQL rather than SQLite: row locks can be skipped.
     postgres: bool,
 }
@@ -306,9 +316,22 @@ impl SqlStore {
         ])
         .run(&writes)
         .await?;
+        let inline = if sqlite {
+            let options: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
+            let path = options.get_filename();
+            let in_memory = path.as_os_str().is_empty() || path.as_os_str() == ":memory:";
+            // As many as the runtime has threads to read on.
+            let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
+            (!in_memory)
+                .then(|| inline::InlineReads::open(path, threads))
+                .transpose()?
+        } else {
+            None
+        };
         Ok(SqlStore {
             pool,
             writes,
+            inline,
             postgres: !sqlite,
         })
     }
@@ -319,6 +342,13 @@ impl SqlStore {
         binds: &[&str],
     ) -> Result<Option<StoredVerification>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM verifications WHERE {condition}");
+        if let Some(read) = self.inline.as_ref().and_then(|inline| {
+            inline.first_row(&sql, binds, |row| {
+                stored_from(|i| Ok(row.get::<_, Option<String>>(i)?))
+            })
+        }) {
+            return read;
+        }
         bound(sql, binds.iter().map(|b| b.to_string()).collect())
             .fetch_optional(&self.pool)
             .await?
@@ -370,32 +400,41 @@ fn from_json<T: serde::de::DeserializeOwned>(
 }
 
 fn row_to_stored(row: &AnyRow) -> Result<StoredVerification, StoreError> {
-    let status: String = row.try_get("status")?;
+    stored_from(|i| Ok(row.try_get::<Option<String>, _>(i)?))
+}
+
+/// A verification from its row: `text(i)` is column `i` of [`COLUMNS`] (all of them are text).
+fn stored_from(
+    text: impl Fn(usize) -> Result<Option<String>, StoreError>,
+) -> Result<StoredVerification, StoreError> {
+    let corrupt = |column| StoreError::Corrupt {
+        table: "verifications",
+        column,
+    };
+    let required = |i, column| text(i)?.ok_or(corrupt(column));
+    let status = required(6, "status")?;
     let verification = Verification {
-        id: row.try_get("id")?,
-        reference: row.try_get("reference")?,
-        subject_id: row.try_get("subject_id")?,
-        provider: row.try_get("provider")?,
-        provider_reference: row.try_get("provider_reference")?,
-        status: Status::parse(&status).ok_or(StoreError::Corrupt {
-            table: "verifications",
-            column: "status",
-        })?,
-        reason: from_json(row.try_get("reason")?, "reason")?,
-        verification_url: row.try_get("verification_url")?,
-        expires_at: parse_ts(row.try_get("expires_at")?, "expires_at")?,
-        decision: from_json(row.try_get("decision")?, "decision")?,
-        metadata: from_json(row.try_get("metadata")?, "metadata")?,
-        routing: from_json(row.try_get("routing")?, "routing")?,
-        created_at: parse_ts(Some(row.try_get("created_at")?), "created_at")?
+        id: required(0, "id")?,
+        reference: required(2, "reference")?,
+        subject_id: required(3, "subject_id")?,
+        provider: required(4, "provider")?,
+        provider_reference: required(5, "provider_reference")?,
+        status: Status::parse(&status).ok_or(corrupt("status"))?,
+        reason: from_json(text(7)?, "reason")?,
+        verification_url: text(8)?,
+        expires_at: parse_ts(text(9)?, "expires_at")?,
+        decision: from_json(text(10)?, "decision")?,
+        metadata: from_json(text(11)?, "metadata")?,
+        routing: from_json(text(16)?, "routing")?,
+        created_at: parse_ts(Some(required(13, "created_at")?), "created_at")?
             .expect("some in, some out"),
-        updated_at: parse_ts(Some(row.try_get("updated_at")?), "updated_at")?
+        updated_at: parse_ts(Some(required(14, "updated_at")?), "updated_at")?
             .expect("some in, some out"),
-        completed_at: parse_ts(row.try_get("completed_at")?, "completed_at")?,
+        completed_at: parse_ts(text(15)?, "completed_at")?,
     };
     Ok(StoredVerification {
-        tenant: row.try_get("tenant")?,
-        request_hash: row.try_get("request_hash")?,
+        tenant: required(1, "tenant")?,
+        request_hash: required(12, "request_hash")?,
         verification,
     })
 }
@@ -496,6 +535,31 @@ fn claim_unfinished_sql(postgres: bool, limit: u32) -> String {
 const HISTORY: &str = "SELECT from_status, to_status, source, actor, at FROM status_changes \
      WHERE tenant = $1 AND verification_id = $2 ORDER BY id";
 
+/// A new verification ($1 to $17, the [`COLUMNS`]) and its first history row ($18 to $25: id,
+/// tenant, verification id, from, to, source, actor, at), both or neither, in one round trip:
+/// on PostgreSQL one statement, on SQLite one batch that the connection's worker runs at once
+/// (a transaction statement by statement was five hand-offs to that thread, with the one
+/// writer connection held throughout).
+fn insert_sql(postgres: bool) -> String {
+    let verification = format!(
+        "INSERT INTO verifications ({COLUMNS}) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+    );
+    let change = "INSERT INTO status_changes (id, tenant, verification_id, from_status, \
+         to_status, source, actor, at)";
+    if postgres {
+        format!(
+            "WITH created AS ({verification} RETURNING id) \
+             {change} SELECT $18, $19, $20, $21, $22, $23, $24, $25 FROM created"
+        )
+    } else {
+        format!(
+            "BEGIN IMMEDIATE; {verification}; \
+             {change} VALUES ($18, $19, $20, $21, $22, $23, $24, $25); COMMIT"
+        )
+    }
+}
+
 /// Writes one history row inside a transaction. Its id is a ULID, so history reads in time order.
 async fn insert_change(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -530,39 +594,57 @@ impl Store for SqlStore {
         created: &NewChange,
     ) -> Result<Inserted, StoreError> {
         let v = &row.verification;
-        let sql = format!(
-            "INSERT INTO verifications ({COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-        );
-        let mut tx = self.writes.begin().await?;
-        let result = sqlx::query(AssertSqlSafe(sql))
-            .bind(&v.id)
-            .bind(&row.tenant)
-            .bind(&v.reference)
-            .bind(&v.subject_id)
-            .bind(&v.provider)
-            .bind(&v.provider_reference)
+        let c = &created.change;
+        let query = sqlx::query(AssertSqlSafe(insert_sql(self.postgres)))
+            .bind(v.id.clone())
+            .bind(row.tenant.clone())
+            .bind(v.reference.clone())
+            .bind(v.subject_id.clone())
+            .bind(v.provider.clone())
+            .bind(v.provider_reference.clone())
             .bind(v.status.as_str())
             .bind(to_json(&v.reason))
-            .bind(&v.verification_url)
+            .bind(v.verification_url.clone())
             .bind(v.expires_at.map(ts))
             .bind(to_json(&v.decision))
             .bind(to_json(&v.metadata))
-            .bind(&row.request_hash)
+            .bind(row.request_hash.clone())
             .bind(ts(v.created_at))
             .bind(ts(v.updated_at))
             .bind(v.completed_at.map(ts))
             .bind(to_json(&v.routing))
-            .execute(&mut *tx)
-            .await;
-        match result {
-            Ok(_) => {
-                insert_change(&mut tx, created).await?;
-                tx.commit().await?;
-                Ok(Inserted::Created)
+            .bind(format!("chg_{}", ulid::Ulid::generate()))
+            .bind(created.tenant.clone())
+            .bind(created.verification_id.clone())
+            .bind(c.from.map(Status::as_str))
+            .bind(c.to.as_str())
+            .bind(c.source.as_str())
+            .bind(c.actor.clone())
+            .bind(ts(c.at));
+        let writes = self.writes.clone();
+        let sqlite = !self.postgres;
+        // A task of its own, so that a request given up half way (a timeout, a caller gone)
+        // cannot leave a SQLite batch stopped inside its transaction.
+        let result = tokio::spawn(async move {
+            let mut connection = writes.acquire().await?;
+            let result = query.execute(&mut *connection).await;
+            if result.is_err() && sqlite {
+                // The batch stopped at the failing statement, inside its transaction.
+                if sqlx::query("ROLLBACK")
+                    .execute(&mut *connection)
+                    .await
+                    .is_err()
+                {
+                    connection.close_on_drop();
+                }
             }
+            result
+        })
+        .await
+        .map_err(|_| StoreError::Interrupted)?;
+        match result {
+            Ok(_) => Ok(Inserted::Created),
             Err(e) if is_unique_violation(&e) => {
-                tx.rollback().await?;
                 match self.find_by_reference(&row.tenant, &v.reference).await? {
                     Some(existing) => Ok(Inserted::Exists(Box::new(existing))),
                     None => Err(e.into()),
@@ -737,15 +819,21 @@ impl Store for SqlStore {
         provider: &str,
         subject_id: &str,
     ) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query(
-            "SELECT subject_ref FROM subject_refs \
-             WHERE tenant = $1 AND provider = $2 AND subject_id = $3",
-        )
-        .bind(tenant)
-        .bind(provider)
-        .bind(subject_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        const SUBJECT_REF: &str = "SELECT subject_ref FROM subject_refs \
+             WHERE tenant = $1 AND provider = $2 AND subject_id = $3";
+        if let Some(read) = self.inline.as_ref().and_then(|inline| {
+            inline.first_row(SUBJECT_REF, &[tenant, provider, subject_id], |row| {
+                Ok(row.get(0)?)
+            })
+        }) {
+            return read;
+        }
+        let row = sqlx::query(SUBJECT_REF)
+            .bind(tenant)
+            .bind(provider)
+            .bind(subject_id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(|r| r.try_get("subject_ref")).transpose()?)
     }
 
