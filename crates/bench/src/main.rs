@@ -6,7 +6,7 @@
 //! Flags: `--full` (1M rows for part e, a 10-minute soak for part d; the default "quick" set
 //! stops at 100k rows and a 60 s soak), `--only a,c` (parts to run), `--json PATH` (default
 //! `target/bench/latest.json`), `--postgres URL` (an admin URL, default
-//! `postgres://postgres@127.0.0.1:5432/postgres`; `none` skips PostgreSQL), `--gateway PATH` (use
+//! `postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable`; `none` skips PostgreSQL), `--gateway PATH` (use
 //! this gateway binary instead of building one).
 //!
 //! # What runs where
@@ -105,8 +105,12 @@ struct Args {
     #[arg(long, default_value = "target/bench/latest.json")]
     json: PathBuf,
     /// A PostgreSQL admin URL; the harness creates `kyc_bench_<pid>` there and drops it at the
-    /// end. `none` skips the PostgreSQL figures.
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    /// end. `none` skips the PostgreSQL figures. The default has no TLS, as the README advises
+    /// next to the database (on loopback TLS only adds cost).
+    #[arg(
+        long,
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+    )]
     postgres: String,
     /// A gateway binary to run instead of building the release one.
     #[arg(long)]
