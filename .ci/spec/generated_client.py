@@ -10,6 +10,7 @@ import httpx
 from kyc_gateway_client import AuthenticatedClient
 from kyc_gateway_client.api.events import list_events, redeliver_event
 from kyc_gateway_client.api.operations import healthz, readyz
+from kyc_gateway_client.api.stats import get_stats
 from kyc_gateway_client.api.subjects import subject_kyc
 from kyc_gateway_client.api.verifications import (
     cancel_verification,
@@ -27,6 +28,7 @@ from kyc_gateway_client.models import (
     Identity,
     ManualOutcome,
     Problem,
+    Stats,
     Status,
     Verification,
 )
@@ -92,6 +94,10 @@ events = list_events.sync_detailed(client=client, verification_id=created.id)
 assert events.status_code == 200, events.content
 expect(Problem, 400, list_events.sync_detailed(client=client, cursor="nope"))
 expect(Problem, 404, redeliver_event.sync_detailed("evt_01JD5Z8K3W6Q2B7N4R9T0V1X2Y", client=client))
+
+stats = expect(Stats, 200, get_stats.sync_detailed(client=client, group_by="provider,country"))
+assert sum(g.started for g in stats.groups) >= 3 and all(g.provider and g.country for g in stats.groups), stats
+expect(Problem, 400, get_stats.sync_detailed(client=client, group_by="subject"))
 
 assert healthz.sync_detailed(client=client).status_code == 200
 assert readyz.sync_detailed(client=client).status_code == 200

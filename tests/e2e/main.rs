@@ -16,6 +16,7 @@ mod reload;
 mod replicas;
 mod routing;
 mod shutdown;
+mod stats;
 mod swagger_ui;
 mod traces;
 

@@ -76,6 +76,7 @@ async fn setup(db: &str) -> (Arc<App>, axum::Router, Vec<String>) {
         let row = StoredVerification {
             tenant: tenant.into(),
             request_hash: "h".into(),
+            country: None,
             verification: Verification {
                 id: id.clone(),
                 reference: format!("ref-{tenant}"),

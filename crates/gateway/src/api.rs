@@ -4,7 +4,7 @@
 use crate::app::AppState;
 use crate::error::{ApiError, AuthProblems, Problem};
 use crate::extract::{Tenant, ValidJson, ValidPath, ValidQuery, split_page};
-use crate::input::{CreateVerification, ListParams, ManualDecision};
+use crate::input::{CreateVerification, ListParams, ManualDecision, StatsParams};
 use crate::service::{self, Created};
 use axum::Json;
 use axum::extract::State;
@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(verification_history))
         .routes(routes!(decide_verification))
         .routes(routes!(subject_kyc))
+        .routes(routes!(get_stats))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
 }
@@ -283,6 +284,36 @@ async fn verification_history(
 ) -> Result<Json<Vec<StatusChange>>, ApiError> {
     service::load(&state, &tenant.name, &id).await?;
     Ok(Json(state.store.history(&tenant.name, &id).await?))
+}
+
+/// How each provider instance (or country) did with the verifications started in a period.
+///
+/// Each verification counts on the UTC day it was created, by the status it has reached since;
+/// `from` and `to` are widened to whole UTC days. Read from daily counts kept with each change,
+/// so every replica answers the same.
+#[utoipa::path(
+    get,
+    path = "/v1/stats",
+    tag = "stats",
+    params(StatsParams),
+    responses(
+        (status = 200, description = "The figures per group", body = crate::stats::Stats),
+        (status = 400, description = "A parameter is invalid, or the query string cannot be read (e.g. a repeated parameter); `field` names the parameter", body = Problem, content_type = "application/problem+json"),
+        AuthProblems,
+    ),
+    security(("api_key" = []))
+)]
+async fn get_stats(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    ValidQuery(params): ValidQuery<StatsParams>,
+) -> Result<Json<crate::stats::Stats>, ApiError> {
+    let period = params
+        .check(chrono::Utc::now())
+        .map_err(ApiError::in_query)?;
+    Ok(Json(
+        crate::stats::for_period(&state, &tenant.name, &period).await?,
+    ))
 }
 
 /// The subject's standing: verified or not, and its latest verification.

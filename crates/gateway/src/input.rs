@@ -8,7 +8,7 @@
 
 use crate::error::ApiError;
 use crate::policy::is_country_code;
-use crate::store::{EventFilter, EventState, ListFilter};
+use crate::store::{EventFilter, EventState, ListFilter, StatsGroup};
 use kyc_core::{Checks, ManualOutcome, Personal, Status, Subject};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -412,6 +412,61 @@ impl ListParams {
             before_id: self.cursor,
             limit,
         })
+    }
+}
+
+/// The period and grouping of `GET /v1/stats`, as sent.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsParams {
+    /// Start (RFC 3339): counts from its UTC day on; default 30 days before `to`.
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-01T00:00:00Z")]
+    pub from: Option<String>,
+    /// End (RFC 3339): counts up to its UTC day, included; default now.
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-30T00:00:00Z")]
+    pub to: Option<String>,
+    /// `provider` (default), `country` or `provider,country`.
+    #[param(value_type = Option<String>, pattern = "^(provider|country|provider,country)$")]
+    pub group_by: Option<String>,
+}
+
+/// The first day RFC 3339 can write.
+const YEAR_ZERO: chrono::NaiveDate = chrono::NaiveDate::from_ymd_opt(0, 1, 1).expect("a date");
+
+/// The checked period (whole UTC days, both included) and grouping of a stats request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsPeriod {
+    /// The first day.
+    pub from: chrono::NaiveDate,
+    /// The last day; before `from` when the request's `from` is after its `to` (no day at all).
+    pub to: chrono::NaiveDate,
+    /// What the counts are summed per.
+    pub by: StatsGroup,
+}
+
+impl StatsParams {
+    /// Checks every parameter.
+    pub fn check(self, now: chrono::DateTime<chrono::Utc>) -> Result<StatsPeriod, ApiError> {
+        let by = match self.group_by.as_deref() {
+            None | Some("provider") => StatsGroup::Provider,
+            Some("country") => StatsGroup::Country,
+            Some("provider,country") => StatsGroup::ProviderCountry,
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "group_by",
+                    "must be provider, country or provider,country",
+                ));
+            }
+        };
+        let to = instant("to", self.to.as_deref())?
+            .unwrap_or(now)
+            .date_naive();
+        let from = match instant("from", self.from.as_deref())? {
+            Some(from) => from.date_naive(),
+            // Never before year 0, which RFC 3339 cannot write.
+            None => (to - chrono::Duration::days(30)).max(YEAR_ZERO),
+        };
+        Ok(StatsPeriod { from, to, by })
     }
 }
 

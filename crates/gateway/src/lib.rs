@@ -31,6 +31,7 @@ pub mod routing;
 pub mod sandbox;
 pub mod server;
 pub mod service;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod tenant_policy;

@@ -29,6 +29,7 @@ a stable `code`.",
         (name = "subjects", description = "A subject's KYC standing"),
         (name = "events", description = "Outgoing events to the tenant's webhook_url, and their delivery"),
         (name = "policy", description = "The calling tenant's policy in force"),
+        (name = "stats", description = "How providers compare on the tenant's verifications"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

@@ -186,6 +186,7 @@ pub async fn create(
         let row = StoredVerification {
             tenant: tenant.to_string(),
             request_hash: hash.clone(),
+            country: Some(body.subject.country.clone()),
             verification,
         };
         return match app.store.insert(&row, &created).await? {

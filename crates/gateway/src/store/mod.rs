@@ -56,6 +56,8 @@ pub struct StoredVerification {
     pub tenant: String,
     /// SHA-256 of the canonical create request: same reference with another body is a conflict.
     pub request_hash: String,
+    /// The subject's country, for the figures by country (none on rows older than the column).
+    pub country: Option<String>,
     /// What callers see.
     pub verification: Verification,
 }
@@ -215,8 +217,51 @@ pub trait Store: EventStore + Send + Sync {
     /// How many of a provider instance's verifications are not final (the reconciler's backlog;
     /// a reload may not remove an instance that still has some).
     async fn unfinished_count(&self, provider: &str) -> Result<u64, StoreError>;
+    /// A tenant's counts of verifications created on the UTC days `from` to `to` (`YYYY-MM-DD`,
+    /// both included), summed per provider, country, or both.
+    async fn stats(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+        by: StatsGroup,
+    ) -> Result<Vec<StatsRow>, StoreError>;
     /// Checks that the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// What stats are summed per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsGroup {
+    /// Provider instance.
+    Provider,
+    /// Subject country.
+    Country,
+    /// Both.
+    ProviderCountry,
+}
+
+/// Counts of the verifications of one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsRow {
+    /// The provider instance, when grouped by it.
+    pub provider: Option<String>,
+    /// The country (`""` for verifications stored before countries were), when grouped by it.
+    pub country: Option<String>,
+    /// Created.
+    pub started: u64,
+    /// Created at a fallback instance.
+    pub fallbacks: u64,
+    /// Of those created, how many are approved, rejected, expired, abandoned, cancelled.
+    pub approved: u64,
+    /// See `approved`.
+    pub rejected: u64,
+    /// See `approved`.
+    pub expired: u64,
+    /// See `approved`.
+    pub abandoned: u64,
+    /// See `approved`.
+    pub cancelled: u64,
 }
 
 /// The SQL store, on SQLite or PostgreSQL.
@@ -235,7 +280,7 @@ pub struct SqlStore {
 
 const COLUMNS: &str = "id, tenant, reference, subject_id, provider, provider_reference, status, \
      reason, verification_url, expires_at, decision, metadata, request_hash, created_at, updated_at, completed_at, \
-     routing";
+     routing, country";
 
 impl SqlStore {
     /// Connects (creating a SQLite file if needed) and runs the migrations.
@@ -313,6 +358,7 @@ impl SqlStore {
                 "reconcile at",
                 include_str!("../../migrations/0006_reconcile_at.sql"),
             ),
+            migration(7, "stats", include_str!("../../migrations/0007_stats.sql")),
         ])
         .run(&writes)
         .await?;
@@ -435,6 +481,7 @@ fn stored_from(
     Ok(StoredVerification {
         tenant: required(1, "tenant")?,
         request_hash: required(12, "request_hash")?,
+        country: text(17)?,
         verification,
     })
 }
@@ -535,27 +582,48 @@ fn claim_unfinished_sql(postgres: bool, limit: u32) -> String {
 const HISTORY: &str = "SELECT from_status, to_status, source, actor, at FROM status_changes \
      WHERE tenant = $1 AND verification_id = $2 ORDER BY id";
 
-/// A new verification ($1 to $17, the [`COLUMNS`]) and its first history row ($18 to $25: id,
-/// tenant, verification id, from, to, source, actor, at), both or neither, in one round trip:
-/// on PostgreSQL one statement, on SQLite one batch that the connection's worker runs at once
-/// (a transaction statement by statement was five hand-offs to that thread, with the one
-/// writer connection held throughout).
+/// A new verification ($1 to $18, the [`COLUMNS`]), its first history row ($19 to $26: id,
+/// tenant, verification id, from, to, source, actor, at) and its count in `stats_daily` ($27: 1
+/// when it went to a fallback), all or nothing, in one round trip: on PostgreSQL one statement,
+/// on SQLite one batch that the connection's worker runs at once (a transaction statement by
+/// statement was five hand-offs to that thread, with the one writer connection held throughout).
 fn insert_sql(postgres: bool) -> String {
     let verification = format!(
         "INSERT INTO verifications ({COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
     );
     let change = "INSERT INTO status_changes (id, tenant, verification_id, from_status, \
          to_status, source, actor, at)";
+    let counted = |status: &str| format!("CASE WHEN $7 = '{status}' THEN 1 ELSE 0 END");
+    let stats = "INSERT INTO stats_daily (tenant, day, provider, country, started, fallbacks, \
+         approved, rejected, expired, abandoned, cancelled)";
+    let counts = format!(
+        "$2, substr($14, 1, 10), $5, COALESCE($18, ''), 1, $27, {}, {}, {}, {}, {}",
+        counted("approved"),
+        counted("rejected"),
+        counted("expired"),
+        counted("abandoned"),
+        counted("cancelled"),
+    );
+    let add = "ON CONFLICT (tenant, day, provider, country) DO UPDATE SET \
+         started = stats_daily.started + 1, fallbacks = stats_daily.fallbacks + excluded.fallbacks, \
+         approved = stats_daily.approved + excluded.approved, \
+         rejected = stats_daily.rejected + excluded.rejected, \
+         expired = stats_daily.expired + excluded.expired, \
+         abandoned = stats_daily.abandoned + excluded.abandoned, \
+         cancelled = stats_daily.cancelled + excluded.cancelled";
     if postgres {
+        // Selected from `created`, so nothing is counted when the verification is not written.
         format!(
-            "WITH created AS ({verification} RETURNING id) \
-             {change} SELECT $18, $19, $20, $21, $22, $23, $24, $25 FROM created"
+            "WITH created AS ({verification} RETURNING id), \
+             history AS ({change} SELECT $19, $20, $21, $22, $23, $24, $25, $26 FROM created) \
+             {stats} SELECT {counts} FROM created {add}"
         )
     } else {
         format!(
             "BEGIN IMMEDIATE; {verification}; \
-             {change} VALUES ($18, $19, $20, $21, $22, $23, $24, $25); COMMIT"
+             {change} VALUES ($19, $20, $21, $22, $23, $24, $25, $26); \
+             {stats} VALUES ({counts}) {add}; COMMIT"
         )
     }
 }
@@ -613,6 +681,7 @@ impl Store for SqlStore {
             .bind(ts(v.updated_at))
             .bind(v.completed_at.map(ts))
             .bind(to_json(&v.routing))
+            .bind(row.country.clone())
             .bind(format!("chg_{}", ulid::Ulid::generate()))
             .bind(created.tenant.clone())
             .bind(created.verification_id.clone())
@@ -620,7 +689,10 @@ impl Store for SqlStore {
             .bind(c.to.as_str())
             .bind(c.source.as_str())
             .bind(c.actor.clone())
-            .bind(ts(c.at));
+            .bind(ts(c.at))
+            .bind(i64::from(v.routing.as_ref().is_some_and(|r| {
+                r.reason == kyc_core::RoutingReason::Fallback
+            })));
         let writes = self.writes.clone();
         let sqlite = !self.postgres;
         // A task of its own, so that a request given up half way (a timeout, a caller gone)
@@ -735,6 +807,22 @@ impl Store for SqlStore {
         }
         if let Some(change) = change {
             insert_change(&mut tx, change).await?;
+        }
+        if next.status.is_final() && !expected.is_final() {
+            // The status's count on the verification's day; the column is one of the five final
+            // statuses' names.
+            let column = next.status.as_str();
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO stats_daily (tenant, day, provider, country, {column}) \
+                 SELECT tenant, substr(created_at, 1, 10), provider, COALESCE(country, ''), 1 \
+                 FROM verifications WHERE tenant = $1 AND id = $2 \
+                 ON CONFLICT (tenant, day, provider, country) DO UPDATE SET \
+                 {column} = stats_daily.{column} + 1"
+            )))
+            .bind(tenant)
+            .bind(&next.id)
+            .execute(&mut *tx)
+            .await?;
         }
         if let Some(event) = event {
             sqlx::query(
@@ -894,6 +982,64 @@ impl Store for SqlStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    async fn stats(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+        by: StatsGroup,
+    ) -> Result<Vec<StatsRow>, StoreError> {
+        let keys = match by {
+            StatsGroup::Provider => "provider",
+            StatsGroup::Country => "country",
+            StatsGroup::ProviderCountry => "provider, country",
+        };
+        let sum = |column: &str| format!("CAST(SUM({column}) AS BIGINT) AS {column}");
+        let sums = [
+            "started",
+            "fallbacks",
+            "approved",
+            "rejected",
+            "expired",
+            "abandoned",
+            "cancelled",
+        ]
+        .map(sum)
+        .join(", ");
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {keys}, {sums} FROM stats_daily WHERE tenant = $1 AND day >= $2 AND day <= $3 \
+             GROUP BY {keys} ORDER BY {keys}"
+        )))
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let count = |row: &AnyRow, column: &str| -> Result<u64, StoreError> {
+            let n: i64 = row.try_get(column)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        rows.iter()
+            .map(|row| {
+                Ok(StatsRow {
+                    provider: (by != StatsGroup::Country)
+                        .then(|| row.try_get("provider"))
+                        .transpose()?,
+                    country: (by != StatsGroup::Provider)
+                        .then(|| row.try_get("country"))
+                        .transpose()?,
+                    started: count(row, "started")?,
+                    fallbacks: count(row, "fallbacks")?,
+                    approved: count(row, "approved")?,
+                    rejected: count(row, "rejected")?,
+                    expired: count(row, "expired")?,
+                    abandoned: count(row, "abandoned")?,
+                    cancelled: count(row, "cancelled")?,
+                })
+            })
+            .collect()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -914,6 +1060,7 @@ mod tests {
         StoredVerification {
             tenant: tenant.into(),
             request_hash: format!("hash-{reference}"),
+            country: Some("CL".into()),
             verification: Verification {
                 id: format!("ver_{}", ulid::Ulid::generate()),
                 reference: reference.into(),
@@ -1256,16 +1403,133 @@ mod tests {
         assert_eq!(all, ids, "each row claimed once: {a:?} {b:?}");
     }
 
+    /// `stats_daily` counts each verification once, on its creation day, by how it ended. Its
+    /// instances are its own: the suite counts `p1`'s and `p2`'s rows in a shared database.
+    async fn stats_count_what_was_started_and_how_it_ended(store: &SqlStore) {
+        let tenant = format!("s_{}", ulid::Ulid::generate());
+        let row = |reference: &str, provider: &str, country: &str, status: Status| {
+            let mut row = sample(&tenant, reference, reference);
+            row.verification.provider = provider.into();
+            row.verification.status = status;
+            row.country = Some(country.into());
+            row
+        };
+        let a = row("a", "stats-p1", "CL", Status::Pending);
+        let b = row("b", "stats-p1", "AR", Status::Approved);
+        let mut c = row("c", "stats-p2", "CL", Status::Pending);
+        c.verification.routing = Some(kyc_core::RoutingRecord {
+            reason: kyc_core::RoutingReason::Fallback,
+            tried: vec!["stats-p1".into()],
+        });
+        for r in [&a, &b, &c] {
+            store.insert(r, &created(r)).await.unwrap();
+        }
+        // A replayed reference is not a second start.
+        let again = row("a", "stats-p1", "CL", Status::Pending);
+        store.insert(&again, &created(&again)).await.unwrap();
+        // a ends approved (counted once, however often the change is tried); c only moves on.
+        let approved = moved(&a, Status::Approved);
+        for _ in 0..2 {
+            store
+                .save_change(&tenant, Status::Pending, &approved, None, None)
+                .await
+                .unwrap();
+        }
+        store
+            .save_change(
+                &tenant,
+                Status::Pending,
+                &moved(&c, Status::InProgress),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+
+        let today = now().format("%Y-%m-%d").to_string();
+        let stats = |by| store.stats(&tenant, &today, &today, by);
+        let by_provider = stats(StatsGroup::Provider).await.unwrap();
+        let expect = |provider: Option<&str>, country: Option<&str>, counts: [u64; 3]| StatsRow {
+            provider: provider.map(Into::into),
+            country: country.map(Into::into),
+            started: counts[0],
+            fallbacks: counts[1],
+            approved: counts[2],
+            ..StatsRow::default()
+        };
+        assert_eq!(
+            by_provider,
+            [
+                expect(Some("stats-p1"), None, [2, 0, 2]),
+                expect(Some("stats-p2"), None, [1, 1, 0])
+            ]
+        );
+        assert_eq!(
+            stats(StatsGroup::Country).await.unwrap(),
+            [
+                expect(None, Some("AR"), [1, 0, 1]),
+                expect(None, Some("CL"), [2, 1, 1])
+            ]
+        );
+        assert_eq!(stats(StatsGroup::ProviderCountry).await.unwrap().len(), 3);
+        // Other days, and other tenants, see none of it.
+        let stats = store
+            .stats(&tenant, "2000-01-01", "2000-12-31", StatsGroup::Provider)
+            .await
+            .unwrap();
+        assert_eq!(stats, []);
+        let stats = store
+            .stats("nobody", &today, &today, StatsGroup::Provider)
+            .await
+            .unwrap();
+        assert_eq!(stats, []);
+    }
+
     #[tokio::test]
     async fn sqlite_store() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
         let store = SqlStore::connect(&url).await.unwrap();
         suite(&store).await;
+        stats_count_what_was_started_and_how_it_ended(&store).await;
         // Reopening runs the migrations again harmlessly and keeps the data.
         drop(store);
         let again = SqlStore::connect(&url).await.unwrap();
         assert_eq!(again.unfinished_count("p1").await.unwrap(), 3);
+        // An upgrade from before the daily counts counts what is already stored, country unknown.
+        sqlx::raw_sql(
+            "DELETE FROM _sqlx_migrations WHERE version = 7; DROP TABLE stats_daily; \
+             ALTER TABLE verifications DROP COLUMN country",
+        )
+        .execute(&again.writes)
+        .await
+        .unwrap();
+        drop(again);
+        let upgraded = SqlStore::connect(&url).await.unwrap();
+        let pool = &upgraded.pool;
+        let one = |sql: &'static str| async move {
+            let n: i64 = sqlx::query(sql)
+                .fetch_one(pool)
+                .await
+                .unwrap()
+                .try_get(0)
+                .unwrap();
+            n
+        };
+        let stored = one("SELECT COUNT(*) FROM verifications").await;
+        assert!(stored > 0);
+        assert_eq!(
+            one("SELECT CAST(SUM(started) AS BIGINT) FROM stats_daily").await,
+            stored
+        );
+        assert_eq!(
+            one("SELECT COUNT(*) FROM stats_daily WHERE country <> ''").await,
+            0
+        );
+        assert_eq!(
+            one("SELECT CAST(SUM(approved) AS BIGINT) FROM stats_daily").await,
+            one("SELECT COUNT(*) FROM verifications WHERE status = 'approved'").await
+        );
     }
 
     /// A PostgreSQL database to test against: `KYC_TEST_POSTGRES_URL`, which `.ci/run` sets.
@@ -1279,5 +1543,6 @@ mod tests {
     async fn postgres_store() {
         let store = SqlStore::connect(&postgres_url()).await.unwrap();
         suite(&store).await;
+        stats_count_what_was_started_and_how_it_ended(&store).await;
     }
 }

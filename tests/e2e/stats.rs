@@ -1,0 +1,127 @@
+//! `GET /v1/stats`: what the product managers see matches what was done.
+
+use crate::harness::{ALPHA_KEY, BETA_KEY, World, person};
+use kyc_sandbox::Outcome;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The group of `stats` whose `key` is `value`.
+fn group<'a>(stats: &'a Value, key: &str, value: &str) -> &'a Value {
+    stats["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g[key] == value)
+        .unwrap_or_else(|| panic!("no {key} {value} in {stats}"))
+}
+
+#[tokio::test]
+async fn stats_count_per_provider_and_country_what_was_started_and_how_it_ended() {
+    let w = World::start().await;
+    // Alpha sends AR to gu1 and everything else to betrust-cl.
+    let mut started = Vec::new();
+    for (n, country) in ["CL", "CL", "CL", "MX", "AR", "AR"].iter().enumerate() {
+        let reference = format!("stats-{n}");
+        started.push(w.create(person(&reference, &reference, country)).await);
+    }
+    for (index, outcome, status) in [
+        (0, Outcome::Approved, "approved"),
+        (1, Outcome::Rejected, "rejected"),
+        (3, Outcome::Expired, "expired"),
+        (4, Outcome::Approved, "approved"),
+    ] {
+        w.finish(&started[index], outcome).await;
+        w.wait_status(&started[index], ALPHA_KEY, status).await;
+    }
+
+    let (status, stats) = w.get("/v1/stats", ALPHA_KEY).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(stats["groups"].as_array().unwrap().len(), 2, "{stats}");
+    let betrust = group(&stats, "provider", "betrust-cl");
+    assert_eq!(betrust["started"], 4);
+    assert_eq!(
+        betrust["finished"],
+        json!({"approved": 1, "rejected": 1, "expired": 1, "abandoned": 0, "cancelled": 0})
+    );
+    assert_eq!(betrust["approval_rate"].as_f64().unwrap(), 1.0 / 3.0);
+    assert_eq!(betrust["conversion"], 0.25);
+    assert_eq!(betrust["fallbacks"], 0);
+    assert!(betrust.get("country").is_none(), "{betrust}");
+    let gu1 = group(&stats, "provider", "gu1");
+    assert_eq!(gu1["started"], 2);
+    assert_eq!(gu1["finished"]["approved"], 1);
+    assert_eq!(gu1["approval_rate"], 1.0);
+    assert_eq!(gu1["conversion"], 0.5);
+
+    let (_, by_country) = w.get("/v1/stats?group_by=country", ALPHA_KEY).await;
+    let started_in = |country| group(&by_country, "country", country)["started"].clone();
+    assert_eq!(
+        [started_in("AR"), started_in("CL"), started_in("MX")],
+        [2, 3, 1]
+    );
+    assert!(
+        group(&by_country, "country", "CL")
+            .get("provider")
+            .is_none()
+    );
+    // Nothing has finished in MX... except the expiry: 0 approved of 1 finished.
+    assert_eq!(group(&by_country, "country", "MX")["approval_rate"], 0.0);
+
+    let (_, both) = w
+        .get("/v1/stats?group_by=provider,country", ALPHA_KEY)
+        .await;
+    let pairs: Vec<(String, String, u64)> = both["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["provider"].as_str().unwrap().to_string(),
+                g["country"].as_str().unwrap().to_string(),
+                g["started"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("betrust-cl".into(), "CL".into(), 3),
+            ("betrust-cl".into(), "MX".into(), 1),
+            ("gu1".into(), "AR".into(), 2)
+        ]
+    );
+
+    // The period is whole UTC days; another period, or another tenant, sees none of it.
+    let today = chrono::Utc::now().date_naive().to_string();
+    assert_eq!(stats["to"], today.as_str());
+    let (_, old) = w
+        .get(
+            "/v1/stats?from=2020-01-01T00:00:00Z&to=2020-01-31T00:00:00Z",
+            ALPHA_KEY,
+        )
+        .await;
+    assert_eq!(old["groups"], json!([]), "{old}");
+    assert_eq!(old["from"], "2020-01-01");
+    let (_, inverted) = w
+        .get(
+            &format!("/v1/stats?from={today}T12:00:00Z&to=2020-01-01T00:00:00Z"),
+            ALPHA_KEY,
+        )
+        .await;
+    assert_eq!(inverted["groups"], json!([]), "{inverted}");
+    let (_, beta) = w.get("/v1/stats", BETA_KEY).await;
+    assert_eq!(beta["groups"], json!([]), "{beta}");
+
+    // Bad parameters are 400 problems naming them, without echoing them.
+    for (query, field) in [
+        ("group_by=subject", "group_by"),
+        ("from=yesterday", "from"),
+        ("to=2026-13-01T00:00:00Z", "to"),
+    ] {
+        let (status, problem) = w.get(&format!("/v1/stats?{query}"), ALPHA_KEY).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {problem}");
+        assert_eq!(problem["field"], field, "{problem}");
+        let value = query.split('=').nth(1).unwrap();
+        assert!(!problem.to_string().contains(value), "{problem}");
+    }
+}
