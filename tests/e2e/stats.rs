@@ -47,6 +47,26 @@ async fn stats_count_per_provider_and_country_what_was_started_and_how_it_ended(
     assert_eq!(betrust["conversion"], 0.25);
     assert_eq!(betrust["fallbacks"], 0);
     assert!(betrust.get("country").is_none(), "{betrust}");
+    // Time to decision, from the verifications' own times: nearest rank, within the 5 % buckets'
+    // resolution (and the millisecond the store rounds to).
+    let mut took = Vec::new();
+    for index in [0, 1, 3] {
+        let path = format!(
+            "/v1/verifications/{}",
+            started[index]["id"].as_str().unwrap()
+        );
+        let (_, v) = w.get(&path, ALPHA_KEY).await;
+        let at = |field: &str| chrono::DateTime::parse_from_rfc3339(v[field].as_str().unwrap());
+        took.push((at("completed_at").unwrap() - at("created_at").unwrap()).as_seconds_f64());
+    }
+    took.sort_by(f64::total_cmp);
+    for (quantile, exact) in [("p50", took[1]), ("p90", took[2])] {
+        let reported = betrust["time_to_decision_s"][quantile].as_f64().unwrap();
+        assert!(
+            (reported - exact).abs() <= exact * 0.025 + 0.001,
+            "{quantile}: {reported} vs {exact} ({took:?})"
+        );
+    }
     let gu1 = group(&stats, "provider", "gu1");
     assert_eq!(gu1["started"], 2);
     assert_eq!(gu1["finished"]["approved"], 1);

@@ -8,7 +8,8 @@
 
 use crate::error::ApiError;
 use crate::policy::is_country_code;
-use crate::store::{EventFilter, EventState, ListFilter, StatsGroup};
+use crate::stats::StatsGroup;
+use crate::store::{EventFilter, EventState, ListFilter};
 use kyc_core::{Checks, ManualOutcome, Personal, Status, Subject};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};

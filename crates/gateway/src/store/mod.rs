@@ -218,36 +218,65 @@ pub trait Store: EventStore + Send + Sync {
     /// a reload may not remove an instance that still has some).
     async fn unfinished_count(&self, provider: &str) -> Result<u64, StoreError>;
     /// A tenant's counts of verifications created on the UTC days `from` to `to` (`YYYY-MM-DD`,
-    /// both included), summed per provider, country, or both.
-    async fn stats(
+    /// both included), per provider instance and country.
+    async fn stats(&self, tenant: &str, from: &str, to: &str) -> Result<Vec<StatsRow>, StoreError>;
+    /// How long those of them that reached a final status took, as counts per provider instance,
+    /// country and [`decision_bucket`].
+    async fn decision_times(
         &self,
         tenant: &str,
         from: &str,
         to: &str,
-        by: StatsGroup,
-    ) -> Result<Vec<StatsRow>, StoreError>;
+    ) -> Result<Vec<DecisionCount>, StoreError>;
     /// Checks that the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// What stats are summed per.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatsGroup {
-    /// Provider instance.
-    Provider,
-    /// Subject country.
-    Country,
-    /// Both.
-    ProviderCountry,
+/// How many verifications of one provider instance and country took a time in one bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionCount {
+    /// The provider instance.
+    pub provider: String,
+    /// The country (`""` when unknown).
+    pub country: String,
+    /// The [`decision_bucket`].
+    pub bucket: u32,
+    /// How many.
+    pub decided: u64,
 }
 
-/// Counts of the verifications of one group.
+/// Growth of each decision-time bucket over the one before: 5 %.
+const BUCKET_GROWTH: f64 = 1.05;
+
+/// The bucket a decision time of `ms` milliseconds is counted in: 0 for at most 1 ms, then `b`
+/// for times from 1.05^(b-1) to 1.05^b ms. Counts, not times, are stored, so that percentiles
+/// come from a few rows per day; their resolution is the buckets' 5 %.
+pub fn decision_bucket(ms: i64) -> i64 {
+    if ms <= 1 {
+        0
+    } else {
+        (ms as f64).ln().div_euclid(BUCKET_GROWTH.ln()) as i64 + 1
+    }
+}
+
+/// A time that stands for bucket `b`, in seconds: the geometric middle of its range, so within
+/// 2.5 % of any time counted in it.
+pub fn bucket_seconds(bucket: u32) -> f64 {
+    if bucket == 0 {
+        0.0
+    } else {
+        BUCKET_GROWTH.powf(f64::from(bucket) - 0.5) / 1000.0
+    }
+}
+
+/// Counts of the verifications of one provider instance and country.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatsRow {
-    /// The provider instance, when grouped by it.
-    pub provider: Option<String>,
-    /// The country (`""` for verifications stored before countries were), when grouped by it.
-    pub country: Option<String>,
+    /// The provider instance.
+    pub provider: String,
+    /// The country (`""` for verifications stored before countries were).
+    pub country: String,
+
     /// Created.
     pub started: u64,
     /// Created at a fallback instance.
@@ -359,6 +388,11 @@ impl SqlStore {
                 include_str!("../../migrations/0006_reconcile_at.sql"),
             ),
             migration(7, "stats", include_str!("../../migrations/0007_stats.sql")),
+            migration(
+                8,
+                "decision times",
+                include_str!("../../migrations/0008_decision_times.sql"),
+            ),
         ])
         .run(&writes)
         .await?;
@@ -400,6 +434,15 @@ impl SqlStore {
             .await?
             .map(|r| row_to_stored(&r))
             .transpose()
+    }
+}
+
+impl SqlStore {
+    /// The rows of a rollup query over a tenant's days: `[tenant, from, to]` bind `$1` to `$3`.
+    async fn days_of(&self, sql: String, binds: [&str; 3]) -> Result<Vec<AnyRow>, StoreError> {
+        Ok(bound(sql, binds.map(str::to_string).to_vec())
+            .fetch_all(&self.pool)
+            .await?)
     }
 }
 
@@ -521,6 +564,12 @@ impl TenantPage {
     }
 }
 
+/// A count column.
+fn count(row: &AnyRow, column: &str) -> Result<u64, StoreError> {
+    let n: i64 = row.try_get(column)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// A query with its text binds.
 fn bound(
     sql: String,
@@ -612,18 +661,26 @@ fn insert_sql(postgres: bool) -> String {
          expired = stats_daily.expired + excluded.expired, \
          abandoned = stats_daily.abandoned + excluded.abandoned, \
          cancelled = stats_daily.cancelled + excluded.cancelled";
+    // Final already at creation: decided in no time (bucket 0).
+    let decided = "INSERT INTO stats_decisions (tenant, day, provider, country, bucket, decided) \
+         SELECT $2, substr($14, 1, 10), $5, COALESCE($18, ''), 0, 1";
+    let final_now = "$7 IN ('approved', 'rejected', 'expired', 'abandoned', 'cancelled')";
+    let add_decided = "ON CONFLICT (tenant, day, provider, country, bucket) DO UPDATE SET \
+         decided = stats_decisions.decided + 1";
     if postgres {
         // Selected from `created`, so nothing is counted when the verification is not written.
         format!(
             "WITH created AS ({verification} RETURNING id), \
-             history AS ({change} SELECT $19, $20, $21, $22, $23, $24, $25, $26 FROM created) \
+             history AS ({change} SELECT $19, $20, $21, $22, $23, $24, $25, $26 FROM created), \
+             decided AS ({decided} FROM created WHERE {final_now} {add_decided}) \
              {stats} SELECT {counts} FROM created {add}"
         )
     } else {
         format!(
             "BEGIN IMMEDIATE; {verification}; \
              {change} VALUES ($19, $20, $21, $22, $23, $24, $25, $26); \
-             {stats} VALUES ({counts}) {add}; COMMIT"
+             {stats} VALUES ({counts}) {add}; \
+             {decided} WHERE {final_now} {add_decided}; COMMIT"
         )
     }
 }
@@ -823,6 +880,19 @@ impl Store for SqlStore {
             .bind(&next.id)
             .execute(&mut *tx)
             .await?;
+            let took = next.completed_at.unwrap_or(next.updated_at) - next.created_at;
+            sqlx::query(
+                "INSERT INTO stats_decisions (tenant, day, provider, country, bucket, decided) \
+                 SELECT tenant, substr(created_at, 1, 10), provider, COALESCE(country, ''), $3, 1 \
+                 FROM verifications WHERE tenant = $1 AND id = $2 \
+                 ON CONFLICT (tenant, day, provider, country, bucket) DO UPDATE SET \
+                 decided = stats_decisions.decided + 1",
+            )
+            .bind(tenant)
+            .bind(&next.id)
+            .bind(decision_bucket(took.num_milliseconds()))
+            .execute(&mut *tx)
+            .await?;
         }
         if let Some(event) = event {
             sqlx::query(
@@ -982,18 +1052,7 @@ impl Store for SqlStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    async fn stats(
-        &self,
-        tenant: &str,
-        from: &str,
-        to: &str,
-        by: StatsGroup,
-    ) -> Result<Vec<StatsRow>, StoreError> {
-        let keys = match by {
-            StatsGroup::Provider => "provider",
-            StatsGroup::Country => "country",
-            StatsGroup::ProviderCountry => "provider, country",
-        };
+    async fn stats(&self, tenant: &str, from: &str, to: &str) -> Result<Vec<StatsRow>, StoreError> {
         let sum = |column: &str| format!("CAST(SUM({column}) AS BIGINT) AS {column}");
         let sums = [
             "started",
@@ -1006,28 +1065,21 @@ impl Store for SqlStore {
         ]
         .map(sum)
         .join(", ");
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {keys}, {sums} FROM stats_daily WHERE tenant = $1 AND day >= $2 AND day <= $3 \
-             GROUP BY {keys} ORDER BY {keys}"
-        )))
-        .bind(tenant)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
-        let count = |row: &AnyRow, column: &str| -> Result<u64, StoreError> {
-            let n: i64 = row.try_get(column)?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        };
+        let rows = self
+            .days_of(
+                format!(
+                    "SELECT provider, country, {sums} FROM stats_daily \
+                     WHERE tenant = $1 AND day >= $2 AND day <= $3 \
+                     GROUP BY provider, country ORDER BY provider, country"
+                ),
+                [tenant, from, to],
+            )
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(StatsRow {
-                    provider: (by != StatsGroup::Country)
-                        .then(|| row.try_get("provider"))
-                        .transpose()?,
-                    country: (by != StatsGroup::Provider)
-                        .then(|| row.try_get("country"))
-                        .transpose()?,
+                    provider: row.try_get("provider")?,
+                    country: row.try_get("country")?,
                     started: count(row, "started")?,
                     fallbacks: count(row, "fallbacks")?,
                     approved: count(row, "approved")?,
@@ -1035,6 +1087,34 @@ impl Store for SqlStore {
                     expired: count(row, "expired")?,
                     abandoned: count(row, "abandoned")?,
                     cancelled: count(row, "cancelled")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn decision_times(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<DecisionCount>, StoreError> {
+        let rows = self
+            .days_of(
+                "SELECT provider, country, bucket, CAST(SUM(decided) AS BIGINT) AS decided \
+                 FROM stats_decisions WHERE tenant = $1 AND day >= $2 AND day <= $3 \
+                 GROUP BY provider, country, bucket ORDER BY provider, country, bucket"
+                    .to_string(),
+                [tenant, from, to],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let bucket: i64 = row.try_get("bucket")?;
+                Ok(DecisionCount {
+                    provider: row.try_get("provider")?,
+                    country: row.try_get("country")?,
+                    bucket: u32::try_from(bucket).unwrap_or(0),
+                    decided: count(row, "decided")?,
                 })
             })
             .collect()
@@ -1447,42 +1527,51 @@ mod tests {
             .unwrap();
 
         let today = now().format("%Y-%m-%d").to_string();
-        let stats = |by| store.stats(&tenant, &today, &today, by);
-        let by_provider = stats(StatsGroup::Provider).await.unwrap();
-        let expect = |provider: Option<&str>, country: Option<&str>, counts: [u64; 3]| StatsRow {
-            provider: provider.map(Into::into),
-            country: country.map(Into::into),
+        let expect = |provider: &str, country: &str, counts: [u64; 3]| StatsRow {
+            provider: provider.into(),
+            country: country.into(),
             started: counts[0],
             fallbacks: counts[1],
             approved: counts[2],
             ..StatsRow::default()
         };
         assert_eq!(
-            by_provider,
+            store.stats(&tenant, &today, &today).await.unwrap(),
             [
-                expect(Some("stats-p1"), None, [2, 0, 2]),
-                expect(Some("stats-p2"), None, [1, 1, 0])
+                expect("stats-p1", "AR", [1, 0, 1]),
+                expect("stats-p1", "CL", [1, 0, 1]),
+                expect("stats-p2", "CL", [1, 1, 0])
             ]
         );
+        // b decided at once; a when its change was saved, in the bucket of its time.
+        let took = approved.completed_at.unwrap() - a.verification.created_at;
+        let bucket = u32::try_from(decision_bucket(took.num_milliseconds())).unwrap();
+        let decided = |country: &str, bucket| DecisionCount {
+            provider: "stats-p1".into(),
+            country: country.into(),
+            bucket,
+            decided: 1,
+        };
         assert_eq!(
-            stats(StatsGroup::Country).await.unwrap(),
-            [
-                expect(None, Some("AR"), [1, 0, 1]),
-                expect(None, Some("CL"), [2, 1, 1])
-            ]
+            store.decision_times(&tenant, &today, &today).await.unwrap(),
+            [decided("AR", 0), decided("CL", bucket)]
         );
-        assert_eq!(stats(StatsGroup::ProviderCountry).await.unwrap().len(), 3);
         // Other days, and other tenants, see none of it.
-        let stats = store
-            .stats(&tenant, "2000-01-01", "2000-12-31", StatsGroup::Provider)
-            .await
-            .unwrap();
-        assert_eq!(stats, []);
-        let stats = store
-            .stats("nobody", &today, &today, StatsGroup::Provider)
-            .await
-            .unwrap();
-        assert_eq!(stats, []);
+        assert_eq!(
+            store
+                .stats(&tenant, "2000-01-01", "2000-12-31")
+                .await
+                .unwrap(),
+            []
+        );
+        assert_eq!(store.stats("nobody", &today, &today).await.unwrap(), []);
+        assert_eq!(
+            store
+                .decision_times("nobody", &today, &today)
+                .await
+                .unwrap(),
+            []
+        );
     }
 
     #[tokio::test]
