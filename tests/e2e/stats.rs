@@ -145,3 +145,79 @@ async fn stats_count_per_provider_and_country_what_was_started_and_how_it_ended(
         assert!(!problem.to_string().contains(value), "{problem}");
     }
 }
+
+/// Figures come from the store, not from a process: two gateways sharing PostgreSQL, each having
+/// taken part of the creates and of the providers' webhooks, answer the same.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (KYC_TEST_POSTGRES_URL); .ci/run runs it"]
+async fn two_replicas_sharing_postgresql_answer_the_same_stats() {
+    use crate::harness::{Options, PgSchema};
+    let schema = PgSchema::create().await;
+    let w = World::start_with(Options {
+        store_url: Some(schema.url.clone()),
+        ..Default::default()
+    })
+    .await;
+    let replica = w.start_replica();
+    let mut made = Vec::new();
+    for n in 0..6 {
+        let base = if n % 2 == 0 { &w.base } else { &replica.base };
+        let reference = format!("replicated-{n}");
+        let country = if n < 4 { "CL" } else { "AR" };
+        let created = w
+            .http
+            .post(format!("{base}/v1/verifications"))
+            .bearer_auth(ALPHA_KEY)
+            .json(&person(&reference, &reference, country))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        made.push(created.json::<Value>().await.unwrap());
+    }
+    for (index, outcome, status) in [
+        (0, Outcome::Approved, "approved"),
+        (1, Outcome::Approved, "approved"),
+        (2, Outcome::Rejected, "rejected"),
+        (5, Outcome::Approved, "approved"),
+    ] {
+        w.finish(&made[index], outcome).await;
+        w.wait_status(&made[index], ALPHA_KEY, status).await;
+    }
+    let stats_at = |base: String| {
+        let http = w.http.clone();
+        async move {
+            let answer = http
+                .get(format!("{base}/v1/stats?group_by=provider,country"))
+                .bearer_auth(ALPHA_KEY)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), StatusCode::OK);
+            answer.json::<Value>().await.unwrap()
+        }
+    };
+    let here = stats_at(w.base.clone()).await;
+    let there = stats_at(replica.base.clone()).await;
+    assert_eq!(here, there);
+    let chile = group(&here, "country", "CL");
+    assert_eq!(
+        (
+            chile["started"].clone(),
+            chile["finished"]["approved"].clone()
+        ),
+        (json!(4), json!(2))
+    );
+    assert_eq!(chile["finished"]["rejected"], 1);
+    let argentina = group(&here, "country", "AR");
+    assert_eq!(
+        (
+            argentina["started"].clone(),
+            argentina["approval_rate"].clone()
+        ),
+        (json!(2), json!(1.0))
+    );
+    drop(replica);
+    drop(w);
+    schema.drop().await;
+}
