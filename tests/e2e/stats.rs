@@ -45,6 +45,8 @@ async fn stats_count_per_provider_and_country_what_was_started_and_how_it_ended(
     );
     assert_eq!(betrust["approval_rate"].as_f64().unwrap(), 1.0 / 3.0);
     assert_eq!(betrust["conversion"], 0.25);
+    assert_eq!(betrust["expiry_rate"], 0.25);
+    assert_eq!(betrust["abandonment_rate"], 0.0);
     assert_eq!(betrust["fallbacks"], 0);
     assert!(betrust.get("country").is_none(), "{betrust}");
     // Time to decision, from the verifications' own times: nearest rank, within the 5 % buckets'

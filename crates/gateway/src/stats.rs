@@ -66,6 +66,12 @@ pub struct StatsGroupFigures {
     /// approved / started; absent when none started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conversion: Option<f64>,
+    /// abandoned / started (the person gave up); absent when none started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abandonment_rate: Option<f64>,
+    /// expired / started (the link ran out first); absent when none started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiry_rate: Option<f64>,
     /// Time from creation to a final status of those finished; absent while none has (and for
     /// verifications finished before the gateway kept these times).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -154,6 +160,8 @@ fn grouped(
                 started: row.started,
                 approval_rate: rate(row.approved, finished),
                 conversion: rate(row.approved, row.started),
+                abandonment_rate: rate(row.abandoned, row.started),
+                expiry_rate: rate(row.expired, row.started),
                 time_to_decision_s: decided.and_then(|b| {
                     Some(Percentiles {
                         p50: percentile(b, 0.5)?,
