@@ -148,8 +148,10 @@ async fn request_ids_are_kept_when_usable_and_answers_are_compressed_when_asked(
 async fn successful_reads_log_at_debug_and_every_other_answer_at_info() {
     use crate::harness::{ALPHA_KEY, Options, World};
     for (filter, reads_shown) in [("info", false), ("debug", true)] {
-        let mut env = vec![("KYC_GATEWAY_LOG_FORMAT".to_string(), "json".to_string())];
-        env.push(("KYC_GATEWAY_LOG".to_string(), filter.to_string()));
+        let env = vec![
+            ("KYC_GATEWAY_LOG_FORMAT".to_string(), "json".to_string()),
+            ("KYC_GATEWAY_LOG".to_string(), filter.to_string()),
+        ];
         let w = World::start_with(Options {
             env,
             ..Default::default()

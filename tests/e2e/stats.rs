@@ -15,6 +15,15 @@ fn group<'a>(stats: &'a Value, key: &str, value: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {key} {value} in {stats}"))
 }
 
+/// Ends each `(index, outcome, status)` of `made` at its provider and waits for the gateway to
+/// have the status.
+async fn finish_each(w: &World, made: &[Value], ends: [(usize, Outcome, &str); 4]) {
+    for (index, outcome, status) in ends {
+        w.finish(&made[index], outcome).await;
+        w.wait_status(&made[index], ALPHA_KEY, status).await;
+    }
+}
+
 #[tokio::test]
 async fn stats_count_per_provider_and_country_what_was_started_and_how_it_ended() {
     let w = World::start().await;
@@ -24,15 +33,13 @@ async fn stats_count_per_provider_and_country_what_was_started_and_how_it_ended(
         let reference = format!("stats-{n}");
         started.push(w.create(person(&reference, &reference, country)).await);
     }
-    for (index, outcome, status) in [
+    let ends = [
         (0, Outcome::Approved, "approved"),
         (1, Outcome::Rejected, "rejected"),
         (3, Outcome::Expired, "expired"),
         (4, Outcome::Approved, "approved"),
-    ] {
-        w.finish(&started[index], outcome).await;
-        w.wait_status(&started[index], ALPHA_KEY, status).await;
-    }
+    ];
+    finish_each(&w, &started, ends).await;
 
     let (status, stats) = w.get("/v1/stats", ALPHA_KEY).await;
     assert_eq!(status, StatusCode::OK, "{stats}");
@@ -86,7 +93,7 @@ async fn stats_count_per_provider_and_country_what_was_started_and_how_it_ended(
             .get("provider")
             .is_none()
     );
-    // Nothing has finished in MX... except the expiry: 0 approved of 1 finished.
+    // MX's one verification expired: none approved of one finished.
     assert_eq!(group(&by_country, "country", "MX")["approval_rate"], 0.0);
 
     let (_, both) = w
@@ -177,15 +184,13 @@ async fn two_replicas_sharing_postgresql_answer_the_same_stats() {
         assert_eq!(created.status(), StatusCode::CREATED);
         made.push(created.json::<Value>().await.unwrap());
     }
-    for (index, outcome, status) in [
+    let ends = [
         (0, Outcome::Approved, "approved"),
         (1, Outcome::Approved, "approved"),
         (2, Outcome::Rejected, "rejected"),
         (5, Outcome::Approved, "approved"),
-    ] {
-        w.finish(&made[index], outcome).await;
-        w.wait_status(&made[index], ALPHA_KEY, status).await;
-    }
+    ];
+    finish_each(&w, &made, ends).await;
     let stats_at = |base: String| {
         let http = w.http.clone();
         async move {

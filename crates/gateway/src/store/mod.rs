@@ -33,7 +33,7 @@ pub enum StoreError {
     /// SQLite answered a read made on the calling thread with an error.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// A write's task ended before its answer (the runtime is shutting down).
+    /// A write's task ended before its answer (the runtime shutting down, or a panic).
     #[error("the write was interrupted")]
     Interrupted,
     /// Migrations failed at start.
@@ -251,11 +251,12 @@ const BUCKET_GROWTH: f64 = 1.05;
 /// The bucket a decision time of `ms` milliseconds is counted in: 0 for at most 1 ms, then `b`
 /// for times from 1.05^(b-1) to 1.05^b ms. Counts, not times, are stored, so that percentiles
 /// come from a few rows per day; their resolution is the buckets' 5 %.
-pub fn decision_bucket(ms: i64) -> i64 {
+pub fn decision_bucket(ms: i64) -> u32 {
     if ms <= 1 {
         0
     } else {
-        (ms as f64).ln().div_euclid(BUCKET_GROWTH.ln()) as i64 + 1
+        // At most 896, for i64::MAX ms.
+        (ms as f64).ln().div_euclid(BUCKET_GROWTH.ln()) as u32 + 1
     }
 }
 
@@ -276,7 +277,6 @@ pub struct StatsRow {
     pub provider: String,
     /// The country (`""` for verifications stored before countries were).
     pub country: String,
-
     /// Created.
     pub started: u64,
     /// Created at a fallback instance.
@@ -303,6 +303,8 @@ pub struct SqlStore {
     writes: AnyPool,
     /// On a SQLite file, reads by key made on the calling thread.
     inline: Option<inline::InlineReads>,
+    /// [`insert_sql`] for this backend, built once.
+    insert_sql: String,
     /// PostgreSQL rather than SQLite: row locks can be skipped.
     postgres: bool,
 }
@@ -412,6 +414,7 @@ impl SqlStore {
             pool,
             writes,
             inline,
+            insert_sql: insert_sql(!sqlite),
             postgres: !sqlite,
         })
     }
@@ -435,9 +438,7 @@ impl SqlStore {
             .map(|r| row_to_stored(&r))
             .transpose()
     }
-}
 
-impl SqlStore {
     /// The rows of a rollup query over a tenant's days: `[tenant, from, to]` bind `$1` to `$3`.
     async fn days_of(&self, sql: String, binds: [&str; 3]) -> Result<Vec<AnyRow>, StoreError> {
         Ok(bound(sql, binds.map(str::to_string).to_vec())
@@ -662,11 +663,10 @@ fn insert_sql(postgres: bool) -> String {
          abandoned = stats_daily.abandoned + excluded.abandoned, \
          cancelled = stats_daily.cancelled + excluded.cancelled";
     // Final already at creation: decided in no time (bucket 0).
-    let decided = "INSERT INTO stats_decisions (tenant, day, provider, country, bucket, decided) \
-         SELECT $2, substr($14, 1, 10), $5, COALESCE($18, ''), 0, 1";
+    let decided =
+        format!("{COUNT_DECISION} SELECT $2, substr($14, 1, 10), $5, COALESCE($18, ''), 0, 1");
     let final_now = "$7 IN ('approved', 'rejected', 'expired', 'abandoned', 'cancelled')";
-    let add_decided = "ON CONFLICT (tenant, day, provider, country, bucket) DO UPDATE SET \
-         decided = stats_decisions.decided + 1";
+    let add_decided = COUNT_DECISION_AGAIN;
     if postgres {
         // Selected from `created`, so nothing is counted when the verification is not written.
         format!(
@@ -684,6 +684,13 @@ fn insert_sql(postgres: bool) -> String {
         )
     }
 }
+
+/// Counts one decision time in `stats_decisions`: the insert's columns, then what a second one of
+/// the same day, instance, country and bucket does instead.
+const COUNT_DECISION: &str =
+    "INSERT INTO stats_decisions (tenant, day, provider, country, bucket, decided)";
+const COUNT_DECISION_AGAIN: &str = "ON CONFLICT (tenant, day, provider, country, bucket) \
+     DO UPDATE SET decided = stats_decisions.decided + 1";
 
 /// Writes one history row inside a transaction. Its id is a ULID, so history reads in time order.
 async fn insert_change(
@@ -720,7 +727,7 @@ impl Store for SqlStore {
     ) -> Result<Inserted, StoreError> {
         let v = &row.verification;
         let c = &created.change;
-        let query = sqlx::query(AssertSqlSafe(insert_sql(self.postgres)))
+        let query = sqlx::query(AssertSqlSafe(self.insert_sql.clone()))
             .bind(v.id.clone())
             .bind(row.tenant.clone())
             .bind(v.reference.clone())
@@ -881,16 +888,14 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await?;
             let took = next.completed_at.unwrap_or(next.updated_at) - next.created_at;
-            sqlx::query(
-                "INSERT INTO stats_decisions (tenant, day, provider, country, bucket, decided) \
+            sqlx::query(AssertSqlSafe(format!(
+                "{COUNT_DECISION} \
                  SELECT tenant, substr(created_at, 1, 10), provider, COALESCE(country, ''), $3, 1 \
-                 FROM verifications WHERE tenant = $1 AND id = $2 \
-                 ON CONFLICT (tenant, day, provider, country, bucket) DO UPDATE SET \
-                 decided = stats_decisions.decided + 1",
-            )
+                 FROM verifications WHERE tenant = $1 AND id = $2 {COUNT_DECISION_AGAIN}"
+            )))
             .bind(tenant)
             .bind(&next.id)
-            .bind(decision_bucket(took.num_milliseconds()))
+            .bind(i64::from(decision_bucket(took.num_milliseconds())))
             .execute(&mut *tx)
             .await?;
         }
@@ -1526,7 +1531,7 @@ mod tests {
             .await
             .unwrap();
 
-        let today = now().format("%Y-%m-%d").to_string();
+        let today = a.verification.created_at.date_naive().to_string();
         let expect = |provider: &str, country: &str, counts: [u64; 3]| StatsRow {
             provider: provider.into(),
             country: country.into(),
@@ -1545,7 +1550,7 @@ mod tests {
         );
         // b decided at once; a when its change was saved, in the bucket of its time.
         let took = approved.completed_at.unwrap() - a.verification.created_at;
-        let bucket = u32::try_from(decision_bucket(took.num_milliseconds())).unwrap();
+        let bucket = decision_bucket(took.num_milliseconds());
         let decided = |country: &str, bucket| DecisionCount {
             provider: "stats-p1".into(),
             country: country.into(),
