@@ -233,12 +233,15 @@ async fn the_sandbox_runs_a_product_managers_own_policy_against_the_simulators()
             .json(&json!({"reference": reference, "subject": {"id": format!("s-{reference}"), "country": country}}))
             .send()
     };
-    // The policy's own routing: AR by its country rule, CL by its split.
+    // The policy's own routing: AR by its country rule, CL by its experiment, MX by its split.
     let ar: Value = create("pm-ar", "AR").await.unwrap().json().await.unwrap();
     assert_eq!(ar["provider"], "gu1", "{ar}");
     assert_eq!(ar["routing"]["reason"], "rule");
     let cl: Value = create("pm-cl", "CL").await.unwrap().json().await.unwrap();
-    assert_eq!(cl["routing"]["reason"], "split", "{cl}");
+    assert_eq!(cl["routing"]["reason"], "experiment", "{cl}");
+    assert_eq!(cl["routing"]["experiment"], "gu1-in-cl", "{cl}");
+    let mx: Value = create("pm-mx", "MX").await.unwrap().json().await.unwrap();
+    assert_eq!(mx["routing"]["reason"], "split", "{mx}");
     // Its limits too, and its instance names.
     let policy: Value = http
         .get(format!("{}/v1/policy", sandbox.base))
@@ -253,6 +256,10 @@ async fn the_sandbox_runs_a_product_managers_own_policy_against_the_simulators()
     assert_eq!(
         policy["providers"]["betrust-cl"]["rate_limit"]["per_second"],
         20
+    );
+    assert_eq!(
+        policy["providers"]["gu1"]["price_per_verification"],
+        json!({"amount": 1.2, "currency": "USD"})
     );
     let (status, _) = sandbox.stop();
     assert!(status.success());

@@ -167,6 +167,9 @@ fallback = ["betrust-cl"]
 
 [reconciler]
 every_seconds = {reconcile}
+
+[experiments]
+every_seconds = 1
 "#,
         server = server_sections(o),
         alpha_webhook = o

@@ -5,6 +5,7 @@ mod check_config;
 mod circuit;
 mod connections;
 mod events;
+mod experiments;
 mod first_run;
 mod gu1_entities;
 mod harness;

@@ -228,3 +228,76 @@ async fn two_replicas_sharing_postgresql_answer_the_same_stats() {
     drop(w);
     schema.drop().await;
 }
+
+#[tokio::test]
+async fn stats_count_provider_errors_circuit_time_and_cost() {
+    let w = World::start().await;
+    // Prices for cost figures: a policy edit, applied live.
+    w.edit_policy(|p| {
+        p.replace(
+            "connect_timeout_ms = 1000\n\n[providers.gu1]",
+            "connect_timeout_ms = 1000\nprice_per_verification = { amount = 1.25, currency = \"USD\" }\n\n[providers.gu1]",
+        )
+        .replace(
+            "webhook_secret = \"${GU1_WEBHOOK_SECRET}\"\n",
+            "webhook_secret = \"${GU1_WEBHOOK_SECRET}\"\nprice_per_verification = { amount = 0.5, currency = \"USD\" }\n",
+        )
+    });
+    w.wait_log("policy reloaded", 1, std::time::Duration::from_secs(10))
+        .await;
+    // Beta goes to gu1, falling back to betrust-cl. gu1 fails its validations: five failures
+    // open its circuit (the default), and two more creates find it open.
+    w.gu1.inject(
+        kyc_sandbox::FaultRule::always(kyc_sandbox::Fault::Status(503))
+            .on_path("POST /api/kyc/validations"),
+    );
+    let mut made = Vec::new();
+    for n in 0..7 {
+        let reference = format!("errors-{n}");
+        let (status, v) = w
+            .post(
+                "/v1/verifications",
+                BETA_KEY,
+                person(&reference, &reference, "AR"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        assert_eq!(v["provider"], "betrust-cl");
+        made.push(v);
+    }
+    w.gu1.clear_faults();
+    for (v, outcome) in made[..2].iter().zip([Outcome::Approved, Outcome::Rejected]) {
+        w.finish(v, outcome).await;
+        w.wait_status(v, BETA_KEY, outcome.as_str()).await;
+    }
+    let (status, stats) = w.get("/v1/stats", BETA_KEY).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    let gu1 = group(&stats, "provider", "gu1");
+    // Five failed calls, and two refused at once by the open circuit.
+    assert_eq!(gu1["provider_errors"], 7, "{gu1}");
+    assert_eq!(gu1["started"], 0, "{gu1}");
+    let open = gu1["circuit_open_s"].as_f64().unwrap();
+    assert!(open > 0.0 && open <= 30.0, "{gu1}");
+    assert!(gu1.get("cost").is_none(), "nothing started there: {gu1}");
+    let betrust = group(&stats, "provider", "betrust-cl");
+    assert_eq!(betrust["provider_errors"], 0);
+    assert_eq!(betrust["fallbacks"], 7);
+    assert_eq!(betrust["circuit_open_s"], 0.0);
+    assert_eq!(
+        betrust["cost"],
+        json!({"currency": "USD", "total": 7.0 * 1.25, "per_started": 1.25, "per_approved": 7.0 * 1.25})
+    );
+    // By country, the errors stay with the subject's country; the circuit is the instance's.
+    let (_, by_country) = w.get("/v1/stats?group_by=provider,country", BETA_KEY).await;
+    let gu1_ar = &by_country["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["provider"] == "gu1" && g["country"] == "AR")
+        .unwrap_or_else(|| panic!("{by_country}"));
+    assert_eq!(gu1_ar["provider_errors"], 7);
+    assert!(gu1_ar.get("circuit_open_s").is_none());
+    // Alpha's figures know nothing of beta's errors.
+    let (_, alpha) = w.get("/v1/stats", ALPHA_KEY).await;
+    assert_eq!(alpha["groups"], json!([]), "{alpha}");
+}

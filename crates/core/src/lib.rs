@@ -14,8 +14,8 @@ pub mod trace;
 
 pub use lifecycle::{Source, StatusChange, merge};
 pub use model::{
-    CheckOutcome, Checks, Decision, Identity, Reason, RoutingReason, RoutingRecord, Scores, Status,
-    Subject, SubjectStanding, Verification,
+    Arm, CheckOutcome, Checks, Decision, Identity, Reason, RoutingReason, RoutingRecord, Scores,
+    Status, Subject, SubjectStanding, Verification,
 };
 pub use personal::Personal;
 pub use provider::{

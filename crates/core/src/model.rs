@@ -300,6 +300,32 @@ pub struct RoutingRecord {
     pub reason: RoutingReason,
     /// The instances tried first, in order, that were unavailable.
     pub tried: Vec<String>,
+    /// For reason `experiment`, the experiment's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
+    /// For reason `experiment`, the arm the subject is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<Arm>,
+}
+
+/// An arm of a champion-challenger experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Arm {
+    /// The instance measured against.
+    Champion,
+    /// The instance on trial.
+    Challenger,
+}
+
+impl Arm {
+    /// The snake_case name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arm::Champion => "champion",
+            Arm::Challenger => "challenger",
+        }
+    }
 }
 
 /// What chose a verification's provider instance.
@@ -316,6 +342,8 @@ pub enum RoutingReason {
     Override,
     /// A fallback instance, after the ones in `tried` were unavailable.
     Fallback,
+    /// A champion-challenger experiment of the tenant's routing (see `arm`).
+    Experiment,
 }
 
 /// A verification as callers see it: the gateway's record of one attempt at one provider.

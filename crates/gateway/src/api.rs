@@ -28,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(decide_verification))
         .routes(routes!(subject_kyc))
         .routes(routes!(get_stats))
+        .routes(routes!(get_experiment))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
 }
@@ -313,6 +314,44 @@ async fn get_stats(
         .map_err(ApiError::in_query)?;
     Ok(Json(
         crate::stats::for_period(&state, &tenant.name, &period).await?,
+    ))
+}
+
+/// A champion-challenger experiment of the tenant's routing: each arm's sample, approval rate
+/// (or conversion) and 95 % interval, the difference, the p-value of a two-proportion z-test, and
+/// the verdict.
+///
+/// The verdict is `collecting` until each arm has `min_sample` verifications counted, then
+/// `challenger_better`, `champion_better` (significant at 5 %) or `no_difference`. `stopped` is
+/// true once the guardrail has sent all of the experiment's subjects to the champion.
+#[utoipa::path(
+    get,
+    path = "/v1/experiments/{name}",
+    tag = "experiments",
+    params(("name" = String, Path, description = "The experiment's name in the tenant's routing")),
+    responses(
+        (status = 200, description = "The experiment's figures", body = crate::experiments::ExperimentFigures),
+        (status = 404, description = "The tenant's policy has no experiment by that name", body = Problem, content_type = "application/problem+json"),
+        AuthProblems,
+    ),
+    security(("api_key" = []))
+)]
+async fn get_experiment(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    ValidPath(name): ValidPath<String>,
+) -> Result<Json<crate::experiments::ExperimentFigures>, ApiError> {
+    let experiment = tenant
+        .config()
+        .routing
+        .experiment
+        .clone()
+        .filter(|e| e.name == name)
+        .ok_or_else(|| {
+            ApiError::NotFound("the tenant's policy has no experiment by that name".into())
+        })?;
+    Ok(Json(
+        crate::experiments::figures(&state, &tenant.name, &experiment).await?,
     ))
 }
 

@@ -38,6 +38,9 @@ pub struct App {
     pub breakers: crate::circuit::Breakers,
     /// Cancelled on shutdown: background jobs finish what they started and take nothing new.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// (tenant, experiment) of the experiments a guardrail has stopped, as last read from the
+    /// store by [`crate::jobs::experiments`].
+    stopped_experiments: RwLock<std::collections::HashSet<(String, String)>>,
     runtime: RwLock<Arc<Runtime>>,
 }
 
@@ -71,8 +74,25 @@ impl App {
             outbox_wake: tokio::sync::Notify::new(),
             breakers: crate::circuit::Breakers::default(),
             stopping: tokio_util::sync::CancellationToken::new(),
+            stopped_experiments: RwLock::default(),
             runtime: RwLock::new(Arc::new(runtime)),
         }
+    }
+
+    /// Whether a guardrail has stopped the tenant's experiment.
+    pub fn experiment_stopped(&self, tenant: &str, experiment: &str) -> bool {
+        self.stopped_experiments
+            .read()
+            .expect("stopped experiments lock poisoned")
+            .contains(&(tenant.to_string(), experiment.to_string()))
+    }
+
+    /// Replaces the set of stopped experiments with what the store holds.
+    pub fn set_stopped_experiments(&self, stopped: std::collections::HashSet<(String, String)>) {
+        *self
+            .stopped_experiments
+            .write()
+            .expect("stopped experiments lock poisoned") = stopped;
     }
 
     /// Puts `policy` in force for every request that starts from now on; requests under way keep

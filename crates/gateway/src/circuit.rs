@@ -99,8 +99,9 @@ impl Breakers {
         }
     }
 
-    /// Records the outcome of a call to `name` that [`Breakers::allow`] let through.
-    pub fn record(&self, name: &str, settings: &CircuitSettings, failed: bool) {
+    /// Records the outcome of a call to `name` that [`Breakers::allow`] let through; `true` when
+    /// this opened the circuit.
+    pub fn record(&self, name: &str, settings: &CircuitSettings, failed: bool) -> bool {
         let mut breakers = self.breakers.lock().expect("not poisoned");
         let breaker = breakers
             .entry(name.to_string())
@@ -108,6 +109,7 @@ impl Breakers {
         let open = Breaker::Open {
             until: Instant::now() + settings.open_for(),
         };
+        let was_open = matches!(*breaker, Breaker::Open { .. });
         *breaker = match (*breaker, failed) {
             (Breaker::Closed { .. }, false) => Breaker::Closed { failures: 0 },
             (Breaker::Closed { failures }, true) if failures + 1 >= settings.failures.max(1) => {
@@ -128,6 +130,7 @@ impl Breakers {
             // A call let through before the circuit opened: its outcome changes nothing now.
             (state @ Breaker::Open { .. }, _) => state,
         };
+        let is_open = matches!(*breaker, Breaker::Open { .. });
         gauge(
             name,
             match breaker {
@@ -136,6 +139,7 @@ impl Breakers {
                 Breaker::Open { .. } => 2.0,
             },
         );
+        is_open && !was_open
     }
 
     /// Where `name`'s breaker stands.
@@ -162,14 +166,15 @@ mod tests {
         let b = Breakers::default();
         for _ in 0..2 {
             assert!(b.allow("p", &settings));
-            b.record("p", &settings, true);
+            assert!(!b.record("p", &settings, true));
         }
         // A success in between starts the count again.
         b.record("p", &settings, false);
-        for _ in 0..3 {
+        for i in 0..3 {
             assert_eq!(b.state("p"), CircuitState::Closed);
             assert!(b.allow("p", &settings));
-            b.record("p", &settings, true);
+            // Only the third failure opens it (and says so, for the stats).
+            assert_eq!(b.record("p", &settings, true), i == 2);
         }
         // open_seconds = 0: the probe time has come at once; one probe, and no second.
         assert_eq!(b.state("p"), CircuitState::HalfOpen);

@@ -81,7 +81,11 @@ fn explain(
     }
     let routing = &config.routing;
     let by_rule = routing.rules.iter().any(|r| r.country == country);
-    if !by_rule && !routing.split.is_empty() && subject.is_none() {
+    let in_experiment = routing
+        .experiment
+        .as_ref()
+        .is_some_and(|e| e.covers(country));
+    if (in_experiment || !by_rule && !routing.split.is_empty()) && subject.is_none() {
         return Err(format!(
             "tenant {tenant} splits by subject: pass --subject to see where one subject goes"
         ));
@@ -93,12 +97,21 @@ fn explain(
         country,
         None,
         |n| policy.providers.contains_key(n),
+        // The policy alone does not say whether a guardrail has stopped the experiment.
+        false,
     )
     .map_err(|e| e.to_string())?;
     let why = match route.reason {
         kyc_core::RoutingReason::Rule => format!("the country rule for {country}"),
         kyc_core::RoutingReason::Split => "the weighted split, sticky per subject".into(),
         kyc_core::RoutingReason::Default => "the tenant's default".into(),
+        kyc_core::RoutingReason::Experiment => match &route.experiment {
+            Some((name, arm)) => format!(
+                "experiment {name}, {} arm (unless its guardrail has stopped it)",
+                arm.as_str()
+            ),
+            None => "an experiment".into(),
+        },
         other => format!("{other:?}"),
     };
     let reason = serde_json::to_value(route.reason)

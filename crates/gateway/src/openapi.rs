@@ -30,6 +30,7 @@ a stable `code`.",
         (name = "events", description = "Outgoing events to the tenant's webhook_url, and their delivery"),
         (name = "policy", description = "The calling tenant's policy in force"),
         (name = "stats", description = "How providers compare on the tenant's verifications"),
+        (name = "experiments", description = "Champion-challenger experiments of the tenant's routing, with their verdicts"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

@@ -59,6 +59,23 @@ pub struct Policy {
     /// Delivery of tenants' events.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// The watch over experiments' guardrails.
+    #[serde(default)]
+    pub experiments: ExperimentsConfig,
+}
+
+/// How often each tenant's experiment is checked against its guardrail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentsConfig {
+    /// Seconds between checks.
+    pub every_seconds: u64,
+}
+
+impl Default for ExperimentsConfig {
+    fn default() -> Self {
+        Self { every_seconds: 30 }
+    }
 }
 
 /// Server-wide settings.
@@ -152,6 +169,9 @@ pub struct ProviderConfig {
     /// When this instance's circuit breaker opens, and for how long (see [`crate::circuit`]).
     #[serde(default)]
     pub circuit_breaker: crate::circuit::CircuitSettings,
+    /// What one verification started at this instance costs, for the stats' cost figures only.
+    #[serde(default)]
+    pub price_per_verification: Option<Price>,
     /// Everything else in the section, secrets interpolated.
     #[serde(flatten)]
     pub settings: toml::Table,
@@ -258,6 +278,16 @@ fn default_valid_days() -> u32 {
     365
 }
 
+/// A price: an amount in a currency.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// The amount, at least 0.
+    pub amount: f64,
+    /// ISO 4217 code, e.g. `USD`.
+    pub currency: String,
+}
+
 /// A token-bucket rate limit.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -293,6 +323,61 @@ pub struct Routing {
     /// Whether the request's `provider` field is honoured.
     #[serde(default)]
     pub allow_override: bool,
+    /// A champion-challenger trial: after an override and before the rules, a share of the
+    /// named countries' subjects goes to the challenger (sticky per subject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<Experiment>,
+}
+
+/// A champion-challenger experiment (see [`crate::experiments`]).
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Its name, in `GET /v1/experiments/{name}`: letters, digits, `-` and `_`, at most 64.
+    pub name: String,
+    /// The instance the challenger is measured against.
+    pub champion: String,
+    /// The instance on trial.
+    pub challenger: String,
+    /// Percent of the experiment's subjects sent to the challenger, 1 to 99.
+    pub share: u32,
+    /// The subject countries in the experiment; empty or absent, every country.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// What is compared.
+    #[serde(default)]
+    pub metric: Metric,
+    /// Verifications counted in each arm before a verdict is given (default 200).
+    #[serde(default = "default_min_sample")]
+    pub min_sample: u64,
+    /// Stop sending traffic to the challenger once it is, with 95 % confidence, more than this
+    /// many percentage points below the champion; absent, never.
+    #[serde(default)]
+    pub guardrail_pp: Option<f64>,
+}
+
+impl Experiment {
+    /// Whether subjects of `country` take part.
+    pub fn covers(&self, country: &str) -> bool {
+        self.countries.is_empty() || self.countries.iter().any(|c| c == country)
+    }
+}
+
+fn default_min_sample() -> u64 {
+    200
+}
+
+/// The proportion an experiment compares.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// approved / finished: of the verifications that reached a final status, the approved.
+    #[default]
+    ApprovalRate,
+    /// approved / started.
+    Conversion,
 }
 
 /// Send subjects of one country to one provider.
@@ -420,6 +505,9 @@ impl Policy {
             used.extend(routing.rules.iter().map(|r| r.provider.clone()));
             used.extend(routing.split.keys().cloned());
             used.extend(routing.fallback.iter().cloned());
+            if let Some(experiment) = &routing.experiment {
+                used.extend([experiment.champion.clone(), experiment.challenger.clone()]);
+            }
         }
         for name in self.providers.keys() {
             if !used.contains(name) {
@@ -465,6 +553,22 @@ impl Policy {
                     format!("providers.{name}.rate_limit"),
                     "per_second and burst must be > 0",
                 ));
+            }
+            if let Some(price) = &provider.price_per_verification {
+                if !(price.amount.is_finite() && price.amount >= 0.0) {
+                    problems.push(invalid(
+                        format!("providers.{name}.price_per_verification.amount"),
+                        "must be a number of at least 0",
+                    ));
+                }
+                if !(price.currency.len() == 3
+                    && price.currency.bytes().all(|b| b.is_ascii_uppercase()))
+                {
+                    problems.push(invalid(
+                        format!("providers.{name}.price_per_verification.currency"),
+                        "must be an ISO 4217 code such as \"USD\"",
+                    ));
+                }
             }
             let circuit = &provider.circuit_breaker;
             if circuit.failures == 0 || circuit.open_seconds == 0 {
@@ -521,6 +625,9 @@ impl Policy {
         }
         if self.reconciler.every_seconds == 0 {
             problems.push(invalid("reconciler.every_seconds", "must be at least 1"));
+        }
+        if self.experiments.every_seconds == 0 {
+            problems.push(invalid("experiments.every_seconds", "must be at least 1"));
         }
         for (name, tenant) in &self.tenants {
             let at = |k: &str| format!("tenants.{name}.{k}");
@@ -621,6 +728,58 @@ impl Policy {
             for (i, provider) in routing.fallback.iter().enumerate() {
                 if let Err(e) = known(format!("{}[{i}]", at("routing.fallback")), provider) {
                     problems.push(e);
+                }
+            }
+            if let Some(experiment) = &routing.experiment {
+                let at = |k: &str| format!("tenants.{name}.routing.experiment.{k}");
+                let name_ok = !experiment.name.is_empty()
+                    && experiment.name.len() <= 64
+                    && experiment
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !name_ok {
+                    problems.push(invalid(
+                        at("name"),
+                        "must be 1 to 64 letters, digits, '-' or '_'",
+                    ));
+                }
+                for (key, provider) in [
+                    ("champion", &experiment.champion),
+                    ("challenger", &experiment.challenger),
+                ] {
+                    if let Err(e) = known(at(key), provider) {
+                        problems.push(e);
+                    }
+                }
+                if experiment.champion == experiment.challenger {
+                    problems.push(invalid(
+                        at("challenger"),
+                        "must be another instance than the champion",
+                    ));
+                }
+                if !(1..=99).contains(&experiment.share) {
+                    problems.push(invalid(at("share"), "must be a percentage from 1 to 99"));
+                }
+                for (i, country) in experiment.countries.iter().enumerate() {
+                    if !is_country_code(country) {
+                        problems.push(invalid(
+                            format!("{}[{i}]", at("countries")),
+                            "must be an ISO 3166-1 alpha-2 code such as \"CL\"",
+                        ));
+                    }
+                }
+                if experiment.min_sample == 0 {
+                    problems.push(invalid(at("min_sample"), "must be at least 1"));
+                }
+                if experiment
+                    .guardrail_pp
+                    .is_some_and(|g| !(g > 0.0 && g <= 100.0))
+                {
+                    problems.push(invalid(
+                        at("guardrail_pp"),
+                        "must be percentage points above 0, at most 100",
+                    ));
                 }
             }
         }

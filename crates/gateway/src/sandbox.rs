@@ -86,9 +86,10 @@ pub fn tenant_key(tenant: &str) -> String {
 }
 
 /// A product manager's own policy, pointed at the simulators: each provider instance keeps its
-/// name, kind, `rate_limit` and `circuit_breaker` and talks to its kind's simulator; each tenant
-/// keeps its routing and limits, gets the key [`tenant_key`] instead of its own, and sends its
-/// events to the sandbox receiver. The store is the sandbox's; `[server]` is the sandbox's.
+/// name, kind, `rate_limit`, `circuit_breaker` and `price_per_verification`, and talks to its
+/// kind's simulator; each tenant keeps its routing and limits, gets the key [`tenant_key`]
+/// instead of its own, and sends its events to the sandbox receiver. The store is the sandbox's;
+/// `[server]` is the sandbox's.
 fn own_policy(
     text: &str,
     sims: &toml::Table,
@@ -109,7 +110,7 @@ fn own_policy(
             Some(sim) => sim.clone(),
             None => section.as_table().cloned().unwrap_or_default(),
         };
-        for kept in ["rate_limit", "circuit_breaker"] {
+        for kept in ["rate_limit", "circuit_breaker", "price_per_verification"] {
             if let Some(value) = section.get(kept) {
                 ours.insert(kept.into(), value.clone());
             }

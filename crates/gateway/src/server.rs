@@ -362,6 +362,7 @@ pub async fn serve_on(
     let workers = [
         tokio::spawn(jobs::reconciler::run(app.clone())),
         tokio::spawn(jobs::outbox::run(app.clone())),
+        tokio::spawn(jobs::experiments::run(app.clone())),
     ];
     if let Some(path) = policy_file {
         jobs::policy_watch::start(app.clone(), path)?;

@@ -100,13 +100,19 @@ pub async fn create(
     if let Some(existing) = app.store.find_by_reference(tenant, &body.reference).await? {
         return replay(existing, &hash);
     }
+    let routing = &runtime.policy.tenants[tenant].routing;
+    let stopped = routing
+        .experiment
+        .as_ref()
+        .is_some_and(|e| app.experiment_stopped(tenant, &e.name));
     let route = routing::candidates(
-        &runtime.policy.tenants[tenant].routing,
+        routing,
         tenant,
         &body.subject.id,
         &body.subject.country,
         body.provider.as_deref(),
         |n| runtime.providers.contains_key(n),
+        stopped,
     )?;
     let mut last_failure = None;
     let mut tried = Vec::new();
@@ -132,7 +138,12 @@ pub async fn create(
             webhook_url: app.hook_url(runtime, &name),
             subject_ref,
         };
-        let started = match call(app, runtime, &name, "create", provider.create(&request)).await {
+        let on = Caller {
+            tenant,
+            country: &body.subject.country,
+        };
+        let started = match call(app, runtime, on, &name, "create", provider.create(&request)).await
+        {
             Ok(started) => started,
             Err(error) if error.is_unavailable() => {
                 tracing::warn!(provider = %name, %error, "provider unavailable on create; trying the next");
@@ -153,13 +164,21 @@ pub async fn create(
             reference: body.reference.clone(),
             subject_id: body.subject.id.clone(),
             provider: name.clone(),
-            routing: Some(RoutingRecord {
-                reason: if index == 0 {
-                    route.reason
-                } else {
-                    RoutingReason::Fallback
-                },
-                tried: std::mem::take(&mut tried),
+            // A fallback is not in the experiment: its arm's instance did not run it.
+            routing: Some(if index == 0 {
+                RoutingRecord {
+                    reason: route.reason,
+                    tried: Vec::new(),
+                    experiment: route.experiment.as_ref().map(|(name, _)| name.clone()),
+                    arm: route.experiment.as_ref().map(|(_, arm)| *arm),
+                }
+            } else {
+                RoutingRecord {
+                    reason: RoutingReason::Fallback,
+                    tried: std::mem::take(&mut tried),
+                    experiment: None,
+                    arm: None,
+                }
             }),
             provider_reference: started.provider_reference,
             status: started.status,
@@ -252,12 +271,31 @@ fn count_finished(tenant: &str, v: &Verification) {
         .record(took.num_milliseconds().max(0) as f64 / 1000.0);
 }
 
+/// Whose verification a provider call is for: its failures count in that tenant's figures.
+#[derive(Debug, Clone, Copy)]
+struct Caller<'a> {
+    tenant: &'a str,
+    /// The subject's country (`""` when unknown).
+    country: &'a str,
+}
+
+impl<'a> Caller<'a> {
+    fn of(stored: &'a StoredVerification) -> Self {
+        Caller {
+            tenant: &stored.tenant,
+            country: stored.country.as_deref().unwrap_or(""),
+        }
+    }
+}
+
 /// Makes one call, `operation`, to provider instance `name`: after its outbound rate limit gives
 /// a turn, and only while its circuit breaker lets calls through; the outcome is recorded on the
-/// breaker and in the metrics.
+/// breaker and in the metrics, and a failure of the provider's (unavailable, unreadable, our
+/// credentials refused) in the store's daily figures, with the time its circuit opens.
 async fn call<T>(
     app: &App,
     runtime: &Runtime,
+    on: Caller<'_>,
     name: &str,
     operation: &'static str,
     request: impl std::future::Future<Output = Result<T, ProviderError>>,
@@ -274,6 +312,7 @@ async fn call<T>(
     if let Err(limited) = outbound_turn(runtime, name).await {
         crate::telemetry::rate_limited("provider");
         count("rate_limited");
+        count_failure(app, on, name).await;
         return Err(limited);
     }
     let default = crate::circuit::CircuitSettings::default();
@@ -284,6 +323,7 @@ async fn call<T>(
         .map_or(&default, |p| &p.circuit_breaker);
     if !app.breakers.allow(name, settings) {
         count("circuit_open");
+        count_failure(app, on, name).await;
         return Err(ProviderError::Unavailable(
             "its circuit breaker is open after repeated failures".into(),
         ));
@@ -315,8 +355,40 @@ async fn call<T>(
         .as_ref()
         .err()
         .is_some_and(ProviderError::is_unavailable);
-    app.breakers.record(name, settings, failed);
+    if app.breakers.record(name, settings, failed) {
+        let opened_at = now();
+        let closes_at = opened_at + Duration::seconds(settings.open_seconds as i64);
+        if let Err(error) = app
+            .store
+            .record_circuit_opening(name, opened_at, closes_at)
+            .await
+        {
+            tracing::warn!(provider = %name, %error, "could not record the circuit's opening");
+        }
+    }
+    if result.as_ref().err().is_some_and(|e| {
+        matches!(
+            e,
+            ProviderError::Unavailable(_)
+                | ProviderError::BadResponse(_)
+                | ProviderError::Unauthorized
+        )
+    }) {
+        count_failure(app, on, name).await;
+    }
     result
+}
+
+/// Counts a failed call in the tenant's daily figures (on the day it failed). A store that cannot
+/// take it is logged, not passed on: the call's own error is what the caller needs.
+async fn count_failure(app: &App, on: Caller<'_>, name: &str) {
+    if let Err(error) = app
+        .store
+        .count_provider_error(on.tenant, name, on.country, now())
+        .await
+    {
+        tracing::warn!(provider = %name, %error, "could not count a provider error");
+    }
 }
 
 /// Waits for a cell of the instance's outbound rate limit, up to [`OUTBOUND_WAIT`]; past it the
@@ -344,9 +416,20 @@ pub async fn sync(
     let provider = provider_of(runtime, &stored)?;
     let reference = &stored.verification.provider_reference;
     let name = &stored.verification.provider;
+    let on = Caller::of(&stored);
     let answer = match source {
-        Source::Refresh => call(app, runtime, name, "refresh", provider.refresh(reference)).await,
-        _ => call(app, runtime, name, "get", provider.get(reference)).await,
+        Source::Refresh => {
+            call(
+                app,
+                runtime,
+                on,
+                name,
+                "refresh",
+                provider.refresh(reference),
+            )
+            .await
+        }
+        _ => call(app, runtime, on, name, "get", provider.get(reference)).await,
     }
     .map_err(|e| ServiceError::provider(&stored.verification.provider, e))?;
     record(app, runtime, stored, &answer, source, None).await
@@ -368,6 +451,7 @@ pub async fn cancel(
     let answer = call(
         app,
         runtime,
+        Caller::of(&stored),
         &v.provider,
         "cancel",
         provider.cancel(&v.provider_reference),
@@ -409,6 +493,7 @@ pub async fn decide(
     let answer = call(
         app,
         runtime,
+        Caller::of(&synced),
         &name,
         "decide",
         provider.decide(
@@ -518,7 +603,7 @@ async fn record(
 }
 
 /// The delay before an event's first delivery attempt.
-fn first_delay(runtime: &Runtime) -> Duration {
+pub(crate) fn first_delay(runtime: &Runtime) -> Duration {
     let seconds = runtime.policy.webhooks.retry_seconds.first().copied();
     // The policy bounds each delay to a week.
     Duration::seconds(seconds.unwrap_or(0) as i64)
@@ -542,6 +627,7 @@ pub async fn identity(
     let identity = call(
         app,
         runtime,
+        Caller::of(&stored),
         &v.provider,
         "identity",
         provider.identity(&v.provider_reference),
@@ -587,9 +673,15 @@ pub async fn standing(
             .subject_ref(tenant, &approved.provider, subject_id)
             .await?
     {
+        // The subject's country is not at hand here; its errors count under country "".
+        let on = Caller {
+            tenant,
+            country: "",
+        };
         let view = call(
             app,
             runtime,
+            on,
             &approved.provider,
             "standing",
             provider.subject_standing(&subject_ref),

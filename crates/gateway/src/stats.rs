@@ -8,9 +8,10 @@
 //! say what became of the verifications started in it.
 use crate::app::App;
 use crate::input::StatsPeriod;
+use crate::policy::Price;
 use crate::service::ServiceError;
 use crate::store::{DecisionCount, StatsRow, bucket_seconds};
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -79,6 +80,33 @@ pub struct StatsGroupFigures {
     /// Of those started, how many went to this instance as a fallback (the one chosen first was
     /// unavailable).
     pub fallbacks: u64,
+    /// Failed calls to the provider for the tenant's verifications on the period's days
+    /// (unavailable: connection, timeout, 5xx, 429, circuit open, outbound limit spent; an
+    /// unreadable answer; our credentials refused), counted on the day they failed.
+    pub provider_errors: u64,
+    /// Seconds of the period during which the instance's circuit breaker was open on at least one
+    /// replica (grouped by provider only: a circuit is the instance's, not a country's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_open_s: Option<f64>,
+    /// What the verifications started cost, at each instance's `price_per_verification` in the
+    /// policy now; absent when an instance of the group has no price, or prices differ in
+    /// currency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
+}
+
+/// Estimated cost.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cost {
+    /// ISO 4217.
+    pub currency: String,
+    /// Of all the verifications started.
+    pub total: f64,
+    /// total / started.
+    pub per_started: f64,
+    /// total / approved; absent while none is approved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_approved: Option<f64>,
 }
 
 /// Counts per final status.
@@ -115,11 +143,65 @@ pub async fn for_period(
     let (from, to) = (period.from.to_string(), period.to.to_string());
     let rows = app.store.stats(tenant, &from, &to).await?;
     let times = app.store.decision_times(tenant, &from, &to).await?;
+    let prices: BTreeMap<String, Price> = app
+        .runtime()
+        .policy
+        .providers
+        .iter()
+        .filter_map(|(name, p)| Some((name.clone(), p.price_per_verification.clone()?)))
+        .collect();
+    let mut groups = grouped(period.by, rows, times, &prices);
+    if period.by == StatsGroup::Provider {
+        let start = period.from.and_time(NaiveTime::MIN).and_utc();
+        // An opening lasts until its probe time, which may be still to come: count up to now.
+        let end = (period.to + chrono::Days::new(1))
+            .and_time(NaiveTime::MIN)
+            .and_utc()
+            .min(crate::store::now());
+        let openings = app.store.circuit_openings(start, end).await?;
+        for group in &mut groups {
+            let provider = group.provider.as_deref().unwrap_or_default();
+            let spans = openings
+                .iter()
+                .filter(|(p, _, _)| p == provider)
+                .map(|(_, opened, closes)| ((*opened).max(start), (*closes).min(end)));
+            group.circuit_open_s = Some(covered_seconds(spans.collect()));
+        }
+    }
     Ok(Stats {
         from: period.from,
         to: period.to,
-        groups: grouped(period.by, rows, times),
+        groups,
     })
+}
+
+/// Seconds covered by at least one of the spans (overlaps counted once).
+fn covered_seconds(mut spans: Vec<(DateTime<Utc>, DateTime<Utc>)>) -> f64 {
+    spans.sort();
+    let mut total = chrono::Duration::zero();
+    let mut current: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    for (start, end) in spans.into_iter().filter(|(s, e)| s < e) {
+        current = match current {
+            Some((s, e)) if start <= e => Some((s, e.max(end))),
+            Some((s, e)) => {
+                total += e - s;
+                Some((start, end))
+            }
+            None => Some((start, end)),
+        };
+    }
+    if let Some((s, e)) = current {
+        total += e - s;
+    }
+    total.as_seconds_f64()
+}
+
+/// A group's cost so far: the total in one currency, or nothing once an instance without a price
+/// or in another currency is met.
+#[derive(Debug, Clone)]
+enum CostSum {
+    Priced { currency: String, total: f64 },
+    Unknown,
 }
 
 /// Sums the rows per group, and reads each group's percentiles from its buckets.
@@ -127,12 +209,34 @@ fn grouped(
     by: StatsGroup,
     rows: Vec<StatsRow>,
     times: Vec<DecisionCount>,
+    prices: &BTreeMap<String, Price>,
 ) -> Vec<StatsGroupFigures> {
     let mut sums: BTreeMap<_, StatsRow> = BTreeMap::new();
+    let mut costs: BTreeMap<_, CostSum> = BTreeMap::new();
     for row in rows {
-        let sum = sums.entry(by.key(&row.provider, &row.country)).or_default();
+        let key = by.key(&row.provider, &row.country);
+        let cost = match (costs.remove(&key), prices.get(&row.provider)) {
+            (Some(CostSum::Unknown), _) | (_, None) => CostSum::Unknown,
+            (None, Some(price)) => CostSum::Priced {
+                currency: price.currency.clone(),
+                total: row.started as f64 * price.amount,
+            },
+            (Some(CostSum::Priced { currency, total }), Some(price)) => {
+                if currency == price.currency {
+                    CostSum::Priced {
+                        currency,
+                        total: total + row.started as f64 * price.amount,
+                    }
+                } else {
+                    CostSum::Unknown
+                }
+            }
+        };
+        costs.insert(key.clone(), cost);
+        let sum = sums.entry(key).or_default();
         sum.started += row.started;
         sum.fallbacks += row.fallbacks;
+        sum.provider_errors += row.provider_errors;
         sum.approved += row.approved;
         sum.rejected += row.rejected;
         sum.expired += row.expired;
@@ -150,6 +254,15 @@ fn grouped(
     sums.into_iter()
         .map(|(key, row)| {
             let decided = buckets.remove(&key);
+            let cost = match costs.remove(&key) {
+                Some(CostSum::Priced { currency, total }) if row.started > 0 => Some(Cost {
+                    currency,
+                    total,
+                    per_started: total / row.started as f64,
+                    per_approved: (row.approved > 0).then(|| total / row.approved as f64),
+                }),
+                _ => None,
+            };
             let (provider, country) = key;
             let finished =
                 row.approved + row.rejected + row.expired + row.abandoned + row.cancelled;
@@ -169,6 +282,9 @@ fn grouped(
                     })
                 }),
                 fallbacks: row.fallbacks,
+                provider_errors: row.provider_errors,
+                circuit_open_s: None,
+                cost,
                 finished: Finished {
                     approved: row.approved,
                     rejected: row.rejected,
@@ -248,7 +364,8 @@ mod tests {
             decided,
         };
         let times = vec![time("a", "CL", 100, 1), time("b", "CL", 200, 2)];
-        let by_country = grouped(StatsGroup::Country, rows.clone(), times.clone());
+        let none = BTreeMap::new();
+        let by_country = grouped(StatsGroup::Country, rows.clone(), times.clone(), &none);
         assert_eq!(by_country.len(), 2);
         let chile = &by_country[1];
         assert_eq!(
@@ -264,7 +381,7 @@ mod tests {
             (bucket_seconds(200), bucket_seconds(200))
         );
         assert!(by_country[0].time_to_decision_s.is_none());
-        let by_provider = grouped(StatsGroup::Provider, rows, times);
+        let by_provider = grouped(StatsGroup::Provider, rows, times, &none);
         assert_eq!(
             by_provider
                 .iter()
@@ -272,5 +389,62 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("a".to_string(), 3), ("b".to_string(), 3)]
         );
+    }
+
+    #[test]
+    fn cost_is_the_started_at_each_price_and_needs_every_price_in_one_currency() {
+        let row = |provider: &str, country: &str, started, approved| StatsRow {
+            provider: provider.into(),
+            country: country.into(),
+            started,
+            approved,
+            ..StatsRow::default()
+        };
+        let rows = vec![
+            row("a", "CL", 4, 2),
+            row("b", "CL", 2, 1),
+            row("c", "AR", 1, 0),
+        ];
+        let price = |amount, currency: &str| Price {
+            amount,
+            currency: currency.into(),
+        };
+        let prices: BTreeMap<String, Price> = [
+            ("a".to_string(), price(1.5, "USD")),
+            ("b".to_string(), price(0.5, "USD")),
+        ]
+        .into();
+        let by_country = grouped(StatsGroup::Country, rows.clone(), Vec::new(), &prices);
+        // AR's only instance has no price: no cost.
+        assert!(by_country[0].cost.is_none());
+        let chile = by_country[1].cost.as_ref().unwrap();
+        assert_eq!(chile.currency, "USD");
+        assert_eq!(chile.total, 4.0 * 1.5 + 2.0 * 0.5);
+        assert_eq!(chile.per_started, 7.0 / 6.0);
+        assert_eq!(chile.per_approved, Some(7.0 / 3.0));
+        // Another currency in the group: no sum is given.
+        let mixed: BTreeMap<String, Price> = [
+            ("a".to_string(), price(1.5, "USD")),
+            ("b".to_string(), price(0.5, "CLP")),
+        ]
+        .into();
+        let by_country = grouped(StatsGroup::Country, rows.clone(), Vec::new(), &mixed);
+        assert!(by_country[1].cost.is_none());
+        let by_provider = grouped(StatsGroup::Provider, rows, Vec::new(), &mixed);
+        assert_eq!(by_provider[1].cost.as_ref().unwrap().currency, "CLP");
+    }
+
+    #[test]
+    fn circuit_time_counts_overlapping_openings_once() {
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap();
+        assert_eq!(covered_seconds(Vec::new()), 0.0);
+        // 0-30 and 10-40 overlap (40 s), 100-130 is apart (30 s), an empty span adds nothing.
+        let spans = vec![
+            (t(100), t(130)),
+            (t(10), t(40)),
+            (t(0), t(30)),
+            (t(50), t(50)),
+        ];
+        assert_eq!(covered_seconds(spans), 70.0);
     }
 }

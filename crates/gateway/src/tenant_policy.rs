@@ -56,6 +56,8 @@ pub struct InstanceView {
     pub rate_limit: Option<RateLimit>,
     /// Its circuit breaker now.
     pub circuit: CircuitState,
+    /// Its price per verification started, for cost figures.
+    pub price_per_verification: Option<crate::policy::Price>,
 }
 
 /// The calling tenant's policy, as in force for this request.
@@ -80,7 +82,13 @@ async fn get_policy(
         .iter()
         .chain(routing.rules.iter().map(|r| &r.provider))
         .chain(routing.split.keys())
-        .chain(routing.fallback.iter());
+        .chain(routing.fallback.iter())
+        .chain(
+            routing
+                .experiment
+                .iter()
+                .flat_map(|e| [&e.champion, &e.challenger]),
+        );
     let mut providers = BTreeMap::new();
     for name in named {
         if let Some(instance) = tenant.runtime.policy.providers.get(name) {
@@ -90,6 +98,7 @@ async fn get_policy(
                     kind: instance.kind.clone(),
                     rate_limit: instance.rate_limit.clone(),
                     circuit: state.breakers.state(name),
+                    price_per_verification: instance.price_per_verification.clone(),
                 },
             );
         }

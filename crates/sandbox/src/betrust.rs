@@ -2,7 +2,7 @@
 //! (create, get, credential_information) and the unsigned compact webhook.
 
 use crate::{
-    ApiTraffic, FaultRule, Outcome, SandboxError, ServerTask, deliver_webhook,
+    ApiTraffic, FaultRule, Outcome, Piloted, SandboxError, ServerTask, deliver_webhook,
     fault_control_routes, fault_middleware, finish_response, lock, now_rfc3339, pages,
     read_finish_request, webhook_client,
 };
@@ -283,6 +283,11 @@ impl BetrustSim {
     /// Removes every fault rule.
     pub fn clear_faults(&self) {
         self.shared.traffic.clear_faults();
+    }
+
+    /// Ends new transactions by themselves, or (with `None`) stops doing so.
+    pub fn set_autopilot(&self, autopilot: Option<crate::Autopilot>) {
+        self.shared.traffic.set_autopilot(autopilot);
     }
 }
 
@@ -592,6 +597,15 @@ async fn create_transaction(
     let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
         return bad_request("body must be a JSON object");
     };
+    let piloted = shared.traffic.pilot_create();
+    if piloted == Piloted::Fail {
+        return wrapped(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Transaction",
+            Value::Null,
+            "Service temporarily unavailable",
+        );
+    }
     let mut state = lock(&shared.state);
     let transaction_id = request.get("transaction_id").and_then(Value::as_str);
     let duplicated = transaction_id
@@ -614,6 +628,15 @@ async fn create_transaction(
     tracing::info!(provider = "betrust", transaction = %data["uuid"].as_str().unwrap_or_default(), "sandbox: transaction created");
     let answer = Value::Object(data.clone());
     state.push(TransactionRecord { data, names: None });
+    if let Piloted::EndAfter(delay, outcome) = piloted
+        && let Some(uuid) = answer["uuid"].as_str()
+    {
+        let (shared, uuid) = (shared.clone(), uuid.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = finish(&shared, &uuid, outcome, None).await;
+        });
+    }
     wrapped(StatusCode::OK, "Transaction", answer, "Created")
 }
 

@@ -2,7 +2,7 @@
 //! validations (create, get, sync, cancel, current, status) and the HMAC-signed webhook.
 
 use crate::{
-    ApiTraffic, FaultRule, Outcome, SandboxError, ServerTask, deliver_webhook,
+    ApiTraffic, FaultRule, Outcome, Piloted, SandboxError, ServerTask, deliver_webhook,
     fault_control_routes, fault_middleware, finish_response, lock, now_rfc3339, pages,
     read_finish_request, webhook_client,
 };
@@ -240,6 +240,11 @@ impl Gu1Sim {
     /// Removes every fault rule.
     pub fn clear_faults(&self) {
         self.shared.traffic.clear_faults();
+    }
+
+    /// Ends new validations by themselves, or (with `None`) stops doing so.
+    pub fn set_autopilot(&self, autopilot: Option<crate::Autopilot>) {
+        self.shared.traffic.set_autopilot(autopilot);
     }
 
     /// API requests (faulted ones included) whose request line, `METHOD /path?query`, contains
@@ -543,6 +548,14 @@ async fn create_validation(State(shared): State<Arc<Shared>>, body: Bytes) -> Re
             "metadata must be an object of at most 10KB",
         );
     }
+    let piloted = shared.traffic.pilot_create();
+    if piloted == Piloted::Fail {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "Service temporarily unavailable",
+        );
+    }
     let mut state = lock(&shared.state);
     if !state.entities.iter().any(|e| e.id == entity_id) {
         return error(
@@ -584,6 +597,13 @@ async fn create_validation(State(shared): State<Arc<Shared>>, body: Bytes) -> Re
     tracing::info!(provider = "gu1", validation = %id, "sandbox: validation created");
     let answer = Value::Object(data.clone());
     state.validations.push(ValidationRecord { data });
+    if let Piloted::EndAfter(delay, outcome) = piloted {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = finish(&shared, &id, outcome).await;
+        });
+    }
     (StatusCode::CREATED, Json(answer)).into_response()
 }
 

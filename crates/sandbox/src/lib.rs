@@ -12,7 +12,10 @@
 //!   link can finish it: `curl -X POST "$URL" -H 'Content-Type: application/json'
 //!   -d '{"outcome": "approved"}'`;
 //! - `POST /_sandbox/faults` with JSON `{"path_contains", "status" | "latency_ms" | "malformed" |
-//!   "hang" | "late_answer_ms", "times"}` and `DELETE /_sandbox/faults`.
+//!   "hang" | "late_answer_ms", "times"}` and `DELETE /_sandbox/faults`;
+//! - `POST /_sandbox/autopilot` with JSON [`Autopilot`] `{"approve_percent", "decision_ms",
+//!   "error_percent"}`, and `DELETE /_sandbox/autopilot`: the simulator ends each new verification
+//!   by itself (see [`Autopilot`]).
 //!
 //! Dropping a simulator stops its server.
 //!
@@ -267,8 +270,45 @@ pub(crate) struct ApiTraffic {
     shutdown: watch::Receiver<()>,
 }
 
+/// How a simulator ends verifications by itself, for demos and experiments: each new
+/// verification ends `decision_ms` after its creation, approved or else rejected; and a share of
+/// creates fail with 503 (the provider is briefly unavailable). Shares are spread evenly, not
+/// drawn at random: of every 100 verifications exactly `approve_percent` are approved, so tests
+/// and demos see the same figures on every run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autopilot {
+    /// Percent of the verifications approved (the others are rejected), 0 to 100.
+    pub approve_percent: u8,
+    /// How long after its creation a verification ends, in milliseconds.
+    pub decision_ms: u64,
+    /// Percent of the creates answered 503 instead, 0 to 100.
+    #[serde(default)]
+    pub error_percent: u8,
+}
+
+/// What the autopilot does with a create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Piloted {
+    /// No autopilot: the create goes on, and nothing ends it.
+    Off,
+    /// Answer 503.
+    Fail,
+    /// Create it, then end it so after this long.
+    EndAfter(Duration, Outcome),
+}
+
+/// Whether the `k`-th event (from 0) is among `percent` of all, spread evenly.
+fn in_share(k: u64, percent: u8) -> bool {
+    let p = u64::from(percent.min(100));
+    (k + 1) * p / 100 > k * p / 100
+}
+
 #[derive(Default)]
 struct TrafficState {
+    autopilot: Option<Autopilot>,
+    /// Creates the autopilot has seen, and verifications it has ended.
+    piloted: (u64, u64),
     rules: Vec<FaultRule>,
     paths_seen: Vec<String>,
     /// The `traceparent` header of each request that had one, with its request line.
@@ -289,6 +329,32 @@ impl ApiTraffic {
 
     pub(crate) fn clear_faults(&self) {
         lock(&self.inner).rules.clear();
+    }
+
+    pub(crate) fn set_autopilot(&self, autopilot: Option<Autopilot>) {
+        let mut state = lock(&self.inner);
+        state.autopilot = autopilot;
+        state.piloted = (0, 0);
+    }
+
+    /// What the autopilot does with the next create.
+    pub(crate) fn pilot_create(&self) -> Piloted {
+        let mut state = lock(&self.inner);
+        let Some(autopilot) = state.autopilot else {
+            return Piloted::Off;
+        };
+        let (created, ended) = state.piloted;
+        state.piloted.0 += 1;
+        if in_share(created, autopilot.error_percent) {
+            return Piloted::Fail;
+        }
+        state.piloted.1 += 1;
+        let outcome = if in_share(ended, autopilot.approve_percent) {
+            Outcome::Approved
+        } else {
+            Outcome::Rejected
+        };
+        Piloted::EndAfter(Duration::from_millis(autopilot.decision_ms), outcome)
     }
 
     pub(crate) fn requests_seen(&self, path_contains: &str) -> usize {
@@ -474,12 +540,42 @@ async fn clear_faults_route(State(traffic): State<ApiTraffic>) -> Response {
     (StatusCode::OK, Json(json!({"ok": true}))).into_response()
 }
 
-/// The `/_sandbox/faults` routes, shared by both simulators.
+async fn set_autopilot_route(State(traffic): State<ApiTraffic>, request: Request) -> Response {
+    match Json::<Autopilot>::from_request(request, &()).await {
+        Ok(Json(autopilot))
+            if autopilot.approve_percent <= 100 && autopilot.error_percent <= 100 =>
+        {
+            traffic.set_autopilot(Some(autopilot));
+            (StatusCode::OK, Json(json!({"ok": true}))).into_response()
+        }
+        Ok(_) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "INVALID_AUTOPILOT", "message": "percentages go from 0 to 100"})),
+        )
+            .into_response(),
+        Err(rejection) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "INVALID_AUTOPILOT", "message": rejection.body_text()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn clear_autopilot_route(State(traffic): State<ApiTraffic>) -> Response {
+    traffic.set_autopilot(None);
+    (StatusCode::OK, Json(json!({"ok": true}))).into_response()
+}
+
+/// The `/_sandbox/faults` and `/_sandbox/autopilot` routes, shared by both simulators.
 pub(crate) fn fault_control_routes(traffic: ApiTraffic) -> Router {
     Router::new()
         .route(
             "/_sandbox/faults",
             post(inject_fault_route).delete(clear_faults_route),
+        )
+        .route(
+            "/_sandbox/autopilot",
+            post(set_autopilot_route).delete(clear_autopilot_route),
         )
         .with_state(traffic)
 }
@@ -717,5 +813,20 @@ mod tests {
         );
         assert_eq!(traffic.take_fault("/v1/transactions", None), None);
         assert_eq!(traffic.requests_seen("/transactions"), 3);
+    }
+}
+
+#[cfg(test)]
+mod autopilot_tests {
+    use super::*;
+
+    #[test]
+    fn shares_are_exact_over_every_hundred() {
+        for percent in [0, 1, 13, 50, 70, 99, 100] {
+            let taken = (0..100).filter(|k| in_share(*k, percent)).count();
+            assert_eq!(taken, usize::from(percent));
+            let first_20 = (0..20).filter(|k| in_share(*k, percent)).count();
+            assert_eq!(first_20, usize::from(percent) / 5, "{percent} %");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Background work, each job in a file of its own, started by the server.
 
+pub mod experiments;
 pub mod outbox;
 pub mod policy_watch;
 pub mod reconciler;

@@ -101,9 +101,10 @@ pub struct NewEvent {
     pub id: String,
     /// The owning tenant.
     pub tenant: String,
-    /// The verification it reports on.
+    /// The verification it reports on (events are delivered in order per verification); for an
+    /// experiment's event, `experiment:<name>`.
     pub verification_id: String,
-    /// `verification.updated`.
+    /// `verification.updated` or `experiment.stopped`.
     pub event_type: &'static str,
     /// The body to send, as written at the change.
     pub payload: String,
@@ -228,8 +229,60 @@ pub trait Store: EventStore + Send + Sync {
         from: &str,
         to: &str,
     ) -> Result<Vec<DecisionCount>, StoreError>;
+    /// Counts a failed call to instance `provider` for a tenant's verification of a subject of
+    /// `country`, on the UTC day of `at`.
+    async fn count_provider_error(
+        &self,
+        tenant: &str,
+        provider: &str,
+        country: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Records that this replica's circuit for `provider` opened at `opened_at` until `closes_at`.
+    async fn record_circuit_opening(
+        &self,
+        provider: &str,
+        opened_at: DateTime<Utc>,
+        closes_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// The circuit openings of any instance that overlap `start..end`: (provider, opened,
+    /// closes).
+    async fn circuit_openings(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>, DateTime<Utc>)>, StoreError>;
+    /// How many of a tenant's verifications an experiment routed to each arm are in each status.
+    async fn experiment_counts(
+        &self,
+        tenant: &str,
+        experiment: &str,
+    ) -> Result<Vec<ArmCount>, StoreError>;
+    /// Records that an experiment's guardrail stopped it, with the tenant's event if any, in one
+    /// transaction; `false` (nothing written) when it was already stopped.
+    async fn stop_experiment(
+        &self,
+        tenant: &str,
+        experiment: &str,
+        at: DateTime<Utc>,
+        event: Option<&NewEvent>,
+    ) -> Result<bool, StoreError>;
+    /// Every stopped experiment: (tenant, experiment, when).
+    async fn stopped_experiments(&self)
+    -> Result<Vec<(String, String, DateTime<Utc>)>, StoreError>;
     /// Checks that the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// How many of an experiment's verifications in one arm are in one status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArmCount {
+    /// The arm.
+    pub arm: kyc_core::Arm,
+    /// The status.
+    pub status: Status,
+    /// How many.
+    pub count: u64,
 }
 
 /// How many verifications of one provider instance and country took a time in one bucket.
@@ -281,6 +334,8 @@ pub struct StatsRow {
     pub started: u64,
     /// Created at a fallback instance.
     pub fallbacks: u64,
+    /// Failed calls to the instance on these days (not by creation day).
+    pub provider_errors: u64,
     /// Of those created, how many are approved, rejected, expired, abandoned, cancelled.
     pub approved: u64,
     /// See `approved`.
@@ -394,6 +449,16 @@ impl SqlStore {
                 8,
                 "decision times",
                 include_str!("../../migrations/0008_decision_times.sql"),
+            ),
+            migration(
+                9,
+                "experiments",
+                include_str!("../../migrations/0009_experiments.sql"),
+            ),
+            migration(
+                10,
+                "provider errors",
+                include_str!("../../migrations/0010_provider_errors.sql"),
             ),
         ])
         .run(&writes)
@@ -632,15 +697,17 @@ fn claim_unfinished_sql(postgres: bool, limit: u32) -> String {
 const HISTORY: &str = "SELECT from_status, to_status, source, actor, at FROM status_changes \
      WHERE tenant = $1 AND verification_id = $2 ORDER BY id";
 
-/// A new verification ($1 to $18, the [`COLUMNS`]), its first history row ($19 to $26: id,
-/// tenant, verification id, from, to, source, actor, at) and its count in `stats_daily` ($27: 1
-/// when it went to a fallback), all or nothing, in one round trip: on PostgreSQL one statement,
+/// A new verification ($1 to $18, the [`COLUMNS`], then $19 and $20, its experiment and arm),
+/// its first history row ($21 to $28: id, tenant, verification id, from, to, source, actor, at)
+/// and its count in `stats_daily` ($29: 1 when it went to a fallback), all or nothing, in one
+/// round trip: on PostgreSQL one statement,
 /// on SQLite one batch that the connection's worker runs at once (a transaction statement by
 /// statement was five hand-offs to that thread, with the one writer connection held throughout).
 fn insert_sql(postgres: bool) -> String {
     let verification = format!(
-        "INSERT INTO verifications ({COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        "INSERT INTO verifications ({COLUMNS}, experiment, arm) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+         $20)"
     );
     let change = "INSERT INTO status_changes (id, tenant, verification_id, from_status, \
          to_status, source, actor, at)";
@@ -648,7 +715,7 @@ fn insert_sql(postgres: bool) -> String {
     let stats = "INSERT INTO stats_daily (tenant, day, provider, country, started, fallbacks, \
          approved, rejected, expired, abandoned, cancelled)";
     let counts = format!(
-        "$2, substr($14, 1, 10), $5, COALESCE($18, ''), 1, $27, {}, {}, {}, {}, {}",
+        "$2, substr($14, 1, 10), $5, COALESCE($18, ''), 1, $29, {}, {}, {}, {}, {}",
         counted("approved"),
         counted("rejected"),
         counted("expired"),
@@ -671,14 +738,14 @@ fn insert_sql(postgres: bool) -> String {
         // Selected from `created`, so nothing is counted when the verification is not written.
         format!(
             "WITH created AS ({verification} RETURNING id), \
-             history AS ({change} SELECT $19, $20, $21, $22, $23, $24, $25, $26 FROM created), \
+             history AS ({change} SELECT $21, $22, $23, $24, $25, $26, $27, $28 FROM created), \
              decided AS ({decided} FROM created WHERE {final_now} {add_decided}) \
              {stats} SELECT {counts} FROM created {add}"
         )
     } else {
         format!(
             "BEGIN IMMEDIATE; {verification}; \
-             {change} VALUES ($19, $20, $21, $22, $23, $24, $25, $26); \
+             {change} VALUES ($21, $22, $23, $24, $25, $26, $27, $28); \
              {stats} VALUES ({counts}) {add}; \
              {decided} WHERE {final_now} {add_decided}; COMMIT"
         )
@@ -709,6 +776,28 @@ async fn insert_change(
     .bind(c.change.source.as_str())
     .bind(&c.change.actor)
     .bind(ts(c.change.at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes one outbox event inside a transaction, due at its `due_at`.
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    event: &NewEvent,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO events (id, tenant, verification_id, event_type, payload, \
+         created_at, state, attempts, next_attempt_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7)",
+    )
+    .bind(&event.id)
+    .bind(&event.tenant)
+    .bind(&event.verification_id)
+    .bind(event.event_type)
+    .bind(&event.payload)
+    .bind(ts(event.created_at))
+    .bind(ts(event.due_at))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -746,6 +835,13 @@ impl Store for SqlStore {
             .bind(v.completed_at.map(ts))
             .bind(to_json(&v.routing))
             .bind(row.country.clone())
+            .bind(v.routing.as_ref().and_then(|r| r.experiment.clone()))
+            .bind(
+                v.routing
+                    .as_ref()
+                    .and_then(|r| r.arm)
+                    .map(kyc_core::Arm::as_str),
+            )
             .bind(format!("chg_{}", ulid::Ulid::generate()))
             .bind(created.tenant.clone())
             .bind(created.verification_id.clone())
@@ -900,20 +996,7 @@ impl Store for SqlStore {
             .await?;
         }
         if let Some(event) = event {
-            sqlx::query(
-                "INSERT INTO events (id, tenant, verification_id, event_type, payload, \
-                 created_at, state, attempts, next_attempt_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7)",
-            )
-            .bind(&event.id)
-            .bind(&event.tenant)
-            .bind(&event.verification_id)
-            .bind(event.event_type)
-            .bind(&event.payload)
-            .bind(ts(event.created_at))
-            .bind(ts(event.due_at))
-            .execute(&mut *tx)
-            .await?;
+            insert_event(&mut tx, event).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -1062,6 +1145,7 @@ impl Store for SqlStore {
         let sums = [
             "started",
             "fallbacks",
+            "provider_errors",
             "approved",
             "rejected",
             "expired",
@@ -1087,6 +1171,7 @@ impl Store for SqlStore {
                     country: row.try_get("country")?,
                     started: count(row, "started")?,
                     fallbacks: count(row, "fallbacks")?,
+                    provider_errors: count(row, "provider_errors")?,
                     approved: count(row, "approved")?,
                     rejected: count(row, "rejected")?,
                     expired: count(row, "expired")?,
@@ -1121,6 +1206,147 @@ impl Store for SqlStore {
                     bucket: u32::try_from(bucket).unwrap_or(0),
                     decided: count(row, "decided")?,
                 })
+            })
+            .collect()
+    }
+
+    async fn count_provider_error(
+        &self,
+        tenant: &str,
+        provider: &str,
+        country: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO stats_daily (tenant, day, provider, country, provider_errors) \
+             VALUES ($1, $2, $3, $4, 1) ON CONFLICT (tenant, day, provider, country) \
+             DO UPDATE SET provider_errors = stats_daily.provider_errors + 1",
+        )
+        .bind(tenant)
+        .bind(at.date_naive().to_string())
+        .bind(provider)
+        .bind(country)
+        .execute(&self.writes)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_circuit_opening(
+        &self,
+        provider: &str,
+        opened_at: DateTime<Utc>,
+        closes_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO circuit_openings (provider, opened_at, closes_at) VALUES ($1, $2, $3)",
+        )
+        .bind(provider)
+        .bind(ts(opened_at))
+        .bind(ts(closes_at))
+        .execute(&self.writes)
+        .await?;
+        Ok(())
+    }
+
+    async fn circuit_openings(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, opened_at, closes_at FROM circuit_openings \
+             WHERE opened_at < $1 AND closes_at > $2",
+        )
+        .bind(ts(end))
+        .bind(ts(start))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let at = |i, column| {
+                    parse_ts(row.try_get(i)?, column)?.ok_or(StoreError::Corrupt {
+                        table: "circuit_openings",
+                        column,
+                    })
+                };
+                Ok((row.try_get(0)?, at(1, "opened_at")?, at(2, "closes_at")?))
+            })
+            .collect()
+    }
+
+    async fn experiment_counts(
+        &self,
+        tenant: &str,
+        experiment: &str,
+    ) -> Result<Vec<ArmCount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT arm, status, COUNT(*) FROM verifications \
+             WHERE tenant = $1 AND experiment = $2 AND arm IS NOT NULL GROUP BY arm, status",
+        )
+        .bind(tenant)
+        .bind(experiment)
+        .fetch_all(&self.pool)
+        .await?;
+        let corrupt = |column| StoreError::Corrupt {
+            table: "verifications",
+            column,
+        };
+        rows.iter()
+            .map(|row| {
+                let arm: String = row.try_get(0)?;
+                let status: String = row.try_get(1)?;
+                let count: i64 = row.try_get(2)?;
+                Ok(ArmCount {
+                    arm: match arm.as_str() {
+                        "champion" => kyc_core::Arm::Champion,
+                        "challenger" => kyc_core::Arm::Challenger,
+                        _ => return Err(corrupt("arm")),
+                    },
+                    status: Status::parse(&status).ok_or(corrupt("status"))?,
+                    count: u64::try_from(count).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn stop_experiment(
+        &self,
+        tenant: &str,
+        experiment: &str,
+        at: DateTime<Utc>,
+        event: Option<&NewEvent>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writes.begin().await?;
+        let stopped = sqlx::query(
+            "INSERT INTO experiment_stops (tenant, name, stopped_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant, name) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(experiment)
+        .bind(ts(at))
+        .execute(&mut *tx)
+        .await?;
+        if stopped.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if let Some(event) = event {
+            insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn stopped_experiments(
+        &self,
+    ) -> Result<Vec<(String, String, DateTime<Utc>)>, StoreError> {
+        let rows = sqlx::query("SELECT tenant, name, stopped_at FROM experiment_stops")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let at = parse_ts(row.try_get(2)?, "stopped_at")?.expect("some in, some out");
+                Ok((row.try_get(0)?, row.try_get(1)?, at))
             })
             .collect()
     }
@@ -1505,6 +1731,8 @@ mod tests {
         c.verification.routing = Some(kyc_core::RoutingRecord {
             reason: kyc_core::RoutingReason::Fallback,
             tried: vec!["stats-p1".into()],
+            experiment: None,
+            arm: None,
         });
         for r in [&a, &b, &c] {
             store.insert(r, &created(r)).await.unwrap();

@@ -1,0 +1,312 @@
+//! Champion-challenger experiments: a tenant's routing sends a share of the subjects of some
+//! countries to a challenger instance (see [`crate::routing`]); this module measures both arms
+//! from the store and gives the verdict.
+//!
+//! An arm counts the verifications the experiment routed to it (a fallback away from its
+//! instance is not counted). Its metric is a proportion: `approval_rate` is approved out of those
+//! that reached a final status, `conversion` approved out of all started. The statistics are in
+//! [`crate::significance`]: each arm's value with its Wilson interval, the difference
+//! (challenger − champion) with Newcombe's interval, and the pooled two-proportion z-test.
+//!
+//! Verdict: `collecting` while either arm's sample is below `min_sample`; then
+//! `challenger_better` or `champion_better` when the test is significant at 5 %, else
+//! `no_difference`. The guardrail (`guardrail_pp`) trips when the test is significant and the
+//! whole 95 % interval of the difference lies more than `guardrail_pp` points below zero: the
+//! challenger is then, with that confidence, that much worse. It is checked whatever the sample
+//! (the interval is wide while the sample is small), by [`crate::jobs::experiments`], which
+//! records the stop in the store so that every replica sends the experiment's subjects to the
+//! champion from then on.
+
+use crate::app::App;
+use crate::policy::{Experiment, Metric};
+use crate::service::ServiceError;
+use crate::significance::{self, Comparison, Proportion};
+use crate::store::ArmCount;
+use kyc_core::{Arm, Status};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The type of the event a tenant receives when a guardrail stops its experiment.
+pub const EXPERIMENT_STOPPED: &str = "experiment.stopped";
+
+/// An experiment's figures and verdict.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExperimentFigures {
+    /// Its name.
+    pub name: String,
+    /// What is compared.
+    pub metric: Metric,
+    /// The instance measured against.
+    pub champion: String,
+    /// The instance on trial.
+    pub challenger: String,
+    /// Percent of the experiment's subjects sent to the challenger.
+    pub share: u32,
+    /// The countries in the experiment (empty: all).
+    pub countries: Vec<String>,
+    /// Each arm's sample needed before a verdict.
+    pub min_sample: u64,
+    /// The guardrail, in percentage points, if any.
+    pub guardrail_pp: Option<f64>,
+    /// The champion's arm, then the challenger's.
+    pub arms: Vec<ArmFigures>,
+    /// challenger − champion; absent while an arm's sample is empty.
+    pub difference: Option<f64>,
+    /// The difference's 95 % interval (Newcombe), `[low, high]`.
+    pub difference_ci: Option<[f64; 2]>,
+    /// The two-sided p-value of the pooled two-proportion z-test.
+    pub p_value: Option<f64>,
+    /// What the figures say.
+    pub verdict: Verdict,
+    /// Whether the guardrail has stopped the challenger's traffic.
+    pub stopped: bool,
+    /// When it did.
+    pub stopped_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One arm's figures.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArmFigures {
+    /// Which arm.
+    pub arm: Arm,
+    /// Its instance.
+    pub provider: String,
+    /// Verifications the experiment routed to it.
+    pub started: u64,
+    /// Those the metric counts: finished ones for `approval_rate`, all for `conversion`.
+    pub sample: u64,
+    /// Of the sample, the approved.
+    pub approved: u64,
+    /// approved / sample; absent for an empty sample.
+    pub value: Option<f64>,
+    /// Its 95 % interval (Wilson), `[low, high]`.
+    pub ci: Option<[f64; 2]>,
+}
+
+/// What an experiment's figures say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// An arm's sample is still below `min_sample`.
+    Collecting,
+    /// No significant difference.
+    NoDifference,
+    /// The challenger is significantly higher.
+    ChallengerBetter,
+    /// The champion is significantly higher.
+    ChampionBetter,
+}
+
+/// The comparison of the two arms, the verdict, and whether the guardrail trips.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judgement {
+    /// Absent while an arm's sample is empty.
+    pub comparison: Option<Comparison>,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The challenger is significantly more than `guardrail_pp` points below the champion.
+    pub guardrail_tripped: bool,
+}
+
+/// Judges an experiment on its arms' proportions.
+pub fn judge(experiment: &Experiment, champion: Proportion, challenger: Proportion) -> Judgement {
+    let comparison = significance::compare(champion, challenger);
+    let collecting = champion.sample.min(challenger.sample) < experiment.min_sample;
+    let verdict = match comparison {
+        _ if collecting => Verdict::Collecting,
+        Some(c) if c.significant() && c.difference > 0.0 => Verdict::ChallengerBetter,
+        Some(c) if c.significant() && c.difference < 0.0 => Verdict::ChampionBetter,
+        _ => Verdict::NoDifference,
+    };
+    let guardrail_tripped = match (comparison, experiment.guardrail_pp) {
+        (Some(c), Some(pp)) => c.significant() && c.interval.high < -pp / 100.0,
+        _ => false,
+    };
+    Judgement {
+        comparison,
+        verdict,
+        guardrail_tripped,
+    }
+}
+
+/// One arm's verifications, counted for the metric.
+#[derive(Debug, Clone, Copy, Default)]
+struct ArmCounts {
+    started: u64,
+    finished: u64,
+    approved: u64,
+}
+
+impl ArmCounts {
+    fn proportion(self, metric: Metric) -> Proportion {
+        Proportion {
+            successes: self.approved,
+            sample: match metric {
+                Metric::ApprovalRate => self.finished,
+                Metric::Conversion => self.started,
+            },
+        }
+    }
+}
+
+/// The champion's and the challenger's counts.
+fn counts(rows: &[ArmCount]) -> (ArmCounts, ArmCounts) {
+    let (mut champion, mut challenger) = (ArmCounts::default(), ArmCounts::default());
+    for row in rows {
+        let arm = match row.arm {
+            Arm::Champion => &mut champion,
+            Arm::Challenger => &mut challenger,
+        };
+        arm.started += row.count;
+        if row.status.is_final() {
+            arm.finished += row.count;
+        }
+        if row.status == Status::Approved {
+            arm.approved += row.count;
+        }
+    }
+    (champion, challenger)
+}
+
+/// The arms' proportions and the judgement, from the store.
+pub async fn measure(
+    app: &App,
+    tenant: &str,
+    experiment: &Experiment,
+) -> Result<(ExperimentFigures, Judgement), ServiceError> {
+    let rows = app
+        .store
+        .experiment_counts(tenant, &experiment.name)
+        .await?;
+    let (champion, challenger) = counts(&rows);
+    let metric = experiment.metric;
+    let judgement = judge(
+        experiment,
+        champion.proportion(metric),
+        challenger.proportion(metric),
+    );
+    let arm = |arm, provider: &str, counts: ArmCounts| {
+        let proportion = counts.proportion(metric);
+        ArmFigures {
+            arm,
+            provider: provider.to_string(),
+            started: counts.started,
+            sample: proportion.sample,
+            approved: counts.approved,
+            value: proportion.value(),
+            ci: proportion.wilson().map(|w| [w.low, w.high]),
+        }
+    };
+    let comparison = judgement.comparison;
+    let figures = ExperimentFigures {
+        name: experiment.name.clone(),
+        metric,
+        champion: experiment.champion.clone(),
+        challenger: experiment.challenger.clone(),
+        share: experiment.share,
+        countries: experiment.countries.clone(),
+        min_sample: experiment.min_sample,
+        guardrail_pp: experiment.guardrail_pp,
+        arms: vec![
+            arm(Arm::Champion, &experiment.champion, champion),
+            arm(Arm::Challenger, &experiment.challenger, challenger),
+        ],
+        difference: comparison.map(|c| c.difference),
+        difference_ci: comparison.map(|c| [c.interval.low, c.interval.high]),
+        p_value: comparison.map(|c| c.p_value),
+        verdict: judgement.verdict,
+        stopped: false,
+        stopped_at: None,
+    };
+    Ok((figures, judgement))
+}
+
+/// The figures of the tenant's experiment named `name`, if its policy has it.
+pub async fn figures(
+    app: &App,
+    tenant: &str,
+    experiment: &Experiment,
+) -> Result<ExperimentFigures, ServiceError> {
+    let (mut figures, _) = measure(app, tenant, experiment).await?;
+    figures.stopped_at = app
+        .store
+        .stopped_experiments()
+        .await?
+        .into_iter()
+        .find(|(t, n, _)| t == tenant && *n == experiment.name)
+        .map(|(_, _, at)| at);
+    figures.stopped = figures.stopped_at.is_some();
+    Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn experiment(min_sample: u64, guardrail_pp: Option<f64>) -> Experiment {
+        Experiment {
+            name: "e".into(),
+            champion: "a".into(),
+            challenger: "b".into(),
+            share: 50,
+            countries: Vec::new(),
+            metric: Metric::ApprovalRate,
+            min_sample,
+            guardrail_pp,
+        }
+    }
+
+    fn arm(successes: u64, sample: u64) -> Proportion {
+        Proportion { successes, sample }
+    }
+
+    #[test]
+    fn the_verdict_waits_for_the_sample_then_follows_the_test() {
+        let e = experiment(200, None);
+        let j = judge(&e, arm(120, 199), arm(180, 199));
+        assert_eq!(j.verdict, Verdict::Collecting);
+        assert_eq!(
+            judge(&e, arm(120, 200), arm(140, 200)).verdict,
+            Verdict::ChallengerBetter
+        );
+        assert_eq!(
+            judge(&e, arm(140, 200), arm(120, 200)).verdict,
+            Verdict::ChampionBetter
+        );
+        assert_eq!(
+            judge(&e, arm(100, 200), arm(104, 200)).verdict,
+            Verdict::NoDifference
+        );
+    }
+
+    #[test]
+    fn the_guardrail_needs_the_whole_interval_below_it() {
+        // 80 % against 50 % on 100 each: the difference's interval is about -0.42 to -0.17.
+        let j = judge(&experiment(1000, Some(10.0)), arm(80, 100), arm(50, 100));
+        assert!(j.guardrail_tripped);
+        assert_eq!(j.verdict, Verdict::Collecting);
+        // The same with a 20-point guardrail: the interval reaches above -0.20.
+        assert!(
+            !judge(&experiment(1000, Some(20.0)), arm(80, 100), arm(50, 100)).guardrail_tripped
+        );
+        // No guardrail, or the challenger better: never.
+        assert!(!judge(&experiment(1, None), arm(80, 100), arm(50, 100)).guardrail_tripped);
+        assert!(!judge(&experiment(1, Some(10.0)), arm(50, 100), arm(80, 100)).guardrail_tripped);
+    }
+
+    #[test]
+    fn arms_count_their_own_verifications_by_metric() {
+        let row = |arm, status, count| ArmCount { arm, status, count };
+        let rows = [
+            row(Arm::Champion, Status::Approved, 3),
+            row(Arm::Champion, Status::Rejected, 1),
+            row(Arm::Champion, Status::Pending, 2),
+            row(Arm::Challenger, Status::Approved, 1),
+            row(Arm::Challenger, Status::Expired, 1),
+        ];
+        let (champion, challenger) = counts(&rows);
+        assert_eq!(champion.proportion(Metric::ApprovalRate), arm(3, 4));
+        assert_eq!(champion.proportion(Metric::Conversion), arm(3, 6));
+        assert_eq!(challenger.proportion(Metric::ApprovalRate), arm(1, 2));
+    }
+}

@@ -1,0 +1,95 @@
+//! Watches each tenant's experiment against its guardrail, and keeps this replica's view of which
+//! experiments are stopped.
+//!
+//! Every `experiments.every_seconds` (and once at start), it reads the stopped experiments from
+//! the store, so that a stop recorded by any replica reaches this one's routing within a period,
+//! then judges each running experiment of the policy. When a guardrail trips, the stop is written
+//! once (the first replica to write it wins), with an `experiment.stopped` event for tenants that
+//! have a `webhook_url`, and logged. Ending an experiment is a policy edit; a stopped one stays
+//! stopped under its name.
+
+use crate::app::App;
+use crate::experiments::{self, EXPERIMENT_STOPPED};
+use crate::policy::Experiment;
+use crate::service::ServiceError;
+use crate::store::{NewEvent, now};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A check now, then one every period, until the app is stopping.
+pub async fn run(app: Arc<App>) {
+    loop {
+        if let Err(error) = check(&app).await {
+            tracing::warn!(%error, "experiments: check failed; trying again next period");
+        }
+        let every = app.runtime().policy.experiments.every_seconds;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(every)) => {}
+            _ = app.stopping.cancelled() => break,
+        }
+    }
+}
+
+/// One check of every tenant's experiment.
+async fn check(app: &App) -> Result<(), ServiceError> {
+    let mut stopped: HashSet<(String, String)> = app
+        .store
+        .stopped_experiments()
+        .await?
+        .into_iter()
+        .map(|(tenant, name, _)| (tenant, name))
+        .collect();
+    let runtime = app.runtime();
+    for (tenant, config) in &runtime.policy.tenants {
+        let Some(experiment) = &config.routing.experiment else {
+            continue;
+        };
+        let key = (tenant.clone(), experiment.name.clone());
+        if experiment.guardrail_pp.is_none() || stopped.contains(&key) {
+            continue;
+        }
+        let (figures, judgement) = experiments::measure(app, tenant, experiment).await?;
+        if !judgement.guardrail_tripped {
+            continue;
+        }
+        let at = now();
+        let event = config.webhook_url.is_some().then(|| NewEvent {
+            id: format!("evt_{}", ulid::Ulid::generate()),
+            tenant: tenant.clone(),
+            verification_id: format!("experiment:{}", experiment.name),
+            event_type: EXPERIMENT_STOPPED,
+            payload: serde_json::json!({
+                "type": EXPERIMENT_STOPPED,
+                "timestamp": at,
+                "data": figures,
+            })
+            .to_string(),
+            created_at: at,
+            due_at: at + crate::service::first_delay(&runtime),
+        });
+        if app
+            .store
+            .stop_experiment(tenant, &experiment.name, at, event.as_ref())
+            .await?
+        {
+            log_stop(tenant, experiment, &judgement);
+            app.outbox_wake.notify_one();
+        }
+        stopped.insert(key);
+    }
+    app.set_stopped_experiments(stopped);
+    Ok(())
+}
+
+fn log_stop(tenant: &str, experiment: &Experiment, judgement: &experiments::Judgement) {
+    let difference = judgement.comparison.map_or(0.0, |c| c.difference);
+    tracing::warn!(
+        tenant,
+        experiment = %experiment.name,
+        challenger = %experiment.challenger,
+        difference,
+        guardrail_pp = experiment.guardrail_pp,
+        "experiment stopped by its guardrail: its subjects now go to the champion"
+    );
+}

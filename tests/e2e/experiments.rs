@@ -1,0 +1,231 @@
+//! Champion-challenger experiments over HTTP: the simulators' autopilots end each verification
+//! by themselves, approving the share a test sets, and the experiment's figures, verdict and
+//! guardrail follow from what the gateway stored.
+
+use crate::events::{Receiver, world_for};
+use crate::harness::*;
+use kyc_sandbox::Autopilot;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const FIGURES: &str = "/v1/experiments/gu1-in-cl";
+
+/// A world whose reconciler re-reads unfinished verifications every 2 s, in case a provider's
+/// webhook outran the create it reports on.
+async fn world(receiver: Option<&Receiver>) -> World {
+    let options = Options {
+        reconcile_every: 2,
+        ..Options::default()
+    };
+    match receiver {
+        Some(receiver) => world_for(receiver, options).await,
+        None => World::start_with(options).await,
+    }
+}
+
+/// Has each simulator approve the given percent of its verifications, each half a second after
+/// it was created.
+fn approve(w: &World, betrust: u8, gu1: u8) {
+    let pilot = |approve_percent| {
+        Some(Autopilot {
+            approve_percent,
+            decision_ms: 500,
+            error_percent: 0,
+        })
+    };
+    w.betrust.set_autopilot(pilot(betrust));
+    w.gu1.set_autopilot(pilot(gu1));
+}
+
+/// Puts an experiment in tenant alpha's routing by a live policy edit: half of the Chilean
+/// subjects to gu1 (challenger), half to betrust-cl (champion), a verdict from 20 each.
+async fn start_experiment(w: &World, guardrail: &str) {
+    w.edit_policy(|p| {
+        p.replace(
+            "allow_override = true\n",
+            &format!(
+                "allow_override = true\nexperiment = {{ name = \"gu1-in-cl\", champion = \
+                 \"betrust-cl\", challenger = \"gu1\", share = 50, countries = [\"CL\"], \
+                 min_sample = 20{guardrail} }}\n"
+            ),
+        )
+    });
+    w.wait_log("policy reloaded", 1, Duration::from_secs(10))
+        .await;
+}
+
+/// Creates `n` verifications of Chilean subjects and waits until each is final; answers them as
+/// stored.
+async fn run_subjects(w: &World, prefix: &str, n: usize) -> Vec<Value> {
+    let mut made = Vec::new();
+    for i in 0..n {
+        let reference = format!("{prefix}-{i}");
+        made.push(w.create(person(&reference, &reference, "CL")).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut stored = Vec::new();
+    for v in &made {
+        let path = format!("/v1/verifications/{}", v["id"].as_str().unwrap());
+        loop {
+            let (_, now) = w.get(&path, ALPHA_KEY).await;
+            if ["approved", "rejected"].contains(&now["status"].as_str().unwrap()) {
+                stored.push(now);
+                break;
+            }
+            assert!(Instant::now() < deadline, "not finished: {now}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    stored
+}
+
+/// (started, approved) of the verifications in `arm`, counted from the verifications themselves.
+fn tally(stored: &[Value], arm: &str) -> (u64, u64) {
+    let mine: Vec<&Value> = stored
+        .iter()
+        .filter(|v| v["routing"]["arm"] == arm)
+        .collect();
+    for v in &mine {
+        assert_eq!(v["routing"]["reason"], "experiment", "{v}");
+        assert_eq!(v["routing"]["experiment"], "gu1-in-cl", "{v}");
+        let provider = if arm == "champion" {
+            "betrust-cl"
+        } else {
+            "gu1"
+        };
+        assert_eq!(v["provider"], provider, "{v}");
+    }
+    let approved = mine.iter().filter(|v| v["status"] == "approved").count();
+    (mine.len() as u64, approved as u64)
+}
+
+/// The experiment's figures, checked against the verifications they count.
+async fn figures(w: &World, stored: &[Value]) -> Value {
+    let (status, figures) = w.get(FIGURES, ALPHA_KEY).await;
+    assert_eq!(status, StatusCode::OK, "{figures}");
+    for (index, arm) in ["champion", "challenger"].iter().enumerate() {
+        let (started, approved) = tally(stored, arm);
+        let figures = &figures["arms"][index];
+        assert_eq!(figures["arm"], *arm);
+        assert_eq!(figures["started"], started, "{figures}");
+        // Every one has finished: the approval rate's sample is all of them.
+        assert_eq!(figures["sample"], started, "{figures}");
+        assert_eq!(figures["approved"], approved, "{figures}");
+        let value = figures["value"].as_f64().unwrap();
+        assert!((value - approved as f64 / started as f64).abs() < 1e-12);
+        let ci = &figures["ci"];
+        assert!(ci[0].as_f64().unwrap() <= value && value <= ci[1].as_f64().unwrap());
+    }
+    let difference = figures["difference"].as_f64().unwrap();
+    let values: Vec<f64> = (0..2)
+        .map(|i| figures["arms"][i]["value"].as_f64().unwrap())
+        .collect();
+    assert!(
+        (difference - (values[1] - values[0])).abs() < 1e-12,
+        "{figures}"
+    );
+    figures
+}
+
+#[tokio::test]
+async fn an_experiment_finds_the_challenger_better_when_its_provider_approves_more() {
+    let w = world(None).await;
+    approve(&w, 30, 90);
+    start_experiment(&w, "").await;
+    // Before any verification: nothing to compare.
+    let (_, empty) = w.get(FIGURES, ALPHA_KEY).await;
+    assert_eq!(empty["verdict"], "collecting", "{empty}");
+    assert!(empty["p_value"].is_null(), "{empty}");
+
+    let stored = run_subjects(&w, "better", 80).await;
+    let figures = figures(&w, &stored).await;
+    assert_eq!(figures["verdict"], "challenger_better", "{figures}");
+    assert!(figures["p_value"].as_f64().unwrap() < 0.05, "{figures}");
+    assert!(figures["difference"].as_f64().unwrap() > 0.4, "{figures}");
+    assert_eq!(figures["stopped"], false);
+    // Both arms got subjects, about half each (the assignment is a hash of the subject).
+    for arm in ["champion", "challenger"] {
+        let (started, _) = tally(&stored, arm);
+        assert!((20..=60).contains(&started), "{arm}: {started} of 80");
+    }
+    // An unknown experiment, or another tenant's, is not found.
+    let (status, _) = w.get("/v1/experiments/nope", ALPHA_KEY).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = w.get(FIGURES, BETA_KEY).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_experiment_sees_no_difference_when_the_providers_approve_alike() {
+    let w = world(None).await;
+    approve(&w, 60, 60);
+    start_experiment(&w, "").await;
+    let stored = run_subjects(&w, "alike", 80).await;
+    let figures = figures(&w, &stored).await;
+    assert_eq!(figures["verdict"], "no_difference", "{figures}");
+    assert!(figures["p_value"].as_f64().unwrap() > 0.05, "{figures}");
+}
+
+#[tokio::test]
+async fn the_guardrail_stops_a_failing_challenger_and_tells_the_tenant() {
+    let receiver = Receiver::start(vec![], 200).await;
+    let w = world(Some(&receiver)).await;
+    approve(&w, 90, 10);
+    start_experiment(&w, ", guardrail_pp = 10").await;
+    run_subjects(&w, "guard", 60).await;
+    w.wait_log(
+        "experiment stopped by its guardrail",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    let (_, figures) = w.get(FIGURES, ALPHA_KEY).await;
+    assert_eq!(figures["stopped"], true, "{figures}");
+    assert!(figures["stopped_at"].is_string(), "{figures}");
+    assert!(
+        figures["difference_ci"][1].as_f64().unwrap() < -0.10,
+        "{figures}"
+    );
+
+    // The tenant gets one signed `experiment.stopped` event with the figures.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stopped = loop {
+        let found: Vec<_> = receiver
+            .seen()
+            .into_iter()
+            .filter(|d| d.body["type"] == "experiment.stopped")
+            .collect();
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no experiment.stopped event");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert!(stopped[0].verified);
+    assert_eq!(stopped[0].body["data"]["name"], "gu1-in-cl");
+    assert_eq!(stopped[0].body["data"]["challenger"], "gu1");
+
+    // From now on every Chilean subject goes to the champion, even those the challenger had.
+    let after = run_subjects(&w, "guard-after", 12).await;
+    for v in &after {
+        assert_eq!(v["provider"], "betrust-cl", "{v}");
+        assert_eq!(v["routing"]["arm"], "champion", "{v}");
+    }
+
+    // Ending the experiment is a policy edit: Chile goes back to the default, and the figures
+    // are no longer served.
+    w.edit_policy(|p| {
+        p.lines()
+            .filter(|l| !l.starts_with("experiment = "))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    });
+    w.wait_log("policy reloaded", 2, Duration::from_secs(10))
+        .await;
+    let v = w.create(person("guard-ended", "guard-ended", "CL")).await;
+    assert_eq!(v["routing"]["reason"], "default", "{v}");
+    let (status, _) = w.get(FIGURES, ALPHA_KEY).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
