@@ -9,6 +9,8 @@ import uuid
 import httpx
 from kyc_gateway_client import AuthenticatedClient
 from kyc_gateway_client.api.events import list_events, redeliver_event
+from kyc_gateway_client.api.experiments import get_experiment
+from kyc_gateway_client.api.policy import get_policy, preview_policy
 from kyc_gateway_client.api.operations import healthz, readyz
 from kyc_gateway_client.api.stats import get_stats
 from kyc_gateway_client.api.subjects import subject_kyc
@@ -27,8 +29,11 @@ from kyc_gateway_client.models import (
     ManualDecision,
     Identity,
     ManualOutcome,
+    Preview,
+    PreviewRequest,
     Problem,
     Stats,
+    TenantPolicy,
     Status,
     Verification,
 )
@@ -98,6 +103,17 @@ expect(Problem, 404, redeliver_event.sync_detailed("evt_01JD5Z8K3W6Q2B7N4R9T0V1X
 stats = expect(Stats, 200, get_stats.sync_detailed(client=client, group_by="provider,country"))
 assert sum(g.started for g in stats.groups) >= 3 and all(g.provider and g.country for g in stats.groups), stats
 expect(Problem, 400, get_stats.sync_detailed(client=client, group_by="subject"))
+
+# The demo tenant runs no experiment: its figures are not found.
+expect(Problem, 404, get_experiment.sync_detailed("gu1-in-cl", client=client))
+policy = expect(TenantPolicy, 200, get_policy.sync_detailed(client=client))
+draft = policy.routing.to_dict()
+draft["default"] = "gu1-sandbox"
+preview = expect(Preview, 200, preview_policy.sync_detailed(
+    client=client, body=PreviewRequest.from_dict({"routing": draft, "since_days": 7})))
+assert preview.total >= 3 and preview.unchanged < preview.total, preview
+expect(Problem, 422, preview_policy.sync_detailed(
+    client=client, body=PreviewRequest.from_dict({"routing": {"rules": []}})))
 
 assert healthz.sync_detailed(client=client).status_code == 200
 assert readyz.sync_detailed(client=client).status_code == 200

@@ -4,6 +4,7 @@
 use crate::harness::{Sandbox, binary};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const KEY: &str = kyc_gateway::sandbox::DEMO_API_KEY;
 
@@ -261,6 +262,103 @@ async fn the_sandbox_runs_a_product_managers_own_policy_against_the_simulators()
         policy["providers"]["gu1"]["price_per_verification"],
         json!({"amount": 1.2, "currency": "USD"})
     );
+    let (status, _) = sandbox.stop();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn the_scenario_starts_with_providers_that_differ_and_an_experiment_with_a_verdict() {
+    let sandbox = Sandbox::start_with(tempfile::tempdir().unwrap(), &["--scenario"]);
+    assert!(sandbox.banner.contains("History:"), "{}", sandbox.banner);
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        http.get(format!("{}{path}", sandbox.base))
+            .bearer_auth("kyc_sandbox_demo_key")
+            .send()
+    };
+    let stats: Value = get("/v1/stats").await.unwrap().json().await.unwrap();
+    let group = |name: &str| {
+        stats["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["provider"] == name)
+            .unwrap_or_else(|| panic!("{stats}"))
+            .clone()
+    };
+    let (betrust, gu1) = (group("betrust-sandbox"), group("gu1-sandbox"));
+    let started = betrust["started"].as_u64().unwrap() + gu1["started"].as_u64().unwrap();
+    assert_eq!(started, 420, "{stats}");
+    let figure = |g: &Value, path: &[&str]| {
+        path.iter()
+            .fold(g, |v, k| &v[*k])
+            .as_f64()
+            .unwrap_or_else(|| panic!("{path:?} in {g}"))
+    };
+    // The two providers differ: gu1 approves more, decides sooner, fails more often, costs less.
+    assert!(figure(&gu1, &["approval_rate"]) > figure(&betrust, &["approval_rate"]) + 0.08);
+    let p50 = ["time_to_decision_s", "p50"];
+    assert!(figure(&gu1, &p50) * 3.0 < figure(&betrust, &p50), "{stats}");
+    assert!(
+        gu1["provider_errors"].as_u64().unwrap() > betrust["provider_errors"].as_u64().unwrap()
+    );
+    assert!(betrust["fallbacks"].as_u64().unwrap() > 0, "{betrust}");
+    let per_approved = ["cost", "per_approved"];
+    assert!(
+        figure(&gu1, &per_approved) < figure(&betrust, &per_approved),
+        "{stats}"
+    );
+    // Spread over the past two weeks: yesterday alone has some.
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive();
+    let day: Value = get(&format!(
+        "/v1/stats?from={yesterday}T00:00:00Z&to={yesterday}T00:00:00Z"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let on_day: u64 = day["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["started"].as_u64().unwrap())
+        .sum();
+    assert!((10..60).contains(&on_day), "{day}");
+
+    // The experiment in Chile already has its verdict.
+    let experiment: Value = get("/v1/experiments/gu1-in-cl")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(experiment["verdict"], "challenger_better", "{experiment}");
+    assert_eq!(experiment["stopped"], false, "{experiment}");
+
+    // New verifications end by themselves: an Argentine one at gu1 within seconds.
+    let created: Value = http
+        .post(format!("{}/v1/verifications", sandbox.base))
+        .bearer_auth("kyc_sandbox_demo_key")
+        .json(
+            &json!({"reference": "scenario-ar", "subject": {"id": "scenario-ar", "country": "AR"}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/v1/verifications/{}", created["id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now: Value = get(&path).await.unwrap().json().await.unwrap();
+        if ["approved", "rejected"].contains(&now["status"].as_str().unwrap_or_default()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ended: {now}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (status, _) = sandbox.stop();
     assert!(status.success());
 }

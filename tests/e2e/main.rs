@@ -14,6 +14,7 @@ mod metrics;
 mod operations;
 mod policy_view;
 mod reload;
+mod replay;
 mod replicas;
 mod routing;
 mod shutdown;

@@ -45,9 +45,29 @@ enum Command {
         /// Your policy file: its instances talk to the simulators, its tenants get sandbox keys.
         #[arg(long)]
         config: Option<String>,
+        /// Start with two weeks of generated history and an experiment, the two simulated
+        /// providers differing in approval rate, time to decision and errors.
+        #[arg(long, conflicts_with = "config")]
+        scenario: bool,
     },
     /// Print the OpenAPI document the gateway serves (kept in openapi/openapi.json).
     Openapi,
+    /// Replay a tenant's stored verifications through a draft policy's routing, calling no
+    /// provider: how many would move from each instance to each other, per country.
+    Replay {
+        /// The draft policy file (TOML); its store is the one read.
+        #[arg(long)]
+        config: String,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// How far back: days, as `30d`.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Print JSON (the shape of `POST /v1/policy/preview`) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print which provider instance a create would go to under a policy, and why.
     Explain {
         /// The policy file (TOML).
@@ -155,6 +175,21 @@ async fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some(Command::Replay {
+            config,
+            tenant,
+            since,
+            json,
+        }) => match replay(&config, &tenant, &since, json).await {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{config}: {e}");
+                ExitCode::from(2)
+            }
+        },
         Some(Command::Openapi) => {
             print!("{}", kyc_gateway::openapi::document_json());
             ExitCode::SUCCESS
@@ -171,15 +206,49 @@ async fn main() -> ExitCode {
             };
             finish(kyc_gateway::server::serve(policy, Some(config.into()), &listen, |_| {}).await)
         }
-        Some(Command::Sandbox { listen, config }) => {
+        Some(Command::Sandbox {
+            listen,
+            config,
+            scenario,
+        }) => {
             let _telemetry = kyc_gateway::telemetry::init();
-            finish(kyc_gateway::sandbox::run(&listen, config.as_deref()).await)
+            finish(kyc_gateway::sandbox::run(&listen, config.as_deref(), scenario).await)
         }
         None => {
             let _telemetry = kyc_gateway::telemetry::init();
-            finish(kyc_gateway::sandbox::run("127.0.0.1:8080", None).await)
+            finish(kyc_gateway::sandbox::run("127.0.0.1:8080", None, false).await)
         }
     }
+}
+
+/// `replay`: the draft's routing for `tenant` over its verifications of the last `since` (`30d`).
+async fn replay(config: &str, tenant: &str, since: &str, json: bool) -> Result<String, String> {
+    let days: u32 = since
+        .strip_suffix('d')
+        .and_then(|d| d.parse().ok())
+        .filter(|d| (1..=3660).contains(d))
+        .ok_or("--since must be a number of days from 1 to 3660, as 30d")?;
+    let policy = Policy::load(config).map_err(|e| e.to_string())?;
+    let draft = &policy
+        .tenants
+        .get(tenant)
+        .ok_or("no tenant of that name in the policy")?
+        .routing;
+    let store = kyc_gateway::store::SqlStore::connect(&policy.store.url)
+        .await
+        .map_err(|e| format!("store: {e}"))?;
+    let until = kyc_gateway::store::now();
+    let since = until - chrono::Duration::days(i64::from(days));
+    let preview = kyc_gateway::replay::preview(&store, &policy, tenant, draft, since, until)
+        .await
+        .map_err(|e| format!("store: {e}"))?;
+    if json {
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&preview).expect("serializes")
+        ));
+    }
+    Ok(kyc_gateway::replay::table(&preview))
 }
 
 /// `check-config`: every error (exit 2), then every warning (exit 1 with `--strict`), each on a

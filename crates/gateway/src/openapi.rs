@@ -71,8 +71,14 @@ pub fn document() -> Value {
 /// The handlers' entries made into the published document.
 pub fn complete(entries: utoipa::openapi::OpenApi) -> Value {
     let mut spec = serde_json::to_value(entries).expect("the spec serializes");
-    spec["components"]["schemas"]["Subject"]["properties"]["country"]["enum"] =
-        serde_json::json!(crate::policy::country_codes());
+    let countries = serde_json::json!(crate::policy::country_codes());
+    let schemas = &mut spec["components"]["schemas"];
+    schemas["Subject"]["properties"]["country"]["enum"] = countries.clone();
+    schemas["CountryRule"]["properties"]["country"]["enum"] = countries.clone();
+    schemas["Experiment"]["properties"]["countries"]["items"]["enum"] = countries;
+    schemas["Routing"]["properties"]["split"]["additionalProperties"] = serde_json::json!({
+        "type": "integer", "minimum": 0, "maximum": crate::policy::MAX_WEIGHT
+    });
     spec
 }
 
@@ -93,6 +99,17 @@ pub fn served<'a>(document: &Value, providers: impl IntoIterator<Item = &'a str>
     schemas["CreateVerification"]["properties"]["provider"]["enum"] = Value::Array(provider_names);
     schemas["Subject"]["properties"]["provider_refs"]["propertyNames"] =
         serde_json::json!({"type": "string", "enum": names});
+    // A routing (the policy's, or a draft to preview) names instances of this deployment.
+    let mut default = names.clone();
+    default.push(Value::Null);
+    schemas["Routing"]["properties"]["default"]["enum"] = Value::Array(default);
+    schemas["Routing"]["properties"]["split"]["propertyNames"] =
+        serde_json::json!({"type": "string", "enum": names});
+    schemas["Routing"]["properties"]["fallback"]["items"]["enum"] = Value::Array(names.clone());
+    schemas["CountryRule"]["properties"]["provider"]["enum"] = Value::Array(names.clone());
+    for arm in ["champion", "challenger"] {
+        schemas["Experiment"]["properties"][arm]["enum"] = Value::Array(names.clone());
+    }
     spec
 }
 

@@ -314,7 +314,8 @@ pub struct Routing {
     /// Country rules; the first match wins, before split and default.
     #[serde(default)]
     pub rules: Vec<CountryRule>,
-    /// Weighted split, sticky per subject; replaces `default` when present.
+    /// Weighted split, sticky per subject; replaces `default` when present. Weights are 0 to
+    /// 10000, not all 0.
     #[serde(default)]
     pub split: BTreeMap<String, u32>,
     /// Tried in order when the chosen provider is unavailable.
@@ -334,12 +335,14 @@ pub struct Routing {
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
     /// Its name, in `GET /v1/experiments/{name}`: letters, digits, `-` and `_`, at most 64.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub name: String,
     /// The instance the challenger is measured against.
     pub champion: String,
     /// The instance on trial.
     pub challenger: String,
     /// Percent of the experiment's subjects sent to the challenger, 1 to 99.
+    #[schema(minimum = 1, maximum = 99)]
     pub share: u32,
     /// The subject countries in the experiment; empty or absent, every country.
     #[serde(default)]
@@ -349,10 +352,12 @@ pub struct Experiment {
     pub metric: Metric,
     /// Verifications counted in each arm before a verdict is given (default 200).
     #[serde(default = "default_min_sample")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub min_sample: u64,
     /// Stop sending traffic to the challenger once it is, with 95 % confidence, more than this
     /// many percentage points below the champion; absent, never.
     #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 100)]
     pub guardrail_pp: Option<f64>,
 }
 
@@ -366,6 +371,12 @@ impl Experiment {
 fn default_min_sample() -> u64 {
     200
 }
+
+/// The largest `min_sample`.
+const MAX_MIN_SAMPLE: u64 = 1_000_000;
+
+/// The largest weight of a split.
+pub const MAX_WEIGHT: u32 = 10_000;
 
 /// The proportion an experiment compares.
 #[derive(
@@ -725,6 +736,14 @@ impl Policy {
             if !routing.split.is_empty() && routing.split.values().all(|w| *w == 0) {
                 problems.push(invalid(at("routing.split"), "weights must not all be 0"));
             }
+            for (provider, weight) in &routing.split {
+                if *weight > MAX_WEIGHT {
+                    problems.push(invalid(
+                        format!("{}.{provider}", at("routing.split")),
+                        "a weight is at most 10000",
+                    ));
+                }
+            }
             for (i, provider) in routing.fallback.iter().enumerate() {
                 if let Err(e) = known(format!("{}[{i}]", at("routing.fallback")), provider) {
                     problems.push(e);
@@ -769,8 +788,8 @@ impl Policy {
                         ));
                     }
                 }
-                if experiment.min_sample == 0 {
-                    problems.push(invalid(at("min_sample"), "must be at least 1"));
+                if !(1..=MAX_MIN_SAMPLE).contains(&experiment.min_sample) {
+                    problems.push(invalid(at("min_sample"), "must be 1 to 1000000"));
                 }
                 if experiment
                     .guardrail_pp

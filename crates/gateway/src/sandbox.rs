@@ -19,6 +19,50 @@ use serde_json::{Value, json};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+/// Verifications in the `--scenario` history.
+pub const HISTORY: u64 = 420;
+
+/// The demo tenant's routing additions with `--scenario`: an experiment in Chile, and a fallback
+/// for gu1's errors.
+const SCENARIO_ROUTING: &str = "fallback = [\"betrust-sandbox\"]\n\
+    experiment = { name = \"gu1-in-cl\", champion = \"betrust-sandbox\", challenger = \
+    \"gu1-sandbox\", share = 30, countries = [\"CL\"], min_sample = 50, guardrail_pp = 15 }\n";
+
+/// BeTrust in the scenario: approves fewer, decides slowly, rarely fails.
+const BETRUST: crate::scenario::Profile = crate::scenario::Profile {
+    approve_percent: 76,
+    decision_minutes: 20,
+    spread_minutes: 90,
+    error_percent: 1,
+};
+
+/// gu1 in the scenario: approves more, decides fast, fails a little more often.
+const GU1: crate::scenario::Profile = crate::scenario::Profile {
+    approve_percent: 91,
+    decision_minutes: 3,
+    spread_minutes: 25,
+    error_percent: 5,
+};
+
+/// Each sandbox instance's profile in the scenario.
+fn profiles() -> std::collections::BTreeMap<String, crate::scenario::Profile> {
+    [
+        ("betrust-sandbox".to_string(), BETRUST),
+        ("gu1-sandbox".to_string(), GU1),
+    ]
+    .into()
+}
+
+/// A profile as a live simulator's autopilot: minutes become seconds, so that new verifications
+/// end while a person watches.
+fn live(profile: crate::scenario::Profile) -> kyc_sandbox::Autopilot {
+    kyc_sandbox::Autopilot {
+        approve_percent: profile.approve_percent,
+        decision_ms: (profile.decision_minutes as u64 + 2) * 1000,
+        error_percent: profile.error_percent,
+    }
+}
+
 /// The demo tenant's API key. Sandbox only: it is printed on purpose.
 pub const DEMO_API_KEY: &str = "kyc_sandbox_demo_key";
 
@@ -147,7 +191,12 @@ fn own_policy(
 /// The store is a fresh SQLite file in a temporary directory, removed on exit: the simulators keep
 /// their verifications in memory, so a database that outlived them would list verifications no
 /// provider knows any more.
-pub async fn run(listen: &str, own: Option<&str>) -> Result<(), ServeError> {
+///
+/// With `scenario`, the demo tenant runs an experiment in Chile (gu1-sandbox against
+/// betrust-sandbox) with a fallback, the store starts with [`HISTORY`] verifications of the past
+/// two weeks (see [`crate::scenario`]), and the simulators end new verifications by themselves as
+/// their history does: the two providers differ in approval rate, time to decision and errors.
+pub async fn run(listen: &str, own: Option<&str>, scenario: bool) -> Result<(), ServeError> {
     let dir = tempfile::Builder::new()
         .prefix("kyc-gateway-sandbox-")
         .tempdir()?;
@@ -174,11 +223,14 @@ client_id = "{client_id}"
 client_secret = "${{SANDBOX_BETRUST_CLIENT_SECRET}}"
 company_id = "{company_id}"
 
+price_per_verification = {{ amount = 1.10, currency = "USD" }}
+
 [providers.gu1-sandbox]
 kind = "gu1"
 base_url = "{gu1_base}"
 api_key = "${{SANDBOX_GU1_API_KEY}}"
 webhook_secret = "${{SANDBOX_GU1_WEBHOOK_SECRET}}"
+price_per_verification = {{ amount = 0.85, currency = "USD" }}
 
 [tenants.demo]
 api_keys = ["{key_hash}"]
@@ -189,7 +241,7 @@ webhook_secret = "${{SANDBOX_DEMO_WEBHOOK_SECRET}}"
 default = "betrust-sandbox"
 rules = [{{ country = "AR", provider = "gu1-sandbox" }}]
 allow_override = true
-
+{experiment}
 [reconciler]
 every_seconds = 10
 "#,
@@ -200,6 +252,7 @@ every_seconds = 10
         gu1_base = gu1.base_url(),
         key_hash = crate::policy::hash_api_key(DEMO_API_KEY),
         db = db.display(),
+        experiment = if scenario { SCENARIO_ROUTING } else { "" },
     );
     let env = |name: &str| match name {
         "SANDBOX_BETRUST_CLIENT_SECRET" => Some(betrust_config.client_secret.clone()),
@@ -246,6 +299,27 @@ every_seconds = 10
         .await;
     }
     let policy = Policy::parse(&text, env)?;
+    let history = if scenario {
+        let store = crate::store::SqlStore::connect(&policy.store.url).await?;
+        crate::scenario::generate(
+            &store,
+            &policy,
+            "demo",
+            &profiles(),
+            HISTORY,
+            crate::store::now(),
+        )
+        .await?;
+        betrust.set_autopilot(Some(live(BETRUST)));
+        gu1.set_autopilot(Some(live(GU1)));
+        format!(
+            "  History:      {HISTORY} verifications of the past two weeks (generated), and an\n                \
+             experiment in Chile: GET /v1/experiments/gu1-in-cl, or see the stats\n                \
+             (new verifications end by themselves within seconds)\n"
+        )
+    } else {
+        String::new()
+    };
     serve_on(listener, policy, None, receiver(), |base| {
         println!(
             "\nkyc-gateway sandbox is running.\n\
@@ -253,7 +327,7 @@ every_seconds = 10
              Providers:    betrust-sandbox (default), gu1-sandbox (country AR, or \"provider\": \"gu1-sandbox\")\n  \
              Store:        {db} (new for this run, removed on exit)\n  \
              Events:       signed and sent to {base}/_sandbox/events (GET it to see them)\n\
-             \nCreate a verification, open its verification_url, press Approve, then GET it again.\n\
+             {history}\nCreate a verification, open its verification_url, press Approve, then GET it again.\n\
              The simulators' identity data is fake; never send a real person's data.\n",
             db = db.display(),
         );

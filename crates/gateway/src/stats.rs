@@ -8,7 +8,7 @@
 //! say what became of the verifications started in it.
 use crate::app::App;
 use crate::input::StatsPeriod;
-use crate::policy::Price;
+use crate::policy::{Policy, Price};
 use crate::service::ServiceError;
 use crate::store::{DecisionCount, StatsRow, bucket_seconds};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
@@ -143,14 +143,7 @@ pub async fn for_period(
     let (from, to) = (period.from.to_string(), period.to.to_string());
     let rows = app.store.stats(tenant, &from, &to).await?;
     let times = app.store.decision_times(tenant, &from, &to).await?;
-    let prices: BTreeMap<String, Price> = app
-        .runtime()
-        .policy
-        .providers
-        .iter()
-        .filter_map(|(name, p)| Some((name.clone(), p.price_per_verification.clone()?)))
-        .collect();
-    let mut groups = grouped(period.by, rows, times, &prices);
+    let mut groups = grouped(period.by, rows, times, &prices(&app.runtime().policy));
     if period.by == StatsGroup::Provider {
         let start = period.from.and_time(NaiveTime::MIN).and_utc();
         // An opening lasts until its probe time, which may be still to come: count up to now.
@@ -173,6 +166,15 @@ pub async fn for_period(
         to: period.to,
         groups,
     })
+}
+
+/// Each priced instance's `price_per_verification`.
+pub(crate) fn prices(policy: &Policy) -> BTreeMap<String, Price> {
+    policy
+        .providers
+        .iter()
+        .filter_map(|(name, p)| Some((name.clone(), p.price_per_verification.clone()?)))
+        .collect()
 }
 
 /// Seconds covered by at least one of the spans (overlaps counted once).
@@ -205,7 +207,7 @@ enum CostSum {
 }
 
 /// Sums the rows per group, and reads each group's percentiles from its buckets.
-fn grouped(
+pub(crate) fn grouped(
     by: StatsGroup,
     rows: Vec<StatsRow>,
     times: Vec<DecisionCount>,

@@ -3,9 +3,11 @@
 
 use crate::app::AppState;
 use crate::circuit::CircuitState;
+use crate::error::Problem;
 use crate::error::{ApiError, AuthProblems};
 use crate::extract::Tenant;
-use crate::policy::{RateLimit, Routing};
+use crate::extract::ValidJson;
+use crate::policy::{Policy, PolicyError, RateLimit, Routing};
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
@@ -16,7 +18,94 @@ use utoipa_axum::routes;
 
 /// The routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_policy))
+    OpenApiRouter::new()
+        .routes(routes!(get_policy))
+        .routes(routes!(preview_policy))
+}
+
+/// A draft routing to replay, as sent.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRequest {
+    /// The draft: the keys of the policy's `[tenants.NAME.routing]`.
+    pub routing: Routing,
+    /// How many days back from now to replay, 1 to 366 (default 30).
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 366)]
+    #[serde(default, deserialize_with = "whole_number")]
+    pub since_days: Option<f64>,
+}
+
+/// A JSON number that is whole (`30` or `30.0`, as JSON Schema's `integer` allows), or null.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let number: Option<f64> = serde::Deserialize::deserialize(d)?;
+    match number {
+        Some(n) if n.fract() != 0.0 => Err(serde::de::Error::custom("must be a whole number")),
+        other => Ok(other),
+    }
+}
+
+/// What a draft routing would have done to the tenant's verifications of the last `since_days`
+/// days: how many would move from each provider instance to each other, per country, and each
+/// destination's observed approval rate and cost per approved verification. No provider is
+/// called and nothing is changed; see `kyc-gateway replay` for the same from the command line.
+#[utoipa::path(
+    post,
+    path = "/v1/policy/preview",
+    tag = "policy",
+    request_body = PreviewRequest,
+    responses(
+        (status = 200, description = "The replay", body = crate::replay::Preview),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within `server.request_body_timeout_ms`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid, or the draft routing is inconsistent in a way no schema states (no default and no split, a country ruled twice, an experiment whose challenger is its champion, split weights all 0); `field` names it", body = Problem, content_type = "application/problem+json"),
+        AuthProblems,
+    ),
+    security(("api_key" = []))
+)]
+async fn preview_policy(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    ValidJson { body, .. }: ValidJson<PreviewRequest>,
+) -> Result<Json<crate::replay::Preview>, ApiError> {
+    let days = body.since_days.unwrap_or(30.0);
+    if !(1.0..=366.0).contains(&days) {
+        return Err(ApiError::invalid("since_days", "must be 1 to 366"));
+    }
+    let policy = &tenant.runtime.policy;
+    check_draft(policy, &tenant.name, &body.routing)?;
+    let until = crate::store::now();
+    let since = until - chrono::Duration::days(days as i64);
+    let preview = crate::replay::preview(
+        state.store.as_ref(),
+        policy,
+        &tenant.name,
+        &body.routing,
+        since,
+        until,
+    )
+    .await?;
+    Ok(Json(preview))
+}
+
+/// The policy's own checks of a draft routing, as the tenant's routing: the first problem, named
+/// from `routing`.
+fn check_draft(policy: &Policy, tenant: &str, draft: &Routing) -> Result<(), ApiError> {
+    let mut drafted = policy.clone();
+    if let Some(config) = drafted.tenants.get_mut(tenant) {
+        config.routing = draft.clone();
+    }
+    let prefix = format!("tenants.{tenant}.");
+    for problem in drafted.problems() {
+        if let PolicyError::Invalid { key, message } = problem
+            && let Some(field) = key.strip_prefix(&prefix)
+            && field.starts_with("routing")
+        {
+            return Err(ApiError::invalid(field, message));
+        }
+    }
+    Ok(())
 }
 
 /// A tenant's effective policy.

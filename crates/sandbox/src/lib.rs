@@ -298,8 +298,9 @@ pub(crate) enum Piloted {
     EndAfter(Duration, Outcome),
 }
 
-/// Whether the `k`-th event (from 0) is among `percent` of all, spread evenly.
-fn in_share(k: u64, percent: u8) -> bool {
+/// Whether the `k`-th event (from 0) is among `percent` of all, spread evenly: of any 100 in a
+/// row from 0, exactly `percent`.
+pub fn in_share(k: u64, percent: u8) -> bool {
     let p = u64::from(percent.min(100));
     (k + 1) * p / 100 > k * p / 100
 }

@@ -252,6 +252,14 @@ pub trait Store: EventStore + Send + Sync {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<Vec<(String, DateTime<Utc>, DateTime<Utc>)>, StoreError>;
+    /// What routing read for each of a tenant's verifications created from `since` to `until`
+    /// (for a replay).
+    async fn routed_since(
+        &self,
+        tenant: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Routed>, StoreError>;
     /// How many of a tenant's verifications an experiment routed to each arm are in each status.
     async fn experiment_counts(
         &self,
@@ -272,6 +280,19 @@ pub trait Store: EventStore + Send + Sync {
     -> Result<Vec<(String, String, DateTime<Utc>)>, StoreError>;
     /// Checks that the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// What routing read for one stored verification, and where it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// The subject id (the sticky key).
+    pub subject_id: String,
+    /// The subject's country, when stored.
+    pub country: Option<String>,
+    /// The instance that ran it.
+    pub provider: String,
+    /// Why it went there, when stored.
+    pub reason: Option<kyc_core::RoutingReason>,
 }
 
 /// How many of an experiment's verifications in one arm are in one status.
@@ -1270,6 +1291,43 @@ impl Store for SqlStore {
                     })
                 };
                 Ok((row.try_get(0)?, at(1, "opened_at")?, at(2, "closes_at")?))
+            })
+            .collect()
+    }
+
+    async fn routed_since(
+        &self,
+        tenant: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Routed>, StoreError> {
+        // Ids are `ver_` + ULID, whose first part is the creation time: the (tenant, id) index
+        // finds the period; created_at decides within the millisecond.
+        let first_id = |t: DateTime<Utc>| {
+            let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
+            format!("ver_{}", ulid::Ulid::from_parts(ms, 0))
+        };
+        let rows = sqlx::query(
+            "SELECT subject_id, country, provider, routing FROM verifications \
+             WHERE tenant = $1 AND id >= $2 AND id < $3 AND created_at >= $4 AND created_at < $5",
+        )
+        .bind(tenant)
+        .bind(first_id(since))
+        .bind(first_id(until + chrono::Duration::milliseconds(1)))
+        .bind(ts(since))
+        .bind(ts(until))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let routing: Option<kyc_core::RoutingRecord> =
+                    from_json(row.try_get(3)?, "routing")?;
+                Ok(Routed {
+                    subject_id: row.try_get(0)?,
+                    country: row.try_get(1)?,
+                    provider: row.try_get(2)?,
+                    reason: routing.map(|r| r.reason),
+                })
             })
             .collect()
     }

@@ -1,0 +1,207 @@
+//! What-if replay: a tenant's stored verifications of a period routed again through a draft
+//! routing, with no provider called, to show where each would have gone instead.
+//!
+//! Each verification is routed by what routing reads and the store keeps: the tenant, the subject
+//! id (the sticky key of splits and experiments) and the subject's country (verifications stored
+//! before countries were kept route as if of no country: by split or default). One the caller sent
+//! to a provider of its own choosing (reason `override`) stays there. The draft's first choice is
+//! taken as available: a replay says where routing sends, not which provider would have been down.
+//! An experiment the store says is stopped sends its subjects to its champion, as it would live.
+//!
+//! Each destination comes with its observed approval rate and cost per approved verification over
+//! the same days (from the stats rollups, all countries): what the period says that provider does.
+
+use crate::policy::{Policy, Routing};
+use crate::stats::{self, StatsGroup};
+use crate::store::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use kyc_core::RoutingReason;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// What a draft routing would have done to a period's verifications.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Preview {
+    /// Verifications of the period replayed.
+    pub total: u64,
+    /// Of those, how many would stay with the instance that ran them.
+    pub unchanged: u64,
+    /// How many would move from one instance to another, per country; largest first.
+    pub moves: Vec<Move>,
+    /// Every instance the draft sends verifications to, with what the period shows of it.
+    pub destinations: Vec<Destination>,
+}
+
+/// Verifications of one country that would move from one instance to another.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Move {
+    /// The instance that ran them.
+    pub from: String,
+    /// The instance the draft sends them to.
+    pub to: String,
+    /// The subjects' country (`""` when not stored).
+    pub country: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// An instance the draft sends verifications to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Destination {
+    /// The instance.
+    pub provider: String,
+    /// How many of the period's verifications the draft sends to it.
+    pub count: u64,
+    /// Its observed approval rate over the period (approved / finished); absent when none of
+    /// its verifications finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_rate: Option<f64>,
+    /// Its observed cost per approved verification over the period, at its price now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_per_approved: Option<f64>,
+    /// The currency of `cost_per_approved`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+}
+
+/// Replays `tenant`'s verifications created from `since` to `until` through `draft`; prices
+/// come from `policy`.
+pub async fn preview(
+    store: &dyn Store,
+    policy: &Policy,
+    tenant: &str,
+    draft: &Routing,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Preview, StoreError> {
+    let stopped = match &draft.experiment {
+        Some(experiment) => store
+            .stopped_experiments()
+            .await?
+            .iter()
+            .any(|(t, name, _)| t == tenant && *name == experiment.name),
+        None => false,
+    };
+    let mut moves: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+    let mut arriving: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut total, mut unchanged) = (0, 0);
+    for routed in store.routed_since(tenant, since, until).await? {
+        total += 1;
+        let country = routed.country.unwrap_or_default();
+        let to = if routed.reason == Some(RoutingReason::Override) {
+            routed.provider.clone()
+        } else {
+            crate::routing::candidates(
+                draft,
+                tenant,
+                &routed.subject_id,
+                &country,
+                None,
+                |n| policy.providers.contains_key(n),
+                stopped,
+            )
+            .map_or_else(|_| routed.provider.clone(), |r| r.candidates[0].clone())
+        };
+        *arriving.entry(to.clone()).or_default() += 1;
+        if to == routed.provider {
+            unchanged += 1;
+        } else {
+            *moves.entry((routed.provider, to, country)).or_default() += 1;
+        }
+    }
+    let (from_day, to_day) = (since.date_naive(), until.date_naive());
+    let rows = store
+        .stats(tenant, &from_day.to_string(), &to_day.to_string())
+        .await?;
+    let observed = stats::grouped(
+        StatsGroup::Provider,
+        rows,
+        Vec::new(),
+        &stats::prices(policy),
+    );
+    let destinations = arriving
+        .into_iter()
+        .map(|(provider, count)| {
+            let seen = observed
+                .iter()
+                .find(|g| g.provider.as_deref() == Some(provider.as_str()));
+            let cost = seen.and_then(|g| g.cost.as_ref());
+            Destination {
+                count,
+                approval_rate: seen.and_then(|g| g.approval_rate),
+                cost_per_approved: cost.and_then(|c| c.per_approved),
+                currency: cost
+                    .filter(|c| c.per_approved.is_some())
+                    .map(|c| c.currency.clone()),
+                provider,
+            }
+        })
+        .collect();
+    let mut moves: Vec<Move> = moves
+        .into_iter()
+        .map(|((from, to, country), count)| Move {
+            from,
+            to,
+            country,
+            count,
+        })
+        .collect();
+    moves.sort_by_key(|m| std::cmp::Reverse(m.count));
+    Ok(Preview {
+        total,
+        unchanged,
+        moves,
+        destinations,
+    })
+}
+
+/// The preview as a table for a terminal: the moves, then the destinations.
+pub fn table(preview: &Preview) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "{} verifications replayed, {} unchanged, {} moved\n",
+        preview.total,
+        preview.unchanged,
+        preview.total - preview.unchanged
+    );
+    if !preview.moves.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<20} {:<20} {:<8} {:>8}",
+            "from", "to", "country", "count"
+        );
+        for m in &preview.moves {
+            let country = if m.country.is_empty() {
+                "-"
+            } else {
+                &m.country
+            };
+            let _ = writeln!(
+                out,
+                "{:<20} {:<20} {:<8} {:>8}",
+                m.from, m.to, country, m.count
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<20} {:>8} {:>14} {:>18}",
+        "destination", "count", "approval rate", "cost per approved"
+    );
+    for d in &preview.destinations {
+        let rate = d
+            .approval_rate
+            .map_or("-".to_string(), |r| format!("{:.1} %", r * 100.0));
+        let cost = match (d.cost_per_approved, &d.currency) {
+            (Some(c), Some(currency)) => format!("{c:.2} {currency}"),
+            _ => "-".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<20} {:>8} {rate:>14} {cost:>18}",
+            d.provider, d.count
+        );
+    }
+    out
+}
