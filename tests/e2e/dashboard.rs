@@ -322,3 +322,130 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
         .await;
     assert_eq!(cells, 0);
 }
+
+/// What the page's `fetch` answers in [`the_dashboard_renders_experiments_and_replays_as_text`]
+/// in place of the gateway, for the endpoints this branch does not serve yet (shapes as pinned
+/// in the design), and the calls it records in `window.sent`.
+const STUB_FETCH: &str = r#"
+const hostile = '<img src=x onerror="window.pwned=1">';
+const answers = {
+  '/v1/policy': {tenant: 'alpha', routing: {default: 'betrust-cl', rules: [], split: {},
+    fallback: [], allow_override: false, experiment: {name: hostile, champion: 'betrust-cl',
+    challenger: 'gu1', share: 20, countries: ['CL'], metric: 'approval_rate', min_sample: 200,
+    guardrail_pp: 10}}},
+  '/v1/experiments/': {name: hostile, metric: 'approval_rate', champion: 'betrust-cl',
+    challenger: 'gu1', share: 20, arms: [
+      {arm: 'champion', provider: 'betrust-cl', sample: 412, value: 0.8, ci: [0.76, 0.84]},
+      {arm: 'challenger', provider: 'gu1', sample: 103, value: 0.85, ci: [0.78, 0.91]}],
+    difference: 0.05, p_value: 0.0123, verdict: 'challenger_better', stopped: false},
+  '/v1/policy/preview': {total: 57, moves: [{from: 'betrust-cl', to: 'gu1', country: hostile,
+    count: 12}], destinations: [{provider: 'gu1', approval_rate: 0.5}]},
+};
+window.sent = [];
+const real = window.fetch;
+window.fetch = (input, init) => {
+  const path = new URL(input, location.href).pathname;
+  const key = Object.keys(answers).find((k) => k.endsWith('/') ? path.startsWith(k) : path === k);
+  if (!key) return real(input, init);
+  window.sent.push({path, authorization: init.headers.Authorization, body: init.body || null});
+  return Promise.resolve(new Response(JSON.stringify(answers[key]),
+    {status: 200, headers: {'Content-Type': 'application/json'}}));
+};
+"#;
+
+/// A refused key is said so and not kept; an experiment's figures and a replay's answer are
+/// shown as the pinned shapes give them, with names put in as text, never as markup.
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; .ci/run installs them and runs it"]
+async fn the_dashboard_renders_experiments_and_replays_as_text() {
+    let w = World::start().await;
+    let browser = Browser {
+        driver: Driver::start().await,
+    };
+    browser.open(&format!("{}/dashboard", w.base)).await;
+
+    browser.type_into("#api-key", "not-a-key-of-anyone").await;
+    browser.click("#key-form button[type=submit]").await;
+    browser.find("#status:not(:empty)").await;
+    let said = browser.text("#status").await;
+    assert!(said.starts_with("The key was refused: "), "{said}");
+    assert!(!said.contains("not-a-key-of-anyone"), "{said}");
+    let kept = browser
+        .execute(&format!("return sessionStorage.getItem('{STORAGE_KEY}')"))
+        .await;
+    assert_eq!(kept, Value::Null, "a refused key is not kept");
+    assert!(!browser.displayed("#content").await);
+
+    browser.execute(STUB_FETCH).await;
+    browser.type_into("#api-key", ALPHA_KEY).await;
+    browser.click("#key-form button[type=submit]").await;
+    browser.find("#experiment[data-state=ready]").await;
+    let hostile = "<img src=x onerror=\"window.pwned=1\">";
+    assert!(browser.text("#experiment").await.contains(hostile));
+    let verdict = "#experiment [data-field=verdict]";
+    assert_eq!(
+        browser.attribute(verdict, "data-value").await.as_deref(),
+        Some("challenger_better")
+    );
+    assert_eq!(browser.text(verdict).await, "the challenger is better");
+    let challenger =
+        |field: &str| format!("#experiment tr[data-arm=challenger] [data-field={field}]");
+    assert_eq!(browser.text(&challenger("provider")).await, "gu1");
+    assert_eq!(browser.text(&challenger("sample")).await, "103");
+    assert_eq!(browser.text(&challenger("value")).await, "85.0 %");
+    assert_eq!(browser.text(&challenger("ci")).await, "78.0 % to 91.0 %");
+    assert_eq!(
+        browser.text("#experiment [data-field=difference]").await,
+        "+5.0 pp"
+    );
+    assert_eq!(
+        browser.text("#experiment [data-field=p_value]").await,
+        "0.0123"
+    );
+    assert_eq!(browser.text("#experiment [data-field=stopped]").await, "no");
+
+    browser.click("#replay-form button[type=submit]").await;
+    browser.find("#replay[data-state=ready]").await;
+    assert_eq!(browser.text("#replay [data-field=total]").await, "57");
+    assert!(browser.text("#replay").await.contains(hostile));
+    assert_eq!(
+        browser
+            .text("#replay tr[data-provider=gu1] [data-field=approval_rate]")
+            .await,
+        "50.0 %"
+    );
+
+    // Nothing became markup; the calls carried the key as a bearer token, the experiment's name
+    // escaped in its path, and the replay its draft and days.
+    let injected = browser
+        .execute("return [document.querySelectorAll('main img').length, window.pwned || null]")
+        .await;
+    assert_eq!(injected, json!([0, null]));
+    let sent = browser.execute("return window.sent").await;
+    let sent = sent.as_array().unwrap();
+    let bearer = format!("Bearer {ALPHA_KEY}");
+    assert!(
+        sent.iter().all(|s| s["authorization"] == bearer.as_str()),
+        "{sent:?}"
+    );
+    let paths: Vec<&str> = sent.iter().map(|s| s["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/policy",
+            "/v1/experiments/%3Cimg%20src%3Dx%20onerror%3D%22window.pwned%3D1%22%3E",
+            "/v1/policy/preview"
+        ]
+    );
+    let body: Value = serde_json::from_str(sent[2]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["since_days"], 30);
+    assert_eq!(body["routing"]["experiment"]["challenger"], "gu1");
+    // The page itself logged nothing (the refused key's 401 is the browser's network line).
+    let errors: Vec<Value> = browser
+        .console()
+        .await
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE" && e["source"] != "network")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}

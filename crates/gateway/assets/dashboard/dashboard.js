@@ -258,6 +258,13 @@
 
   // ---- experiment -------------------------------------------------------------------------
 
+  const VERDICTS = {
+    collecting: "collecting (too few verifications to tell yet)",
+    no_difference: "no difference",
+    challenger_better: "the challenger is better",
+    champion_better: "the champion is better",
+  };
+
   async function loadExperiment(routing) {
     const target = $("experiment");
     const running = routing && routing.experiment;
@@ -265,8 +272,8 @@
     const setup = el("p", {},
       `${running.name}: ${running.challenger} (challenger) takes ${running.share} % of `,
       `${(running.countries || []).join(", ") || "all countries"} from ${running.champion} (champion), `,
-      `judged on ${running.metric}; at least ${running.min_sample} per arm; `,
-      `stopped if the challenger falls ${running.guardrail_pp} points behind.`);
+      `judged on ${running.metric} with at least ${running.min_sample} per arm; `,
+      `guardrail ${running.guardrail_pp} pp.`);
     target.replaceChildren(setup);
     let figures;
     try {
@@ -287,13 +294,14 @@
         el("td", { "data-field": "ci" }, ci(a.ci))));
     const diff = typeof figures.difference !== "number" ? DASH : rate ? pp(figures.difference) : figures.difference.toFixed(3);
     target.append(
-      table("figures", ["Arm", "Provider", "Sample", figures.metric, "95 % interval"], rows),
+      table("figures", ["Arm", "Provider", "Sample", String(figures.metric).replace(/_/g, " "), "Confidence interval"], rows),
       el("dl", {},
         el("dt", {}, "Difference (challenger − champion)"), el("dd", { "data-field": "difference" }, diff,
           figures.difference_ci ? ` (${ci(figures.difference_ci)})` : ""),
         el("dt", {}, "p-value"),
         el("dd", { "data-field": "p_value" }, typeof figures.p_value === "number" ? figures.p_value.toFixed(4) : DASH),
-        el("dt", {}, "Verdict"), el("dd", { "data-field": "verdict" }, figures.verdict),
+        el("dt", {}, "Verdict"),
+        el("dd", { "data-field": "verdict", "data-value": figures.verdict }, VERDICTS[figures.verdict] || figures.verdict),
         el("dt", {}, "Challenger stopped by the guardrail"),
         el("dd", { "data-field": "stopped" }, figures.stopped ? "yes" : "no")));
   }
