@@ -1,9 +1,11 @@
 //! End-to-end tests: the real `kyc-gateway` binary, started on a free port, talking HTTP to the
 //! in-process BeTrust and gu1 simulators, with a real SQLite file.
 
+mod browser;
 mod check_config;
 mod circuit;
 mod connections;
+mod dashboard;
 mod events;
 mod experiments;
 mod first_run;

@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         "/metrics",
         axum::routing::get(crate::telemetry::serve_metrics),
     )
+    .merge(crate::dashboard::router())
     .fallback(|| async { ApiError::NotFound("no such endpoint; see /docs".into()) })
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
     .layer(axum::middleware::from_fn(size_limits))

@@ -1,0 +1,425 @@
+// The product managers' dashboard: plain DOM, no framework, no build step.
+//
+// Safety rules kept throughout: every value from the API or the user reaches the page through
+// textContent / DOM nodes (never innerHTML); the API key lives in sessionStorage only (gone
+// when the tab closes; never localStorage, a cookie or a URL); errors are shown on the page,
+// never written to the console.
+"use strict";
+
+(() => {
+  const KEY = "kyc-gateway.api-key";
+  const DAY = 86400;
+  const MAX_CHART_DAYS = 92;
+  const PARALLEL = 6; // per-day requests in flight; the tenant's rate limit applies to them
+  const COLORS = ["#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b83280", "#2c7a7b"];
+  const $ = (id) => document.getElementById(id);
+  const charts = [];
+
+  // ---- formatting -------------------------------------------------------------------------
+
+  const DASH = "–";
+  const count = (v) => String(v);
+  const pct = (v) => (v * 100).toFixed(1) + " %";
+  const pp = (v) => (v >= 0 ? "+" : "") + (v * 100).toFixed(1) + " pp";
+  const seconds = (v) =>
+    v < 120 ? v.toFixed(1) + " s" : v < 7200 ? (v / 60).toFixed(1) + " min" : (v / 3600).toFixed(1) + " h";
+  const money = (v, group) => v.toFixed(2) + (group && group.cost ? " " + group.cost.currency : "");
+  const pick = (obj, path) => path.split(".").reduce((o, k) => (o == null ? undefined : o[k]), obj);
+  const dayOf = (ts) => new Date(ts * 1000).toISOString().slice(0, 10);
+
+  /** An element with attributes (null ones skipped) and children (strings become text). */
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value != null) node.setAttribute(name, value);
+    }
+    for (const child of children) {
+      if (child != null) node.append(child instanceof Node ? child : String(child));
+    }
+    return node;
+  }
+
+  /** A table cell for `value` (a number or absent), readable by tests through its attributes. */
+  function figure(tag, value, format, group, attrs) {
+    const known = typeof value === "number" && Number.isFinite(value);
+    return el(tag, { ...attrs, "data-value": known ? String(value) : null }, known ? format(value, group) : DASH);
+  }
+
+  function table(className, head, rows) {
+    return el("table", { class: className },
+      el("thead", {}, el("tr", {}, ...head.map((h) => (h instanceof Node ? h : el("th", { scope: "col" }, h))))),
+      el("tbody", {}, ...rows));
+  }
+
+  function say(target, text, className) {
+    target.replaceChildren(el("p", { class: className || "note", "data-field": "message" }, text));
+  }
+
+  // ---- the API ----------------------------------------------------------------------------
+
+  /** A problem answer (RFC 9457): `message` is its `detail`. */
+  class Problem extends Error {
+    constructor(status, detail) {
+      super(detail);
+      this.status = status;
+    }
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  /** Calls the API with the stored key; answers the JSON body or throws a Problem. */
+  async function api(path, body) {
+    const headers = { Authorization: "Bearer " + sessionStorage.getItem(KEY), Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    for (let attempt = 0; ; attempt++) {
+      const response = await fetch(path, {
+        method: body === undefined ? "GET" : "POST",
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        cache: "no-store",
+        credentials: "omit",
+      });
+      if (response.status === 429 && attempt < 3) {
+        await sleep(Math.min(Number(response.headers.get("Retry-After")) || 1, 10) * 1000);
+        continue;
+      }
+      const answer = await response.json().catch(() => null);
+      if (response.ok) return answer;
+      const detail = answer && typeof answer.detail === "string" ? answer.detail : "HTTP " + response.status;
+      throw new Problem(response.status, detail);
+    }
+  }
+
+  /** What to tell the reader about a failed call. */
+  function reason(error) {
+    return error instanceof Problem ? error.message : "the gateway could not be reached";
+  }
+
+  /** Runs `work` on each item, `PARALLEL` at a time; answers the results in order. */
+  async function inParallel(items, work) {
+    const results = new Array(items.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < items.length) {
+        const i = next++;
+        results[i] = await work(items[i]);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PARALLEL, items.length) }, worker));
+    return results;
+  }
+
+  const statsPath = (from, to, by) =>
+    `v1/stats?from=${from}T00:00:00Z&to=${to}T00:00:00Z&group_by=${encodeURIComponent(by)}`;
+
+  // ---- provider comparison ----------------------------------------------------------------
+
+  const FIELDS = [
+    ["started", "Started", count],
+    ["finished.approved", "Approved", count],
+    ["finished.rejected", "Rejected", count],
+    ["finished.expired", "Expired", count],
+    ["finished.abandoned", "Abandoned", count],
+    ["finished.cancelled", "Cancelled", count],
+    ["approval_rate", "Approval rate (approved / finished)", pct],
+    ["conversion", "Conversion (approved / started)", pct],
+    ["abandonment_rate", "Abandonment rate", pct],
+    ["expiry_rate", "Expiry rate", pct],
+    ["time_to_decision_s.p50", "Time to decision, median", seconds],
+    ["time_to_decision_s.p90", "Time to decision, 90th percentile", seconds],
+    ["fallbacks", "Taken as fallback", count],
+    ["provider_errors", "Provider errors", count],
+    ["circuit_open_s", "Circuit open", seconds],
+    ["cost.per_started", "Cost per started", money],
+    ["cost.per_approved", "Cost per approved", money],
+  ];
+
+  function renderComparison(stats) {
+    const target = $("comparison");
+    if (stats.groups.length === 0) {
+      say(target, `No verifications started from ${stats.from} to ${stats.to}.`);
+    } else {
+      const head = ["Figure", ...stats.groups.map((g) => el("th", { scope: "col", "data-provider": g.provider }, g.provider))];
+      const rows = FIELDS.map(([field, label, format]) =>
+        el("tr", {}, el("th", { scope: "row" }, label),
+          ...stats.groups.map((g) =>
+            figure("td", pick(g, field), format, g, { "data-provider": g.provider, "data-field": field }))));
+      target.replaceChildren(table("figures", head, rows));
+    }
+  }
+
+  function renderCountries(stats) {
+    const target = $("by-country");
+    if (stats.groups.length === 0) return say(target, "No verifications in this period.");
+    const columns = [
+      ["started", "Started", count],
+      ["finished.approved", "Approved", count],
+      ["finished.rejected", "Rejected", count],
+      ["approval_rate", "Approval rate", pct],
+      ["conversion", "Conversion", pct],
+      ["time_to_decision_s.p50", "Median time", seconds],
+      ["cost.per_approved", "Cost per approved", money],
+    ];
+    const rows = stats.groups.map((g) => {
+      const key = { "data-provider": g.provider, "data-country": g.country };
+      return el("tr", {},
+        el("td", { ...key, "data-field": "provider" }, g.provider),
+        el("td", { ...key, "data-field": "country" }, g.country || "(not recorded)"),
+        ...columns.map(([field, , format]) => figure("td", pick(g, field), format, g, { ...key, "data-field": field })));
+    });
+    target.replaceChildren(table("figures", ["Provider", "Country", ...columns.map((c) => c[1])], rows));
+  }
+
+  // ---- charts per day ---------------------------------------------------------------------
+
+  const CHARTS = [
+    { id: "started", title: "Verifications started", bars: true, value: (g) => (g ? g.started : 0), format: count },
+    { id: "approval_rate", title: "Approval rate", value: (g) => g && g.approval_rate, format: pct, max: 1 },
+    { id: "time_to_decision_p50", title: "Time to decision, median", value: (g) => pick(g, "time_to_decision_s.p50"), format: seconds },
+    { id: "provider_errors", title: "Provider errors", value: (g) => g && g.provider_errors, format: count },
+    { id: "cost_per_approved", title: "Cost per approved", value: (g) => pick(g, "cost.per_approved"), format: (v) => v.toFixed(2) },
+  ];
+
+  function days(from, to) {
+    const all = [];
+    for (let t = Date.parse(from + "T00:00:00Z"); t <= Date.parse(to + "T00:00:00Z"); t += DAY * 1000) {
+      all.push(new Date(t).toISOString().slice(0, 10));
+    }
+    return all;
+  }
+
+  /** Side-by-side bars: each provider's bar takes its share of 80 % of the day. */
+  function groupedBars(index, of) {
+    const width = (0.8 * DAY) / of;
+    return uPlot.paths.bars({
+      disp: {
+        x0: { unit: 1, values: (u) => u.data[0].map((x) => x - 0.4 * DAY + index * width) },
+        size: { unit: 1, values: () => [width] },
+      },
+    });
+  }
+
+  function drawChart(spec, xs, providers, series, into) {
+    const box = el("figure", { class: "chart", "data-chart": spec.id }, el("figcaption", {}, spec.title));
+    into.append(box);
+    const known = series.flat().filter((v) => v != null);
+    if (known.length === 0) box.append(el("p", { class: "note" }, "No figures for this period."));
+    const top = spec.max || Math.max(1, ...known) * 1.1;
+    const chart = new uPlot({
+      width: Math.max(320, into.clientWidth - 16),
+      height: 220,
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
+      scales: {
+        x: { time: true, range: (u, min, max) => [min - DAY / 2, max + DAY / 2] },
+        y: { range: () => [0, top] },
+      },
+      axes: [
+        { incrs: [DAY, 2 * DAY, 7 * DAY, 14 * DAY, 28 * DAY], values: (u, ticks) => ticks.map((t) => dayOf(t).slice(5)) },
+        { size: 70, values: (u, ticks) => ticks.map((t) => spec.format(t)) },
+      ],
+      series: [
+        { label: "Day", value: (u, ts) => (ts == null ? DASH : dayOf(ts)) },
+        ...providers.map((provider, i) => ({
+          label: provider,
+          stroke: COLORS[i % COLORS.length],
+          fill: spec.bars ? COLORS[i % COLORS.length] : undefined,
+          width: spec.bars ? 1 : 2,
+          paths: spec.bars ? groupedBars(i, providers.length) : undefined,
+          points: { show: !spec.bars },
+          value: (u, v) => (v == null ? DASH : spec.format(v)),
+        })),
+      ],
+    }, [xs, ...series], box);
+    charts.push(chart);
+  }
+
+  async function loadCharts(from, to) {
+    const target = $("charts");
+    let all = days(from, to);
+    $("charts-note").textContent = all.length > MAX_CHART_DAYS
+      ? `The period is longer than ${MAX_CHART_DAYS} days: these charts show its last ${MAX_CHART_DAYS}.`
+      : "";
+    all = all.slice(-MAX_CHART_DAYS);
+    const perDay = await inParallel(all, (day) => api(statsPath(day, day, "provider")));
+    const providers = [...new Set(perDay.flatMap((s) => s.groups.map((g) => g.provider)))].sort();
+    const xs = all.map((day) => Date.parse(day + "T00:00:00Z") / 1000);
+    charts.splice(0).forEach((c) => c.destroy());
+    target.replaceChildren();
+    for (const spec of CHARTS) {
+      const series = providers.map((p) =>
+        perDay.map((s) => spec.value(s.groups.find((g) => g.provider === p)) ?? null));
+      drawChart(spec, xs, providers, series, target);
+    }
+  }
+
+  window.addEventListener("resize", () => {
+    for (const chart of charts) chart.setSize({ width: Math.max(320, $("charts").clientWidth - 16), height: 220 });
+  });
+
+  // ---- experiment -------------------------------------------------------------------------
+
+  const VERDICTS = {
+    collecting: "collecting (too few verifications to tell yet)",
+    no_difference: "no difference",
+    challenger_better: "the challenger is better",
+    champion_better: "the champion is better",
+  };
+
+  async function loadExperiment(routing) {
+    const target = $("experiment");
+    const running = routing && routing.experiment;
+    if (!running) return say(target, "No experiment running.");
+    const setup = el("p", {},
+      `${running.name}: ${running.challenger} (challenger) takes ${running.share} % of `,
+      `${(running.countries || []).join(", ") || "all countries"} from ${running.champion} (champion), `,
+      `judged on ${running.metric} with at least ${running.min_sample} per arm; `,
+      `guardrail ${running.guardrail_pp} pp.`);
+    target.replaceChildren(setup);
+    let figures;
+    try {
+      figures = await api("v1/experiments/" + encodeURIComponent(running.name));
+    } catch (error) {
+      const text = error instanceof Problem && error.status === 404
+        ? "Experiment figures unavailable." : "Experiment figures unavailable: " + reason(error);
+      target.append(el("p", { class: "note", "data-field": "message" }, text));
+      return;
+    }
+    const rate = /rate|conversion/.test(figures.metric || "");
+    const value = (v) => (typeof v !== "number" ? DASH : rate ? pct(v) : v.toFixed(2));
+    const ci = (c) => (Array.isArray(c) && typeof c[0] === "number" ? `${value(c[0])} to ${value(c[1])}` : DASH);
+    const rows = (figures.arms || []).map((a) =>
+      el("tr", { "data-arm": a.arm },
+        el("td", {}, a.arm), el("td", { "data-field": "provider" }, a.provider),
+        el("td", { "data-field": "sample" }, a.sample), el("td", { "data-field": "value" }, value(a.value)),
+        el("td", { "data-field": "ci" }, ci(a.ci))));
+    const diff = typeof figures.difference !== "number" ? DASH : rate ? pp(figures.difference) : figures.difference.toFixed(3);
+    target.append(
+      table("figures", ["Arm", "Provider", "Sample", String(figures.metric).replace(/_/g, " "), "Confidence interval"], rows),
+      el("dl", {},
+        el("dt", {}, "Difference (challenger − champion)"), el("dd", { "data-field": "difference" }, diff,
+          figures.difference_ci ? ` (${ci(figures.difference_ci)})` : ""),
+        el("dt", {}, "p-value"),
+        el("dd", { "data-field": "p_value" }, typeof figures.p_value === "number" ? figures.p_value.toFixed(4) : DASH),
+        el("dt", {}, "Verdict"),
+        el("dd", { "data-field": "verdict", "data-value": figures.verdict }, VERDICTS[figures.verdict] || figures.verdict),
+        el("dt", {}, "Challenger stopped by the guardrail"),
+        el("dd", { "data-field": "stopped" }, figures.stopped ? "yes" : "no")));
+  }
+
+  // ---- replay -----------------------------------------------------------------------------
+
+  async function replay(event) {
+    event.preventDefault();
+    const target = $("replay");
+    let routing;
+    try {
+      routing = JSON.parse($("draft").value);
+    } catch (error) {
+      return say(target, "The draft is not valid JSON: " + error.message, "error");
+    }
+    target.dataset.state = "loading";
+    say(target, "Replaying…");
+    try {
+      const answer = await api("v1/policy/preview", { routing, since_days: Number($("since-days").value) });
+      const moves = (answer.moves || []).map((m) =>
+        el("tr", {}, el("td", {}, m.from), el("td", {}, m.to), el("td", {}, m.country), el("td", { "data-field": "count" }, m.count)));
+      const destinations = (answer.destinations || []).map((d) =>
+        el("tr", { "data-provider": d.provider }, el("td", {}, d.provider),
+          figure("td", d.approval_rate, pct, null, { "data-field": "approval_rate" }),
+          figure("td", d.cost_per_approved, (v) => v.toFixed(2), null, { "data-field": "cost_per_approved" })));
+      target.replaceChildren(
+        el("p", {}, "Verifications replayed: ", el("span", { "data-field": "total" }, answer.total)),
+        el("h3", {}, "Moves"),
+        moves.length ? table("figures", ["From", "To", "Country", "Verifications"], moves) : el("p", { class: "note" }, "None would move."),
+        el("h3", {}, "Destinations"),
+        table("figures", ["Provider", "Approval rate", "Cost per approved"], destinations));
+    } catch (error) {
+      say(target, error instanceof Problem && error.status === 404 ? "Replay unavailable." : reason(error), "error");
+    }
+    target.dataset.state = "ready";
+  }
+
+  // ---- loading and the key ----------------------------------------------------------------
+
+  /** Runs one section's loading, marking its state; a refused key stops everything. */
+  async function section(id, load) {
+    const target = $(id);
+    target.dataset.state = "loading";
+    try {
+      await load();
+      target.dataset.state = "ready";
+    } catch (error) {
+      if (error instanceof Problem && error.status === 401) return refused(error);
+      say(target, reason(error), "error");
+      target.dataset.state = "error";
+    }
+  }
+
+  function refused(error) {
+    forget();
+    $("status").textContent = "The key was refused: " + error.message;
+  }
+
+  async function loadPeriod() {
+    const from = $("from").value;
+    const to = $("to").value;
+    $("period-error").textContent = "";
+    if (!from || !to || from > to) {
+      $("period-error").textContent = "Choose a start day on or before the end day.";
+      return;
+    }
+    await Promise.all([
+      section("comparison", async () => renderComparison(await api(statsPath(from, to, "provider")))),
+      section("by-country", async () => renderCountries(await api(statsPath(from, to, "provider,country")))),
+      section("charts", () => loadCharts(from, to)),
+    ]);
+  }
+
+  async function loadAll() {
+    $("status").textContent = "";
+    $("key-state").textContent = "Key kept for this tab only.";
+    $("content").hidden = false;
+    await Promise.all([
+      loadPeriod(),
+      section("experiment", async () => {
+        const policy = await api("v1/policy");
+        $("draft").value = JSON.stringify(policy.routing, null, 2);
+        await loadExperiment(policy.routing);
+      }),
+    ]);
+  }
+
+  function forget() {
+    sessionStorage.removeItem(KEY);
+    $("content").hidden = true;
+    charts.splice(0).forEach((c) => c.destroy());
+    for (const id of ["comparison", "charts", "by-country", "experiment", "replay"]) {
+      $(id).replaceChildren();
+      $(id).dataset.state = "empty";
+    }
+    $("draft").value = "";
+    $("status").textContent = "";
+    $("key-state").textContent = "No key: type one to see the figures.";
+  }
+
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = $("api-key").value.trim();
+    $("api-key").value = "";
+    if (!key) return;
+    sessionStorage.setItem(KEY, key);
+    loadAll();
+  });
+  $("forget-key").addEventListener("click", forget);
+  $("period-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    loadPeriod();
+  });
+  $("replay-form").addEventListener("submit", replay);
+
+  // The last 30 days, today included, in UTC.
+  const today = new Date().toISOString().slice(0, 10);
+  $("to").value = today;
+  $("from").value = new Date(Date.parse(today) - 29 * DAY * 1000).toISOString().slice(0, 10);
+  if (sessionStorage.getItem(KEY)) loadAll();
+})();

@@ -1,0 +1,451 @@
+//! `GET /dashboard`: the product managers' page shows the API's figures, draws its charts, keeps
+//! the key in the tab, and works offline under a strict Content-Security-Policy.
+
+use crate::browser::{Browser, Driver};
+use crate::harness::{ALPHA_KEY, World, person};
+use kyc_sandbox::Outcome;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The page's files as its HTML names them, and the content type each must be served with.
+const FILES: [(&str, &str); 5] = [
+    ("dashboard/favicon.svg", "image/svg+xml"),
+    ("dashboard/vendor/uPlot.min.css", "text/css"),
+    ("dashboard/dashboard.css", "text/css"),
+    ("dashboard/vendor/uPlot.iife.min.js", "text/javascript"),
+    ("dashboard/dashboard.js", "text/javascript"),
+];
+
+/// The charts the page draws, by their `data-chart`.
+const CHARTS: [&str; 5] = [
+    "started",
+    "approval_rate",
+    "time_to_decision_p50",
+    "provider_errors",
+    "cost_per_approved",
+];
+
+/// Where the session keeps the key (the page's own name for it).
+const STORAGE_KEY: &str = "kyc-gateway.api-key";
+
+/// Every `src="..."` and `href="..."` of `html`.
+fn references(html: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for attribute in ["src=\"", "href=\""] {
+        for (at, _) in html.match_indices(attribute) {
+            let rest = &html[at + attribute.len()..];
+            found.push(rest[..rest.find('"').unwrap()].to_string());
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_whole_from_the_binary_under_a_strict_policy() {
+    let w = World::start().await;
+    let response = w
+        .http
+        .get(format!("{}/dashboard", w.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    let html = response.text().await.unwrap();
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    // It works offline: nothing to fetch from elsewhere, and the files it names are all served.
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    let mut named: Vec<String> = FILES.iter().map(|(path, _)| path.to_string()).collect();
+    named.sort();
+    assert_eq!(references(&html), named);
+    // No inline script or style, so `default-src 'self'` leaves the page whole.
+    assert!(!html.contains("<script>") && !html.contains("<style") && !html.contains(" style="));
+    for (path, content_type) in std::iter::once(("dashboard", "text/html")).chain(FILES) {
+        let response = w
+            .http
+            .get(format!("{}/{path}", w.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let header = |name: &str| response.headers()[name].to_str().unwrap().to_string();
+        assert!(header("content-type").starts_with(content_type), "{path}");
+        assert!(
+            header("content-security-policy").starts_with("default-src 'self';"),
+            "{path}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
+    }
+    // The page is no API operation, and needs no key (it holds no data).
+    let (_, spec) = w.get("/openapi.json", ALPHA_KEY).await;
+    let paths = spec["paths"].as_object().unwrap();
+    assert!(
+        paths.keys().all(|p| !p.starts_with("/dashboard")),
+        "{paths:?}"
+    );
+    let (status, _) = w.get("/dashboard/nothing-here.js", ALPHA_KEY).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// A product manager's visit: the key typed once, the comparison table with the API's numbers,
+/// the charts drawn with both providers' bars, no experiment, a replay, and a clean console.
+/// Afterwards "forget key" leaves nothing behind in the tab.
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; .ci/run installs them and runs it"]
+async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
+    let w = World::start().await;
+    // Alpha sends AR to gu1 and everything else to betrust-cl. One betrust-cl verification stays
+    // pending, so its approval rate (of those finished) and conversion (of those started) differ.
+    let ends = [
+        ("CL", Some((Outcome::Approved, "approved"))),
+        ("CL", Some((Outcome::Approved, "approved"))),
+        ("MX", Some((Outcome::Approved, "approved"))),
+        ("CL", Some((Outcome::Rejected, "rejected"))),
+        ("CL", None),
+        ("AR", Some((Outcome::Approved, "approved"))),
+        ("AR", Some((Outcome::Rejected, "rejected"))),
+        ("AR", Some((Outcome::Rejected, "rejected"))),
+    ];
+    for (n, (country, end)) in ends.into_iter().enumerate() {
+        let reference = format!("dash-{n}");
+        let v = w.create(person(&reference, &reference, country)).await;
+        if let Some((outcome, status)) = end {
+            w.finish(&v, outcome).await;
+            w.wait_status(&v, ALPHA_KEY, status).await;
+        }
+    }
+
+    let browser = Browser {
+        driver: Driver::start().await,
+    };
+    browser.resize(1280, 1600).await;
+    let page = format!("{}/dashboard", w.base);
+    browser.open(&page).await;
+    browser.type_into("#api-key", ALPHA_KEY).await;
+    browser.click("#key-form button[type=submit]").await;
+    for section in ["comparison", "charts", "by-country", "experiment"] {
+        browser.find(&format!("#{section}[data-state=ready]")).await;
+    }
+
+    // The comparison shows what the API answers for the period the page shows.
+    let (from, to) = (browser.value("#from").await, browser.value("#to").await);
+    let today = chrono::Utc::now().date_naive();
+    assert_eq!(to, today.to_string(), "the period ends today (UTC)");
+    assert_eq!(from, (today - chrono::Days::new(29)).to_string(), "30 days");
+    let (status, stats) = w
+        .get(
+            &format!("/v1/stats?from={from}T00:00:00Z&to={to}T00:00:00Z&group_by=provider"),
+            ALPHA_KEY,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    let expected = [("betrust-cl", 5, 3, 0.75), ("gu1", 3, 1, 1.0 / 3.0)];
+    assert_eq!(stats["groups"].as_array().unwrap().len(), expected.len());
+    for (provider, started, approved, rate) in expected {
+        let group = stats["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["provider"] == provider)
+            .unwrap();
+        assert_eq!(
+            (&group["started"], &group["finished"]["approved"]),
+            (&json!(started), &json!(approved)),
+            "{group}"
+        );
+        assert_eq!(group["approval_rate"].as_f64().unwrap(), rate);
+        let cell =
+            |field: &str| format!("td[data-provider=\"{provider}\"][data-field=\"{field}\"]");
+        assert_eq!(browser.text(&cell("started")).await, started.to_string());
+        assert_eq!(
+            browser.text(&cell("finished.approved")).await,
+            approved.to_string()
+        );
+        assert_eq!(
+            browser.text(&cell("approval_rate")).await,
+            format!("{:.1} %", rate * 100.0)
+        );
+        let shown: f64 = browser
+            .attribute(&cell("approval_rate"), "data-value")
+            .await
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(shown, rate, "{provider}'s exact rate");
+        // A figure this gateway does not report yet reads as a dash.
+        if group.get("cost").is_none() {
+            assert_eq!(browser.text(&cell("cost.per_approved")).await, "–");
+        }
+    }
+    // By country: betrust-cl's CL and MX apart.
+    let by_country = |field: &str| {
+        format!("td[data-provider=\"betrust-cl\"][data-country=\"CL\"][data-field=\"{field}\"]")
+    };
+    assert_eq!(browser.text(&by_country("started")).await, "4");
+    assert_eq!(browser.text(&by_country("finished.approved")).await, "2");
+
+    // Each chart is drawn, on a canvas, and the volume chart has both providers' bars in their
+    // colours (the page's first two).
+    for chart in CHARTS {
+        browser
+            .find(&format!("figure[data-chart=\"{chart}\"] canvas"))
+            .await;
+    }
+    let legend = browser
+        .text("figure[data-chart=\"started\"] .u-legend")
+        .await;
+    assert!(
+        legend.contains("betrust-cl") && legend.contains("gu1"),
+        "{legend}"
+    );
+    let painted = browser
+        .execute(
+            "const canvas = document.querySelector('figure[data-chart=\"started\"] canvas');
+             const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+             const colours = [[0x2b, 0x6c, 0xb0], [0xc0, 0x56, 0x21]];
+             return colours.map(([r, g, b]) => {
+               let n = 0;
+               for (let i = 0; i < pixels.length; i += 4)
+                 if (pixels[i] === r && pixels[i + 1] === g && pixels[i + 2] === b) n++;
+               return n;
+             });",
+        )
+        .await;
+    let painted: Vec<u64> = serde_json::from_value(painted).unwrap();
+    assert!(
+        painted.iter().all(|&n| n > 100),
+        "bar pixels per provider: {painted:?}"
+    );
+
+    // No experiment in alpha's routing: the page says so.
+    let (_, policy) = w.get("/v1/policy", ALPHA_KEY).await;
+    assert!(policy["routing"].get("experiment").is_none(), "{policy}");
+    assert_eq!(
+        browser.text("#experiment [data-field=message]").await,
+        "No experiment running."
+    );
+
+    // The replay form starts from the routing in force; its answer is the API's, or, where the
+    // preview endpoint is not there yet, a plain message.
+    let draft: Value = serde_json::from_str(&browser.value("#draft").await).unwrap();
+    assert_eq!(draft, policy["routing"]);
+    browser.type_into("#since-days", "7").await;
+    browser.click("#replay-form button[type=submit]").await;
+    browser.find("#replay[data-state=ready]").await;
+    let (status, preview) = w
+        .post(
+            "/v1/policy/preview",
+            ALPHA_KEY,
+            json!({"routing": draft, "since_days": 7}),
+        )
+        .await;
+    let preview_missing = status == StatusCode::NOT_FOUND;
+    if preview_missing {
+        assert_eq!(
+            browser.text("#replay [data-field=message]").await,
+            "Replay unavailable."
+        );
+    } else {
+        assert_eq!(status, StatusCode::OK, "{preview}");
+        assert_eq!(
+            browser.text("#replay [data-field=total]").await,
+            preview["total"].to_string()
+        );
+    }
+
+    // The key: in this tab's sessionStorage, nowhere else; the field is emptied.
+    let kept = browser
+        .execute(&format!(
+            "return [sessionStorage.getItem('{STORAGE_KEY}'), localStorage.length, document.cookie]"
+        ))
+        .await;
+    assert_eq!(kept, json!([ALPHA_KEY, 0, ""]));
+    let url = browser.url().await;
+    assert_eq!(url, page, "the key is not in the address");
+    assert_eq!(browser.value("#api-key").await, "");
+
+    // No console errors. The one a browser logs by itself for a 404 answer is expected only
+    // for the preview endpoint, while it does not exist (the page shows a message instead).
+    let errors: Vec<Value> = browser
+        .console()
+        .await
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .filter(|e| {
+            let message = e["message"].as_str().unwrap_or_default();
+            !(preview_missing
+                && e["source"] == "network"
+                && message.contains("/v1/policy/preview")
+                && message.contains("404"))
+        })
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+
+    // A screenshot of the page's top, for a person to look at.
+    browser.execute("window.scrollTo(0, 0)").await;
+    let png = browser.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    let (width, height) = (
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        u32::from_be_bytes(png[20..24].try_into().unwrap()),
+    );
+    assert!(width >= 1000 && height >= 800, "{width}x{height}");
+    assert!(
+        png.len() > 30_000,
+        "a page with tables and charts, not a blank: {}",
+        png.len()
+    );
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap();
+    std::fs::write(target.join("dashboard.png"), &png).unwrap();
+
+    // "Forget key": gone from the tab, and the figures with it.
+    browser.click("#forget-key").await;
+    let kept = browser
+        .execute(&format!("return sessionStorage.getItem('{STORAGE_KEY}')"))
+        .await;
+    assert_eq!(kept, Value::Null);
+    assert!(
+        !browser.displayed("#content").await,
+        "the figures are hidden"
+    );
+    let cells = browser
+        .execute("return document.querySelectorAll('td[data-provider]').length")
+        .await;
+    assert_eq!(cells, 0);
+}
+
+/// What the page's `fetch` answers in [`the_dashboard_renders_experiments_and_replays_as_text`]
+/// in place of the gateway, for the endpoints this branch does not serve yet (shapes as pinned
+/// in the design), and the calls it records in `window.sent`.
+const STUB_FETCH: &str = r#"
+const hostile = '<img src=x onerror="window.pwned=1">';
+const answers = {
+  '/v1/policy': {tenant: 'alpha', routing: {default: 'betrust-cl', rules: [], split: {},
+    fallback: [], allow_override: false, experiment: {name: hostile, champion: 'betrust-cl',
+    challenger: 'gu1', share: 20, countries: ['CL'], metric: 'approval_rate', min_sample: 200,
+    guardrail_pp: 10}}},
+  '/v1/experiments/': {name: hostile, metric: 'approval_rate', champion: 'betrust-cl',
+    challenger: 'gu1', share: 20, arms: [
+      {arm: 'champion', provider: 'betrust-cl', sample: 412, value: 0.8, ci: [0.76, 0.84]},
+      {arm: 'challenger', provider: 'gu1', sample: 103, value: 0.85, ci: [0.78, 0.91]}],
+    difference: 0.05, p_value: 0.0123, verdict: 'challenger_better', stopped: false},
+  '/v1/policy/preview': {total: 57, moves: [{from: 'betrust-cl', to: 'gu1', country: hostile,
+    count: 12}], destinations: [{provider: 'gu1', approval_rate: 0.5}]},
+};
+window.sent = [];
+const real = window.fetch;
+window.fetch = (input, init) => {
+  const path = new URL(input, location.href).pathname;
+  const key = Object.keys(answers).find((k) => k.endsWith('/') ? path.startsWith(k) : path === k);
+  if (!key) return real(input, init);
+  window.sent.push({path, authorization: init.headers.Authorization, body: init.body || null});
+  return Promise.resolve(new Response(JSON.stringify(answers[key]),
+    {status: 200, headers: {'Content-Type': 'application/json'}}));
+};
+"#;
+
+/// A refused key is said so and not kept; an experiment's figures and a replay's answer are
+/// shown as the pinned shapes give them, with names put in as text, never as markup.
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; .ci/run installs them and runs it"]
+async fn the_dashboard_renders_experiments_and_replays_as_text() {
+    let w = World::start().await;
+    let browser = Browser {
+        driver: Driver::start().await,
+    };
+    browser.open(&format!("{}/dashboard", w.base)).await;
+
+    browser.type_into("#api-key", "not-a-key-of-anyone").await;
+    browser.click("#key-form button[type=submit]").await;
+    browser.find("#status:not(:empty)").await;
+    let said = browser.text("#status").await;
+    assert!(said.starts_with("The key was refused: "), "{said}");
+    assert!(!said.contains("not-a-key-of-anyone"), "{said}");
+    let kept = browser
+        .execute(&format!("return sessionStorage.getItem('{STORAGE_KEY}')"))
+        .await;
+    assert_eq!(kept, Value::Null, "a refused key is not kept");
+    assert!(!browser.displayed("#content").await);
+
+    browser.execute(STUB_FETCH).await;
+    browser.type_into("#api-key", ALPHA_KEY).await;
+    browser.click("#key-form button[type=submit]").await;
+    browser.find("#experiment[data-state=ready]").await;
+    let hostile = "<img src=x onerror=\"window.pwned=1\">";
+    assert!(browser.text("#experiment").await.contains(hostile));
+    let verdict = "#experiment [data-field=verdict]";
+    assert_eq!(
+        browser.attribute(verdict, "data-value").await.as_deref(),
+        Some("challenger_better")
+    );
+    assert_eq!(browser.text(verdict).await, "the challenger is better");
+    let challenger =
+        |field: &str| format!("#experiment tr[data-arm=challenger] [data-field={field}]");
+    assert_eq!(browser.text(&challenger("provider")).await, "gu1");
+    assert_eq!(browser.text(&challenger("sample")).await, "103");
+    assert_eq!(browser.text(&challenger("value")).await, "85.0 %");
+    assert_eq!(browser.text(&challenger("ci")).await, "78.0 % to 91.0 %");
+    assert_eq!(
+        browser.text("#experiment [data-field=difference]").await,
+        "+5.0 pp"
+    );
+    assert_eq!(
+        browser.text("#experiment [data-field=p_value]").await,
+        "0.0123"
+    );
+    assert_eq!(browser.text("#experiment [data-field=stopped]").await, "no");
+
+    browser.click("#replay-form button[type=submit]").await;
+    browser.find("#replay[data-state=ready]").await;
+    assert_eq!(browser.text("#replay [data-field=total]").await, "57");
+    assert!(browser.text("#replay").await.contains(hostile));
+    assert_eq!(
+        browser
+            .text("#replay tr[data-provider=gu1] [data-field=approval_rate]")
+            .await,
+        "50.0 %"
+    );
+
+    // Nothing became markup; the calls carried the key as a bearer token, the experiment's name
+    // escaped in its path, and the replay its draft and days.
+    let injected = browser
+        .execute("return [document.querySelectorAll('main img').length, window.pwned || null]")
+        .await;
+    assert_eq!(injected, json!([0, null]));
+    let sent = browser.execute("return window.sent").await;
+    let sent = sent.as_array().unwrap();
+    let bearer = format!("Bearer {ALPHA_KEY}");
+    assert!(
+        sent.iter().all(|s| s["authorization"] == bearer.as_str()),
+        "{sent:?}"
+    );
+    let paths: Vec<&str> = sent.iter().map(|s| s["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/policy",
+            "/v1/experiments/%3Cimg%20src%3Dx%20onerror%3D%22window.pwned%3D1%22%3E",
+            "/v1/policy/preview"
+        ]
+    );
+    let body: Value = serde_json::from_str(sent[2]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["since_days"], 30);
+    assert_eq!(body["routing"]["experiment"]["challenger"], "gu1");
+    // The page itself logged nothing (the refused key's 401 is the browser's network line).
+    let errors: Vec<Value> = browser
+        .console()
+        .await
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE" && e["source"] != "network")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
