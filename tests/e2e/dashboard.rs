@@ -95,7 +95,8 @@ async fn the_dashboard_is_served_whole_from_the_binary_under_a_strict_policy() {
 }
 
 /// A product manager's visit: the key typed once, the comparison table with the API's numbers,
-/// the charts drawn with both providers' bars, no experiment, a replay, and a clean console.
+/// the charts drawn with both providers' bars, the experiment's verdict, a replay, and a clean
+/// console.
 /// Afterwards "forget key" leaves nothing behind in the tab.
 #[tokio::test]
 #[ignore = "needs chromium and chromedriver; .ci/run installs them and runs it"]
@@ -121,6 +122,17 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
             w.wait_status(&v, ALPHA_KEY, status).await;
         }
     }
+
+    // Then an experiment starts in Chile (a policy edit, live): none of those is in it yet.
+    w.edit_policy(|p| {
+        p.replace(
+            "allow_override = true\n",
+            "allow_override = true\nexperiment = { name = \"gu1-in-cl\", champion = \"betrust-cl\", \
+             challenger = \"gu1\", share = 20, countries = [\"CL\"], min_sample = 50 }\n",
+        )
+    });
+    w.wait_log("policy reloaded", 1, std::time::Duration::from_secs(10))
+        .await;
 
     let browser = Browser {
         driver: Driver::start().await,
@@ -224,16 +236,21 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
         "bar pixels per provider: {painted:?}"
     );
 
-    // No experiment in alpha's routing: the page says so.
+    // The experiment's verdict is the API's: still collecting.
     let (_, policy) = w.get("/v1/policy", ALPHA_KEY).await;
-    assert!(policy["routing"].get("experiment").is_none(), "{policy}");
+    let (status, experiment) = w.get("/v1/experiments/gu1-in-cl", ALPHA_KEY).await;
+    assert_eq!(status, StatusCode::OK, "{experiment}");
+    assert_eq!(experiment["verdict"], "collecting");
     assert_eq!(
-        browser.text("#experiment [data-field=message]").await,
-        "No experiment running."
+        browser
+            .attribute("#experiment [data-field=verdict]", "data-value")
+            .await
+            .as_deref(),
+        Some("collecting")
     );
+    assert!(browser.text("#experiment").await.contains("gu1-in-cl"));
 
-    // The replay form starts from the routing in force; its answer is the API's, or, where the
-    // preview endpoint is not there yet, a plain message.
+    // The replay form starts from the routing in force; its answer is the API's.
     let draft: Value = serde_json::from_str(&browser.value("#draft").await).unwrap();
     assert_eq!(draft, policy["routing"]);
     browser.type_into("#since-days", "7").await;
@@ -246,19 +263,12 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
             json!({"routing": draft, "since_days": 7}),
         )
         .await;
-    let preview_missing = status == StatusCode::NOT_FOUND;
-    if preview_missing {
-        assert_eq!(
-            browser.text("#replay [data-field=message]").await,
-            "Replay unavailable."
-        );
-    } else {
-        assert_eq!(status, StatusCode::OK, "{preview}");
-        assert_eq!(
-            browser.text("#replay [data-field=total]").await,
-            preview["total"].to_string()
-        );
-    }
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["total"], 8, "{preview}");
+    assert_eq!(
+        browser.text("#replay [data-field=total]").await,
+        preview["total"].to_string()
+    );
 
     // The key: in this tab's sessionStorage, nowhere else; the field is emptied.
     let kept = browser
@@ -271,20 +281,12 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
     assert_eq!(url, page, "the key is not in the address");
     assert_eq!(browser.value("#api-key").await, "");
 
-    // No console errors. The one a browser logs by itself for a 404 answer is expected only
-    // for the preview endpoint, while it does not exist (the page shows a message instead).
+    // No console errors.
     let errors: Vec<Value> = browser
         .console()
         .await
         .into_iter()
         .filter(|e| e["level"] == "SEVERE")
-        .filter(|e| {
-            let message = e["message"].as_str().unwrap_or_default();
-            !(preview_missing
-                && e["source"] == "network"
-                && message.contains("/v1/policy/preview")
-                && message.contains("404"))
-        })
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 
