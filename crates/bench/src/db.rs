@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The columns copied from the template verification into every seeded row (the others, `id`,
-/// `tenant`, `reference`, `subject_id` and `provider_reference`, vary by row).
+/// `tenant`, `reference`, `subject_id`, `provider_reference`, `country` and `created_at`'s day,
+/// vary by row).
 const COPIED: [&str; 13] = [
     "provider",
     "status",
@@ -58,6 +59,17 @@ pub fn seeded_subject(n: u64) -> String {
 
 /// The tenant every seeded row belongs to.
 pub const TENANT: &str = "bench";
+
+/// Days the seeded rows' creation is spread over (row `n` is `n % DAYS` days before the
+/// template's), so that the stats rollups hold a year of days.
+pub const DAYS: u64 = 365;
+
+/// Subject countries of the seeded rows, in turn, a year of days each.
+const COUNTRIES: [&str; 5] = ["CL", "AR", "MX", "PE", "CO"];
+
+/// Distinct decision-time buckets per day, instance and country: real times spread over about a
+/// minute to three days, some 170 buckets of 5 %; a busy day fills most of them.
+const BUCKETS: u64 = 150;
 
 async fn pool(url: &str) -> Result<AnyPool, Error> {
     sqlx::any::install_default_drivers();
@@ -116,23 +128,48 @@ impl Store {
         if rows > self.rows {
             let pool = pool(&self.url).await?;
             let columns = COPIED.join(", ");
-            let copied: Vec<String> = (3..3 + COPIED.len()).map(|i| format!("${i}")).collect();
+            let mut copied: Vec<String> = (3..3 + COPIED.len()).map(|i| format!("${i}")).collect();
+            // created_at: the template's time of day, `n % DAYS` days before its day.
+            let created = 3 + COPIED
+                .iter()
+                .position(|c| *c == "created_at")
+                .expect("copied");
+            copied[created - 3] = if self.postgres {
+                format!(
+                    "to_char(substr(${created}, 1, 10)::date - (n % {DAYS})::int, 'YYYY-MM-DD') \
+                     || substr(${created}, 11)"
+                )
+            } else {
+                format!(
+                    "date(substr(${created}, 1, 10), '-' || (n % {DAYS}) || ' days') \
+                     || substr(${created}, 11)"
+                )
+            };
             let copied = copied.join(", ");
+            let country = format!(
+                "CASE n / {DAYS} % 5 {} END",
+                COUNTRIES
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("WHEN {i} THEN '{c}'"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
             let sql = if self.postgres {
                 format!(
                     "INSERT INTO verifications (id, tenant, reference, subject_id, \
-                     provider_reference, {columns}) \
+                     provider_reference, country, {columns}) \
                      SELECT 'ver_' || lpad(n::text, 26, '0'), '{TENANT}', 'bench-ref-' || n, \
-                     'subject-' || (n / 2), lpad(n::text, 36, '0'), {copied} \
+                     'subject-' || (n / 2), lpad(n::text, 36, '0'), {country}, {copied} \
                      FROM generate_series($1::bigint, $2::bigint) AS g(n)"
                 )
             } else {
                 format!(
                     "WITH RECURSIVE g(n) AS (SELECT $1 UNION ALL SELECT n + 1 FROM g WHERE n < $2) \
                      INSERT INTO verifications (id, tenant, reference, subject_id, \
-                     provider_reference, {columns}) \
+                     provider_reference, country, {columns}) \
                      SELECT 'ver_' || printf('%026d', n), '{TENANT}', 'bench-ref-' || n, \
-                     'subject-' || (n / 2), printf('%036d', n), {copied} FROM g"
+                     'subject-' || (n / 2), printf('%036d', n), {country}, {copied} FROM g"
                 )
             };
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -142,6 +179,7 @@ impl Store {
                 query = query.bind(value.clone());
             }
             query.execute(&pool).await?;
+            self.count_rows(&pool).await?;
             let analyze = if self.postgres {
                 "VACUUM ANALYZE verifications"
             } else {
@@ -152,6 +190,52 @@ impl Store {
             self.rows = rows;
         }
         Ok(started.elapsed())
+    }
+}
+
+impl Store {
+    /// Counts the seeded rows into the stats rollups, as the gateway does with each change: per
+    /// day, instance and country, `stats_daily` by status and `stats_decisions` by decision-time
+    /// bucket (spread over [`BUCKETS`] buckets by row number; the rows' own times are copies).
+    async fn count_rows(&self, pool: &AnyPool) -> Result<(), Error> {
+        let seq = if self.postgres {
+            "CAST(substr(id, 5) AS BIGINT)"
+        } else {
+            "CAST(substr(id, 5) AS INTEGER)"
+        };
+        // Rows of one day and country are DAYS * 5 apart: the next of them, the next bucket.
+        let per_bucket = DAYS * COUNTRIES.len() as u64;
+        let counted =
+            |status: &str| format!("SUM(CASE WHEN status = '{status}' THEN 1 ELSE 0 END)");
+        let statements = [
+            format!("DELETE FROM stats_daily WHERE tenant = '{TENANT}'"),
+            format!("DELETE FROM stats_decisions WHERE tenant = '{TENANT}'"),
+            format!(
+                "INSERT INTO stats_daily (tenant, day, provider, country, started, fallbacks, \
+                 approved, rejected, expired, abandoned, cancelled) \
+                 SELECT tenant, substr(created_at, 1, 10), provider, COALESCE(country, ''), \
+                 COUNT(*), 0, {}, {}, {}, {}, {} FROM verifications WHERE tenant = '{TENANT}' \
+                 GROUP BY tenant, substr(created_at, 1, 10), provider, COALESCE(country, '')",
+                counted("approved"),
+                counted("rejected"),
+                counted("expired"),
+                counted("abandoned"),
+                counted("cancelled"),
+            ),
+            format!(
+                "INSERT INTO stats_decisions (tenant, day, provider, country, bucket, decided) \
+                 SELECT tenant, substr(created_at, 1, 10), provider, COALESCE(country, ''), \
+                 100 + {seq} / {per_bucket} % {BUCKETS}, COUNT(*) FROM verifications \
+                 WHERE tenant = '{TENANT}' AND status IN \
+                 ('approved', 'rejected', 'expired', 'abandoned', 'cancelled') \
+                 GROUP BY tenant, substr(created_at, 1, 10), provider, COALESCE(country, ''), \
+                 100 + {seq} / {per_bucket} % {BUCKETS}"
+            ),
+        ];
+        for sql in statements {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;
+        }
+        Ok(())
     }
 }
 

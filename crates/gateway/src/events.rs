@@ -30,11 +30,13 @@ pub struct EventPage {
     pub next_cursor: Option<String>,
 }
 
-/// The tenant's outgoing `verification.updated` events, newest first, each with its delivery
-/// attempts (time, status code, latency).
+/// The tenant's outgoing events, newest first, each with its delivery attempts (time, status
+/// code, latency).
 ///
-/// An event is written with each status change of a verification, for tenants whose policy sets a
-/// `webhook_url`, and delivered there signed per the Standard Webhooks spec.
+/// A `verification.updated` event is written with each status change of a verification, for
+/// tenants whose policy sets a `webhook_url`, and delivered there signed per the Standard Webhooks
+/// spec; an `experiment.stopped` event (its `verification_id` is `experiment:<name>`) when an
+/// experiment's guardrail stops it.
 #[utoipa::path(
     get,
     path = "/v1/events",

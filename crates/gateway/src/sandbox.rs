@@ -26,7 +26,7 @@ pub const HISTORY: u64 = 420;
 /// for gu1's errors.
 const SCENARIO_ROUTING: &str = "fallback = [\"betrust-sandbox\"]\n\
     experiment = { name = \"gu1-in-cl\", champion = \"betrust-sandbox\", challenger = \
-    \"gu1-sandbox\", share = 30, countries = [\"CL\"], min_sample = 50, guardrail_pp = 15 }\n";
+    \"gu1-sandbox\", share = 40, countries = [\"CL\"], min_sample = 50, guardrail_pp = 15 }\n";
 
 /// BeTrust in the scenario: approves fewer, decides slowly, rarely fails.
 const BETRUST: crate::scenario::Profile = crate::scenario::Profile {
@@ -38,7 +38,7 @@ const BETRUST: crate::scenario::Profile = crate::scenario::Profile {
 
 /// gu1 in the scenario: approves more, decides fast, fails a little more often.
 const GU1: crate::scenario::Profile = crate::scenario::Profile {
-    approve_percent: 91,
+    approve_percent: 94,
     decision_minutes: 3,
     spread_minutes: 25,
     error_percent: 5,
@@ -315,7 +315,7 @@ every_seconds = 10
         format!(
             "  History:      {HISTORY} verifications of the past two weeks (generated), and an\n                \
              experiment in Chile: GET /v1/experiments/gu1-in-cl, or see the stats\n                \
-             (new verifications end by themselves within seconds)\n"
+             (new verifications end by themselves within half a minute)\n"
         )
     } else {
         String::new()

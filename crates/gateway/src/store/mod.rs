@@ -1774,6 +1774,148 @@ mod tests {
 
     /// `stats_daily` counts each verification once, on its creation day, by how it ended. Its
     /// instances are its own: the suite counts `p1`'s and `p2`'s rows in a shared database.
+    /// What experiments, replays and the provider figures read and write: arms counted by
+    /// status, a stop written once, the routing inputs of a period, errors and circuit openings.
+    async fn experiments_replays_and_provider_failures(store: &SqlStore) {
+        let tenant = format!("x_{}", ulid::Ulid::generate());
+        let experiment = format!("exp-{tenant}");
+        // Final rows, and an instance of their own, so the other tests' counts stay as they are.
+        let row = |reference: &str, status: Status| {
+            let mut row = sample(&tenant, reference, &format!("subject-{reference}"));
+            row.verification.provider = "x-p1".into();
+            row.verification.status = status;
+            row
+        };
+        let in_arm = |reference: &str, arm: kyc_core::Arm, status: Status| {
+            let mut row = row(reference, status);
+            row.verification.routing = Some(kyc_core::RoutingRecord {
+                reason: kyc_core::RoutingReason::Experiment,
+                tried: Vec::new(),
+                experiment: Some(experiment.clone()),
+                arm: Some(arm),
+            });
+            row
+        };
+        let rows = [
+            in_arm("e1", kyc_core::Arm::Champion, Status::Approved),
+            in_arm("e2", kyc_core::Arm::Champion, Status::Approved),
+            in_arm("e3", kyc_core::Arm::Challenger, Status::Rejected),
+            row("plain", Status::Rejected),
+        ];
+        for row in &rows {
+            store.insert(row, &created(row)).await.unwrap();
+        }
+        let mut counts = store.experiment_counts(&tenant, &experiment).await.unwrap();
+        counts.sort_by_key(|c| c.arm.as_str());
+        assert_eq!(
+            counts,
+            [
+                ArmCount {
+                    arm: kyc_core::Arm::Challenger,
+                    status: Status::Rejected,
+                    count: 1
+                },
+                ArmCount {
+                    arm: kyc_core::Arm::Champion,
+                    status: Status::Approved,
+                    count: 2
+                },
+            ]
+        );
+        assert_eq!(store.experiment_counts(&tenant, "other").await.unwrap(), []);
+
+        // A stop is written once, with its event; the second writer learns it was first.
+        let at = now();
+        let event = NewEvent {
+            id: format!("evt_{}", ulid::Ulid::generate()),
+            tenant: tenant.clone(),
+            verification_id: format!("experiment:{experiment}"),
+            event_type: "experiment.stopped",
+            payload: "{}".into(),
+            created_at: at,
+            due_at: at,
+        };
+        assert!(
+            store
+                .stop_experiment(&tenant, &experiment, at, Some(&event))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .stop_experiment(&tenant, &experiment, at, None)
+                .await
+                .unwrap()
+        );
+        let stopped = store.stopped_experiments().await.unwrap();
+        assert!(stopped.contains(&(tenant.clone(), experiment.clone(), at)));
+        let filter = EventFilter {
+            verification_id: Some(format!("experiment:{experiment}")),
+            limit: 10,
+            ..EventFilter::default()
+        };
+        assert_eq!(store.list_events(&tenant, &filter).await.unwrap().len(), 1);
+
+        // The routing inputs of a period: every row of the tenant created in it, and no other.
+        let first = rows[0].verification.created_at;
+        let mut routed = store
+            .routed_since(&tenant, first, now() + chrono::Duration::seconds(1))
+            .await
+            .unwrap();
+        routed.sort_by(|a, b| a.subject_id.cmp(&b.subject_id));
+        assert_eq!(routed.len(), 4);
+        assert_eq!(routed[0].subject_id, "subject-e1");
+        assert_eq!(routed[0].country.as_deref(), Some("CL"));
+        assert_eq!(routed[0].reason, Some(kyc_core::RoutingReason::Experiment));
+        assert_eq!(routed[3].reason, None);
+        let later = now() + chrono::Duration::seconds(1);
+        assert_eq!(
+            store
+                .routed_since(&tenant, later, later + chrono::Duration::days(1))
+                .await
+                .unwrap(),
+            []
+        );
+
+        // Provider errors count on their own day; circuit openings are found by overlap.
+        let day = at.date_naive().to_string();
+        for _ in 0..2 {
+            store
+                .count_provider_error(&tenant, "p-errors", "AR", at)
+                .await
+                .unwrap();
+        }
+        let errors: Vec<(String, u64)> = store
+            .stats(&tenant, &day, &day)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.provider, r.provider_errors))
+            .collect();
+        assert_eq!(
+            errors,
+            [("p-errors".to_string(), 2), ("x-p1".to_string(), 0)]
+        );
+        let provider = format!("circuit-{tenant}");
+        let opened = at - chrono::Duration::seconds(30);
+        store
+            .record_circuit_opening(&provider, opened, at)
+            .await
+            .unwrap();
+        let provider = &provider;
+        let overlapping = |start, end| async move {
+            store
+                .circuit_openings(start, end)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|(p, _, _)| p == provider)
+                .count()
+        };
+        assert_eq!(overlapping(at - chrono::Duration::seconds(10), at).await, 1);
+        assert_eq!(overlapping(at, at + chrono::Duration::seconds(10)).await, 0);
+    }
+
     async fn stats_count_what_was_started_and_how_it_ended(store: &SqlStore) {
         let tenant = format!("s_{}", ulid::Ulid::generate());
         let row = |reference: &str, provider: &str, country: &str, status: Status| {
@@ -1872,6 +2014,7 @@ mod tests {
         let store = SqlStore::connect(&url).await.unwrap();
         suite(&store).await;
         stats_count_what_was_started_and_how_it_ended(&store).await;
+        experiments_replays_and_provider_failures(&store).await;
         // Reopening runs the migrations again harmlessly and keeps the data.
         drop(store);
         let again = SqlStore::connect(&url).await.unwrap();
@@ -1924,5 +2067,6 @@ mod tests {
         let store = SqlStore::connect(&postgres_url()).await.unwrap();
         suite(&store).await;
         stats_count_what_was_started_and_how_it_ended(&store).await;
+        experiments_replays_and_provider_failures(&store).await;
     }
 }
