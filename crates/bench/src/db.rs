@@ -195,8 +195,8 @@ impl Store {
 
 impl Store {
     /// Counts the seeded rows into the stats rollups, as the gateway does with each change: per
-    /// day, instance and country, `stats_daily` by status and `stats_decisions` by decision-time
-    /// bucket (spread over [`BUCKETS`] buckets by row number; the rows' own times are copies).
+    /// day, instance and country, `stats_daily` by status and its `decision_times` by bucket
+    /// (spread over [`BUCKETS`] buckets by row number; the rows' own times are copies).
     async fn count_rows(&self, pool: &AnyPool) -> Result<(), Error> {
         let seq = if self.postgres {
             "CAST(substr(id, 5) AS BIGINT)"
@@ -207,9 +207,13 @@ impl Store {
         let per_bucket = DAYS * COUNTRIES.len() as u64;
         let counted =
             |status: &str| format!("SUM(CASE WHEN status = '{status}' THEN 1 ELSE 0 END)");
+        let joined = if self.postgres {
+            "string_agg(bucket::text || ':' || n::text, ',')"
+        } else {
+            "group_concat(bucket || ':' || n, ',')"
+        };
         let statements = [
             format!("DELETE FROM stats_daily WHERE tenant = '{TENANT}'"),
-            format!("DELETE FROM stats_decisions WHERE tenant = '{TENANT}'"),
             format!(
                 "INSERT INTO stats_daily (tenant, day, provider, country, started, fallbacks, \
                  approved, rejected, expired, abandoned, cancelled) \
@@ -222,15 +226,23 @@ impl Store {
                 counted("abandoned"),
                 counted("cancelled"),
             ),
+            "DROP TABLE IF EXISTS bench_times".to_string(),
             format!(
-                "INSERT INTO stats_decisions (tenant, day, provider, country, bucket, decided) \
-                 SELECT tenant, substr(created_at, 1, 10), provider, COALESCE(country, ''), \
-                 100 + {seq} / {per_bucket} % {BUCKETS}, COUNT(*) FROM verifications \
-                 WHERE tenant = '{TENANT}' AND status IN \
+                "CREATE TEMPORARY TABLE bench_times AS \
+                 SELECT substr(created_at, 1, 10) AS day, provider, COALESCE(country, '') AS country, \
+                 100 + {seq} / {per_bucket} % {BUCKETS} AS bucket, COUNT(*) AS n \
+                 FROM verifications WHERE tenant = '{TENANT}' AND status IN \
                  ('approved', 'rejected', 'expired', 'abandoned', 'cancelled') \
-                 GROUP BY tenant, substr(created_at, 1, 10), provider, COALESCE(country, ''), \
-                 100 + {seq} / {per_bucket} % {BUCKETS}"
+                 GROUP BY 1, 2, 3, 4"
             ),
+            format!(
+                "UPDATE stats_daily SET decision_times = t.times FROM \
+                 (SELECT day, provider, country, {joined} AS times FROM bench_times \
+                 GROUP BY day, provider, country) AS t \
+                 WHERE stats_daily.tenant = '{TENANT}' AND stats_daily.day = t.day \
+                 AND stats_daily.provider = t.provider AND stats_daily.country = t.country"
+            ),
+            "DROP TABLE bench_times".to_string(),
         ];
         for sql in statements {
             sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;

@@ -67,9 +67,10 @@
 //!   the same stores, `GET /v1/stats` per instance and country for the default period (30 days)
 //!   and for the past year: the seeded rows' creation days are spread over that year (five
 //!   countries) and counted into the stats rollups as the gateway counts each change, with
-//!   decision times over 150 buckets per day, instance and country. Target: p50 at most 100 ms
-//!   at every size ("well under a second" at 1M rows); the rollups grow with days, instances and
-//!   countries, not with verifications.
+//!   decision times over 150 buckets per day, instance and country. These are measured at 1
+//!   connection (the time one answer takes, as a product manager's page asks) and, shown beside,
+//!   at 16. Target: p50 at 1 connection at most 100 ms at every size ("well under a second" at
+//!   1M rows); the rollups grow with days, instances and countries, not with verifications.
 //!
 //! A cell in which any request failed (a status other than the expected one, or a broken
 //! connection) turns its figures into `MISS` with the first error shown: a figure is never
@@ -1009,7 +1010,8 @@ type ReadsOf = fn(u64) -> MakeReq;
 enum Rule {
     /// p50 at the largest size at most twice p50 at the smallest.
     Flat,
-    /// p50 at every size at most this many milliseconds.
+    /// p50 of one request at a time (a person's page asking), at every size, at most this many
+    /// milliseconds; the p50 at 16 connections is shown beside it.
     Under(u64),
 }
 
@@ -1066,6 +1068,8 @@ fn part_e(ctx: &mut Ctx) -> Result<(), Error> {
             ctx.rt.block_on(Postgres::truncate(&mut store))?;
         }
         let mut by_read: Vec<Vec<Stats>> = vec![Vec::new(); reads.len()];
+        // The stats reads at 16 connections too, shown beside their 1-connection figures.
+        let mut busy: Vec<Vec<Stats>> = vec![Vec::new(); reads.len()];
         for &size in &sizes {
             let took = ctx.rt.block_on(store.seed_to(size, &ctx.template))?;
             eprintln!(
@@ -1073,15 +1077,25 @@ fn part_e(ctx: &mut Ctx) -> Result<(), Error> {
                 thousands(size)
             );
             let gateway = ctx.gateway(&store.url)?;
-            for (i, (name, make, _)) in reads.iter().enumerate() {
-                let stats = ctx.measure(
-                    &format!("e/{backend}/{}/{}", name.replace(' ', "_"), size),
-                    gateway.addr,
-                    Some(TENANT_KEY),
-                    16,
-                    make(size),
-                )?;
-                by_read[i].push(stats);
+            for (i, (name, make, rule)) in reads.iter().enumerate() {
+                let cell = format!("e/{backend}/{}/{}", name.replace(' ', "_"), size);
+                match rule {
+                    Rule::Flat => {
+                        let stats =
+                            ctx.measure(&cell, gateway.addr, Some(TENANT_KEY), 16, make(size))?;
+                        by_read[i].push(stats);
+                    }
+                    Rule::Under(_) => {
+                        let one = format!("{cell}/1");
+                        let stats =
+                            ctx.measure(&one, gateway.addr, Some(TENANT_KEY), 1, make(size))?;
+                        by_read[i].push(stats);
+                        let many = format!("{cell}/16");
+                        let stats =
+                            ctx.measure(&many, gateway.addr, Some(TENANT_KEY), 16, make(size))?;
+                        busy[i].push(stats);
+                    }
+                }
             }
         }
         if backend == "postgres" {
@@ -1093,6 +1107,18 @@ fn part_e(ctx: &mut Ctx) -> Result<(), Error> {
             let p50s: Vec<String> = cells.iter().map(|s| ms(s.p50_us)).collect();
             let p99s: Vec<String> = cells.iter().map(|s| ms(s.p99_us)).collect();
             let growth = last.p50_us as f64 / first.p50_us.max(1) as f64;
+            let measured = match rule {
+                Rule::Flat => format!("p50 {} (p99 {})", p50s.join(" -> "), p99s.join(" -> ")),
+                Rule::Under(_) => {
+                    let busy_p50s: Vec<String> = busy[i].iter().map(|s| ms(s.p50_us)).collect();
+                    format!(
+                        "1 connection: p50 {} (p99 {}); 16: p50 {}",
+                        p50s.join(" -> "),
+                        p99s.join(" -> "),
+                        busy_p50s.join(" -> ")
+                    )
+                }
+            };
             let mut figure = Figure::info(
                 "e",
                 format!(
@@ -1102,7 +1128,7 @@ fn part_e(ctx: &mut Ctx) -> Result<(), Error> {
                 ),
                 Some(growth),
                 "ratio",
-                format!("p50 {} (p99 {})", p50s.join(" -> "), p99s.join(" -> ")),
+                measured,
             )
             .target(match rule {
                 Rule::Flat => format!(
@@ -1110,14 +1136,14 @@ fn part_e(ctx: &mut Ctx) -> Result<(), Error> {
                     thousands(largest),
                     thousands(smallest)
                 ),
-                Rule::Under(limit) => format!("p50 <= {limit} ms at every size"),
+                Rule::Under(limit) => format!("p50 at 1 connection <= {limit} ms at every size"),
             });
             let met = match rule {
                 Rule::Flat => growth <= 2.0,
                 Rule::Under(limit) => cells.iter().all(|s| s.p50_us <= limit * 1000),
             };
             figure.verdict = if met { Verdict::Ok } else { Verdict::Miss };
-            let refs: Vec<&Stats> = cells.iter().collect();
+            let refs: Vec<&Stats> = cells.iter().chain(&busy[i]).collect();
             ctx.figures.push(guard(figure, &refs));
         }
     }

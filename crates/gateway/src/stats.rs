@@ -1,11 +1,11 @@
 //! The product managers' figures: how each provider (or country) did with the verifications a
 //! tenant started in a period.
 //!
-//! Counted from the store's daily rollups (`stats_daily`, `stats_decisions`, kept in the
-//! transaction of each change), not from process memory, so every replica answers the same, and
-//! in time that grows with the days asked for, not with the verifications stored. A verification
-//! counts on the UTC day it was created, by where it has got to since: the figures of a period
-//! say what became of the verifications started in it.
+//! Counted from the store's daily rollups (`stats_daily`: counts and decision-time buckets per
+//! day, instance and country, kept in the transaction of each change), not from process memory,
+//! so every replica answers the same, in time that grows with the days asked for, not with the
+//! verifications stored. A verification counts on the UTC day it was created, by where it has
+//! got to since: the figures of a period say what became of the verifications started in it.
 use crate::app::App;
 use crate::input::StatsPeriod;
 use crate::policy::{Policy, Price};

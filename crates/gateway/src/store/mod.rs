@@ -22,6 +22,7 @@ use kyc_core::{Source, Status, StatusChange, Verification};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, AssertSqlSafe, Row, SqlSafeStr};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A store failure. Its text may name tables and constraints, never row contents.
@@ -481,6 +482,16 @@ impl SqlStore {
                 "provider errors",
                 include_str!("../../migrations/0010_provider_errors.sql"),
             ),
+            // The two backends name the aggregate that joins text differently.
+            migration(
+                11,
+                "decision times per day",
+                if sqlite {
+                    include_str!("../../migrations/0011_decision_times_per_day.sqlite.sql")
+                } else {
+                    include_str!("../../migrations/0011_decision_times_per_day.postgres.sql")
+                },
+            ),
         ])
         .run(&writes)
         .await?;
@@ -526,6 +537,68 @@ impl SqlStore {
     }
 
     /// The rows of a rollup query over a tenant's days: `[tenant, from, to]` bind `$1` to `$3`.
+    /// Counts a verification that reached a final status in its creation day's row: the status,
+    /// and its decision time merged into the row's `decision_times` (read, then written, with
+    /// the row locked on PostgreSQL, so replicas finishing verifications of one day at once
+    /// take turns).
+    async fn count_decision(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tenant: &str,
+        next: &Verification,
+    ) -> Result<(), StoreError> {
+        // One of the five final statuses' names.
+        let column = next.status.as_str();
+        let took = next.completed_at.unwrap_or(next.updated_at) - next.created_at;
+        let bucket = decision_bucket(took.num_milliseconds());
+        let lock = if self.postgres {
+            " FOR UPDATE OF s"
+        } else {
+            ""
+        };
+        let day = sqlx::query(AssertSqlSafe(format!(
+            "SELECT s.day, s.provider, s.country, s.decision_times FROM verifications v \
+             JOIN stats_daily s ON s.tenant = v.tenant AND s.day = substr(v.created_at, 1, 10) \
+             AND s.provider = v.provider AND s.country = COALESCE(v.country, '') \
+             WHERE v.tenant = $1 AND v.id = $2{lock}"
+        )))
+        .bind(tenant)
+        .bind(&next.id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(day) = day {
+            let times: String = day.try_get(3)?;
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE stats_daily SET {column} = {column} + 1, decision_times = $5 \
+                 WHERE tenant = $1 AND day = $2 AND provider = $3 AND country = $4"
+            )))
+            .bind(tenant)
+            .bind(day.try_get::<String, _>(0)?)
+            .bind(day.try_get::<String, _>(1)?)
+            .bind(day.try_get::<String, _>(2)?)
+            .bind(with_decision_time(&times, bucket))
+            .execute(&mut **tx)
+            .await?;
+        } else {
+            // The day's row is made with the verification; one missing (a store restored in
+            // part, say) is made now.
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO stats_daily (tenant, day, provider, country, {column}, \
+                 decision_times) \
+                 SELECT tenant, substr(created_at, 1, 10), provider, COALESCE(country, ''), 1, $3 \
+                 FROM verifications WHERE tenant = $1 AND id = $2 \
+                 ON CONFLICT (tenant, day, provider, country) DO UPDATE SET \
+                 {column} = stats_daily.{column} + 1"
+            )))
+            .bind(tenant)
+            .bind(&next.id)
+            .bind(with_decision_time("", bucket))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn days_of(&self, sql: String, binds: [&str; 3]) -> Result<Vec<AnyRow>, StoreError> {
         Ok(bound(sql, binds.map(str::to_string).to_vec())
             .fetch_all(&self.pool)
@@ -734,9 +807,12 @@ fn insert_sql(postgres: bool) -> String {
          to_status, source, actor, at)";
     let counted = |status: &str| format!("CASE WHEN $7 = '{status}' THEN 1 ELSE 0 END");
     let stats = "INSERT INTO stats_daily (tenant, day, provider, country, started, fallbacks, \
-         approved, rejected, expired, abandoned, cancelled)";
+         approved, rejected, expired, abandoned, cancelled, decided_at_once)";
+    // Final already at creation: decided in no time.
+    let final_now = "CASE WHEN $7 IN ('approved', 'rejected', 'expired', 'abandoned', \
+         'cancelled') THEN 1 ELSE 0 END";
     let counts = format!(
-        "$2, substr($14, 1, 10), $5, COALESCE($18, ''), 1, $29, {}, {}, {}, {}, {}",
+        "$2, substr($14, 1, 10), $5, COALESCE($18, ''), 1, $29, {}, {}, {}, {}, {}, {final_now}",
         counted("approved"),
         counted("rejected"),
         counted("expired"),
@@ -749,36 +825,46 @@ fn insert_sql(postgres: bool) -> String {
          rejected = stats_daily.rejected + excluded.rejected, \
          expired = stats_daily.expired + excluded.expired, \
          abandoned = stats_daily.abandoned + excluded.abandoned, \
-         cancelled = stats_daily.cancelled + excluded.cancelled";
-    // Final already at creation: decided in no time (bucket 0).
-    let decided =
-        format!("{COUNT_DECISION} SELECT $2, substr($14, 1, 10), $5, COALESCE($18, ''), 0, 1");
-    let final_now = "$7 IN ('approved', 'rejected', 'expired', 'abandoned', 'cancelled')";
-    let add_decided = COUNT_DECISION_AGAIN;
+         cancelled = stats_daily.cancelled + excluded.cancelled, \
+         decided_at_once = stats_daily.decided_at_once + excluded.decided_at_once";
     if postgres {
         // Selected from `created`, so nothing is counted when the verification is not written.
         format!(
             "WITH created AS ({verification} RETURNING id), \
-             history AS ({change} SELECT $21, $22, $23, $24, $25, $26, $27, $28 FROM created), \
-             decided AS ({decided} FROM created WHERE {final_now} {add_decided}) \
+             history AS ({change} SELECT $21, $22, $23, $24, $25, $26, $27, $28 FROM created) \
              {stats} SELECT {counts} FROM created {add}"
         )
     } else {
         format!(
             "BEGIN IMMEDIATE; {verification}; \
              {change} VALUES ($21, $22, $23, $24, $25, $26, $27, $28); \
-             {stats} VALUES ({counts}) {add}; \
-             {decided} WHERE {final_now} {add_decided}; COMMIT"
+             {stats} VALUES ({counts}) {add}; COMMIT"
         )
     }
 }
 
-/// Counts one decision time in `stats_decisions`: the insert's columns, then what a second one of
-/// the same day, instance, country and bucket does instead.
-const COUNT_DECISION: &str =
-    "INSERT INTO stats_decisions (tenant, day, provider, country, bucket, decided)";
-const COUNT_DECISION_AGAIN: &str = "ON CONFLICT (tenant, day, provider, country, bucket) \
-     DO UPDATE SET decided = stats_decisions.decided + 1";
+/// The decision times of a day's row (`stats_daily.decision_times`): `bucket:count` pairs, comma
+/// separated, one per [`decision_bucket`] that has any. A pair that does not read is skipped.
+fn decision_times_of(text: &str) -> impl Iterator<Item = (u32, u64)> + '_ {
+    text.split(',').filter_map(|pair| {
+        let (bucket, count) = pair.split_once(':')?;
+        Some((bucket.parse().ok()?, count.parse().ok()?))
+    })
+}
+
+/// `text` with one more time in `bucket`, buckets in ascending order.
+fn with_decision_time(text: &str, bucket: u32) -> String {
+    let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
+    for (b, count) in decision_times_of(text) {
+        *counts.entry(b).or_default() += count;
+    }
+    *counts.entry(bucket).or_default() += 1;
+    counts
+        .iter()
+        .map(|(b, count)| format!("{b}:{count}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// Writes one history row inside a transaction. Its id is a ULID, so history reads in time order.
 async fn insert_change(
@@ -990,31 +1076,7 @@ impl Store for SqlStore {
             insert_change(&mut tx, change).await?;
         }
         if next.status.is_final() && !expected.is_final() {
-            // The status's count on the verification's day; the column is one of the five final
-            // statuses' names.
-            let column = next.status.as_str();
-            sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO stats_daily (tenant, day, provider, country, {column}) \
-                 SELECT tenant, substr(created_at, 1, 10), provider, COALESCE(country, ''), 1 \
-                 FROM verifications WHERE tenant = $1 AND id = $2 \
-                 ON CONFLICT (tenant, day, provider, country) DO UPDATE SET \
-                 {column} = stats_daily.{column} + 1"
-            )))
-            .bind(tenant)
-            .bind(&next.id)
-            .execute(&mut *tx)
-            .await?;
-            let took = next.completed_at.unwrap_or(next.updated_at) - next.created_at;
-            sqlx::query(AssertSqlSafe(format!(
-                "{COUNT_DECISION} \
-                 SELECT tenant, substr(created_at, 1, 10), provider, COALESCE(country, ''), $3, 1 \
-                 FROM verifications WHERE tenant = $1 AND id = $2 {COUNT_DECISION_AGAIN}"
-            )))
-            .bind(tenant)
-            .bind(&next.id)
-            .bind(i64::from(decision_bucket(took.num_milliseconds())))
-            .execute(&mut *tx)
-            .await?;
+            self.count_decision(&mut tx, tenant, next).await?;
         }
         if let Some(event) = event {
             insert_event(&mut tx, event).await?;
@@ -1211,24 +1273,37 @@ impl Store for SqlStore {
     ) -> Result<Vec<DecisionCount>, StoreError> {
         let rows = self
             .days_of(
-                "SELECT provider, country, bucket, CAST(SUM(decided) AS BIGINT) AS decided \
-                 FROM stats_decisions WHERE tenant = $1 AND day >= $2 AND day <= $3 \
-                 GROUP BY provider, country, bucket ORDER BY provider, country, bucket"
+                "SELECT provider, country, decided_at_once, decision_times FROM stats_daily \
+                 WHERE tenant = $1 AND day >= $2 AND day <= $3"
                     .to_string(),
                 [tenant, from, to],
             )
             .await?;
-        rows.iter()
-            .map(|row| {
-                let bucket: i64 = row.try_get("bucket")?;
-                Ok(DecisionCount {
-                    provider: row.try_get("provider")?,
-                    country: row.try_get("country")?,
-                    bucket: u32::try_from(bucket).unwrap_or(0),
-                    decided: count(row, "decided")?,
-                })
+        // A day's row holds its own counts: summed here per instance and country, a few rows per
+        // day of the period.
+        let mut sums: BTreeMap<(String, String), BTreeMap<u32, u64>> = BTreeMap::new();
+        for row in &rows {
+            let buckets = sums.entry((row.try_get(0)?, row.try_get(1)?)).or_default();
+            let at_once = count(row, "decided_at_once")?;
+            let times: String = row.try_get(3)?;
+            let counts = std::iter::once((0, at_once)).chain(decision_times_of(&times));
+            for (bucket, decided) in counts.filter(|(_, n)| *n > 0) {
+                *buckets.entry(bucket).or_default() += decided;
+            }
+        }
+        Ok(sums
+            .into_iter()
+            .flat_map(|((provider, country), buckets)| {
+                buckets
+                    .into_iter()
+                    .map(move |(bucket, decided)| DecisionCount {
+                        provider: provider.clone(),
+                        country: country.clone(),
+                        bucket,
+                        decided,
+                    })
             })
-            .collect()
+            .collect())
     }
 
     async fn count_provider_error(
@@ -2007,6 +2082,15 @@ mod tests {
         );
     }
 
+    #[test]
+    fn decision_times_merge_into_one_pair_per_bucket() {
+        assert_eq!(with_decision_time("", 12), "12:1");
+        assert_eq!(with_decision_time("12:1", 12), "12:2");
+        // Out of order or repeated pairs are merged; a pair that does not read is dropped.
+        assert_eq!(with_decision_time("30:2,4:1,x:y,4:3", 7), "4:4,7:1,30:2");
+        assert_eq!(decision_times_of("").count(), 0);
+    }
+
     #[tokio::test]
     async fn sqlite_store() {
         let dir = tempfile::tempdir().unwrap();
@@ -2019,6 +2103,36 @@ mod tests {
         drop(store);
         let again = SqlStore::connect(&url).await.unwrap();
         assert_eq!(again.unfinished_count("p1").await.unwrap(), 3);
+        // An upgrade from before decision times were kept in the day's row moves the bucket
+        // counts there.
+        sqlx::raw_sql(
+            "DELETE FROM _sqlx_migrations WHERE version = 11; \
+             ALTER TABLE stats_daily DROP COLUMN decided_at_once; \
+             ALTER TABLE stats_daily DROP COLUMN decision_times; \
+             CREATE TABLE stats_decisions (tenant TEXT NOT NULL, day TEXT NOT NULL, \
+             provider TEXT NOT NULL, country TEXT NOT NULL, bucket BIGINT NOT NULL, \
+             decided BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (tenant, day, provider, country, bucket)); \
+             INSERT INTO stats_decisions SELECT tenant, day, provider, country, 9, 1 FROM stats_daily; \
+             INSERT INTO stats_decisions SELECT tenant, day, provider, country, 7, 2 FROM stats_daily",
+        )
+        .execute(&again.writes)
+        .await
+        .unwrap();
+        drop(again);
+        let again = SqlStore::connect(&url).await.unwrap();
+        let moved: Vec<String> = sqlx::query("SELECT decision_times FROM stats_daily")
+            .fetch_all(&again.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get(0).unwrap())
+            .collect();
+        assert!(!moved.is_empty());
+        for times in &moved {
+            let mut pairs: Vec<(u32, u64)> = decision_times_of(times).collect();
+            pairs.sort_unstable();
+            assert_eq!(pairs, [(7, 2), (9, 1)], "{times}");
+        }
         // An upgrade from before the daily counts counts what is already stored, country unknown.
         sqlx::raw_sql(
             "DELETE FROM _sqlx_migrations WHERE version = 7; DROP TABLE stats_daily; \
