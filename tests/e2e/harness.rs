@@ -348,6 +348,32 @@ impl World {
         std::fs::rename(&staged, &self.config).unwrap();
     }
 
+    /// Prices betrust-cl and gu1 per verification, in USD, by a live policy edit, and waits for
+    /// it to apply.
+    pub async fn set_prices(&self, betrust: f64, gu1: f64) {
+        let price = |amount: f64| {
+            format!("price_per_verification = {{ amount = {amount:?}, currency = \"USD\" }}\n")
+        };
+        self.edit_policy(|p| {
+            p.replace(
+                "connect_timeout_ms = 1000\n\n[providers.gu1]",
+                &format!(
+                    "connect_timeout_ms = 1000\n{}\n[providers.gu1]",
+                    price(betrust)
+                ),
+            )
+            .replace(
+                "webhook_secret = \"${GU1_WEBHOOK_SECRET}\"\n",
+                &format!(
+                    "webhook_secret = \"${{GU1_WEBHOOK_SECRET}}\"\n{}",
+                    price(gu1)
+                ),
+            )
+        });
+        self.wait_log("policy reloaded", 1, Duration::from_secs(10))
+            .await;
+    }
+
     /// Starts another gateway process on the same policy (and so the same store): a replica.
     pub fn start_replica(&self) -> Replica {
         let (child, base) = spawn_gateway(&self.config, &self.env, &self.log);

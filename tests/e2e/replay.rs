@@ -5,7 +5,6 @@ use crate::harness::*;
 use kyc_sandbox::Outcome;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::time::Duration;
 
 /// Alpha's routing in the test policy: betrust-cl by default, AR to gu1.
 const ROUTING: &str =
@@ -14,18 +13,7 @@ const ROUTING: &str =
 #[tokio::test]
 async fn a_draft_routing_replayed_moves_what_a_hand_count_says() {
     let w = World::start().await;
-    w.edit_policy(|p| {
-        p.replace(
-            "connect_timeout_ms = 1000\n\n[providers.gu1]",
-            "connect_timeout_ms = 1000\nprice_per_verification = { amount = 1.25, currency = \"USD\" }\n\n[providers.gu1]",
-        )
-        .replace(
-            "webhook_secret = \"${GU1_WEBHOOK_SECRET}\"\n",
-            "webhook_secret = \"${GU1_WEBHOOK_SECRET}\"\nprice_per_verification = { amount = 0.5, currency = \"USD\" }\n",
-        )
-    });
-    w.wait_log("policy reloaded", 1, Duration::from_secs(10))
-        .await;
+    w.set_prices(1.25, 0.5).await;
     // Three Chileans and a Mexican at betrust-cl (the default), two Argentines at gu1 (their
     // rule), and a Chilean sent to gu1 by the caller's own choice.
     let mut made = Vec::new();

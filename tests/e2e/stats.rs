@@ -233,18 +233,7 @@ async fn two_replicas_sharing_postgresql_answer_the_same_stats() {
 async fn stats_count_provider_errors_circuit_time_and_cost() {
     let w = World::start().await;
     // Prices for cost figures: a policy edit, applied live.
-    w.edit_policy(|p| {
-        p.replace(
-            "connect_timeout_ms = 1000\n\n[providers.gu1]",
-            "connect_timeout_ms = 1000\nprice_per_verification = { amount = 1.25, currency = \"USD\" }\n\n[providers.gu1]",
-        )
-        .replace(
-            "webhook_secret = \"${GU1_WEBHOOK_SECRET}\"\n",
-            "webhook_secret = \"${GU1_WEBHOOK_SECRET}\"\nprice_per_verification = { amount = 0.5, currency = \"USD\" }\n",
-        )
-    });
-    w.wait_log("policy reloaded", 1, std::time::Duration::from_secs(10))
-        .await;
+    w.set_prices(1.25, 0.5).await;
     // Beta goes to gu1, falling back to betrust-cl. gu1 fails its validations: five failures
     // open its circuit (the default), and two more creates find it open.
     w.gu1.inject(

@@ -162,34 +162,18 @@ async fn main() -> ExitCode {
             tenant,
             country,
             subject,
-        }) => match Policy::load(&config)
-            .map_err(|e| e.to_string())
-            .and_then(|p| explain(&p, &tenant, &country, subject.as_deref()))
-        {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{config}: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }) => printed(
+            &config,
+            Policy::load(&config)
+                .map_err(|e| e.to_string())
+                .and_then(|p| explain(&p, &tenant, &country, subject.as_deref())),
+        ),
         Some(Command::Replay {
             config,
             tenant,
             since,
             json,
-        }) => match replay(&config, &tenant, &since, json).await {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{config}: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }) => printed(&config, replay(&config, &tenant, &since, json).await),
         Some(Command::Openapi) => {
             print!("{}", kyc_gateway::openapi::document_json());
             ExitCode::SUCCESS
@@ -217,6 +201,21 @@ async fn main() -> ExitCode {
         None => {
             let _telemetry = kyc_gateway::telemetry::init();
             finish(kyc_gateway::sandbox::run("127.0.0.1:8080", None, false).await)
+        }
+    }
+}
+
+/// A command's answer on stdout (exit 0), or its error on stderr after the policy file's name
+/// (exit 2).
+fn printed(config: &str, answer: Result<String, String>) -> ExitCode {
+    match answer {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{config}: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -316,6 +316,16 @@ mod tests {
     use super::*;
     use crate::store::decision_bucket;
 
+    fn row(provider: &str, country: &str, started: u64, approved: u64) -> StatsRow {
+        StatsRow {
+            provider: provider.into(),
+            country: country.into(),
+            started,
+            approved,
+            ..StatsRow::default()
+        }
+    }
+
     fn times(ms: &[i64]) -> BTreeMap<u32, u64> {
         let mut buckets = BTreeMap::new();
         for t in ms {
@@ -347,13 +357,6 @@ mod tests {
 
     #[test]
     fn groups_sum_their_rows_and_merge_their_buckets() {
-        let row = |provider: &str, country: &str, started, approved| StatsRow {
-            provider: provider.into(),
-            country: country.into(),
-            started,
-            approved,
-            ..StatsRow::default()
-        };
         let rows = vec![
             row("a", "CL", 3, 1),
             row("b", "CL", 2, 2),
@@ -395,13 +398,6 @@ mod tests {
 
     #[test]
     fn cost_is_the_started_at_each_price_and_needs_every_price_in_one_currency() {
-        let row = |provider: &str, country: &str, started, approved| StatsRow {
-            provider: provider.into(),
-            country: country.into(),
-            started,
-            approved,
-            ..StatsRow::default()
-        };
         let rows = vec![
             row("a", "CL", 4, 2),
             row("b", "CL", 2, 1),
