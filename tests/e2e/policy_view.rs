@@ -65,6 +65,43 @@ async fn explain_prints_what_the_gateway_does_for_the_same_input() {
     assert!(seen.contains(&("gu1".into(), "split".into())), "{seen:?}");
     assert!(seen.contains(&("gu1".into(), "rule".into())), "{seen:?}");
 
+    // An experiment in Chile: explain names the arm each subject is in, as the create records.
+    w.edit_policy(|p| {
+        p.replace(
+            "allow_override = true\n",
+            "allow_override = true\nexperiment = { name = \"gu1-in-cl\", champion = \"betrust-cl\", \
+             challenger = \"gu1\", share = 50, countries = [\"CL\"] }\n",
+        )
+    });
+    w.wait_log("policy reloaded", 2, Duration::from_secs(5))
+        .await;
+    for n in 0..6 {
+        let subject = format!("sub-explain-arm-{n}");
+        let v = w
+            .create(person(&format!("explain-arm-{n}"), &subject, "CL"))
+            .await;
+        let (provider, reason) = explained(&w, "CL", &subject);
+        assert_eq!(v["provider"], provider.as_str(), "{subject}");
+        assert_eq!(reason, "experiment");
+        let arm = v["routing"]["arm"].as_str().unwrap();
+        let out = w.command(&[
+            "explain",
+            "--config",
+            w.policy_path().to_str().unwrap(),
+            "--tenant",
+            "alpha",
+            "--country",
+            "CL",
+            "--subject",
+            &subject,
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("experiment gu1-in-cl, {arm} arm")),
+            "{text}"
+        );
+    }
+
     let unknown = w.command(&[
         "explain",
         "--config",

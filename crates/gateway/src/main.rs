@@ -127,7 +127,7 @@ fn explain(
         kyc_core::RoutingReason::Default => "the tenant's default".into(),
         kyc_core::RoutingReason::Experiment => match &route.experiment {
             Some((name, arm)) => format!(
-                "experiment {name}, {} arm (unless its guardrail has stopped it)",
+                "experiment {name}, {} arm, unless its guardrail has stopped it",
                 arm.as_str()
             ),
             None => "an experiment".into(),
