@@ -787,6 +787,19 @@ fn claim_unfinished_sql(postgres: bool, limit: u32) -> String {
     )
 }
 
+/// An experiment's verifications counted per arm and status (the partial index on experiment).
+const EXPERIMENT_COUNTS: &str = "SELECT arm, status, COUNT(*) FROM verifications \
+     WHERE tenant = $1 AND experiment = $2 AND arm IS NOT NULL GROUP BY arm, status";
+
+/// What routing reads of a tenant's verifications created in a period: ids between two ULID
+/// bounds ($2, $3), times between $4 and $5.
+const ROUTED_SINCE: &str = "SELECT subject_id, country, provider, routing FROM verifications \
+     WHERE tenant = $1 AND id >= $2 AND id < $3 AND created_at >= $4 AND created_at < $5";
+
+/// The decision times of a tenant's day rows from $2 to $3.
+const DECISION_DAYS: &str = "SELECT provider, country, decided_at_once, decision_times \
+     FROM stats_daily WHERE tenant = $1 AND day >= $2 AND day <= $3";
+
 /// A verification's history.
 const HISTORY: &str = "SELECT from_status, to_status, source, actor, at FROM status_changes \
      WHERE tenant = $1 AND verification_id = $2 ORDER BY id";
@@ -1272,12 +1285,7 @@ impl Store for SqlStore {
         to: &str,
     ) -> Result<Vec<DecisionCount>, StoreError> {
         let rows = self
-            .days_of(
-                "SELECT provider, country, decided_at_once, decision_times FROM stats_daily \
-                 WHERE tenant = $1 AND day >= $2 AND day <= $3"
-                    .to_string(),
-                [tenant, from, to],
-            )
+            .days_of(DECISION_DAYS.to_string(), [tenant, from, to])
             .await?;
         // A day's row holds its own counts: summed here per instance and country, a few rows per
         // day of the period.
@@ -1382,17 +1390,14 @@ impl Store for SqlStore {
             let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
             format!("ver_{}", ulid::Ulid::from_parts(ms, 0))
         };
-        let rows = sqlx::query(
-            "SELECT subject_id, country, provider, routing FROM verifications \
-             WHERE tenant = $1 AND id >= $2 AND id < $3 AND created_at >= $4 AND created_at < $5",
-        )
-        .bind(tenant)
-        .bind(first_id(since))
-        .bind(first_id(until + chrono::Duration::milliseconds(1)))
-        .bind(ts(since))
-        .bind(ts(until))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(ROUTED_SINCE)
+            .bind(tenant)
+            .bind(first_id(since))
+            .bind(first_id(until + chrono::Duration::milliseconds(1)))
+            .bind(ts(since))
+            .bind(ts(until))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 let routing: Option<kyc_core::RoutingRecord> =
@@ -1412,14 +1417,11 @@ impl Store for SqlStore {
         tenant: &str,
         experiment: &str,
     ) -> Result<Vec<ArmCount>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT arm, status, COUNT(*) FROM verifications \
-             WHERE tenant = $1 AND experiment = $2 AND arm IS NOT NULL GROUP BY arm, status",
-        )
-        .bind(tenant)
-        .bind(experiment)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(EXPERIMENT_COUNTS)
+            .bind(tenant)
+            .bind(experiment)
+            .fetch_all(&self.pool)
+            .await?;
         let corrupt = |column| StoreError::Corrupt {
             table: "verifications",
             column,

@@ -63,6 +63,32 @@ fn reads(postgres: bool) -> Vec<(String, String, Vec<String>)> {
             vec!["t1".into(), "p1".into(), "s1".into()],
         ),
     ];
+    let plain = |name: &str, sql: &str, binds: &[&str]| {
+        (
+            name.to_string(),
+            sql.to_string(),
+            binds.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    reads.extend([
+        plain("experiment counts", EXPERIMENT_COUNTS, &["t1", "e1"]),
+        plain(
+            "routed since",
+            ROUTED_SINCE,
+            &[
+                "t1",
+                "ver_1000401",
+                "ver_1005000",
+                "2026-01-01T00:00:00.000000Z",
+                "2026-02-01T00:00:00.000000Z",
+            ],
+        ),
+        plain(
+            "decision days",
+            DECISION_DAYS,
+            &["t1", "2026-01-01", "2026-01-31"],
+        ),
+    ]);
     let page = |f: ListFilter| ListFilter { limit: 51, ..f };
     let lists = [
         ("list", page(ListFilter::default())),
