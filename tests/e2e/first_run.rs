@@ -270,6 +270,8 @@ async fn the_sandbox_runs_a_product_managers_own_policy_against_the_simulators()
 async fn the_scenario_starts_with_providers_that_differ_and_an_experiment_with_a_verdict() {
     let sandbox = Sandbox::start_with(tempfile::tempdir().unwrap(), &["--scenario"]);
     assert!(sandbox.banner.contains("History:"), "{}", sandbox.banner);
+    let dashboard = format!("Dashboard:    {}/dashboard", sandbox.base);
+    assert!(sandbox.banner.contains(&dashboard), "{}", sandbox.banner);
     let http = reqwest::Client::new();
     let get = |path: &str| {
         http.get(format!("{}{path}", sandbox.base))

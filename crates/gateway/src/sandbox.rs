@@ -314,16 +314,19 @@ every_seconds = 10
         gu1.set_autopilot(Some(live(GU1)));
         format!(
             "  History:      {HISTORY} verifications of the past two weeks (generated), and an\n                \
-             experiment in Chile: GET /v1/experiments/gu1-in-cl, or see the stats\n                \
+             experiment in Chile: GET /v1/experiments/gu1-in-cl, or see the dashboard\n                \
              (new verifications end by themselves within half a minute)\n"
         )
     } else {
-        String::new()
+        "  Comparing:    `kyc-gateway sandbox --scenario` starts with two weeks of history and an\n                \
+         experiment, for the dashboard\n"
+            .to_string()
     };
     serve_on(listener, policy, None, receiver(), |base| {
         println!(
             "\nkyc-gateway sandbox is running.\n\
-             \n  Swagger UI:   {base}/docs\n  API key:      {DEMO_API_KEY}   (tenant \"demo\")\n  \
+             \n  Swagger UI:   {base}/docs\n  Dashboard:    {base}/dashboard\n  \
+             API key:      {DEMO_API_KEY}   (tenant \"demo\")\n  \
              Providers:    betrust-sandbox (default), gu1-sandbox (country AR, or \"provider\": \"gu1-sandbox\")\n  \
              Store:        {db} (new for this run, removed on exit)\n  \
              Events:       signed and sent to {base}/_sandbox/events (GET it to see them)\n\
