@@ -20,6 +20,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
+/// Verifications read from the store at a time.
+const PAGE: u32 = 5_000;
+
 /// What a draft routing would have done to a period's verifications.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Preview {
@@ -86,28 +89,38 @@ pub async fn preview(
     let mut moves: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     let mut arriving: BTreeMap<String, u64> = BTreeMap::new();
     let (mut total, mut unchanged) = (0, 0);
-    for routed in store.routed_since(tenant, since, until).await? {
-        total += 1;
-        let country = routed.country.unwrap_or_default();
-        let to = if routed.reason == Some(RoutingReason::Override) {
-            routed.provider.clone()
-        } else {
-            crate::routing::candidates(
-                draft,
-                tenant,
-                &routed.subject_id,
-                &country,
-                None,
-                |n| policy.providers.contains_key(n),
-                stopped,
-            )
-            .map_or_else(|_| routed.provider.clone(), |r| r.candidates[0].clone())
+    let mut after = String::new();
+    loop {
+        let page = store
+            .routed_page(tenant, since, until, &after, PAGE)
+            .await?;
+        let Some(last) = page.last() else {
+            break;
         };
-        *arriving.entry(to.clone()).or_default() += 1;
-        if to == routed.provider {
-            unchanged += 1;
-        } else {
-            *moves.entry((routed.provider, to, country)).or_default() += 1;
+        after = last.id.clone();
+        for routed in page {
+            total += 1;
+            let country = routed.country.unwrap_or_default();
+            let to = if routed.reason == Some(RoutingReason::Override) {
+                routed.provider.clone()
+            } else {
+                crate::routing::candidates(
+                    draft,
+                    tenant,
+                    &routed.subject_id,
+                    &country,
+                    None,
+                    |n| policy.providers.contains_key(n),
+                    stopped,
+                )
+                .map_or_else(|_| routed.provider.clone(), |r| r.candidates[0].clone())
+            };
+            *arriving.entry(to.clone()).or_default() += 1;
+            if to == routed.provider {
+                unchanged += 1;
+            } else {
+                *moves.entry((routed.provider, to, country)).or_default() += 1;
+            }
         }
     }
     let (from_day, to_day) = (since.date_naive(), until.date_naive());

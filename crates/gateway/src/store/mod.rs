@@ -253,13 +253,16 @@ pub trait Store: EventStore + Send + Sync {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<Vec<(String, DateTime<Utc>, DateTime<Utc>)>, StoreError>;
-    /// What routing read for each of a tenant's verifications created from `since` to `until`
-    /// (for a replay).
-    async fn routed_since(
+    /// What routing read for a page of a tenant's verifications created from `since` to
+    /// `until` (for a replay): up to `limit` of them, in id order after `after_id` (keyset
+    /// paging, so a replay of any period holds one page at a time).
+    async fn routed_page(
         &self,
         tenant: &str,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
+        after_id: &str,
+        limit: u32,
     ) -> Result<Vec<Routed>, StoreError>;
     /// How many of a tenant's verifications an experiment routed to each arm are in each status.
     async fn experiment_counts(
@@ -286,6 +289,8 @@ pub trait Store: EventStore + Send + Sync {
 /// What routing read for one stored verification, and where it went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routed {
+    /// The verification's id.
+    pub id: String,
     /// The subject id (the sticky key).
     pub subject_id: String,
     /// The subject's country, when stored.
@@ -791,10 +796,11 @@ fn claim_unfinished_sql(postgres: bool, limit: u32) -> String {
 const EXPERIMENT_COUNTS: &str = "SELECT arm, status, COUNT(*) FROM verifications \
      WHERE tenant = $1 AND experiment = $2 AND arm IS NOT NULL GROUP BY arm, status";
 
-/// What routing reads of a tenant's verifications created in a period: ids between two ULID
-/// bounds ($2, $3), times between $4 and $5.
-const ROUTED_SINCE: &str = "SELECT subject_id, country, provider, routing FROM verifications \
-     WHERE tenant = $1 AND id >= $2 AND id < $3 AND created_at >= $4 AND created_at < $5";
+/// What routing reads of a tenant's verifications created in a period, in id order: ids between
+/// two ULID bounds ($2, $3) and after the last page's ($6), times between $4 and $5.
+const ROUTED_SINCE: &str = "SELECT subject_id, country, provider, routing, id FROM verifications \
+     WHERE tenant = $1 AND id >= $2 AND id < $3 AND created_at >= $4 AND created_at < $5 \
+     AND id > $6 ORDER BY id";
 
 /// The decision times of a tenant's day rows from $2 to $3.
 const DECISION_DAYS: &str = "SELECT provider, country, decided_at_once, decision_times \
@@ -1378,11 +1384,13 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn routed_since(
+    async fn routed_page(
         &self,
         tenant: &str,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
+        after_id: &str,
+        limit: u32,
     ) -> Result<Vec<Routed>, StoreError> {
         // Ids are `ver_` + ULID, whose first part is the creation time: the (tenant, id) index
         // finds the period; created_at decides within the millisecond.
@@ -1390,12 +1398,13 @@ impl Store for SqlStore {
             let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
             format!("ver_{}", ulid::Ulid::from_parts(ms, 0))
         };
-        let rows = sqlx::query(ROUTED_SINCE)
+        let rows = sqlx::query(AssertSqlSafe(format!("{ROUTED_SINCE} LIMIT {limit}")))
             .bind(tenant)
             .bind(first_id(since))
             .bind(first_id(until + chrono::Duration::milliseconds(1)))
             .bind(ts(since))
             .bind(ts(until))
+            .bind(after_id)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -1407,6 +1416,7 @@ impl Store for SqlStore {
                     country: row.try_get(1)?,
                     provider: row.try_get(2)?,
                     reason: routing.map(|r| r.reason),
+                    id: row.try_get(4)?,
                 })
             })
             .collect()
@@ -1935,10 +1945,21 @@ mod tests {
 
         // The routing inputs of a period: every row of the tenant created in it, and no other.
         let first = rows[0].verification.created_at;
+        let until = now() + chrono::Duration::seconds(1);
         let mut routed = store
-            .routed_since(&tenant, first, now() + chrono::Duration::seconds(1))
+            .routed_page(&tenant, first, until, "", 3)
             .await
             .unwrap();
+        // Pages of 3: the next page starts after the last id.
+        assert_eq!(routed.len(), 3);
+        let after = routed[2].id.clone();
+        let rest = store
+            .routed_page(&tenant, first, until, &after, 3)
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 1);
+        assert!(rest[0].id > after);
+        routed.extend(rest);
         routed.sort_by(|a, b| a.subject_id.cmp(&b.subject_id));
         assert_eq!(routed.len(), 4);
         assert_eq!(routed[0].subject_id, "subject-e1");
@@ -1948,7 +1969,7 @@ mod tests {
         let later = now() + chrono::Duration::seconds(1);
         assert_eq!(
             store
-                .routed_since(&tenant, later, later + chrono::Duration::days(1))
+                .routed_page(&tenant, later, later + chrono::Duration::days(1), "", 10)
                 .await
                 .unwrap(),
             []
