@@ -326,6 +326,13 @@ impl Arm {
             Arm::Challenger => "challenger",
         }
     }
+
+    /// The arm named by [`Arm::as_str`].
+    pub fn parse(name: &str) -> Option<Arm> {
+        [Arm::Champion, Arm::Challenger]
+            .into_iter()
+            .find(|arm| arm.as_str() == name)
+    }
 }
 
 /// What chose a verification's provider instance.

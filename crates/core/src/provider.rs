@@ -106,6 +106,18 @@ impl ProviderError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, ProviderError::Unavailable(_))
     }
+
+    /// Whether the call failed on the provider's side or on the way to it (unavailable, an
+    /// unreadable answer, our credentials refused), rather than being answered: what the
+    /// product managers' figures count as a provider error.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Unavailable(_)
+                | ProviderError::BadResponse(_)
+                | ProviderError::Unauthorized
+        )
+    }
 }
 
 /// A manual decision on a verification in review.

@@ -366,14 +366,7 @@ async fn call<T>(
             tracing::warn!(provider = %name, %error, "could not record the circuit's opening");
         }
     }
-    if result.as_ref().err().is_some_and(|e| {
-        matches!(
-            e,
-            ProviderError::Unavailable(_)
-                | ProviderError::BadResponse(_)
-                | ProviderError::Unauthorized
-        )
-    }) {
+    if result.as_ref().err().is_some_and(ProviderError::is_failure) {
         count_failure(app, on, name).await;
     }
     result
