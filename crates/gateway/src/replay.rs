@@ -127,7 +127,12 @@ pub async fn preview(
     let rows = store
         .stats(tenant, &from_day.to_string(), &to_day.to_string())
         .await?;
-    let observed = stats::grouped(StatsGroup::Provider, rows, &stats::prices(policy));
+    let observed = stats::grouped(
+        StatsGroup::Provider,
+        rows,
+        Vec::new(),
+        &stats::prices(policy),
+    );
     let destinations = arriving
         .into_iter()
         .map(|(provider, count)| {

@@ -10,7 +10,7 @@ use crate::app::App;
 use crate::input::StatsPeriod;
 use crate::policy::{Policy, Price};
 use crate::service::ServiceError;
-use crate::store::{StatsRow, bucket_seconds};
+use crate::store::{DecisionCount, StatsRow, bucket_seconds};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -142,7 +142,8 @@ pub async fn for_period(
 ) -> Result<Stats, ServiceError> {
     let (from, to) = (period.from.to_string(), period.to.to_string());
     let rows = app.store.stats(tenant, &from, &to).await?;
-    let mut groups = grouped(period.by, rows, &prices(&app.runtime().policy));
+    let times = app.store.decision_times(tenant, &from, &to).await?;
+    let mut groups = grouped(period.by, rows, times, &prices(&app.runtime().policy));
     if period.by == StatsGroup::Provider {
         let start = period.from.and_time(NaiveTime::MIN).and_utc();
         // An opening lasts until its probe time, which may be still to come: count up to now.
@@ -209,6 +210,7 @@ enum CostSum {
 pub(crate) fn grouped(
     by: StatsGroup,
     rows: Vec<StatsRow>,
+    times: Vec<DecisionCount>,
     prices: &BTreeMap<String, Price>,
 ) -> Vec<StatsGroupFigures> {
     let mut sums: BTreeMap<_, StatsRow> = BTreeMap::new();
@@ -233,10 +235,27 @@ pub(crate) fn grouped(
             }
         };
         costs.insert(key.clone(), cost);
-        sums.entry(key).or_default().add(row);
+        let sum = sums.entry(key).or_default();
+        sum.started += row.started;
+        sum.fallbacks += row.fallbacks;
+        sum.provider_errors += row.provider_errors;
+        sum.approved += row.approved;
+        sum.rejected += row.rejected;
+        sum.expired += row.expired;
+        sum.abandoned += row.abandoned;
+        sum.cancelled += row.cancelled;
+    }
+    let mut buckets: BTreeMap<_, BTreeMap<u32, u64>> = BTreeMap::new();
+    for time in times {
+        *buckets
+            .entry(by.key(&time.provider, &time.country))
+            .or_default()
+            .entry(time.bucket)
+            .or_default() += time.decided;
     }
     sums.into_iter()
         .map(|(key, row)| {
+            let decided = buckets.remove(&key);
             let cost = match costs.remove(&key) {
                 Some(CostSum::Priced { currency, total }) if row.started > 0 => Some(Cost {
                     currency,
@@ -258,9 +277,12 @@ pub(crate) fn grouped(
                 conversion: rate(row.approved, row.started),
                 abandonment_rate: rate(row.abandoned, row.started),
                 expiry_rate: rate(row.expired, row.started),
-                time_to_decision_s: percentile(&row.decided, 0.5)
-                    .zip(percentile(&row.decided, 0.9))
-                    .map(|(p50, p90)| Percentiles { p50, p90 }),
+                time_to_decision_s: decided.and_then(|b| {
+                    Some(Percentiles {
+                        p50: percentile(&b, 0.5)?,
+                        p90: percentile(&b, 0.9)?,
+                    })
+                }),
                 fallbacks: row.fallbacks,
                 provider_errors: row.provider_errors,
                 circuit_open_s: None,
@@ -335,17 +357,20 @@ mod tests {
 
     #[test]
     fn groups_sum_their_rows_and_merge_their_buckets() {
-        let timed = |mut row: StatsRow, bucket, decided| {
-            row.decided.insert(bucket, decided);
-            row
-        };
         let rows = vec![
-            timed(row("a", "CL", 3, 1), 100, 1),
-            timed(row("b", "CL", 2, 2), 200, 2),
+            row("a", "CL", 3, 1),
+            row("b", "CL", 2, 2),
             row("b", "AR", 1, 0),
         ];
+        let time = |provider: &str, country: &str, bucket, decided| DecisionCount {
+            provider: provider.into(),
+            country: country.into(),
+            bucket,
+            decided,
+        };
+        let times = vec![time("a", "CL", 100, 1), time("b", "CL", 200, 2)];
         let none = BTreeMap::new();
-        let by_country = grouped(StatsGroup::Country, rows.clone(), &none);
+        let by_country = grouped(StatsGroup::Country, rows.clone(), times.clone(), &none);
         assert_eq!(by_country.len(), 2);
         let chile = &by_country[1];
         assert_eq!(
@@ -361,7 +386,7 @@ mod tests {
             (bucket_seconds(200), bucket_seconds(200))
         );
         assert!(by_country[0].time_to_decision_s.is_none());
-        let by_provider = grouped(StatsGroup::Provider, rows, &none);
+        let by_provider = grouped(StatsGroup::Provider, rows, times, &none);
         assert_eq!(
             by_provider
                 .iter()
@@ -387,7 +412,7 @@ mod tests {
             ("b".to_string(), price(0.5, "USD")),
         ]
         .into();
-        let by_country = grouped(StatsGroup::Country, rows.clone(), &prices);
+        let by_country = grouped(StatsGroup::Country, rows.clone(), Vec::new(), &prices);
         // AR's only instance has no price: no cost.
         assert!(by_country[0].cost.is_none());
         let chile = by_country[1].cost.as_ref().unwrap();
@@ -401,9 +426,9 @@ mod tests {
             ("b".to_string(), price(0.5, "CLP")),
         ]
         .into();
-        let by_country = grouped(StatsGroup::Country, rows.clone(), &mixed);
+        let by_country = grouped(StatsGroup::Country, rows.clone(), Vec::new(), &mixed);
         assert!(by_country[1].cost.is_none());
-        let by_provider = grouped(StatsGroup::Provider, rows, &mixed);
+        let by_provider = grouped(StatsGroup::Provider, rows, Vec::new(), &mixed);
         assert_eq!(by_provider[1].cost.as_ref().unwrap().currency, "CLP");
     }
 

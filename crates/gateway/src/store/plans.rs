@@ -85,8 +85,8 @@ fn reads(postgres: bool) -> Vec<(String, String, Vec<String>)> {
             ],
         ),
         plain(
-            "stats days",
-            STATS_DAYS,
+            "decision days",
+            DECISION_DAYS,
             &["t1", "2026-01-01", "2026-01-31"],
         ),
     ]);
