@@ -46,6 +46,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// `[webhooks] timeout_ms`; `None` leaves the default.
     pub webhook_timeout_ms: Option<u64>,
+    /// Both provider instances' `lookup_grace_seconds`; `None` leaves the default.
+    pub lookup_grace_seconds: Option<u64>,
 }
 
 impl Options {
@@ -72,6 +74,7 @@ impl Default for Options {
             server_extra: Vec::new(),
             env: Vec::new(),
             webhook_timeout_ms: None,
+            lookup_grace_seconds: None,
         }
     }
 }
@@ -140,7 +143,7 @@ client_secret = "${{BETRUST_CLIENT_SECRET}}"
 company_id = "201"
 timeout_ms = {timeout}
 connect_timeout_ms = 1000
-
+{grace}
 [providers.gu1]
 kind = "gu1"
 base_url = "{gu1}"
@@ -148,7 +151,7 @@ api_key = "${{GU1_API_KEY}}"
 webhook_secret = "${{GU1_WEBHOOK_SECRET}}"
 timeout_ms = {timeout}
 connect_timeout_ms = 1000
-
+{grace}
 [tenants.alpha]
 api_keys = ["{alpha}", {{ name = "alpha-ci", hash = "{alpha_ci}" }},
             {{ name = "old", hash = "{alpha_expired}", expires_at = "2020-01-01T00:00:00Z" }}]
@@ -184,6 +187,10 @@ every_seconds = 1
         api = betrust.api_base_url(),
         gu1 = gu1.base_url(),
         timeout = o.timeout_ms,
+        grace = o
+            .lookup_grace_seconds
+            .map(|s| format!("lookup_grace_seconds = {s}\n"))
+            .unwrap_or_default(),
         alpha = kyc_gateway::policy::hash_api_key(ALPHA_KEY),
         beta = kyc_gateway::policy::hash_api_key(BETA_KEY),
         alpha_ci = kyc_gateway::policy::hash_api_key(ALPHA_CI_KEY),
@@ -506,6 +513,65 @@ impl World {
         let (status, v) = self.post("/v1/verifications", ALPHA_KEY, body).await;
         assert_eq!(status, StatusCode::CREATED, "{v}");
         v
+    }
+}
+
+/// POSTs a create to the gateway at `base` as `key`; answers the status, `Retry-After` and
+/// body.
+pub async fn post_at(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &Value,
+) -> (StatusCode, Option<u64>, Value) {
+    let response = http
+        .post(format!("{base}/v1/verifications"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    (status, retry_after, response.json().await.unwrap())
+}
+
+/// Sends the same create until it answers a verification (201 or 200), as a caller told to retry
+/// does: a 503 `provider_unavailable` or a 409 `in_progress` is retried after a short pause (each
+/// must carry `Retry-After`); anything else fails the test. Answers the verification and every
+/// status seen.
+pub async fn create_retrying(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &Value,
+    within: Duration,
+) -> (Value, Vec<StatusCode>) {
+    let deadline = std::time::Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        let (status, retry_after, answer) = post_at(http, base, key, body).await;
+        seen.push(status);
+        if status == StatusCode::CREATED || status == StatusCode::OK {
+            return (answer, seen);
+        }
+        let retryable = (status == StatusCode::SERVICE_UNAVAILABLE
+            && answer["code"] == "provider_unavailable")
+            || (status == StatusCode::CONFLICT && answer["code"] == "in_progress");
+        assert!(retryable, "{status}: {answer}");
+        assert!(
+            retry_after.is_some(),
+            "{status} without Retry-After: {answer}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {status} after {within:?}: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 

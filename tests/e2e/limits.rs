@@ -101,7 +101,7 @@ async fn a_provider_instance_outbound_limit_is_honoured() {
                 assert_eq!(body["code"], "provider_unavailable", "{body}");
                 refused += 1;
             }
-            other => panic!("{other}: {body}"),
+            other => panic!("{other}: {body}\n{}", w.log()),
         }
     }
     let elapsed = started.elapsed().as_secs_f64();

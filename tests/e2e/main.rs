@@ -5,6 +5,7 @@ mod browser;
 mod check_config;
 mod circuit;
 mod connections;
+mod create_integrity;
 mod dashboard;
 mod events;
 mod experiments;

@@ -27,8 +27,12 @@
 //!
 //! [`kyc_core::CreateRequest::idempotency_key`] is sent as BeTrust's `transaction_id`, which BeTrust
 //! keeps unique per `company_id`. A retried create therefore answers 409 `Duplicated`; the adapter
-//! then reads the existing transaction by that `transaction_id` and returns it. It never creates a
-//! second one.
+//! then reads the existing transaction by that `transaction_id` and returns it only if it is this
+//! request's: its `transaction_id` is the key and its `metadata.nin` is the request's national id
+//! (or both have none). Anything else is [`ProviderError::NotOurs`], never adopted. It never
+//! creates a second one, so [`Provider::create_is_idempotent`] holds and an ambiguous create is
+//! resumed by sending it again. `find_created` reads `GET /transactions/{transaction_id}`: a 404
+//! is [`kyc_core::Found::Absent`].
 //!
 //! # Token cache
 //!
@@ -43,8 +47,17 @@
 //!
 //! # Errors
 //!
-//! Connect errors, timeouts (`connect_timeout_ms`, `timeout_ms`, applied to every call), 5xx and 429
-//! are [`ProviderError::Unavailable`]; an unreadable body is [`ProviderError::BadResponse`]; a 404 on
+//! What a failure means for a create (`timeout_ms` and `connect_timeout_ms` apply to every call):
+//!
+//! | failure                                                        | class                  |
+//! |----------------------------------------------------------------|------------------------|
+//! | connect error, HTTP 429 or 503, any failure of the token call  | `Unavailable`: nothing started, a fallback may run |
+//! | timeout or connection cut after connecting, another 5xx        | `Ambiguous`: BeTrust may have made the transaction |
+//! | the transaction read after a 409 fails to arrive               | `Ambiguous`            |
+//! | a 2xx body we cannot read                                      | `BadResponse` (the gateway treats it as ambiguous) |
+//! | another 4xx                                                    | `Rejected`: refused, nothing started |
+//!
+//! An unreadable body is [`ProviderError::BadResponse`]; a 404 on
 //! a transaction is [`ProviderError::NotFound`]; other 4xx are [`ProviderError::Rejected`] with
 //! BeTrust's code (its HTTP status) and our own message, never BeTrust's body; refused credentials
 //! (token endpoint 400/401/403, or a 401 that survives a fresh token) are
@@ -73,7 +86,7 @@ pub mod transformers;
 use async_trait::async_trait;
 use kyc_core::outbound::Outbound;
 use kyc_core::{
-    AdapterConfig, CreateRequest, Identity, IncomingWebhook, Provider, ProviderError,
+    AdapterConfig, CreateRequest, Found, Identity, IncomingWebhook, Provider, ProviderError,
     ProviderVerification, WebhookError,
 };
 use moka::future::Cache;
@@ -269,16 +282,26 @@ fn join_segments(base: &Url, segments: &[&str]) -> Url {
     url
 }
 
-/// A transport failure in words that hold no URL, body or token.
+/// A transport failure in words that hold no URL, body or token. A request that never
+/// connected did nothing; one cut off after connecting may have been processed (ambiguous).
 fn transport_error(e: &reqwest::Error) -> ProviderError {
+    if e.is_connect() {
+        return ProviderError::Unavailable("could not connect to BeTrust".into());
+    }
     let what = if e.is_timeout() {
         "BeTrust did not answer in time"
-    } else if e.is_connect() {
-        "could not connect to BeTrust"
     } else {
-        "the request to BeTrust failed"
+        "the request to BeTrust failed before its answer"
     };
-    ProviderError::Unavailable(what.into())
+    ProviderError::Ambiguous(what.into())
+}
+
+/// The token call starts no transaction: whatever became of it, nothing was created.
+fn not_started(e: ProviderError) -> ProviderError {
+    match e {
+        ProviderError::Ambiguous(why) => ProviderError::Unavailable(why),
+        other => other,
+    }
 }
 
 /// What a request was for, to choose the words of an error.
@@ -301,8 +324,12 @@ impl Call {
 
 /// Maps an unsuccessful API status to an error (401 and 409 are handled by the callers first).
 fn api_error(status: StatusCode, body: &[u8], call: Call) -> ProviderError {
-    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+    // 429 and 503 say the request was not taken; another 5xx may come after the work was done.
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
         return ProviderError::Unavailable(format!("BeTrust answered HTTP {}", status.as_u16()));
+    }
+    if status.is_server_error() {
+        return ProviderError::Ambiguous(format!("BeTrust answered HTTP {}", status.as_u16()));
     }
     if status == StatusCode::UNAUTHORIZED {
         return ProviderError::Unauthorized;
@@ -405,7 +432,7 @@ impl BetrustProvider {
             .tokens
             .try_get_with((), async {
                 fetched.store(true, std::sync::atomic::Ordering::Relaxed);
-                self.fetch_token().await
+                self.fetch_token().await.map_err(not_started)
             })
             .await
             .map_err(|e| (*e).clone())?;
@@ -559,10 +586,7 @@ impl BetrustProvider {
     }
 
     /// Reads a transaction by uuid or by our `transaction_id` (BeTrust accepts both).
-    async fn read_transaction(
-        &self,
-        reference: &str,
-    ) -> Result<ProviderVerification, ProviderError> {
+    async fn read_transaction(&self, reference: &str) -> Result<Transaction, ProviderError> {
         let (status, bytes) = self
             .send_authorized(Method::GET, self.transaction_url(reference, None), None)
             .await?;
@@ -570,8 +594,40 @@ impl BetrustProvider {
         if !status.is_success() {
             return Err(api_error(status, &bytes, Call::Read));
         }
-        let transaction: Transaction =
-            transformers::parse_envelope_data(&bytes, Call::Read.what())?;
+        transformers::parse_envelope_data(&bytes, Call::Read.what())
+    }
+
+    /// The transaction `request`'s key started, checked to be that request's: its
+    /// `transaction_id` is the key, and the national id it was started for (`metadata.nin`) is
+    /// the request's, unless the request is a lookup that holds none.
+    fn ours(
+        transaction: Transaction,
+        request: &CreateRequest,
+    ) -> Result<ProviderVerification, ProviderError> {
+        if transaction.transaction_id.as_deref() != Some(request.idempotency_key.as_str()) {
+            return Err(ProviderError::NotOurs(
+                "BeTrust answered a transaction with another transaction_id".into(),
+            ));
+        }
+        if !request.subject_partial {
+            let stored = transaction
+                .metadata
+                .as_ref()
+                .and_then(|m| m.expose().get("nin"))
+                .and_then(Value::as_str);
+            let asked = request
+                .subject
+                .national_id
+                .as_ref()
+                .map(|n| n.expose().as_str());
+            if stored != asked {
+                return Err(ProviderError::NotOurs(
+                    "BeTrust's transaction under this transaction_id was started for another \
+                     national id"
+                        .into(),
+                ));
+            }
+        }
         ProviderVerification::try_from(transaction)
     }
 }
@@ -603,7 +659,8 @@ impl Provider for BetrustProvider {
             tracing::Span::current().record("http.status", status.as_u16());
             let verification = if status == StatusCode::CONFLICT {
                 tracing::info!("transaction_id already used at BeTrust; reading the existing one");
-                self.read_transaction(&request.idempotency_key)
+                let existing = self
+                    .read_transaction(&request.idempotency_key)
                     .await
                     .map_err(|e| match e {
                         ProviderError::NotFound => ProviderError::Rejected {
@@ -612,8 +669,11 @@ impl Provider for BetrustProvider {
                                       find its transaction"
                                 .into(),
                         },
+                        // The transaction exists: failing to read it leaves it to resolve.
+                        ProviderError::Unavailable(why) => ProviderError::Ambiguous(why),
                         other => other,
-                    })?
+                    })?;
+                Self::ours(existing, request)?
             } else if status.is_success() {
                 let transaction: Transaction =
                     transformers::parse_envelope_data(&bytes, Call::Create.what())?;
@@ -639,9 +699,30 @@ impl Provider for BetrustProvider {
             transaction = %provider_reference,
             http.status = tracing::field::Empty,
         );
-        self.read_transaction(provider_reference)
+        async { ProviderVerification::try_from(self.read_transaction(provider_reference).await?) }
             .instrument(span)
             .await
+    }
+
+    fn create_is_idempotent(&self) -> bool {
+        true
+    }
+
+    async fn find_created(&self, request: &CreateRequest) -> Result<Found, ProviderError> {
+        let span = tracing::info_span!(
+            "betrust.find_created",
+            provider = %self.name,
+            http.status = tracing::field::Empty,
+        );
+        async {
+            match self.read_transaction(&request.idempotency_key).await {
+                Ok(transaction) => Ok(Found::Created(Box::new(Self::ours(transaction, request)?))),
+                Err(ProviderError::NotFound) => Ok(Found::Absent),
+                Err(other) => Err(other),
+            }
+        }
+        .instrument(span)
+        .await
     }
 
     async fn identity(&self, provider_reference: &str) -> Result<Identity, ProviderError> {

@@ -854,6 +854,7 @@ mod tests {
             redirect_url: None,
             webhook_url: Some("https://gw.example/hooks/betrust-cl/tok".into()),
             subject_ref: None,
+            subject_partial: false,
         }
     }
 

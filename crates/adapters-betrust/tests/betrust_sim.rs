@@ -2,7 +2,8 @@
 
 use kyc_adapters_betrust::{BetrustConfig, BetrustProvider};
 use kyc_core::{
-    CheckOutcome, Checks, CreateRequest, IncomingWebhook, Provider, ProviderError, Status, Subject,
+    CheckOutcome, Checks, CreateFailure, CreateRequest, Found, IncomingWebhook, Provider,
+    ProviderError, Status, Subject,
 };
 use kyc_sandbox::{BetrustSim, BetrustSimConfig, Fault, FaultRule, Outcome};
 use serde_json::json;
@@ -64,6 +65,7 @@ fn request(key: &str) -> CreateRequest {
         redirect_url: None,
         webhook_url: None,
         subject_ref: None,
+        subject_partial: false,
     }
 }
 
@@ -461,4 +463,112 @@ async fn a_redirect_is_not_followed() {
         0,
         "the person's data went to the redirect target"
     );
+}
+
+#[tokio::test]
+async fn failures_are_classed_by_what_they_may_have_started() {
+    let (sim, provider) = start_with(BetrustSimConfig::default(), |c| c.timeout_ms = 500).await;
+    provider.create(&request("warm")).await.unwrap();
+    let create = "POST /transaction-engine";
+    let cases = [
+        // Said no before doing anything: another provider may take it.
+        (Fault::Status(503), CreateFailure::NotStarted),
+        (Fault::Status(429), CreateFailure::NotStarted),
+        // Sent, and the answer says nothing about the work: it may exist.
+        (Fault::Status(500), CreateFailure::Ambiguous),
+        (Fault::Status(502), CreateFailure::Ambiguous),
+        (Fault::Hang, CreateFailure::Ambiguous),
+        (
+            Fault::LateAnswer(Duration::from_secs(2)),
+            CreateFailure::Ambiguous,
+        ),
+        (Fault::Malformed, CreateFailure::Ambiguous),
+        // Refused as an answer.
+        (Fault::Status(400), CreateFailure::Refused),
+    ];
+    for (i, (fault, class)) in cases.into_iter().enumerate() {
+        sim.inject(FaultRule::once(fault.clone()).on_path(create));
+        let err = provider
+            .create(&request(&format!("class-{i}")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.on_create(), class, "{fault:?}: {err:?}");
+    }
+    // The token call starts nothing, whatever becomes of it.
+    let (sim, provider) = start_with(BetrustSimConfig::default(), |c| c.timeout_ms = 500).await;
+    sim.inject(FaultRule::once(Fault::Hang).on_path("/oauth/token"));
+    let err = provider.create(&request("token")).await.unwrap_err();
+    assert_eq!(err.on_create(), CreateFailure::NotStarted, "{err:?}");
+    // Nothing listening: the connection is refused.
+    let dead = BetrustProvider::new(
+        "betrust-dead",
+        {
+            let mut c = config_for(&sim, &BetrustSimConfig::default());
+            c.auth_base_url = "http://127.0.0.1:9".into();
+            c.api_base_url = "http://127.0.0.1:9/transaction-engine/v1".into();
+            c
+        },
+        &kyc_core::outbound::Outbound::new(kyc_core::outbound::Allowlist::new(&[
+            "127.0.0.1".into()
+        ])),
+    )
+    .unwrap();
+    let err = dead.create(&request("refused")).await.unwrap_err();
+    assert_eq!(err.on_create(), CreateFailure::NotStarted, "{err:?}");
+}
+
+#[tokio::test]
+async fn an_ambiguous_create_is_found_by_its_key_and_sent_again_safely() {
+    let (sim, provider) = start_with(BetrustSimConfig::default(), |c| c.timeout_ms = 500).await;
+    assert!(provider.create_is_idempotent());
+    assert_eq!(
+        provider.find_created(&request("late-1")).await.unwrap(),
+        Found::Absent
+    );
+    sim.inject(
+        FaultRule::once(Fault::LateAnswer(Duration::from_secs(2)))
+            .on_path("POST /transaction-engine"),
+    );
+    let err = provider.create(&request("late-1")).await.unwrap_err();
+    assert_eq!(err.on_create(), CreateFailure::Ambiguous);
+    let Found::Created(found) = provider.find_created(&request("late-1")).await.unwrap() else {
+        panic!("the transaction made before the late answer is not found");
+    };
+    // A lookup holding no national id (the reconciler's) finds it by the key alone.
+    let mut partial = request("late-1");
+    partial.subject.national_id = None;
+    partial.subject_partial = true;
+    assert_eq!(
+        provider.find_created(&partial).await.unwrap(),
+        Found::Created(found.clone())
+    );
+    let again = provider.create(&request("late-1")).await.unwrap();
+    assert_eq!(again.provider_reference, found.provider_reference);
+    assert_eq!(sim.transactions_created(), 1);
+}
+
+#[tokio::test]
+async fn a_duplicate_transaction_id_for_another_person_is_not_adopted() {
+    let (sim, provider) = start().await;
+    let first = provider.create(&request("shared-key")).await.unwrap();
+    let mut other = request("shared-key");
+    other.subject = serde_json::from_value(json!({
+        "id": "cus_43", "country": "CL", "national_id": "22222222-2"
+    }))
+    .unwrap();
+    for call in [provider.create(&other).await, {
+        match provider.find_created(&other).await {
+            Ok(found) => panic!("{found:?}"),
+            Err(e) => Err(e),
+        }
+    }] {
+        let err = call.unwrap_err();
+        assert!(matches!(err, ProviderError::NotOurs(_)), "{err:?}");
+        assert!(
+            !err.to_string().contains(&first.provider_reference),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("22222222"), "{err}");
+    }
+    assert_eq!(sim.transactions_created(), 1);
 }

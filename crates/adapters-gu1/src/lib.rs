@@ -48,7 +48,8 @@
 //!
 //! | gu1 answer                                              | [`ProviderError`]                 |
 //! |---------------------------------------------------------|-----------------------------------|
-//! | connect error, timeout, 5xx, 429                        | `Unavailable` (short text, no body) |
+//! | connect error, 429, 503; any failure of a create's entity steps | `Unavailable` (short text, no body): nothing started |
+//! | timeout or connection cut after connecting, another 5xx | `Ambiguous`: on a validation create, gu1 may have made it |
 //! | 401, 403                                                | `Unauthorized`                    |
 //! | 404 `NOT_FOUND` (or any 404 without `ENTITY_NOT_FOUND`) | `NotFound`                        |
 //! | 409 on entity creation, and the lookup finds nothing   | `SubjectConflict`                 |
@@ -66,7 +67,16 @@
 //!   `create` first reads the entity's current validation (`GET {entity_kyc_path}/{id}/current`):
 //!   if this key started it, it is returned instead of starting a second one, so a create retried
 //!   after a lost answer or a gateway crash finds the first validation. An entity whose answer was
-//!   lost is found by the lookup (above).
+//!   lost is found by the lookup (above). A validation under this key that verifies another
+//!   entity is [`ProviderError::NotOurs`], never adopted.
+//! - **Looking up an ambiguous create** (`find_created`): the entity as `create` finds it (without
+//!   a national id, by `externalId` only), then its current validation and `metadata.gatewayKey`.
+//!   No entity is [`Found::Absent`], except for a lookup that holds no national id, which cannot
+//!   see an entity another tenant made for the same person ([`Found::Unknown`]). gu1 offers no
+//!   list of an entity's validations: a validation of ours that another has since replaced as
+//!   current is not found. gu1 enforces no key, so `create` is not idempotent
+//!   ([`Provider::create_is_idempotent`] is false): the gateway sends a create again only once a
+//!   lookup has proved absence.
 //! - **Cancel.** gu1's pages do not document cancelling. `POST {validations_path}/{id}/cancel` is our
 //!   pinned assumption, configurable as [`Gu1Config::cancel_path`] (a template with `{id}`). When
 //!   the cancel answer is not a validation, the validation is read back with a GET.
@@ -88,8 +98,8 @@ use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use kyc_core::outbound::Outbound;
 use kyc_core::{
-    AdapterConfig, CreateRequest, Identity, IncomingWebhook, ManualOutcome, Personal, Provider,
-    ProviderError, ProviderStanding, ProviderVerification, WebhookError,
+    AdapterConfig, CreateRequest, Found, Identity, IncomingWebhook, ManualOutcome, Personal,
+    Provider, ProviderError, ProviderStanding, ProviderVerification, WebhookError,
 };
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -305,14 +315,27 @@ fn unreadable(op: Op, err: &serde_json::Error) -> ProviderError {
 
 fn transport_error(op: Op, err: &reqwest::Error) -> ProviderError {
     // reqwest's text names the URL; ours does not need to.
+    if err.is_connect() {
+        return ProviderError::Unavailable(format!(
+            "gu1 {} call could not be reached",
+            op.as_str()
+        ));
+    }
+    // Connected and sent: gu1 may have done the work.
     let what = if err.is_timeout() {
         "did not answer in time"
-    } else if err.is_connect() {
-        "could not be reached"
     } else {
-        "failed"
+        "failed before its answer"
     };
-    ProviderError::Unavailable(format!("gu1 {} call {what}", op.as_str()))
+    ProviderError::Ambiguous(format!("gu1 {} call {what}", op.as_str()))
+}
+
+/// The entity steps of a create start no validation: whatever became of them, none was made.
+fn no_validation_started(e: ProviderError) -> ProviderError {
+    match e {
+        ProviderError::Ambiguous(why) => ProviderError::Unavailable(why),
+        other => other,
+    }
 }
 
 impl Gu1Provider {
@@ -452,7 +475,11 @@ impl Gu1Provider {
         let error = match status.as_u16() {
             401 | 403 => ProviderError::Unauthorized,
             429 => ProviderError::Unavailable("gu1 is rate limiting us (HTTP 429)".to_string()),
-            500..=599 => ProviderError::Unavailable(format!(
+            503 => {
+                ProviderError::Unavailable(format!("gu1 answered {} with HTTP 503", op.as_str()))
+            }
+            // Another 5xx may come after the work was done.
+            500..=599 => ProviderError::Ambiguous(format!(
                 "gu1 answered {} with HTTP {}",
                 op.as_str(),
                 status.as_u16()
@@ -713,7 +740,15 @@ impl Gu1Provider {
             .and_then(|m| m.get("gatewayKey"))
             .and_then(|k| k.as_str())
             == Some(idempotency_key);
-        Ok(started_by_this_key.then_some(current))
+        if !started_by_this_key {
+            return Ok(None);
+        }
+        if current.entity_id.as_deref().is_some_and(|e| e != entity_id) {
+            return Err(ProviderError::NotOurs(
+                "gu1's validation under this gateway key verifies another entity".to_string(),
+            ));
+        }
+        Ok(Some(current))
     }
 
     async fn read_validation(
@@ -763,13 +798,17 @@ impl Provider for Gu1Provider {
             .filter(|id| !id.trim().is_empty());
         let (entity_id, entity_is_new) = match known {
             Some(id) => (id.trim().to_string(), false),
-            None => self.entity_for(request).await?,
+            None => self
+                .entity_for(request)
+                .await
+                .map_err(no_validation_started)?,
         };
         self.check_entity_id(&entity_id)?;
         if !entity_is_new
             && let Some(earlier) = self
                 .earlier_attempt(&entity_id, &request.idempotency_key)
-                .await?
+                .await
+                .map_err(no_validation_started)?
         {
             tracing::info!(
                 provider = %self.name,
@@ -809,6 +848,42 @@ impl Provider for Gu1Provider {
         let mut verification = ProviderVerification::try_from(validation)?;
         verification.subject_ref = Some(entity_id);
         Ok(verification)
+    }
+
+    async fn find_created(&self, request: &CreateRequest) -> Result<Found, ProviderError> {
+        let known = request
+            .subject_ref
+            .clone()
+            .or_else(|| request.subject.provider_refs.get(&self.name).cloned())
+            .filter(|id| !id.trim().is_empty())
+            .map(|id| id.trim().to_string());
+        let entity_id = match known {
+            Some(id) => Some(id),
+            None => match self.entities.get(&self.subject_key(request)).await {
+                Some(id) => Some(id),
+                None => self.find_entity(request).await?,
+            },
+        };
+        let Some(entity_id) = entity_id.filter(|id| plausible_id(id)) else {
+            // No entity, no validation; but a lookup without the national id cannot see an
+            // entity another tenant made for the same person.
+            return Ok(if request.subject_partial {
+                Found::Unknown
+            } else {
+                Found::Absent
+            });
+        };
+        match self
+            .earlier_attempt(&entity_id, &request.idempotency_key)
+            .await?
+        {
+            Some(validation) => {
+                let mut verification = ProviderVerification::try_from(validation)?;
+                verification.subject_ref = Some(entity_id);
+                Ok(Found::Created(Box::new(verification)))
+            }
+            None => Ok(Found::Absent),
+        }
     }
 
     async fn get(&self, provider_reference: &str) -> Result<ProviderVerification, ProviderError> {

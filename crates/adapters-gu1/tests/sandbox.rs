@@ -7,8 +7,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use kyc_adapters_gu1::{Gu1Config, Gu1Provider};
 use kyc_core::outbound::{Allowlist, Outbound};
 use kyc_core::{
-    CheckOutcome, Checks, CreateRequest, IncomingWebhook, ManualOutcome, Personal, Provider,
-    ProviderError, Status, Subject, WebhookError,
+    CheckOutcome, Checks, CreateFailure, CreateRequest, Found, IncomingWebhook, ManualOutcome,
+    Personal, Provider, ProviderError, Status, Subject, WebhookError,
 };
 use kyc_sandbox::{Fault, FaultRule, Gu1Sim, Gu1SimConfig, Outcome};
 use secrecy::SecretString;
@@ -66,6 +66,7 @@ fn request(key: &str, subject: Subject, subject_ref: Option<String>) -> CreateRe
         redirect_url: None,
         webhook_url: Some("http://127.0.0.1:9/hooks/gu1/token".to_string()),
         subject_ref,
+        subject_partial: false,
     }
 }
 
@@ -854,4 +855,122 @@ async fn nothing_answering_at_the_base_url_is_unavailable() {
     let gu1 = Gu1Provider::new(INSTANCE, config, &loopback()).unwrap();
     let err = gu1.get("5f0c1a2b").await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
+}
+
+fn quick_provider(sim: &Gu1Sim) -> Gu1Provider {
+    let mut config = config(sim);
+    config.timeout_ms = 500;
+    Gu1Provider::new(INSTANCE, config, &loopback()).expect("provider builds")
+}
+
+#[tokio::test]
+async fn failures_are_classed_by_what_they_may_have_started() {
+    let sim = sim().await;
+    let provider = quick_provider(&sim);
+    let validation = "POST /api/kyc/validations";
+    let cases = [
+        // The validation create, said no to before any work: a fallback may take it.
+        (validation, Fault::Status(503), CreateFailure::NotStarted),
+        (validation, Fault::Status(429), CreateFailure::NotStarted),
+        // Sent, and no word on the work: the validation may exist.
+        (validation, Fault::Status(500), CreateFailure::Ambiguous),
+        (validation, Fault::Hang, CreateFailure::Ambiguous),
+        (
+            validation,
+            Fault::LateAnswer(Duration::from_secs(2)),
+            CreateFailure::Ambiguous,
+        ),
+        (validation, Fault::Malformed, CreateFailure::Ambiguous),
+        // Refused as an answer.
+        (validation, Fault::Status(400), CreateFailure::Refused),
+        // The entity steps start no validation, whatever becomes of them.
+        ("POST /api/entities", Fault::Hang, CreateFailure::NotStarted),
+        (
+            "POST /api/entities",
+            Fault::Status(500),
+            CreateFailure::NotStarted,
+        ),
+        ("GET /api/entities", Fault::Hang, CreateFailure::NotStarted),
+    ];
+    for (i, (path, fault, class)) in cases.into_iter().enumerate() {
+        sim.inject(FaultRule::once(fault.clone()).on_path(path));
+        // A new subject each time, so the entity steps run.
+        let subject = subject(&format!("class-{i}"), None);
+        let err = provider
+            .create(&request(&format!("class-{i}"), subject, None))
+            .await
+            .unwrap_err();
+        assert_eq!(err.on_create(), class, "{path} {fault:?}: {err:?}");
+    }
+    let mut dead = config(&sim);
+    dead.base_url = "http://127.0.0.1:9".into();
+    let dead = Gu1Provider::new(INSTANCE, dead, &loopback()).unwrap();
+    let err = dead
+        .create(&request("refused", subject("refused", None), None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.on_create(), CreateFailure::NotStarted, "{err:?}");
+}
+
+#[tokio::test]
+async fn an_ambiguous_validation_is_found_by_its_gateway_key_not_made_again() {
+    let sim = sim().await;
+    let provider = quick_provider(&sim);
+    assert!(!provider.create_is_idempotent(), "gu1 enforces no key");
+    let person = subject("cus-late", Some("20-12345678-3"));
+    // No entity yet: nothing can have been made.
+    assert_eq!(
+        provider
+            .find_created(&request("late-1", person.clone(), None))
+            .await
+            .unwrap(),
+        Found::Absent
+    );
+    sim.inject(
+        FaultRule::once(Fault::LateAnswer(Duration::from_secs(2)))
+            .on_path("POST /api/kyc/validations"),
+    );
+    let err = provider
+        .create(&request("late-1", person.clone(), None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.on_create(), CreateFailure::Ambiguous);
+    let Found::Created(found) = provider
+        .find_created(&request("late-1", person.clone(), None))
+        .await
+        .unwrap()
+    else {
+        panic!("the validation made before the late answer is not found");
+    };
+    assert_eq!(sim.validations_created(), 1);
+    assert_eq!(
+        found.subject_ref.as_deref(),
+        sim.entity_ids().first().map(String::as_str)
+    );
+    // Another key finds nothing for the same person.
+    assert_eq!(
+        provider
+            .find_created(&request("late-2", person.clone(), None))
+            .await
+            .unwrap(),
+        Found::Absent
+    );
+
+    // The reconciler's lookup holds no national id: a fresh process finds the entity by the
+    // tenant's external id when this tenant made it, and cannot tell otherwise.
+    let fresh = quick_provider(&sim);
+    let mut partial = request("late-1", subject("cus-late", None), None);
+    partial.subject_partial = true;
+    assert_eq!(
+        fresh.find_created(&partial).await.unwrap(),
+        Found::Created(found.clone())
+    );
+    let mut elsewhere = request("late-1", subject("cus-late", None), None);
+    elsewhere.tenant = "another-tenant".into();
+    elsewhere.subject_partial = true;
+    assert_eq!(
+        fresh.find_created(&elsewhere).await.unwrap(),
+        Found::Unknown
+    );
+    assert_eq!(sim.validations_created(), 1);
 }

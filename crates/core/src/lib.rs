@@ -19,6 +19,6 @@ pub use model::{
 };
 pub use personal::Personal;
 pub use provider::{
-    AdapterConfig, CreateRequest, IncomingWebhook, ManualOutcome, Provider, ProviderError,
-    ProviderStanding, ProviderVerification, WebhookError,
+    AdapterConfig, CreateFailure, CreateRequest, Found, IncomingWebhook, ManualOutcome, Provider,
+    ProviderError, ProviderStanding, ProviderVerification, WebhookError,
 };

@@ -30,6 +30,22 @@ pub struct CreateRequest {
     pub webhook_url: Option<String>,
     /// The provider's id for the subject, remembered from an earlier call or given by the caller.
     pub subject_ref: Option<String>,
+    /// The subject holds only its id and country, not the person's data: a lookup made by the
+    /// reconciler, which keeps no personal data ([`Provider::find_created`]).
+    pub subject_partial: bool,
+}
+
+/// What [`Provider::find_created`] found for an attempt's idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// The provider holds the verification this key started, checked to be this request's.
+    Created(Box<ProviderVerification>),
+    /// The provider holds nothing under this key now. A request sent before may still be
+    /// processed there and create it later: absence is proof only once that cannot happen.
+    Absent,
+    /// The lookup cannot tell (the provider offers no way to look, or the lookup lacks what it
+    /// needs): neither presence nor absence.
+    Unknown,
 }
 
 /// A provider's view of one verification, already normalized.
@@ -68,10 +84,19 @@ pub struct ProviderStanding {
 /// data or a provider's raw body.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProviderError {
-    /// The provider could not be reached or did not answer in time, answered 5xx or 429: try later
-    /// or elsewhere.
+    /// The request did not reach the provider, or the provider said it did nothing with it
+    /// (connect error, circuit open, rate limit spent, HTTP 429 or 503): try later or elsewhere.
     #[error("provider unavailable: {0}")]
     Unavailable(String),
+    /// The request was sent and no usable answer came back (a timeout after sending, a
+    /// connection cut before the answer, a 5xx other than 503): the provider may have done the
+    /// work. A create that ends so is resolved at that provider before any other is tried.
+    #[error("provider unavailable: {0}")]
+    Ambiguous(String),
+    /// The provider holds an object under this request's idempotency key that belongs to
+    /// another request (another person, another transaction): it is never adopted.
+    #[error("provider holds another request's object under this key: {0}")]
+    NotOurs(String),
     /// The provider answered something we cannot read.
     #[error("provider answered an unreadable response: {0}")]
     BadResponse(String),
@@ -101,10 +126,42 @@ pub enum ProviderError {
     Config(String),
 }
 
+/// How a failed create leaves the provider, which decides what the gateway may do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateFailure {
+    /// Nothing was started: another instance may take the request (fallback).
+    NotStarted,
+    /// A verification may have been started: resolve it at this instance first.
+    Ambiguous,
+    /// The provider answered with a refusal: nothing was started, and no other instance is
+    /// tried.
+    Refused,
+}
+
 impl ProviderError {
-    /// Whether another provider could take the request instead (circuit open, connect error, 5xx).
+    /// Whether the provider could not serve the call (not reached, or no usable answer): the
+    /// circuit breaker counts it, and the caller is told to retry later.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, ProviderError::Unavailable(_))
+        matches!(
+            self,
+            ProviderError::Unavailable(_) | ProviderError::Ambiguous(_)
+        )
+    }
+
+    /// What a create that failed so may have left at the provider. An unreadable answer may
+    /// hide a created verification, so it is ambiguous too.
+    pub fn on_create(&self) -> CreateFailure {
+        match self {
+            ProviderError::Unavailable(_) => CreateFailure::NotStarted,
+            ProviderError::Ambiguous(_) | ProviderError::BadResponse(_) => CreateFailure::Ambiguous,
+            ProviderError::Rejected { .. }
+            | ProviderError::NotFound
+            | ProviderError::SubjectConflict(_)
+            | ProviderError::Unauthorized
+            | ProviderError::Unsupported(_)
+            | ProviderError::Config(_)
+            | ProviderError::NotOurs(_) => CreateFailure::Refused,
+        }
     }
 
     /// Whether the call failed on the provider's side or on the way to it (unavailable, an
@@ -114,6 +171,7 @@ impl ProviderError {
         matches!(
             self,
             ProviderError::Unavailable(_)
+                | ProviderError::Ambiguous(_)
                 | ProviderError::BadResponse(_)
                 | ProviderError::Unauthorized
         )
@@ -188,8 +246,26 @@ pub trait Provider: Send + Sync {
     fn kind(&self) -> &'static str;
 
     /// Starts a verification. Retrying with the same [`CreateRequest::idempotency_key`] must not
-    /// start a second one where the provider offers a way to prevent it.
+    /// start a second one where the provider offers a way to prevent it. A verification the
+    /// provider already holds under the key is returned only once checked to be this request's
+    /// (else [`ProviderError::NotOurs`]). Failures are classed for [`ProviderError::on_create`]:
+    /// [`ProviderError::Unavailable`] only when nothing can have been started.
     async fn create(&self, request: &CreateRequest) -> Result<ProviderVerification, ProviderError>;
+
+    /// Whether sending [`Provider::create`] again with the same key can never start a second
+    /// verification, even while the first request is still being processed (the provider
+    /// enforces the key, as BeTrust's `transaction_id`). Then an ambiguous create is resumed by
+    /// sending it again; otherwise only by [`Provider::find_created`].
+    fn create_is_idempotent(&self) -> bool {
+        false
+    }
+
+    /// Looks up the verification an earlier create with `request`'s idempotency key started,
+    /// without starting one. Where [`CreateRequest::subject_partial`] is set, only the subject's
+    /// id and country are known. The default can never tell.
+    async fn find_created(&self, _request: &CreateRequest) -> Result<Found, ProviderError> {
+        Ok(Found::Unknown)
+    }
 
     /// Reads a verification as the provider holds it now.
     async fn get(&self, provider_reference: &str) -> Result<ProviderVerification, ProviderError>;

@@ -59,13 +59,15 @@ pub struct Health {
         (status = 201, description = "Started", body = Verification),
         (status = 200, description = "This reference was already started with the same body", body = Verification),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Reference used with another body, or subject conflict at the provider", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`: the reference was already used with another body (answered before any provider call, whatever became of the first create), or the provider holds another request's verification under this request's key. `subject_conflict`: the provider knows the person under an id the gateway cannot find. `in_progress`: a create with this reference and the same body is under way; retry after `Retry-After` to get its verification", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "With `in_progress`: seconds to wait before retrying"))),
         (status = 408, description = "The body did not arrive within `server.request_body_timeout_ms`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not sent as `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid, or the provider refused", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No provider available", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`provider_unavailable`: no provider could take the request now, or one may have taken it without a usable answer (a timeout after sending). Retry the same request after `Retry-After`: it resumes at that provider with the same key, adopts what the provider made, and never starts a second verification; a fallback runs only once that provider is known to hold nothing. `unavailable`: no instance is configured to take it", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "With `provider_unavailable`: seconds to wait before retrying"))),
         AuthProblems,
     ),
     security(("api_key" = []))
@@ -78,7 +80,15 @@ async fn create_verification(
     let runtime = &tenant.runtime;
     body.check(|name| runtime.providers.contains_key(name))?;
     Ok(
-        match service::create(&state, runtime, &tenant.name, &body, &raw).await? {
+        match crate::create::create(
+            state.0.clone(),
+            runtime.clone(),
+            tenant.name.clone(),
+            body,
+            &raw,
+        )
+        .await?
+        {
             Created::New(v) => (StatusCode::CREATED, Json(v)).into_response(),
             Created::Replayed(v) => (StatusCode::OK, Json(v)).into_response(),
         },

@@ -36,7 +36,7 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine code: `invalid_request`, `unauthorized`, `not_found`, `conflict`,
     /// `rate_limited`, `subject_conflict`, `not_cancellable`, `not_supported`, `not_ready`,
-    /// `not_in_review`,
+    /// `not_in_review`, `in_progress`,
     /// `provider_rejected`,
     /// `provider_error`, `provider_unavailable`, `payload_too_large`, `unsupported_media_type`,
     /// `uri_too_long`, `headers_too_large`, `method_not_allowed`, `unavailable`, `internal_error`.
@@ -152,6 +152,9 @@ pub enum ApiError {
     /// The gateway is not ready to serve (no policy, store down).
     #[error("{0}")]
     Unavailable(String),
+    /// A create of the same reference and body is under way elsewhere.
+    #[error("in progress")]
+    InProgress(std::time::Duration),
 }
 
 impl ApiError {
@@ -212,7 +215,9 @@ impl ApiError {
             ApiError::NotFound(_) => (S::NOT_FOUND, "not_found", "Not found"),
             ApiError::Conflict { code, .. } => (S::CONFLICT, code, "Conflict"),
             ApiError::Provider { error, .. } => match error {
-                ProviderError::Unavailable(_) | ProviderError::Config(_) => (
+                ProviderError::Unavailable(_)
+                | ProviderError::Ambiguous(_)
+                | ProviderError::Config(_) => (
                     S::SERVICE_UNAVAILABLE,
                     "provider_unavailable",
                     "Provider unavailable",
@@ -229,6 +234,7 @@ impl ApiError {
                 ProviderError::SubjectConflict(_) => {
                     (S::CONFLICT, "subject_conflict", "Subject conflict")
                 }
+                ProviderError::NotOurs(_) => (S::CONFLICT, "conflict", "Conflict"),
                 ProviderError::Unsupported(_) => (
                     S::CONFLICT,
                     "not_supported",
@@ -247,6 +253,7 @@ impl ApiError {
             ApiError::Unavailable(_) => {
                 (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
             }
+            ApiError::InProgress(_) => (S::CONFLICT, "in_progress", "In progress"),
         }
     }
 
@@ -282,6 +289,15 @@ impl ApiError {
                 ProviderError::Unavailable(why) => {
                     format!("provider {provider} is unavailable ({why}); retry later")
                 }
+                ProviderError::Ambiguous(why) => format!(
+                    "provider {provider} may have taken the request but gave no usable answer \
+                     ({why}); retry the same request later: it resumes at {provider} and never \
+                     starts a second verification"
+                ),
+                ProviderError::NotOurs(_) => format!(
+                    "provider {provider} holds a verification under this request's key that \
+                     was started for another request; it was not bound to this one"
+                ),
                 ProviderError::Config(_) => {
                     format!(
                         "provider {provider} is misconfigured; the operators are told in the log"
@@ -307,6 +323,9 @@ impl ApiError {
             ApiError::Store(_) => "internal error; the request id identifies it in our logs".into(),
             ApiError::Routing(error) => error.to_string(),
             ApiError::Unavailable(why) => why.clone(),
+            ApiError::InProgress(_) => "a create with this reference and the same body is under \
+                 way; retry after the Retry-After seconds to get its verification"
+                .into(),
         }
     }
 }
@@ -336,6 +355,8 @@ impl From<ServiceError> for ApiError {
             e @ (ServiceError::ProviderGone(_) | ServiceError::NoProviderAvailable) => {
                 ApiError::Unavailable(e.to_string())
             }
+            ServiceError::InProgress => ApiError::InProgress(std::time::Duration::from_secs(1)),
+            ServiceError::Interrupted => ApiError::Internal,
             ServiceError::Provider { provider, error } => ApiError::Provider { provider, error },
             ServiceError::Routing(e) => ApiError::Routing(e),
             ServiceError::Store(e) => ApiError::Store(e),
@@ -400,9 +421,15 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
+            ApiError::Provider { error, .. } if error.is_unavailable() => {
+                // The provider's own wait is not known: a short one, as for a create in
+                // progress.
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
             ApiError::AuthRateLimited(wait)
             | ApiError::TenantRateLimited(wait)
-            | ApiError::HooksRateLimited(wait) => {
+            | ApiError::HooksRateLimited(wait)
+            | ApiError::InProgress(wait) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(crate::limits::ceil_seconds(wait)),

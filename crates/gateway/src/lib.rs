@@ -15,6 +15,7 @@ pub mod api;
 pub mod app;
 pub mod auth_failures;
 pub mod circuit;
+pub mod create;
 pub mod dashboard;
 pub mod error;
 pub mod events;

@@ -148,6 +148,13 @@ impl Policy {
     }
 }
 
+/// The default of [`ProviderConfig::lookup_grace_seconds`].
+pub const DEFAULT_LOOKUP_GRACE_SECONDS: u64 = 120;
+
+fn default_lookup_grace_seconds() -> u64 {
+    DEFAULT_LOOKUP_GRACE_SECONDS
+}
+
 /// Where verifications are kept.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,6 +179,12 @@ pub struct ProviderConfig {
     /// What one verification started at this instance costs, for the stats' cost figures only.
     #[serde(default)]
     pub price_per_verification: Option<Price>,
+    /// How long after a create at this instance ended without a usable answer (sent, then a
+    /// timeout or a cut connection) a lookup that finds nothing proves nothing was made: longer
+    /// than the instance may still process a request its caller gave up on. Until then the
+    /// create is not routed elsewhere. 1 to 86400; default 120.
+    #[serde(default = "default_lookup_grace_seconds")]
+    pub lookup_grace_seconds: u64,
     /// Everything else in the section, secrets interpolated.
     #[serde(flatten)]
     pub settings: toml::Table,
@@ -580,6 +593,12 @@ impl Policy {
                         "must be an ISO 4217 code such as \"USD\"",
                     ));
                 }
+            }
+            if !(1..=86_400).contains(&provider.lookup_grace_seconds) {
+                problems.push(invalid(
+                    format!("providers.{name}.lookup_grace_seconds"),
+                    "must be from 1 to 86400",
+                ));
             }
             let circuit = &provider.circuit_breaker;
             if circuit.failures == 0 || circuit.open_seconds == 0 {

@@ -154,7 +154,12 @@ fn own_policy(
             Some(sim) => sim.clone(),
             None => section.as_table().cloned().unwrap_or_default(),
         };
-        for kept in ["rate_limit", "circuit_breaker", "price_per_verification"] {
+        for kept in [
+            "rate_limit",
+            "circuit_breaker",
+            "price_per_verification",
+            "lookup_grace_seconds",
+        ] {
             if let Some(value) = section.get(kept) {
                 ours.insert(kept.into(), value.clone());
             }

@@ -7,15 +7,14 @@
 //! (a duplicate, a stale or out-of-order answer) writes nothing and emits nothing.
 
 use crate::app::{App, Runtime};
-use crate::input::{CreateVerification, ManualDecision};
-use crate::routing::{self, RoutingError};
-use crate::store::{Inserted, NewChange, NewEvent, StoreError, StoredVerification, now};
+use crate::input::ManualDecision;
+use crate::routing::RoutingError;
+use crate::store::{NewChange, NewEvent, StoreError, StoredVerification, now};
 use chrono::Duration;
 use kyc_core::{
-    CreateRequest, Identity, Provider, ProviderError, ProviderVerification, RoutingReason,
-    RoutingRecord, Source, Status, StatusChange, SubjectStanding, Verification,
+    Identity, Provider, ProviderError, ProviderVerification, Source, Status, StatusChange,
+    SubjectStanding, Verification,
 };
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -62,13 +61,19 @@ pub enum ServiceError {
     /// Every candidate provider was unavailable, and none was tried.
     #[error("no provider could take the request")]
     NoProviderAvailable,
+    /// A create of the same reference and body is under way (its attempt holds the reservation).
+    #[error("a create with this reference and body is under way")]
+    InProgress,
+    /// The create's task ended before its answer (the runtime shutting down, or a panic).
+    #[error("the create was interrupted")]
+    Interrupted,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl ServiceError {
-    fn provider(provider: &str, error: ProviderError) -> Self {
+    pub(crate) fn provider(provider: &str, error: ProviderError) -> Self {
         ServiceError::Provider {
             provider: provider.to_string(),
             error,
@@ -83,158 +88,6 @@ pub enum Created {
     New(Verification),
     /// The reference was already started with the same body: the first verification.
     Replayed(Verification),
-}
-
-/// Starts a verification for `tenant`: routing picks the provider instances to try, in order; an
-/// unavailable one passes the request to the next. The same reference with the same body returns
-/// the first verification; with another body it is a conflict. `raw` is the request as sent, for
-/// the body hash (so the personal fields need not be stored to compare).
-pub async fn create(
-    app: &App,
-    runtime: &Runtime,
-    tenant: &str,
-    body: &CreateVerification,
-    raw: &serde_json::Value,
-) -> Result<Created, ServiceError> {
-    let hash = request_hash(raw);
-    if let Some(existing) = app.store.find_by_reference(tenant, &body.reference).await? {
-        return replay(existing, &hash);
-    }
-    let routing = &runtime.policy.tenants[tenant].routing;
-    let stopped = routing
-        .experiment
-        .as_ref()
-        .is_some_and(|e| app.experiment_stopped(tenant, &e.name));
-    let route = routing::candidates(
-        routing,
-        tenant,
-        &body.subject.id,
-        &body.subject.country,
-        body.provider.as_deref(),
-        |n| runtime.providers.contains_key(n),
-        stopped,
-    )?;
-    let mut last_failure = None;
-    let mut tried = Vec::new();
-    for (index, name) in route.candidates.into_iter().enumerate() {
-        let Some(provider) = runtime.providers.get(&name) else {
-            continue;
-        };
-        let subject_ref = match body.subject.provider_refs.get(&name) {
-            Some(given) => Some(given.clone()),
-            None => {
-                app.store
-                    .subject_ref(tenant, &name, &body.subject.id)
-                    .await?
-            }
-        };
-        let request = CreateRequest {
-            idempotency_key: idempotency_key(tenant, &body.reference, &name),
-            tenant: tenant.to_string(),
-            reference: body.reference.clone(),
-            subject: body.subject.clone(),
-            checks: body.checks.clone().unwrap_or_default(),
-            redirect_url: body.redirect_url.clone(),
-            webhook_url: app.hook_url(runtime, &name),
-            subject_ref,
-        };
-        let on = Caller {
-            tenant,
-            country: &body.subject.country,
-        };
-        let started = match call(app, runtime, on, &name, "create", provider.create(&request)).await
-        {
-            Ok(started) => started,
-            Err(error) if error.is_unavailable() => {
-                tracing::warn!(provider = %name, %error, "provider unavailable on create; trying the next");
-                last_failure = Some(ServiceError::provider(&name, error));
-                tried.push(name);
-                continue;
-            }
-            Err(error) => return Err(ServiceError::provider(&name, error)),
-        };
-        if let Some(subject_ref) = &started.subject_ref {
-            app.store
-                .remember_subject_ref(tenant, &name, &body.subject.id, subject_ref)
-                .await?;
-        }
-        let at = now();
-        let verification = Verification {
-            id: format!("ver_{}", ulid::Ulid::generate()),
-            reference: body.reference.clone(),
-            subject_id: body.subject.id.clone(),
-            provider: name.clone(),
-            // A fallback is not in the experiment: its arm's instance did not run it.
-            routing: Some(if index == 0 {
-                RoutingRecord {
-                    reason: route.reason,
-                    tried: Vec::new(),
-                    experiment: route.experiment.as_ref().map(|(name, _)| name.clone()),
-                    arm: route.experiment.as_ref().map(|(_, arm)| *arm),
-                }
-            } else {
-                RoutingRecord {
-                    reason: RoutingReason::Fallback,
-                    tried: std::mem::take(&mut tried),
-                    experiment: None,
-                    arm: None,
-                }
-            }),
-            provider_reference: started.provider_reference,
-            status: started.status,
-            reason: started.reason,
-            verification_url: started.verification_url,
-            expires_at: started.expires_at,
-            decision: started.decision,
-            metadata: body.metadata.clone(),
-            created_at: at,
-            updated_at: at,
-            completed_at: started.status.is_final().then_some(at),
-        };
-        let created = NewChange {
-            tenant: tenant.to_string(),
-            verification_id: verification.id.clone(),
-            change: StatusChange {
-                from: None,
-                to: verification.status,
-                source: Source::Create,
-                actor: None,
-                at,
-            },
-        };
-        let row = StoredVerification {
-            tenant: tenant.to_string(),
-            request_hash: hash.clone(),
-            country: Some(body.subject.country.clone()),
-            verification,
-        };
-        return match app.store.insert(&row, &created).await? {
-            Inserted::Created => {
-                tracing::info!(verification = %row.verification.id, provider = %name, "verification started");
-                metrics::counter!(
-                    "kyc_verifications_started_total",
-                    "tenant" => tenant.to_string(),
-                    "provider" => name.clone()
-                )
-                .increment(1);
-                if row.verification.status.is_final() {
-                    count_finished(tenant, &row.verification);
-                }
-                Ok(Created::New(row.verification))
-            }
-            Inserted::Exists(existing) => replay(*existing, &hash),
-        };
-    }
-    Err(last_failure.unwrap_or(ServiceError::NoProviderAvailable))
-}
-
-/// The answer to a create whose reference already exists.
-fn replay(existing: StoredVerification, hash: &str) -> Result<Created, ServiceError> {
-    if existing.request_hash == hash {
-        Ok(Created::Replayed(existing.verification))
-    } else {
-        Err(ServiceError::ReferenceConflict)
-    }
 }
 
 /// A tenant's verification.
@@ -259,7 +112,7 @@ fn provider_of(
 }
 
 /// Counts a verification that reached a final status, and how long it took from its creation.
-fn count_finished(tenant: &str, v: &Verification) {
+pub(crate) fn count_finished(tenant: &str, v: &Verification) {
     let labels = [
         ("tenant", tenant.to_string()),
         ("provider", v.provider.clone()),
@@ -273,10 +126,10 @@ fn count_finished(tenant: &str, v: &Verification) {
 
 /// Whose verification a provider call is for: its failures count in that tenant's figures.
 #[derive(Debug, Clone, Copy)]
-struct Caller<'a> {
-    tenant: &'a str,
+pub(crate) struct Caller<'a> {
+    pub(crate) tenant: &'a str,
     /// The subject's country (`""` when unknown).
-    country: &'a str,
+    pub(crate) country: &'a str,
 }
 
 impl<'a> Caller<'a> {
@@ -292,7 +145,7 @@ impl<'a> Caller<'a> {
 /// a turn, and only while its circuit breaker lets calls through; the outcome is recorded on the
 /// breaker and in the metrics, and a failure of the provider's (unavailable, unreadable, our
 /// credentials refused) in the store's daily figures, with the time its circuit opens.
-async fn call<T>(
+pub(crate) async fn call<T>(
     app: &App,
     runtime: &Runtime,
     on: Caller<'_>,
@@ -695,77 +548,4 @@ pub async fn standing(
         }
     }
     Ok(standing)
-}
-
-/// SHA-256 of the request with object keys sorted, so that key order does not matter.
-fn request_hash(raw: &serde_json::Value) -> String {
-    fn canonical(v: &serde_json::Value, out: &mut String) {
-        match v {
-            serde_json::Value::Object(map) => {
-                let mut keys: Vec<_> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
-                    out.push(':');
-                    canonical(&map[k], out);
-                }
-                out.push('}');
-            }
-            serde_json::Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    canonical(item, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    let mut text = String::new();
-    canonical(raw, &mut text);
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-/// The provider-side idempotency key of (tenant, reference, provider): the same on every retry, so
-/// a create retried after a crash finds the first attempt instead of starting a second one.
-fn idempotency_key(tenant: &str, reference: &str, provider: &str) -> String {
-    let digest = Sha256::digest(format!("{tenant}\n{reference}\n{provider}").as_bytes());
-    format!("kyc_{}", &hex::encode(digest)[..40])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_hash_ignores_key_order_but_not_values() {
-        let a = serde_json::json!({"reference": "r", "subject": {"id": "s", "country": "CL"}});
-        let b = serde_json::json!({"subject": {"country": "CL", "id": "s"}, "reference": "r"});
-        let c = serde_json::json!({"subject": {"country": "AR", "id": "s"}, "reference": "r"});
-        assert_eq!(request_hash(&a), request_hash(&b));
-        assert_ne!(request_hash(&a), request_hash(&c));
-    }
-
-    #[test]
-    fn idempotency_key_is_stable_and_scoped() {
-        assert_eq!(
-            idempotency_key("t", "r", "p"),
-            idempotency_key("t", "r", "p")
-        );
-        assert_ne!(
-            idempotency_key("t", "r", "p"),
-            idempotency_key("u", "r", "p")
-        );
-        assert_ne!(
-            idempotency_key("t", "r", "p"),
-            idempotency_key("t", "r", "q")
-        );
-    }
 }

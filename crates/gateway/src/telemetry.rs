@@ -87,6 +87,8 @@ pub fn outcome(result: Result<(), &ProviderError>) -> &'static str {
     match result {
         Ok(()) => "ok",
         Err(ProviderError::Unavailable(_)) => "unavailable",
+        Err(ProviderError::Ambiguous(_)) => "ambiguous",
+        Err(ProviderError::NotOurs(_)) => "not_ours",
         Err(ProviderError::BadResponse(_)) => "bad_response",
         Err(ProviderError::Rejected { .. }) => "rejected",
         Err(ProviderError::NotFound) => "not_found",

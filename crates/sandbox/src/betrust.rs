@@ -246,6 +246,20 @@ impl BetrustSim {
         lock(&self.shared.state).tokens.clear();
     }
 
+    /// The uuids of the transactions created, oldest first.
+    pub fn transaction_uuids(&self) -> Vec<String> {
+        lock(&self.shared.state)
+            .transactions
+            .iter()
+            .filter_map(|t| {
+                t.data
+                    .get("uuid")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
     /// The stored Transaction (the `data` a GET returns), to inspect what a client sent.
     pub fn transaction(&self, uuid_or_transaction_id: &str) -> Option<Value> {
         lock(&self.shared.state)

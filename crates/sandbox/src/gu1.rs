@@ -207,6 +207,15 @@ impl Gu1Sim {
             .map(|v| Value::Object(v.data.clone()))
     }
 
+    /// The ids of the validations created, oldest first.
+    pub fn validation_ids(&self) -> Vec<String> {
+        lock(&self.shared.state)
+            .validations
+            .iter()
+            .map(|v| v.id().to_owned())
+            .collect()
+    }
+
     /// The ids of the entities created, oldest first.
     pub fn entity_ids(&self) -> Vec<String> {
         lock(&self.shared.state)

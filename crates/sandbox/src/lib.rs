@@ -12,7 +12,7 @@
 //!   link can finish it: `curl -X POST "$URL" -H 'Content-Type: application/json'
 //!   -d '{"outcome": "approved"}'`;
 //! - `POST /_sandbox/faults` with JSON `{"path_contains", "status" | "latency_ms" | "malformed" |
-//!   "hang" | "late_answer_ms", "times"}` and `DELETE /_sandbox/faults`;
+//!   "hang" | "late_answer_ms" | "late_work_ms", "times"}` and `DELETE /_sandbox/faults`;
 //! - `POST /_sandbox/autopilot` with JSON [`Autopilot`] `{"approve_percent", "decision_ms",
 //!   "error_percent"}`, and `DELETE /_sandbox/autopilot`: the simulator ends each new verification
 //!   by itself (see [`Autopilot`]).
@@ -194,6 +194,10 @@ pub enum Fault {
     /// Do what was asked, then hold the answer this long: the work is done but a client with a
     /// shorter timeout (or one killed meanwhile) never learns of it.
     LateAnswer(Duration),
+    /// Hold the request this long, then do what was asked and answer, whether or not the client
+    /// is still there: a client that gave up meanwhile finds the work done later, as a provider
+    /// still processing a request does.
+    LateWork(Duration),
 }
 
 /// Which requests get a [`Fault`], and how many times.
@@ -452,6 +456,15 @@ pub(crate) async fn fault_middleware(
             }
             StatusCode::GATEWAY_TIMEOUT.into_response()
         }
+        Fault::LateWork(delay) => {
+            // A task of its own, so the client hanging up does not stop the work.
+            let work = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                next.run(request).await
+            });
+            work.await
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
         Fault::LateAnswer(delay) => {
             let response = next.run(request).await;
             let mut shutdown = traffic.shutdown.clone();
@@ -465,7 +478,7 @@ pub(crate) async fn fault_middleware(
 }
 
 /// Body of `POST /_sandbox/faults`: exactly one of `status`, `latency_ms`, `malformed`, `hang`,
-/// `late_answer_ms`.
+/// `late_answer_ms`, `late_work_ms`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FaultRequest {
@@ -475,6 +488,7 @@ struct FaultRequest {
     malformed: Option<bool>,
     hang: Option<bool>,
     late_answer_ms: Option<u64>,
+    late_work_ms: Option<u64>,
     times: Option<u32>,
 }
 
@@ -499,9 +513,13 @@ impl FaultRequest {
         if let Some(ms) = self.late_answer_ms {
             faults.push(Fault::LateAnswer(Duration::from_millis(ms)));
         }
+        if let Some(ms) = self.late_work_ms {
+            faults.push(Fault::LateWork(Duration::from_millis(ms)));
+        }
         if faults.len() != 1 {
             return Err(
-                "give exactly one of status, latency_ms, malformed:true, hang:true, late_answer_ms",
+                "give exactly one of status, latency_ms, malformed:true, hang:true, \
+                 late_answer_ms, late_work_ms",
             );
         }
         Ok(FaultRule {

@@ -16,13 +16,15 @@
 //! to well under a second.
 
 use crate::app::{App, Runtime};
+use crate::create;
 use crate::service;
+use crate::store::AttemptState;
 use crate::store::now;
 use chrono::{DateTime, Utc};
 use kyc_core::Source;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -41,6 +43,8 @@ const GRACE: chrono::Duration = chrono::Duration::milliseconds(250);
 /// again within a period, for any replica.
 pub async fn run(app: Arc<App>) {
     let mut rounds: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let mut settling: Option<JoinHandle<Beats>> = None;
+    let mut beats = Beats::new();
     loop {
         let every = app.runtime().policy.reconciler.every_seconds;
         tokio::select! {
@@ -49,6 +53,13 @@ pub async fn run(app: Arc<App>) {
         }
         let runtime = app.runtime();
         let started = now();
+        if settling.as_ref().is_none_or(|s| s.is_finished()) {
+            if let Some(done) = settling.take() {
+                beats = done.await.unwrap_or_default();
+            }
+            settling = Some(tokio::spawn(settle(app.clone(), runtime.clone(), beats)));
+            beats = Beats::new();
+        }
         rounds.retain(|_, round| !round.is_finished());
         for name in runtime.providers.keys() {
             if !rounds.contains_key(name) {
@@ -61,6 +72,83 @@ pub async fn run(app: Arc<App>) {
     for (_, round) in rounds {
         let _ = round.await;
     }
+    if let Some(settling) = settling {
+        let _ = settling.await;
+    }
+}
+
+/// The beat each reservation under way had when a round first saw it there, and when.
+type Beats = HashMap<(String, String), (i64, Instant)>;
+
+/// Reservations settled in one round at most.
+const SETTLE_PAGE: u32 = 100;
+
+/// Resolves the creates that no caller is finishing: a reservation left `ambiguous`, or one
+/// whose attempt stopped beating (its process died between the provider call and the store
+/// write) for at least [`create::LEASE`] across rounds. Each is taken over and looked up at its
+/// instance: what the provider holds under its key is stored as the verification; where the
+/// lookup finds nothing once the instance's grace has passed, the reservation is left open (a
+/// retry starts afresh); otherwise it stays ambiguous for a later round or retry. The reconciler
+/// never starts a verification: it has no personal data to send.
+async fn settle(app: Arc<App>, runtime: Arc<Runtime>, mut seen: Beats) -> Beats {
+    let attempts = match app.store.unsettled_attempts(SETTLE_PAGE).await {
+        Ok(attempts) => attempts,
+        Err(error) => {
+            tracing::warn!(%error, "reconciler: store unavailable");
+            return seen;
+        }
+    };
+    let mut still = Beats::new();
+    for attempt in attempts {
+        if app.stopping.is_cancelled() {
+            break;
+        }
+        let key = (attempt.tenant.clone(), attempt.reference.clone());
+        if attempt.state == AttemptState::Calling {
+            match seen.remove(&key) {
+                Some((beat, since)) if beat == attempt.beat && since.elapsed() >= create::LEASE => {
+                    tracing::warn!(provider = %attempt.provider, "reconciler: a create's attempt stopped beating; resolving it");
+                }
+                Some((beat, since)) if beat == attempt.beat => {
+                    still.insert(key, (beat, since));
+                    continue;
+                }
+                _ => {
+                    still.insert(key, (attempt.beat, Instant::now()));
+                    continue;
+                }
+            }
+        }
+        let held = match create::take_over(&app, &attempt).await {
+            Ok(Some(held)) => held,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "reconciler: could not take a create over");
+                continue;
+            }
+        };
+        let mut resolving = create::Attempt {
+            app: &app,
+            runtime: &runtime,
+            body: None,
+            held,
+        };
+        match resolving.resolve().await {
+            Ok(create::Resolved::Adopted(_)) => {
+                tracing::info!(provider = %attempt.provider, "reconciler: stored the verification of an interrupted create");
+            }
+            Ok(create::Resolved::Absent) => resolving.release(AttemptState::Open).await,
+            Ok(create::Resolved::Pending(error)) => {
+                tracing::info!(provider = %attempt.provider, %error, "reconciler: an interrupted create is not resolved yet");
+                resolving.release(AttemptState::Ambiguous).await;
+            }
+            Err(error) => {
+                tracing::warn!(provider = %attempt.provider, %error, "reconciler: could not resolve a create");
+                resolving.release(AttemptState::Ambiguous).await;
+            }
+        }
+    }
+    still
 }
 
 /// One pass over a provider instance's unfinished verifications that are due at `started`.

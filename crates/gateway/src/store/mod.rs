@@ -7,11 +7,13 @@
 //! status the service read, together with its history row and its outbox event in one
 //! transaction, so a change is never recorded without its event nor the other way round.
 
+mod attempts;
 mod events;
 mod inline;
 #[cfg(test)]
 mod plans;
 
+pub use attempts::{AttemptState, AttemptStore, CreateAttempt, Reserved};
 pub use events::{
     Attempt, AttemptOutcome, DueEvent, EventFilter, EventRecord, EventState, EventStore,
 };
@@ -126,7 +128,7 @@ pub enum Inserted {
 
 /// The storage operations the gateway needs; one implementation per backend family.
 #[async_trait]
-pub trait Store: EventStore + Send + Sync {
+pub trait Store: EventStore + AttemptStore + Send + Sync {
     /// Inserts a new verification with its first history row, or returns the one that already
     /// holds (tenant, reference).
     async fn insert(
@@ -497,6 +499,11 @@ impl SqlStore {
                     include_str!("../../migrations/0011_decision_times_per_day.postgres.sql")
                 },
             ),
+            migration(
+                12,
+                "create attempts",
+                include_str!("../../migrations/0012_create_attempts.sql"),
+            ),
         ])
         .run(&writes)
         .await?;
@@ -846,17 +853,21 @@ fn insert_sql(postgres: bool) -> String {
          abandoned = stats_daily.abandoned + excluded.abandoned, \
          cancelled = stats_daily.cancelled + excluded.cancelled, \
          decided_at_once = stats_daily.decided_at_once + excluded.decided_at_once";
+    // The create's reservation is settled by the verification: it goes with the same write.
+    let settled = "DELETE FROM create_attempts WHERE tenant = $2 AND reference = $3";
     if postgres {
         // Selected from `created`, so nothing is counted when the verification is not written.
         format!(
             "WITH created AS ({verification} RETURNING id), \
-             history AS ({change} SELECT $21, $22, $23, $24, $25, $26, $27, $28 FROM created) \
+             history AS ({change} SELECT $21, $22, $23, $24, $25, $26, $27, $28 FROM created), \
+             settled AS ({settled} AND EXISTS (SELECT 1 FROM created)) \
              {stats} SELECT {counts} FROM created {add}"
         )
     } else {
         format!(
             "BEGIN IMMEDIATE; {verification}; \
              {change} VALUES ($21, $22, $23, $24, $25, $26, $27, $28); \
+             {settled}; \
              {stats} VALUES ({counts}) {add}; COMMIT"
         )
     }
@@ -2113,12 +2124,93 @@ mod tests {
         assert_eq!(decision_times_of("").count(), 0);
     }
 
+    /// A create's reservation: unique per (tenant, reference), every change compare-and-set on
+    /// its beat, and gone with the verification's insert.
+    async fn create_reservations(store: &SqlStore) {
+        let tenant = format!("r_{}", ulid::Ulid::generate());
+        let at = now();
+        let attempt = CreateAttempt {
+            tenant: tenant.clone(),
+            reference: "ref-r".into(),
+            request_hash: "hash-ref-r".into(),
+            state: AttemptState::Calling,
+            provider: "p1".into(),
+            routing: kyc_core::RoutingRecord {
+                reason: kyc_core::RoutingReason::Default,
+                tried: Vec::new(),
+                experiment: None,
+                arm: None,
+            },
+            beat: 0,
+            subject_id: "sub-r".into(),
+            country: "CL".into(),
+            metadata: serde_json::json!({"order": "1"}).as_object().cloned(),
+            ambiguous_at: None,
+            created_at: at,
+            updated_at: at,
+        };
+        assert!(matches!(
+            store.reserve(&attempt).await.unwrap(),
+            Reserved::Fresh
+        ));
+        let other_body = CreateAttempt {
+            request_hash: "another body".into(),
+            ..attempt.clone()
+        };
+        match store.reserve(&other_body).await.unwrap() {
+            Reserved::Existing(existing) => assert_eq!(*existing, attempt),
+            other => panic!("{other:?}"),
+        }
+        // A write on a stale beat changes nothing; on the current one it bumps the beat.
+        let ambiguous = CreateAttempt {
+            state: AttemptState::Ambiguous,
+            ambiguous_at: Some(now()),
+            updated_at: now(),
+            ..attempt.clone()
+        };
+        assert!(!store.update_attempt(&ambiguous, 7).await.unwrap());
+        assert!(store.update_attempt(&ambiguous, 0).await.unwrap());
+        assert!(!store.update_attempt(&ambiguous, 0).await.unwrap());
+        let read = store.attempt(&tenant, "ref-r").await.unwrap().unwrap();
+        assert_eq!(
+            read,
+            CreateAttempt {
+                beat: 1,
+                ..ambiguous.clone()
+            }
+        );
+        let unsettled = store.unsettled_attempts(10_000).await.unwrap();
+        assert!(unsettled.iter().any(|a| a.tenant == tenant));
+        let open = CreateAttempt {
+            state: AttemptState::Open,
+            ambiguous_at: None,
+            ..read.clone()
+        };
+        assert!(store.update_attempt(&open, 1).await.unwrap());
+        let unsettled = store.unsettled_attempts(10_000).await.unwrap();
+        assert!(
+            !unsettled.iter().any(|a| a.tenant == tenant),
+            "open is settled"
+        );
+        // The verification's insert removes it.
+        let mut row = sample(&tenant, "ref-r", "sub-r");
+        // An instance of its own, so the suite's counts of p1 stay as they were.
+        row.verification.provider = "p-reserved".into();
+        store.insert(&row, &created(&row)).await.unwrap();
+        assert_eq!(store.attempt(&tenant, "ref-r").await.unwrap(), None);
+        assert!(matches!(
+            store.reserve(&attempt).await.unwrap(),
+            Reserved::Fresh
+        ));
+    }
+
     #[tokio::test]
     async fn sqlite_store() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
         let store = SqlStore::connect(&url).await.unwrap();
         suite(&store).await;
+        create_reservations(&store).await;
         stats_count_what_was_started_and_how_it_ended(&store).await;
         experiments_replays_and_provider_failures(&store).await;
         // Reopening runs the migrations again harmlessly and keeps the data.
@@ -2202,6 +2294,7 @@ mod tests {
     async fn postgres_store() {
         let store = SqlStore::connect(&postgres_url()).await.unwrap();
         suite(&store).await;
+        create_reservations(&store).await;
         stats_count_what_was_started_and_how_it_ended(&store).await;
         experiments_replays_and_provider_failures(&store).await;
     }
