@@ -455,3 +455,41 @@ async fn five_identical_gu1_creates_on_two_replicas_make_one_validation() {
     drop(w);
     db.drop().await;
 }
+
+#[tokio::test]
+async fn a_caller_that_hangs_up_mid_create_does_not_cut_the_attempt_off() {
+    let w = World::start().await;
+    w.create(person("warm", "sub-warm", "CL")).await;
+    w.betrust.inject(
+        FaultRule::once(Fault::Latency(Duration::from_millis(1500)))
+            .on_path("POST /transaction-engine"),
+    );
+    let body = person("hung-up-1", "sub-hung-up-1", "CL");
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(format!("{}/v1/verifications", w.base))
+        .bearer_auth(ALPHA_KEY)
+        .json(&body)
+        .send()
+        .await;
+    assert!(gone.is_err(), "the caller gave up before the answer");
+    // The attempt goes on without its caller and stores what BeTrust made.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stored = loop {
+        if let Some(v) = by_reference(&w, ALPHA_KEY, "hung-up-1").await.first() {
+            break v.clone();
+        }
+        assert!(Instant::now() < deadline, "nothing stored:\n{}", w.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (status, _, again) = post_at(&w.http, &w.base, ALPHA_KEY, &body).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["id"], stored["id"]);
+    let someone_else = person("hung-up-1", "sub-someone-else", "CL");
+    let (status, _, problem) = post_at(&w.http, &w.base, ALPHA_KEY, &someone_else).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(w.betrust.transactions_created(), 2);
+}
