@@ -245,23 +245,14 @@ async fn a_create_in_flight_answers_a_second_identical_one_in_progress_then_the_
     let body = person("in-flight-1", "sub-in-flight-1", "CL");
     let first = {
         let (http, base, body) = (w.http.clone(), w.base.clone(), body.clone());
-        tokio::spawn(async move {
-            let response = http
-                .post(format!("{base}/v1/verifications"))
-                .bearer_auth(ALPHA_KEY)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            (response.status(), response.json::<Value>().await.unwrap())
-        })
+        tokio::spawn(async move { post_at(&http, &base, ALPHA_KEY, &body).await })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (status, retry_after, problem) = post_at(&w.http, &w.base, ALPHA_KEY, &body).await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(problem["code"], "in_progress");
     assert_eq!(retry_after, Some(1));
-    let (status, first) = first.await.unwrap();
+    let (status, _, first) = first.await.unwrap();
     assert_eq!(status, StatusCode::CREATED, "{first}");
     let (status, _, again) = post_at(&w.http, &w.base, ALPHA_KEY, &body).await;
     assert_eq!(status, StatusCode::OK);

@@ -301,21 +301,8 @@ impl Attempt<'_> {
             }
             let request = self.request(name).await?;
             let provider = self.runtime.providers[name].clone();
-            let (tenant, country) = (self.held.tenant.clone(), self.held.country.clone());
-            let on = Caller {
-                tenant: &tenant,
-                country: &country,
-            };
-            let (app, runtime) = (self.app, self.runtime);
             let result = self
-                .beating(call(
-                    app,
-                    runtime,
-                    on,
-                    name,
-                    "create",
-                    provider.create(&request),
-                ))
+                .provider_call(name, "create", provider.create(&request))
                 .await;
             let error = match result {
                 Ok(started) => return self.record(started).await,
@@ -334,14 +321,7 @@ impl Attempt<'_> {
                 CreateFailure::Ambiguous => {
                     tracing::warn!(provider = %name, %error, "create ended without a usable answer; looking it up");
                     let found = self
-                        .beating(call(
-                            app,
-                            runtime,
-                            on,
-                            name,
-                            "find_created",
-                            provider.find_created(&request),
-                        ))
+                        .provider_call(name, "find_created", provider.find_created(&request))
                         .await;
                     if let Ok(Found::Created(started)) = found {
                         return self.record(*started).await;
@@ -364,21 +344,8 @@ impl Attempt<'_> {
             return Ok(Resolved::Pending(ServiceError::ProviderGone(name)));
         };
         let request = self.request(&name).await?;
-        let (tenant, country) = (self.held.tenant.clone(), self.held.country.clone());
-        let on = Caller {
-            tenant: &tenant,
-            country: &country,
-        };
-        let (app, runtime) = (self.app, self.runtime);
         let found = self
-            .beating(call(
-                app,
-                runtime,
-                on,
-                &name,
-                "find_created",
-                provider.find_created(&request),
-            ))
+            .provider_call(&name, "find_created", provider.find_created(&request))
             .await;
         let found = match found {
             Ok(found) => found,
@@ -406,14 +373,7 @@ impl Attempt<'_> {
         }
         if self.body.is_some() && provider.create_is_idempotent() {
             let sent = self
-                .beating(call(
-                    app,
-                    runtime,
-                    on,
-                    &name,
-                    "create",
-                    provider.create(&request),
-                ))
+                .provider_call(&name, "create", provider.create(&request))
                 .await;
             return match sent {
                 Ok(started) => self
@@ -480,6 +440,24 @@ impl Attempt<'_> {
             subject_ref,
             subject_partial: self.body.is_none(),
         })
+    }
+
+    /// One call to instance `name` through the gateway's guarded [`call`] (rate limit, circuit,
+    /// metrics), counted for this create's tenant and country, while beating.
+    async fn provider_call<T>(
+        &mut self,
+        name: &str,
+        operation: &'static str,
+        request: impl std::future::Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        let (tenant, country) = (self.held.tenant.clone(), self.held.country.clone());
+        let on = Caller {
+            tenant: &tenant,
+            country: &country,
+        };
+        let (app, runtime) = (self.app, self.runtime);
+        self.beating(call(app, runtime, on, name, operation, request))
+            .await
     }
 
     /// Runs a provider call while bumping the reservation's beat every [`BEAT_EVERY`], so that

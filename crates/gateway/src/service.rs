@@ -1,4 +1,5 @@
-//! The verification lifecycle: every rule about starting a verification and changing its status.
+//! The verification lifecycle: every rule about changing a verification's status (starting one is
+//! [`crate::create`]'s: reserve, route, call, record).
 //!
 //! Handlers, the provider-webhook receiver and the reconciler call these functions and do nothing
 //! of their own. Every status change goes through [`sync`] or [`cancel`] and from there through one
