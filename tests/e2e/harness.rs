@@ -383,7 +383,14 @@ impl World {
 
     /// Starts another gateway process on the same policy (and so the same store): a replica.
     pub fn start_replica(&self) -> Replica {
-        let (child, base) = spawn_gateway(&self.config, &self.env, &self.log);
+        self.start_replica_with(&[])
+    }
+
+    /// A replica with more environment variables (a clock offset, say).
+    pub fn start_replica_with(&self, env: &[(&str, &str)]) -> Replica {
+        let mut all = self.env.clone();
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (child, base) = spawn_gateway(&self.config, &all, &self.log);
         Replica { child, base }
     }
 

@@ -4,7 +4,7 @@ use crate::events::{Delivery, Receiver, world_for};
 use crate::harness::*;
 use kyc_sandbox::Outcome;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -302,5 +302,73 @@ async fn two_replicas_share_the_reconcilers_reads() {
         "reads per verification in {rounds} rounds: {during:?}"
     );
     drop((w, replica));
+    db.drop().await;
+}
+
+/// Two replicas whose clocks disagree by 2 s record the two changes of each verification, the
+/// first on one replica and the second on the other (the one whose clock is behind), while both
+/// events wait for their first attempt (3 s): the second change's event carries the earlier
+/// time. Each verification's events still arrive in the order of its changes, each at least
+/// once: order is the line's sequence, never a clock.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (KYC_TEST_POSTGRES_URL); .ci/run runs it"]
+async fn skewed_clocks_do_not_reorder_a_verifications_events() {
+    let db = PgSchema::create().await;
+    let receiver = Receiver::start(vec![], 200).await;
+    let w = world_for(
+        &receiver,
+        Options {
+            store_url: Some(db.url.clone()),
+            retry_seconds: vec![3, 1, 1],
+            // Changes are recorded by explicit refreshes, at the replica the test chooses.
+            public_url: Some("http://127.0.0.1:9".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let behind = w.start_replica_with(&[(kyc_gateway::store::CLOCK_OFFSET_VAR, "-2000")]);
+    let refresh_at = |base: &str, v: &Value| {
+        let url = format!(
+            "{base}/v1/verifications/{}/refresh",
+            v["id"].as_str().unwrap()
+        );
+        let request = w.http.post(url).bearer_auth(ALPHA_KEY).json(&json!({}));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let made = in_lanes(100, |n| {
+        let (w, behind, refresh_at) = (&w, &behind, &refresh_at);
+        async move {
+            let v = create_at(
+                w,
+                &w.base,
+                person(&format!("skew-{n}"), &format!("sub-skew-{n}"), "CL"),
+            )
+            .await;
+            w.finish(&v, Outcome::InProgress).await;
+            assert_eq!(refresh_at(&w.base, &v).await["status"], "in_progress");
+            w.finish(&v, Outcome::Approved).await;
+            assert_eq!(refresh_at(&behind.base, &v).await["status"], "approved");
+            v
+        }
+    })
+    .await;
+
+    let seen = wait_all_delivered(&w, &receiver, 200, Duration::from_secs(60)).await;
+    assert!(seen.iter().all(|d| d.verified), "every one signed");
+    for v in &made {
+        let mut statuses: Vec<&Value> = seen
+            .iter()
+            .filter(|d| d.body["data"]["id"] == v["id"])
+            .map(|d| &d.body["data"]["status"])
+            .collect();
+        // At least once: a repeat of the same event right after itself keeps the order.
+        statuses.dedup();
+        assert_eq!(statuses, ["in_progress", "approved"], "{}", v["id"]);
+    }
+    drop((w, behind));
     db.drop().await;
 }

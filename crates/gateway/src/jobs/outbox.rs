@@ -16,8 +16,15 @@
 //!   to the others once that lease runs out; the receiver may then get those events twice, with
 //!   the same `webhook-id`. Leases compare replicas' clocks, which must agree to well within the
 //!   margin.
-//! - In order per verification: an event is not sent while an older one of the same
-//!   verification is pending.
+//! - Fenced: each claim carries a token, and an attempt's outcome is applied only while it still
+//!   stands. A retry or a failure needs the claim still held; a delivery needs the event not
+//!   redelivered since it was claimed (a delivery is a fact, whoever holds the claim). An attempt
+//!   whose outcome did not stand still leaves its row in the event's attempts, and is counted in
+//!   `kyc_webhook_stale_attempts_total{tenant}`. Attempt numbers come from a counter on the
+//!   event's row, so two attempts never take one.
+//! - In order per line: each event has a sequence in its line (the tenant's verification, or a
+//!   tenant-level line such as `experiment:<name>`), assigned in the change's transaction, and is
+//!   not sent while an earlier one of its line is pending. No clock is compared for order.
 //! - The target is checked against the SSRF rules of [`crate::outbound`].
 
 use crate::app::{App, Runtime};
@@ -144,14 +151,15 @@ async fn pass(app: &Arc<App>, runtime: &Arc<Runtime>, client: &OutboundClient) -
             break;
         }
         let claimed_at = now();
+        let token = ulid::Ulid::generate().to_string();
         match app
             .store
-            .claim_event(&event.id, claimed_at, claimed_at + lease)
+            .claim_event(&event, &token, claimed_at, claimed_at + lease)
             .await
         {
             Ok(true) => {
                 let (app, runtime, client) = (app.clone(), runtime.clone(), client.clone());
-                sends.spawn(async move { deliver(&app, &runtime, &client, event).await });
+                sends.spawn(async move { deliver(&app, &runtime, &client, event, &token).await });
             }
             Ok(false) => {}
             Err(error) => tracing::warn!(%error, "outbox: claim failed"),
@@ -186,8 +194,14 @@ fn count_attempt(tenant: &str, payload: &str, outcome: AttemptOutcome) {
     }
 }
 
-/// One attempt at one claimed event.
-async fn deliver(app: &App, runtime: &Runtime, client: &OutboundClient, event: DueEvent) {
+/// One attempt at one event, claimed with `token`.
+async fn deliver(
+    app: &App,
+    runtime: &Runtime,
+    client: &OutboundClient,
+    event: DueEvent,
+    token: &str,
+) {
     let tenant = &event.tenant;
     let endpoint = runtime.policy.tenants.get(tenant).and_then(|t| {
         let secret = t.webhook_secret.as_ref()?;
@@ -203,7 +217,7 @@ async fn deliver(app: &App, runtime: &Runtime, client: &OutboundClient, event: D
     };
     let Some((url, signers)) = endpoint.filter(|_| !paused) else {
         let later = now() + Duration::seconds(PAUSE_SECONDS);
-        if let Err(error) = app.store.release_event(&event.id, later).await {
+        if let Err(error) = app.store.release_event(&event.id, token, later).await {
             tracing::warn!(%error, "outbox: release failed");
         }
         return;
@@ -265,8 +279,22 @@ async fn deliver(app: &App, runtime: &Runtime, client: &OutboundClient, event: D
         }
     };
     count_attempt(tenant, &event.payload, outcome);
-    if let Err(error) = app.store.record_attempt(&event.id, &attempt, outcome).await {
-        tracing::warn!(%error, "outbox: could not record an attempt; the event will be sent again");
+    match app
+        .store
+        .record_attempt(&event, token, &attempt, outcome)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            // Its claim ran out and another replica took the event, or the tenant redelivered
+            // it meanwhile: what that one does stands.
+            metrics::counter!("kyc_webhook_stale_attempts_total", "tenant" => tenant.to_string())
+                .increment(1);
+            tracing::warn!(%tenant, event = %event.id, "outbox: an attempt outlived its claim; its outcome was not applied");
+        }
+        Err(error) => {
+            tracing::warn!(%error, "outbox: could not record an attempt; the event will be sent again")
+        }
     }
 }
 

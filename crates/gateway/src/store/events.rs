@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
+use std::collections::HashMap;
 use utoipa::ToSchema;
 
 /// Where an event stands.
@@ -81,6 +82,9 @@ pub struct EventRecord {
 pub struct DueEvent {
     /// The event id.
     pub id: String,
+    /// Its generation (bumped by each redeliver): an attempt records its delivery only while
+    /// the event is still in the generation it claimed.
+    pub generation: i64,
     /// The owning tenant.
     pub tenant: String,
     /// The body to send.
@@ -120,24 +124,36 @@ pub trait EventStore: Send + Sync {
     /// one of the same verification is still pending, so each verification's events go in order.
     async fn due_events(&self, now: DateTime<Utc>, limit: u32)
     -> Result<Vec<DueEvent>, StoreError>;
-    /// Claims a due event until `until`, so that one replica delivers it; `false` if another did,
-    /// or if it is no longer due (delivered, or rescheduled by another replica's attempt since it
-    /// was read).
+    /// Claims a due event for the attempt holding `token`, until `until`, so that one replica
+    /// delivers it; `false` if another did, or if it is no longer due (delivered, rescheduled by
+    /// another replica's attempt, or redelivered since it was read).
     async fn claim_event(
         &self,
-        id: &str,
+        event: &DueEvent,
+        token: &str,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
-    /// Gives a claimed event back untouched (its endpoint is disabled or gone).
-    async fn release_event(&self, id: &str, retry_at: DateTime<Utc>) -> Result<(), StoreError>;
-    /// Records an attempt and what follows from it, in one transaction.
-    async fn record_attempt(
+    /// Gives a claimed event back untouched (its endpoint is disabled or gone), if `token` still
+    /// holds it.
+    async fn release_event(
         &self,
         id: &str,
+        token: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Records an attempt of the claim `token` and what follows from it, in one transaction.
+    /// The attempt's row is always written (it happened); the event changes only if the write
+    /// still stands: a delivery while the event is in the generation claimed, a retry or a
+    /// failure while `token` still holds it. `false` when it no longer stood (another replica
+    /// claimed the event after this claim's lease ran out, or it was redelivered meanwhile).
+    async fn record_attempt(
+        &self,
+        event: &DueEvent,
+        token: &str,
         attempt: &Attempt,
         outcome: AttemptOutcome,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Stops sending to a tenant's URL (it answered 410 Gone).
     async fn disable_endpoint(
         &self,
@@ -167,14 +183,15 @@ pub trait EventStore: Send + Sync {
 pub(super) const EVENT_COLUMNS: &str =
     "id, event_type, verification_id, state, created_at, next_attempt_at";
 
-/// Pending events due by `$1` and not claimed, except those behind an older pending event of the
-/// same verification.
-pub(super) const DUE_EVENTS: &str = "SELECT e.id, e.tenant, e.payload, e.attempts FROM events e \
+/// Pending events due by `$1` and not claimed, except those behind an earlier pending event of
+/// their line (the tenant's verification, or the tenant's own line such as `experiment:<name>`),
+/// by sequence.
+pub(super) const DUE_EVENTS: &str = "SELECT e.id, e.tenant, e.payload, e.attempts, e.generation \
+     FROM events e \
      WHERE e.state = 'pending' AND e.next_attempt_at <= $1 \
      AND (e.claimed_until IS NULL OR e.claimed_until < $1) \
-     AND NOT EXISTS (SELECT 1 FROM events p WHERE p.verification_id = e.verification_id \
-         AND p.state = 'pending' \
-         AND (p.created_at < e.created_at OR (p.created_at = e.created_at AND p.id < e.id))) \
+     AND NOT EXISTS (SELECT 1 FROM events p WHERE p.tenant = e.tenant \
+         AND p.verification_id = e.verification_id AND p.state = 'pending' AND p.seq < e.seq) \
      ORDER BY e.next_attempt_at";
 
 /// The SQL and binds of a page of a tenant's events (also read by the query-plan test).
@@ -194,46 +211,55 @@ fn corrupt(column: &'static str) -> StoreError {
 }
 
 impl SqlStore {
-    /// Reads event rows and their attempts.
+    /// Reads event rows and their attempts: the attempts of the whole page in one query.
     async fn with_attempts(
         &self,
         rows: Vec<sqlx::any::AnyRow>,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            let state: String = row.try_get("state")?;
-            let attempts = sqlx::query(
-                "SELECT at, status_code, latency_ms, error FROM event_attempts \
-                 WHERE event_id = $1 ORDER BY attempt",
-            )
-            .bind(&id)
-            .fetch_all(&self.pool)
-            .await?
+        let ids = rows
             .iter()
-            .map(|a| {
+            .map(|row| row.try_get::<String, _>("id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut attempts: HashMap<String, Vec<Attempt>> = HashMap::new();
+        if !ids.is_empty() {
+            let marks = (1..=ids.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT event_id, at, status_code, latency_ms, error FROM event_attempts \
+                 WHERE event_id IN ({marks}) ORDER BY event_id, attempt"
+            );
+            for a in bound(sql, ids.clone()).fetch_all(&self.pool).await? {
                 let status_code: Option<i64> = a.try_get("status_code")?;
                 let latency_ms: i64 = a.try_get("latency_ms")?;
-                Ok(Attempt {
-                    at: parse_ts(Some(a.try_get("at")?), "at")?.expect("some in, some out"),
-                    status_code: status_code.and_then(|c| u16::try_from(c).ok()),
-                    latency_ms: u64::try_from(latency_ms).unwrap_or_default(),
-                    error: a.try_get("error")?,
+                attempts
+                    .entry(a.try_get("event_id")?)
+                    .or_default()
+                    .push(Attempt {
+                        at: parse_ts(Some(a.try_get("at")?), "at")?.expect("some in, some out"),
+                        status_code: status_code.and_then(|c| u16::try_from(c).ok()),
+                        latency_ms: u64::try_from(latency_ms).unwrap_or_default(),
+                        error: a.try_get("error")?,
+                    });
+            }
+        }
+        rows.into_iter()
+            .zip(ids)
+            .map(|(row, id)| {
+                let state: String = row.try_get("state")?;
+                Ok(EventRecord {
+                    attempts: attempts.remove(&id).unwrap_or_default(),
+                    id,
+                    event_type: row.try_get("event_type")?,
+                    verification_id: row.try_get("verification_id")?,
+                    state: EventState::parse(&state).ok_or(corrupt("state"))?,
+                    created_at: parse_ts(Some(row.try_get("created_at")?), "created_at")?
+                        .expect("some in, some out"),
+                    next_attempt_at: parse_ts(row.try_get("next_attempt_at")?, "next_attempt_at")?,
                 })
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-            out.push(EventRecord {
-                id,
-                event_type: row.try_get("event_type")?,
-                verification_id: row.try_get("verification_id")?,
-                state: EventState::parse(&state).ok_or(corrupt("state"))?,
-                created_at: parse_ts(Some(row.try_get("created_at")?), "created_at")?
-                    .expect("some in, some out"),
-                next_attempt_at: parse_ts(row.try_get("next_attempt_at")?, "next_attempt_at")?,
-                attempts,
-            });
-        }
-        Ok(out)
+            .collect()
     }
 }
 
@@ -254,6 +280,7 @@ impl EventStore for SqlStore {
                 let attempts: i64 = row.try_get("attempts")?;
                 Ok(DueEvent {
                     id: row.try_get("id")?,
+                    generation: row.try_get("generation")?,
                     tenant: row.try_get("tenant")?,
                     payload: row.try_get("payload")?,
                     attempts: u32::try_from(attempts).map_err(|_| corrupt("attempts"))?,
@@ -264,66 +291,105 @@ impl EventStore for SqlStore {
 
     async fn claim_event(
         &self,
-        id: &str,
+        event: &DueEvent,
+        token: &str,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE events SET claimed_until = $1 WHERE id = $2 AND state = 'pending' \
-             AND next_attempt_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3)",
+            "UPDATE events SET claimed_until = $1, claim = $2 WHERE id = $3 AND state = 'pending' \
+             AND generation = $4 AND next_attempt_at <= $5 \
+             AND (claimed_until IS NULL OR claimed_until < $5)",
         )
         .bind(ts(until))
-        .bind(id)
+        .bind(token)
+        .bind(&event.id)
+        .bind(event.generation)
         .bind(ts(now))
         .execute(&self.writes)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn release_event(&self, id: &str, retry_at: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE events SET claimed_until = NULL, next_attempt_at = $1 WHERE id = $2")
-            .bind(ts(retry_at))
-            .bind(id)
-            .execute(&self.writes)
-            .await?;
+    async fn release_event(
+        &self,
+        id: &str,
+        token: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE events SET claimed_until = NULL, claim = NULL, next_attempt_at = $1 \
+             WHERE id = $2 AND claim = $3",
+        )
+        .bind(ts(retry_at))
+        .bind(id)
+        .bind(token)
+        .execute(&self.writes)
+        .await?;
         Ok(())
     }
 
     async fn record_attempt(
         &self,
-        id: &str,
+        event: &DueEvent,
+        token: &str,
         attempt: &Attempt,
         outcome: AttemptOutcome,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.writes.begin().await?;
-        let (state, next) = match outcome {
-            AttemptOutcome::Delivered => (EventState::Delivered, None),
-            AttemptOutcome::RetryAt(at) => (EventState::Pending, Some(ts(at))),
-            AttemptOutcome::Failed => (EventState::Failed, None),
-        };
-        sqlx::query(
-            "UPDATE events SET state = $1, attempts = attempts + 1, next_attempt_at = $2, \
-             claimed_until = NULL WHERE id = $3",
-        )
-        .bind(state.as_str())
-        .bind(next)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        // Numbered from a counter on the event's row, which the update also locks: two
+        // attempts never take one number.
+        let number: i64 =
+            sqlx::query("UPDATE events SET tries = tries + 1 WHERE id = $1 RETURNING tries")
+                .bind(&event.id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
         sqlx::query(
             "INSERT INTO event_attempts (event_id, attempt, at, status_code, latency_ms, error) \
-             SELECT $1, COALESCE(MAX(attempt), 0) + 1, $2, $3, $4, $5 FROM event_attempts \
-             WHERE event_id = $1",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(id)
+        .bind(&event.id)
+        .bind(number)
         .bind(ts(attempt.at))
         .bind(attempt.status_code.map(i64::from))
         .bind(i64::try_from(attempt.latency_ms).unwrap_or(i64::MAX))
         .bind(&attempt.error)
         .execute(&mut *tx)
         .await?;
+        let written = match outcome {
+            // A delivery is a fact: it stands unless the event was redelivered since.
+            AttemptOutcome::Delivered => {
+                sqlx::query(
+                    "UPDATE events SET state = 'delivered', attempts = attempts + 1, \
+                     next_attempt_at = NULL, claimed_until = NULL, claim = NULL \
+                     WHERE id = $1 AND generation = $2 AND state = 'pending'",
+                )
+                .bind(&event.id)
+                .bind(event.generation)
+                .execute(&mut *tx)
+                .await?
+            }
+            AttemptOutcome::RetryAt(_) | AttemptOutcome::Failed => {
+                let (state, next) = match outcome {
+                    AttemptOutcome::RetryAt(at) => (EventState::Pending, Some(ts(at))),
+                    _ => (EventState::Failed, None),
+                };
+                sqlx::query(
+                    "UPDATE events SET state = $1, attempts = attempts + 1, \
+                     next_attempt_at = $2, claimed_until = NULL, claim = NULL \
+                     WHERE id = $3 AND claim = $4",
+                )
+                .bind(state.as_str())
+                .bind(next)
+                .bind(&event.id)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?
+            }
+        };
         tx.commit().await?;
-        Ok(())
+        Ok(written.rows_affected() == 1)
     }
 
     async fn disable_endpoint(
@@ -382,7 +448,8 @@ impl EventStore for SqlStore {
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = $1, \
-             claimed_until = NULL WHERE tenant = $2 AND id = $3",
+             claimed_until = NULL, claim = NULL, generation = generation + 1 \
+             WHERE tenant = $2 AND id = $3",
         )
         .bind(ts(now))
         .bind(tenant)

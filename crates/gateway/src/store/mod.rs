@@ -504,6 +504,11 @@ impl SqlStore {
                 "create attempts",
                 include_str!("../../migrations/0012_create_attempts.sql"),
             ),
+            migration(
+                13,
+                "outbox fencing",
+                include_str!("../../migrations/0013_outbox_fencing.sql"),
+            ),
         ])
         .run(&writes)
         .await?;
@@ -619,10 +624,27 @@ impl SqlStore {
 }
 
 /// Now, at the precision the store keeps (microseconds), so an answer given before a write equals
-/// the same row read back.
+/// the same row read back; shifted by [`CLOCK_OFFSET_VAR`] when it is set.
 pub fn now() -> DateTime<Utc> {
     use chrono::SubsecRound;
-    Utc::now().trunc_subsecs(6)
+    (Utc::now() + clock_offset()).trunc_subsecs(6)
+}
+
+/// An environment variable that shifts the gateway's clock by this many milliseconds (at most
+/// ten minutes either way; anything else is ignored): how the tests run a replica whose clock is
+/// off, as replicas' clocks can be. Not for production.
+pub const CLOCK_OFFSET_VAR: &str = "KYC_GATEWAY_CLOCK_OFFSET_MS";
+
+fn clock_offset() -> chrono::Duration {
+    static OFFSET: std::sync::OnceLock<chrono::Duration> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var(CLOCK_OFFSET_VAR)
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .filter(|ms| ms.abs() <= 600_000)
+            .map(chrono::Duration::milliseconds)
+            .unwrap_or_default()
+    })
 }
 
 /// Timestamps are stored in one fixed form so that text order is time order.
@@ -918,15 +940,18 @@ async fn insert_change(
     Ok(())
 }
 
-/// Writes one outbox event inside a transaction, due at its `due_at`.
+/// Writes one outbox event inside a transaction, due at its `due_at`, last in its line: its
+/// sequence follows the line's last one. The change's compare-and-set (a status that moved, an
+/// experiment stopped once) makes the transaction the only writer of that line.
 async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     event: &NewEvent,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO events (id, tenant, verification_id, event_type, payload, \
-         created_at, state, attempts, next_attempt_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7)",
+         created_at, state, attempts, next_attempt_at, seq) \
+         SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, COALESCE(MAX(seq), 0) + 1 \
+         FROM events WHERE tenant = $2 AND verification_id = $3",
     )
     .bind(&event.id)
     .bind(&event.tenant)
@@ -1724,8 +1749,15 @@ mod tests {
             std::slice::from_ref(&event.id)
         );
         let lease = soon + chrono::Duration::seconds(60);
-        assert!(store.claim_event(&event.id, soon, lease).await.unwrap());
-        assert!(!store.claim_event(&event.id, soon, lease).await.unwrap());
+        let due = store
+            .due_events(soon, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|d| d.id == event.id)
+            .unwrap();
+        assert!(store.claim_event(&due, "a", soon, lease).await.unwrap());
+        assert!(!store.claim_event(&due, "b", soon, lease).await.unwrap());
         assert!(due_ids(store.due_events(soon, 10_000).await.unwrap()).is_empty());
         let attempt = Attempt {
             at: soon,
@@ -1733,10 +1765,12 @@ mod tests {
             latency_ms: 3,
             error: None,
         };
-        store
-            .record_attempt(&event.id, &attempt, AttemptOutcome::Delivered)
-            .await
-            .unwrap();
+        assert!(
+            store
+                .record_attempt(&due, "a", &attempt, AttemptOutcome::Delivered)
+                .await
+                .unwrap()
+        );
         assert_eq!(
             due_ids(store.due_events(soon, 10_000).await.unwrap()),
             std::slice::from_ref(&later.id)
@@ -2124,6 +2158,185 @@ mod tests {
         assert_eq!(decision_times_of("").count(), 0);
     }
 
+    /// Claims are fenced: an attempt that outlived its lease cannot undo what the next claim's
+    /// attempt or a redeliver did, and attempt numbers never collide.
+    async fn outbox_fencing(store: &SqlStore) {
+        let tenant = format!("f_{}", ulid::Ulid::generate());
+        let mut row = sample(&tenant, "ref-f", "sub-f");
+        // An instance of its own, so the suite's counts of p1 stay as they were.
+        row.verification.provider = "p-fenced".into();
+        store.insert(&row, &created(&row)).await.unwrap();
+        let at = now();
+        let event = NewEvent {
+            id: format!("evt_{}", ulid::Ulid::generate()),
+            tenant: tenant.clone(),
+            verification_id: row.verification.id.clone(),
+            event_type: "verification.updated",
+            payload: "{}".into(),
+            created_at: at,
+            due_at: at,
+        };
+        let next = moved(&row, Status::InProgress);
+        let change = change(
+            &row,
+            Some(Status::Pending),
+            Status::InProgress,
+            Source::Webhook,
+        );
+        assert!(
+            store
+                .save_change(&tenant, Status::Pending, &next, Some(&change), Some(&event))
+                .await
+                .unwrap()
+        );
+        let due_at = |t| {
+            let id = event.id.clone();
+            async move {
+                store
+                    .due_events(t, 100_000)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|d| d.id == id)
+            }
+        };
+        let attempt = |code| Attempt {
+            at: now(),
+            status_code: Some(code),
+            latency_ms: 1,
+            error: None,
+        };
+        // A claims with a short lease; B claims once it has run out.
+        let t0 = now() + chrono::Duration::seconds(1);
+        let for_a = due_at(t0).await.unwrap();
+        let short = t0 + chrono::Duration::milliseconds(10);
+        assert!(store.claim_event(&for_a, "A", t0, short).await.unwrap());
+        let t1 = t0 + chrono::Duration::seconds(1);
+        let for_b = due_at(t1).await.expect("due again once A's lease ran out");
+        assert!(
+            store
+                .claim_event(&for_b, "B", t1, t1 + chrono::Duration::seconds(60))
+                .await
+                .unwrap()
+        );
+        // A delivered: that stands. B's failure, recorded after, does not undo it.
+        assert!(
+            store
+                .record_attempt(&for_a, "A", &attempt(204), AttemptOutcome::Delivered)
+                .await
+                .unwrap()
+        );
+        let retry = AttemptOutcome::RetryAt(t1 + chrono::Duration::seconds(5));
+        assert!(
+            !store
+                .record_attempt(&for_b, "B", &attempt(500), retry)
+                .await
+                .unwrap(),
+            "B's write lost the claim"
+        );
+        let logged = store.get_event(&tenant, &event.id).await.unwrap().unwrap();
+        assert_eq!(logged.state, EventState::Delivered);
+        assert_eq!(
+            logged.attempts.len(),
+            2,
+            "both attempts are in the log, numbered apart"
+        );
+        assert!(due_at(t1 + chrono::Duration::seconds(60)).await.is_none());
+
+        // A redeliver while an attempt is in flight stands: the attempt's late outcome, a
+        // delivery or a failure, changes nothing.
+        assert!(store.redeliver(&tenant, &event.id, t1).await.unwrap());
+        let t2 = t1 + chrono::Duration::seconds(1);
+        let for_c = due_at(t2).await.unwrap();
+        assert!(
+            store
+                .claim_event(&for_c, "C", t2, t2 + chrono::Duration::seconds(60))
+                .await
+                .unwrap()
+        );
+        assert!(store.redeliver(&tenant, &event.id, t2).await.unwrap());
+        for outcome in [AttemptOutcome::Delivered, AttemptOutcome::Failed] {
+            assert!(
+                !store
+                    .record_attempt(&for_c, "C", &attempt(204), outcome)
+                    .await
+                    .unwrap()
+            );
+        }
+        let logged = store.get_event(&tenant, &event.id).await.unwrap().unwrap();
+        assert_eq!(logged.state, EventState::Pending, "the redeliver stands");
+        assert!(due_at(t2).await.is_some());
+    }
+
+    /// Tenant-level events are lines of their tenant: one tenant's experiment event waiting on a
+    /// failing receiver never holds back another tenant's event of an experiment of the same
+    /// name.
+    async fn tenant_lines(store: &SqlStore) {
+        let run = ulid::Ulid::generate().to_string();
+        let (a, b) = (format!("la_{run}"), format!("lb_{run}"));
+        let at = now();
+        let stopped = |tenant: &str| NewEvent {
+            id: format!("evt_{}", ulid::Ulid::generate()),
+            tenant: tenant.to_string(),
+            verification_id: "experiment:same-name".into(),
+            event_type: "experiment.stopped",
+            payload: "{}".into(),
+            created_at: at,
+            due_at: at,
+        };
+        let (for_a, for_b) = (stopped(&a), stopped(&b));
+        assert!(
+            store
+                .stop_experiment(&a, "same-name", at, Some(&for_a))
+                .await
+                .unwrap()
+        );
+        // A's event is tried and its receiver fails: it waits for a retry in an hour.
+        let t0 = at + chrono::Duration::seconds(1);
+        let due = store.due_events(t0, 100_000).await.unwrap();
+        let a_due = due.iter().find(|d| d.id == for_a.id).unwrap().clone();
+        assert!(
+            store
+                .claim_event(&a_due, "A", t0, t0 + chrono::Duration::seconds(60))
+                .await
+                .unwrap()
+        );
+        let failed = Attempt {
+            at: t0,
+            status_code: Some(500),
+            latency_ms: 1,
+            error: None,
+        };
+        let in_an_hour = AttemptOutcome::RetryAt(t0 + chrono::Duration::hours(1));
+        assert!(
+            store
+                .record_attempt(&a_due, "A", &failed, in_an_hour)
+                .await
+                .unwrap()
+        );
+        // B's experiment of the same name stops later: its event is due at once.
+        let later = NewEvent {
+            created_at: t0,
+            due_at: t0,
+            ..for_b
+        };
+        assert!(
+            store
+                .stop_experiment(&b, "same-name", t0, Some(&later))
+                .await
+                .unwrap()
+        );
+        let due = store
+            .due_events(t0 + chrono::Duration::seconds(1), 100_000)
+            .await
+            .unwrap();
+        assert!(
+            due.iter().any(|d| d.id == later.id),
+            "B is not held behind A"
+        );
+        assert!(!due.iter().any(|d| d.id == for_a.id));
+    }
+
     /// A create's reservation: unique per (tenant, reference), every change compare-and-set on
     /// its beat, and gone with the verification's insert.
     async fn create_reservations(store: &SqlStore) {
@@ -2211,6 +2424,8 @@ mod tests {
         let store = SqlStore::connect(&url).await.unwrap();
         suite(&store).await;
         create_reservations(&store).await;
+        outbox_fencing(&store).await;
+        tenant_lines(&store).await;
         stats_count_what_was_started_and_how_it_ended(&store).await;
         experiments_replays_and_provider_failures(&store).await;
         // Reopening runs the migrations again harmlessly and keeps the data.
@@ -2295,6 +2510,8 @@ mod tests {
         let store = SqlStore::connect(&postgres_url()).await.unwrap();
         suite(&store).await;
         create_reservations(&store).await;
+        outbox_fencing(&store).await;
+        tenant_lines(&store).await;
         stats_count_what_was_started_and_how_it_ended(&store).await;
         experiments_replays_and_provider_failures(&store).await;
     }

@@ -46,9 +46,15 @@ fn reads(postgres: bool) -> Vec<(String, String, Vec<String>)> {
             vec![ts(now())],
         ),
         (
-            "event attempts".into(),
-            "SELECT at FROM event_attempts WHERE event_id = $1 ORDER BY attempt".into(),
-            vec!["evt_1000401".into()],
+            "event attempts of a page".into(),
+            "SELECT event_id, at, status_code, latency_ms, error FROM event_attempts \
+             WHERE event_id IN ($1, $2, $3) ORDER BY event_id, attempt"
+                .into(),
+            vec![
+                "evt_1000401".into(),
+                "evt_1000801".into(),
+                "evt_1001201".into(),
+            ],
         ),
         (
             "event by id".into(),
