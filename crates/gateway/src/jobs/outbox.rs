@@ -8,6 +8,10 @@
 //!   with a little jitter, or the receiver's `Retry-After` when it sends one; after the last
 //!   attempt the event is marked failed. A 410 Gone disables the tenant's URL until its policy
 //!   names another: its events wait, and go out then.
+//! - Only the head of each line is read: an event behind an earlier pending one of its line has
+//!   no due time, and one whose tenant has no working URL (none in the policy, or one disabled)
+//!   is parked, unread, until the policy names one (looked at on each policy change and every 30
+//!   s). So the due scan costs the same however many events wait.
 //! - At least once, across restarts and `kill -9`: an event is a row written with its change, and
 //!   stays pending until an attempt is recorded.
 //! - One sender per attempt across replicas: a replica claims an event in the store (a
@@ -44,8 +48,9 @@ const BATCH: u32 = 50;
 const LEASE_MARGIN: Duration = Duration::seconds(5);
 /// How long a pass waits when nothing was due and nothing woke it.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
-/// When an event waits for its endpoint (disabled, or no URL in the policy), how soon to look again.
-const PAUSE_SECONDS: i64 = 30;
+/// How often parked events are looked at again for tenants whose endpoint works (besides each
+/// policy change): an endpoint disabled by a 410 works again when the policy names another URL.
+const RESUME_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The signers for a tenant's `webhook_secret`: one `whsec_<base64>` secret, or two separated by a
 /// space while it rotates. `None` when it is not that.
@@ -107,8 +112,16 @@ fn delay(schedule: &[u64], attempts_made: u32, event_id: &str) -> Option<Duratio
 /// recorded, so none is left to its lease.
 pub async fn run(app: Arc<App>) {
     let mut client: Option<(Arc<Runtime>, OutboundClient)> = None;
+    let mut resumed: Option<(Arc<Runtime>, std::time::Instant)> = None;
     while !app.stopping.is_cancelled() {
         let runtime = app.runtime();
+        let resume_due = resumed.as_ref().is_none_or(|(for_runtime, at)| {
+            !Arc::ptr_eq(for_runtime, &runtime) || at.elapsed() >= RESUME_EVERY
+        });
+        if resume_due {
+            resume_parked(&app, &runtime).await;
+            resumed = Some((runtime.clone(), std::time::Instant::now()));
+        }
         // One client per policy snapshot: the allowlist and timeout come from the policy.
         let outbound = match &client {
             Some((built_for, c)) if Arc::ptr_eq(built_for, &runtime) => c.clone(),
@@ -128,6 +141,36 @@ pub async fn run(app: Arc<App>) {
                 _ = tokio::time::sleep(IDLE) => {}
                 _ = app.stopping.cancelled() => {}
             }
+        }
+    }
+}
+
+/// Makes the parked events of every tenant whose endpoint works due again.
+async fn resume_parked(app: &App, runtime: &Runtime) {
+    for (tenant, policy) in &runtime.policy.tenants {
+        let Some(url) = policy.webhook_url.as_ref() else {
+            continue;
+        };
+        let signs = policy
+            .webhook_secret
+            .as_ref()
+            .is_some_and(|s| signers(s.expose_secret()).is_some());
+        if !signs
+            || app
+                .store
+                .endpoint_disabled(tenant, url)
+                .await
+                .unwrap_or(true)
+        {
+            continue;
+        }
+        match app.store.resume_parked(tenant).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(%tenant, events = n, "outbox: the tenant's endpoint works; its parked events go out");
+                app.outbox_wake.notify_one();
+            }
+            Err(error) => tracing::warn!(%error, "outbox: could not resume parked events"),
         }
     }
 }
@@ -216,9 +259,8 @@ async fn deliver(
             .unwrap_or(true),
     };
     let Some((url, signers)) = endpoint.filter(|_| !paused) else {
-        let later = now() + Duration::seconds(PAUSE_SECONDS);
-        if let Err(error) = app.store.release_event(&event.id, token, later).await {
-            tracing::warn!(%error, "outbox: release failed");
+        if let Err(error) = app.store.park_event(&event.id, token).await {
+            tracing::warn!(%error, "outbox: could not park an event");
         }
         return;
     };

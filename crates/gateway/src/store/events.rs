@@ -134,14 +134,11 @@ pub trait EventStore: Send + Sync {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
-    /// Gives a claimed event back untouched (its endpoint is disabled or gone), if `token` still
-    /// holds it.
-    async fn release_event(
-        &self,
-        id: &str,
-        token: &str,
-        retry_at: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    /// Parks a claimed event (its tenant has no working URL) if `token` still holds it: it waits,
+    /// unread by the due scan, until [`EventStore::resume_parked`].
+    async fn park_event(&self, id: &str, token: &str) -> Result<(), StoreError>;
+    /// Makes a tenant's parked events due again (its policy names a working URL); how many.
+    async fn resume_parked(&self, tenant: &str) -> Result<u64, StoreError>;
     /// Records an attempt of the claim `token` and what follows from it, in one transaction.
     /// The attempt's row is always written (it happened); the event changes only if the write
     /// still stands: a delivery while the event is in the generation claimed, a retry or a
@@ -183,16 +180,16 @@ pub trait EventStore: Send + Sync {
 pub(super) const EVENT_COLUMNS: &str =
     "id, event_type, verification_id, state, created_at, next_attempt_at";
 
-/// Pending events due by `$1` and not claimed, except those behind an earlier pending event of
-/// their line (the tenant's verification, or the tenant's own line such as `experiment:<name>`),
-/// by sequence.
-pub(super) const DUE_EVENTS: &str = "SELECT e.id, e.tenant, e.payload, e.attempts, e.generation \
-     FROM events e \
-     WHERE e.state = 'pending' AND e.next_attempt_at <= $1 \
-     AND (e.claimed_until IS NULL OR e.claimed_until < $1) \
-     AND NOT EXISTS (SELECT 1 FROM events p WHERE p.tenant = e.tenant \
-         AND p.verification_id = e.verification_id AND p.state = 'pending' AND p.seq < e.seq) \
-     ORDER BY e.next_attempt_at";
+/// The heads of lines (the earliest pending event of each tenant's verification, or of a
+/// tenant-level line such as `experiment:<name>`, by sequence) due by `$1` and not claimed: the
+/// only events the scan reads, however many wait behind them or are parked.
+pub(super) const DUE_EVENTS: &str = "SELECT id, tenant, payload, attempts, generation \
+     FROM events WHERE due_at IS NOT NULL AND due_at <= $1 ORDER BY due_at";
+
+/// A line's head after a change to it: its earliest pending event, unless parked. `$1` tenant,
+/// `$2` line.
+pub(super) const LINE_HEAD: &str = "SELECT id FROM events WHERE tenant = $1 AND verification_id = $2 \
+     AND state = 'pending' ORDER BY seq LIMIT 1";
 
 /// The SQL and binds of a page of a tenant's events (also read by the query-plan test).
 pub(super) fn list_events_query(tenant: &str, filter: &EventFilter) -> (String, Vec<String>) {
@@ -203,6 +200,23 @@ pub(super) fn list_events_query(tenant: &str, filter: &EventFilter) -> (String, 
         .finish(true, filter.limit)
 }
 
+/// Makes the line's head due at its `next_attempt_at`, unless it is parked or already due.
+async fn promote_head(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant: &str,
+    line: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE events SET due_at = next_attempt_at WHERE id = ({LINE_HEAD}) \
+         AND due_at IS NULL AND parked = 0"
+    )))
+    .bind(tenant)
+    .bind(line)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 fn corrupt(column: &'static str) -> StoreError {
     StoreError::Corrupt {
         table: "events",
@@ -211,6 +225,28 @@ fn corrupt(column: &'static str) -> StoreError {
 }
 
 impl SqlStore {
+    /// Takes the lock a change of the line's verification takes (its row), so that choosing the
+    /// line's next head and a change adding an event to the line take turns: otherwise, on
+    /// PostgreSQL, an event added while the head is being delivered could see the head still
+    /// pending (and wait behind it) while the delivery does not yet see it (and promotes
+    /// nothing), leaving it waiting for good. A tenant-level line has no such row, and holds one
+    /// event at most (an experiment stops once). SQLite has one writer at a time.
+    async fn lock_line(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tenant: &str,
+        line: &str,
+    ) -> Result<(), StoreError> {
+        if self.postgres {
+            sqlx::query("SELECT 1 FROM verifications WHERE tenant = $1 AND id = $2 FOR UPDATE")
+                .bind(tenant)
+                .bind(line)
+                .fetch_optional(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Reads event rows and their attempts: the attempts of the whole page in one query.
     async fn with_attempts(
         &self,
@@ -296,10 +332,10 @@ impl EventStore for SqlStore {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        // While claimed, the head is due again when the claim runs out.
         let done = sqlx::query(
-            "UPDATE events SET claimed_until = $1, claim = $2 WHERE id = $3 AND state = 'pending' \
-             AND generation = $4 AND next_attempt_at <= $5 \
-             AND (claimed_until IS NULL OR claimed_until < $5)",
+            "UPDATE events SET claimed_until = $1, claim = $2, due_at = $1 \
+             WHERE id = $3 AND state = 'pending' AND generation = $4 AND due_at <= $5",
         )
         .bind(ts(until))
         .bind(token)
@@ -311,22 +347,27 @@ impl EventStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn release_event(
-        &self,
-        id: &str,
-        token: &str,
-        retry_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn park_event(&self, id: &str, token: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE events SET claimed_until = NULL, claim = NULL, next_attempt_at = $1 \
-             WHERE id = $2 AND claim = $3",
+            "UPDATE events SET claimed_until = NULL, claim = NULL, due_at = NULL, parked = 1 \
+             WHERE id = $1 AND claim = $2",
         )
-        .bind(ts(retry_at))
         .bind(id)
         .bind(token)
         .execute(&self.writes)
         .await?;
         Ok(())
+    }
+
+    async fn resume_parked(&self, tenant: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE events SET parked = 0, due_at = next_attempt_at \
+             WHERE tenant = $1 AND parked = 1",
+        )
+        .bind(tenant)
+        .execute(&self.writes)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn record_attempt(
@@ -339,12 +380,15 @@ impl EventStore for SqlStore {
         let mut tx = self.writes.begin().await?;
         // Numbered from a counter on the event's row, which the update also locks: two
         // attempts never take one number.
-        let number: i64 =
-            sqlx::query("UPDATE events SET tries = tries + 1 WHERE id = $1 RETURNING tries")
-                .bind(&event.id)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
+        let row = sqlx::query(
+            "UPDATE events SET tries = tries + 1 WHERE id = $1 \
+             RETURNING tries, tenant, verification_id",
+        )
+        .bind(&event.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (number, tenant, line): (i64, String, String) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         sqlx::query(
             "INSERT INTO event_attempts (event_id, attempt, at, status_code, latency_ms, error) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -362,7 +406,7 @@ impl EventStore for SqlStore {
             AttemptOutcome::Delivered => {
                 sqlx::query(
                     "UPDATE events SET state = 'delivered', attempts = attempts + 1, \
-                     next_attempt_at = NULL, claimed_until = NULL, claim = NULL \
+                     next_attempt_at = NULL, claimed_until = NULL, claim = NULL, due_at = NULL \
                      WHERE id = $1 AND generation = $2 AND state = 'pending'",
                 )
                 .bind(&event.id)
@@ -370,26 +414,42 @@ impl EventStore for SqlStore {
                 .execute(&mut *tx)
                 .await?
             }
-            AttemptOutcome::RetryAt(_) | AttemptOutcome::Failed => {
-                let (state, next) = match outcome {
-                    AttemptOutcome::RetryAt(at) => (EventState::Pending, Some(ts(at))),
-                    _ => (EventState::Failed, None),
-                };
+            AttemptOutcome::Failed => {
                 sqlx::query(
-                    "UPDATE events SET state = $1, attempts = attempts + 1, \
-                     next_attempt_at = $2, claimed_until = NULL, claim = NULL \
-                     WHERE id = $3 AND claim = $4",
+                    "UPDATE events SET state = 'failed', attempts = attempts + 1, \
+                     next_attempt_at = NULL, claimed_until = NULL, claim = NULL, due_at = NULL \
+                     WHERE id = $1 AND claim = $2",
                 )
-                .bind(state.as_str())
-                .bind(next)
+                .bind(&event.id)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?
+            }
+            // Due again, if still its line's head (a redeliver of an earlier event may have
+            // taken that place meanwhile).
+            AttemptOutcome::RetryAt(at) => {
+                sqlx::query(
+                    "UPDATE events SET attempts = attempts + 1, next_attempt_at = $1, \
+                     claimed_until = NULL, claim = NULL, due_at = CASE WHEN EXISTS (\
+                         SELECT 1 FROM events p WHERE p.tenant = events.tenant \
+                         AND p.verification_id = events.verification_id \
+                         AND p.state = 'pending' AND p.seq < events.seq) THEN NULL ELSE $1 END \
+                     WHERE id = $2 AND claim = $3",
+                )
+                .bind(ts(at))
                 .bind(&event.id)
                 .bind(token)
                 .execute(&mut *tx)
                 .await?
             }
         };
+        let stood = written.rows_affected() == 1;
+        if stood && !matches!(outcome, AttemptOutcome::RetryAt(_)) {
+            self.lock_line(&mut tx, &tenant, &line).await?;
+            promote_head(&mut tx, &tenant, &line).await?;
+        }
         tx.commit().await?;
-        Ok(written.rows_affected() == 1)
+        Ok(stood)
     }
 
     async fn disable_endpoint(
@@ -446,16 +506,34 @@ impl EventStore for SqlStore {
         id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let mut tx = self.writes.begin().await?;
+        let line: Option<String> = sqlx::query(
             "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = $1, \
-             claimed_until = NULL, claim = NULL, generation = generation + 1 \
-             WHERE tenant = $2 AND id = $3",
+             claimed_until = NULL, claim = NULL, parked = 0, generation = generation + 1 \
+             WHERE tenant = $2 AND id = $3 RETURNING verification_id",
         )
         .bind(ts(now))
         .bind(tenant)
         .bind(id)
-        .execute(&self.writes)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?;
+        let Some(line) = line else {
+            return Ok(false);
+        };
+        // It may now come before the line's head: the head is chosen again.
+        self.lock_line(&mut tx, tenant, &line).await?;
+        sqlx::query(
+            "UPDATE events SET due_at = NULL WHERE tenant = $1 AND verification_id = $2 \
+             AND state = 'pending' AND due_at IS NOT NULL AND claim IS NULL",
+        )
+        .bind(tenant)
+        .bind(&line)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        promote_head(&mut tx, tenant, &line).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }

@@ -509,6 +509,11 @@ impl SqlStore {
                 "outbox fencing",
                 include_str!("../../migrations/0013_outbox_fencing.sql"),
             ),
+            migration(
+                14,
+                "outbox heads",
+                include_str!("../../migrations/0014_outbox_heads.sql"),
+            ),
         ])
         .run(&writes)
         .await?;
@@ -941,16 +946,19 @@ async fn insert_change(
 }
 
 /// Writes one outbox event inside a transaction, due at its `due_at`, last in its line: its
-/// sequence follows the line's last one. The change's compare-and-set (a status that moved, an
+/// sequence follows the line's last one, and it is the line's head (read by the due scan) only
+/// when no earlier event of the line is pending. The change's compare-and-set (a status that moved, an
 /// experiment stopped once) makes the transaction the only writer of that line.
 async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     event: &NewEvent,
 ) -> Result<(), StoreError> {
+    // The head of its line (due at `due_at`) unless an earlier event of the line is pending.
     sqlx::query(
         "INSERT INTO events (id, tenant, verification_id, event_type, payload, \
-         created_at, state, attempts, next_attempt_at, seq) \
-         SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, COALESCE(MAX(seq), 0) + 1 \
+         created_at, state, attempts, next_attempt_at, seq, due_at) \
+         SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, COALESCE(MAX(seq), 0) + 1, \
+         CASE WHEN SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END) > 0 THEN NULL ELSE $7 END \
          FROM events WHERE tenant = $2 AND verification_id = $3",
     )
     .bind(&event.id)
@@ -2268,6 +2276,97 @@ mod tests {
         assert!(due_at(t2).await.is_some());
     }
 
+    /// The due scan reads heads only: an event behind an earlier pending one of its line is not
+    /// due until that one is done; a parked event is not due until resumed; a redelivered event
+    /// earlier in its line takes the head's place.
+    async fn outbox_heads(store: &SqlStore) {
+        let tenant = format!("h_{}", ulid::Ulid::generate());
+        let mut row = sample(&tenant, "ref-h", "sub-h");
+        row.verification.provider = "p-heads".into();
+        store.insert(&row, &created(&row)).await.unwrap();
+        let mut events = Vec::new();
+        let mut current = row.verification.clone();
+        for to in [Status::InProgress, Status::InReview, Status::Approved] {
+            let at = now();
+            let event = NewEvent {
+                id: format!("evt_{}", ulid::Ulid::generate()),
+                tenant: tenant.clone(),
+                verification_id: row.verification.id.clone(),
+                event_type: "verification.updated",
+                payload: "{}".into(),
+                created_at: at,
+                due_at: at,
+            };
+            let next = Verification {
+                status: to,
+                updated_at: at,
+                completed_at: to.is_final().then_some(at),
+                ..current.clone()
+            };
+            let stored = StoredVerification {
+                verification: current.clone(),
+                ..row.clone()
+            };
+            let change = change(&stored, Some(current.status), to, Source::Webhook);
+            assert!(
+                store
+                    .save_change(&tenant, current.status, &next, Some(&change), Some(&event))
+                    .await
+                    .unwrap()
+            );
+            current = next;
+            events.push(event.id);
+        }
+        let soon = now() + chrono::Duration::seconds(1);
+        let due = || async {
+            store
+                .due_events(soon, 100_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|d| events.contains(&d.id))
+                .collect::<Vec<_>>()
+        };
+        let deliver = |event: DueEvent, token: &'static str| async move {
+            assert!(store.claim_event(&event, token, soon, soon).await.unwrap());
+            let attempt = Attempt {
+                at: soon,
+                status_code: Some(204),
+                latency_ms: 1,
+                error: None,
+            };
+            assert!(
+                store
+                    .record_attempt(&event, token, &attempt, AttemptOutcome::Delivered)
+                    .await
+                    .unwrap()
+            );
+        };
+        let ids = |due: &[DueEvent]| due.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+        let first = due().await;
+        assert_eq!(ids(&first), [events[0].clone()], "only the head is due");
+        deliver(first[0].clone(), "one").await;
+        let second = due().await;
+        assert_eq!(ids(&second), [events[1].clone()]);
+        // The tenant's endpoint does not work: the head is parked, and nothing of the line is due.
+        assert!(
+            store
+                .claim_event(&second[0], "two", soon, soon)
+                .await
+                .unwrap()
+        );
+        store.park_event(&events[1], "two").await.unwrap();
+        assert!(due().await.is_empty());
+        assert_eq!(store.resume_parked(&tenant).await.unwrap(), 1);
+        assert_eq!(ids(&due().await), [events[1].clone()]);
+        // Redelivering the first takes the head's place from the second.
+        assert!(store.redeliver(&tenant, &events[0], soon).await.unwrap());
+        let again = due().await;
+        assert_eq!(ids(&again), [events[0].clone()]);
+        deliver(again[0].clone(), "three").await;
+        assert_eq!(ids(&due().await), [events[1].clone()]);
+    }
+
     /// Tenant-level events are lines of their tenant: one tenant's experiment event waiting on a
     /// failing receiver never holds back another tenant's event of an experiment of the same
     /// name.
@@ -2425,6 +2524,7 @@ mod tests {
         suite(&store).await;
         create_reservations(&store).await;
         outbox_fencing(&store).await;
+        outbox_heads(&store).await;
         tenant_lines(&store).await;
         stats_count_what_was_started_and_how_it_ended(&store).await;
         experiments_replays_and_provider_failures(&store).await;
@@ -2511,6 +2611,7 @@ mod tests {
         suite(&store).await;
         create_reservations(&store).await;
         outbox_fencing(&store).await;
+        outbox_heads(&store).await;
         tenant_lines(&store).await;
         stats_count_what_was_started_and_how_it_ended(&store).await;
         experiments_replays_and_provider_failures(&store).await;

@@ -2,7 +2,7 @@
 //! test reads each query's plan and fails on a scan of a whole table or index, or on a sort of all
 //! the matching rows (the query would slow down as the table grows).
 
-use super::events::{DUE_EVENTS, EVENT_COLUMNS, list_events_query};
+use super::events::{DUE_EVENTS, EVENT_COLUMNS, LINE_HEAD, list_events_query};
 use super::*;
 
 /// Each read, by name, with binds of the right shape.
@@ -44,6 +44,16 @@ fn reads(postgres: bool) -> Vec<(String, String, Vec<String>)> {
             "due events".into(),
             format!("{DUE_EVENTS} LIMIT 50"),
             vec![ts(now())],
+        ),
+        (
+            "a line's head".into(),
+            LINE_HEAD.into(),
+            vec!["t1".into(), id.clone()],
+        ),
+        (
+            "a tenant's parked events".into(),
+            "SELECT id FROM events WHERE tenant = $1 AND parked = 1".into(),
+            vec!["t1".into()],
         ),
         (
             "event attempts of a page".into(),
@@ -189,10 +199,13 @@ async fn populate(store: &SqlStore, rows: &str, with: &str) {
         ),
         format!(
             "{with}INSERT INTO events (id, tenant, verification_id, event_type, payload, \
-             created_at, state, attempts, next_attempt_at) SELECT 'evt_' || (1000000 + n), \
+             created_at, state, attempts, next_attempt_at, seq, due_at, parked) \
+             SELECT 'evt_' || (1000000 + n), \
              {tenant}, 'ver_' || (1000000 + n), 'verification.updated', '{{}}', \
              '2026-01-01T00:00:00.000000Z', CASE n % 3 WHEN 0 THEN 'pending' \
-             WHEN 1 THEN 'delivered' ELSE 'failed' END, 1, '2026-01-01T00:00:00.000000Z' \
+             WHEN 1 THEN 'delivered' ELSE 'failed' END, 1, '2026-01-01T00:00:00.000000Z', 1, \
+             CASE WHEN n % 60 = 0 THEN '2026-01-01T00:00:00.000000Z' END, \
+             CASE WHEN n % 60 = 30 THEN 1 ELSE 0 END \
              FROM {rows}"
         ),
         "ANALYZE".to_string(),
