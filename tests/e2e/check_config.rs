@@ -54,7 +54,13 @@ fn every_problem_is_reported_in_one_run_each_naming_its_key() {
             ("fallback = [\"gu1\"]", "fallback = [\"nope\"]"),
             (
                 "rate_limit = { per_second = 50, burst = 100 }",
-                "rate_limit = { per_second = 0, burst = 100 }",
+                "rate_limit = { per_second = 0, burst = 100 }\n\
+                 webhook_rate_limit = { per_second = 100000 }",
+            ),
+            // A lookup grace past a day.
+            (
+                "company_id = \"201\"",
+                "company_id = \"201\"\nlookup_grace_seconds = 86401",
             ),
         ],
         &[],
@@ -64,6 +70,8 @@ fn every_problem_is_reported_in_one_run_each_naming_its_key() {
         "tenants.payments.routing.rules[1].country: can never match",
         "tenants.payments.routing.fallback[0]:",
         "tenants.payments.rate_limit:",
+        "tenants.payments.webhook_rate_limit.per_second: must be from 1 to 10000",
+        "providers.betrust-cl.lookup_grace_seconds: must be from 1 to 86400",
     ] {
         assert!(stderr.contains(key), "{key} missing from:\n{stderr}");
     }

@@ -20,6 +20,8 @@ pub struct Delivery {
     pub body: Value,
     /// Whether `standardwebhooks::Webhook::verify` accepted it (signature and 5-minute tolerance).
     pub verified: bool,
+    /// When it came in.
+    pub at: Instant,
 }
 
 /// A webhook receiver: answers the scripted statuses in turn, then `then`.
@@ -41,6 +43,20 @@ impl Receiver {
     }
 
     async fn start_holding(script: Vec<u16>, then: u16, hold: Duration) -> Receiver {
+        Receiver::start_full(script, then, hold, None).await
+    }
+
+    /// A receiver that sends `Retry-After: retry_after` with each 429 or 503 it answers.
+    pub async fn start_with_retry_after(script: Vec<u16>, then: u16, retry_after: u64) -> Receiver {
+        Receiver::start_full(script, then, Duration::ZERO, Some(retry_after)).await
+    }
+
+    async fn start_full(
+        script: Vec<u16>,
+        then: u16,
+        hold: Duration,
+        retry_after: Option<u64>,
+    ) -> Receiver {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -64,10 +80,15 @@ impl Receiver {
                         timestamp: header("webhook-timestamp").parse().unwrap_or_default(),
                         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
                         verified: verifier.verify(&body, &headers).is_ok(),
+                        at: Instant::now(),
                     });
                     let status = script.lock().unwrap().pop_front().unwrap_or(then);
                     tokio::time::sleep(hold).await;
-                    AxumStatus::from_u16(status).unwrap()
+                    let mut answer = HeaderMap::new();
+                    if let Some(seconds) = retry_after.filter(|_| matches!(status, 429 | 503)) {
+                        answer.insert("retry-after", seconds.into());
+                    }
+                    (AxumStatus::from_u16(status).unwrap(), answer)
                 }
             }),
         );
@@ -477,4 +498,80 @@ async fn an_expired_key_is_refused() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = w.get("/v1/verifications", ALPHA_CI_KEY).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// Changes for `n` of tenant alpha's verifications, one each (approved): `n` events.
+async fn approve_n(w: &World, prefix: &str, n: usize) -> Vec<Value> {
+    let mut made = Vec::new();
+    for i in 0..n {
+        let v = w
+            .create(person(
+                &format!("{prefix}-{i}"),
+                &format!("sub-{prefix}-{i}"),
+                "CL",
+            ))
+            .await;
+        made.push(v);
+    }
+    for v in &made {
+        w.finish(v, Outcome::Approved).await;
+    }
+    made
+}
+
+#[tokio::test]
+async fn a_tenants_webhook_rate_limit_paces_its_deliveries() {
+    let receiver = Receiver::start(vec![], 200).await;
+    let w = world_for(&receiver, Options::default()).await;
+    w.edit_policy(|p| {
+        p.replacen(
+            "[tenants.alpha.routing]",
+            "webhook_rate_limit = { per_second = 2 }\n\n[tenants.alpha.routing]",
+            1,
+        )
+    });
+    w.wait_log("policy reloaded", 1, Duration::from_secs(10))
+        .await;
+    let (_, policy) = w.get("/v1/policy", ALPHA_KEY).await;
+    assert_eq!(policy["webhook_rate_limit"], json!({"per_second": 2}));
+    approve_n(&w, "paced", 10).await;
+    let seen = receiver.wait_for(10).await;
+    assert!(seen.iter().all(|d| d.verified));
+    // A burst of two, then two a second: ten take at least four seconds.
+    let span = seen[9].at - seen[0].at;
+    assert!(
+        span >= Duration::from_millis(3500),
+        "10 deliveries in {span:?}"
+    );
+    for (i, d) in seen.iter().enumerate().skip(2) {
+        let since = d.at - seen[0].at;
+        let allowed = 2.0 + 2.0 * since.as_secs_f64() + 0.5;
+        assert!(
+            (i + 1) as f64 <= allowed,
+            "{} deliveries in {since:?}",
+            i + 1
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_429_slows_the_whole_endpoint_down_for_its_retry_after() {
+    let receiver = Receiver::start_with_retry_after(vec![429], 200, 2).await;
+    let w = world_for(&receiver, Options::default()).await;
+    let made = approve_n(&w, "slowed", 3).await;
+    let seen = receiver.wait_for(4).await;
+    // The first attempt was told to wait 2 s: nothing reached the endpoint before then, neither
+    // that event again nor the others.
+    assert!(seen.iter().all(|d| d.verified));
+    let told = seen[0].at;
+    for d in &seen[1..] {
+        assert!(
+            d.at - told >= Duration::from_millis(1900),
+            "a delivery {:?} after the 429",
+            d.at - told
+        );
+    }
+    for v in &made {
+        wait_events(&w, v, |e| e[0]["state"] == "delivered").await;
+    }
 }

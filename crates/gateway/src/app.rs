@@ -162,6 +162,8 @@ pub struct Runtime {
     pub provider_limits: BTreeMap<String, Arc<Limiter>>,
     /// Each provider instance's budget of unverified incoming webhooks.
     pub hook_limits: BTreeMap<String, Arc<Limiter>>,
+    /// Each tenant's delivery rate to its endpoint, for tenants that set one.
+    pub webhook_limits: BTreeMap<String, Arc<Limiter>>,
 }
 
 /// The limiters for `wanted` limits by name, keeping `previous` ones whose limit is unchanged (so
@@ -289,6 +291,15 @@ impl Runtime {
             policy.providers.keys().map(|n| (n, &HOOK_LIMIT)),
             previous.map(|p| &p.hook_limits),
         );
+        let delivery_rates: BTreeMap<&String, RateLimit> = policy
+            .tenants
+            .iter()
+            .filter_map(|(n, t)| Some((n, t.webhook_rate_limit.as_ref()?.as_limit())))
+            .collect();
+        let webhook_limits = limiters(
+            delivery_rates.iter().map(|(n, l)| (*n, l)),
+            previous.map(|p| &p.webhook_limits),
+        );
         Ok(Runtime {
             policy,
             providers,
@@ -298,6 +309,7 @@ impl Runtime {
             tenant_limits,
             provider_limits,
             hook_limits,
+            webhook_limits,
         })
     }
 

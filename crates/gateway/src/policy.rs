@@ -236,6 +236,9 @@ pub struct TenantConfig {
     pub webhook_secret: Option<SecretString>,
     /// Requests per second allowed in.
     pub rate_limit: Option<RateLimit>,
+    /// Deliveries per second to `webhook_url`, on each replica; none when absent.
+    #[serde(default)]
+    pub webhook_rate_limit: Option<DeliveryRate>,
     /// How long an approval counts, in days, where the provider does not say (default 365).
     #[serde(default = "default_valid_days")]
     pub verification_valid_days: u32,
@@ -315,6 +318,24 @@ impl RateLimit {
     /// Both numbers above zero.
     pub fn is_valid(&self) -> bool {
         self.per_second > 0 && self.burst > 0
+    }
+}
+
+/// A rate of deliveries to a tenant's endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryRate {
+    /// Deliveries a second, 1 to 10000 (a burst of as many).
+    pub per_second: u32,
+}
+
+impl DeliveryRate {
+    /// As a token bucket whose burst is one second's worth.
+    pub fn as_limit(&self) -> RateLimit {
+        RateLimit {
+            per_second: self.per_second,
+            burst: self.per_second,
+        }
     }
 }
 
@@ -688,6 +709,16 @@ impl Policy {
                         "missing: a webhook_url needs a whsec_ secret to sign with",
                     ));
                 }
+            }
+            if tenant
+                .webhook_rate_limit
+                .as_ref()
+                .is_some_and(|r| !(1..=10_000).contains(&r.per_second))
+            {
+                problems.push(invalid(
+                    at("webhook_rate_limit.per_second"),
+                    "must be from 1 to 10000",
+                ));
             }
             if let Some(secret) = &tenant.webhook_secret
                 && crate::jobs::outbox::signers(secret.expose_secret()).is_none()

@@ -121,6 +121,8 @@ pub struct TenantPolicy {
     pub verification_valid_days: u32,
     /// Whether events go to a `webhook_url`.
     pub webhook_configured: bool,
+    /// Deliveries a second to the `webhook_url`, if limited.
+    pub webhook_rate_limit: Option<crate::policy::DeliveryRate>,
     /// The tenant's API keys by name (never their hashes), with their expiry.
     pub api_keys: Vec<KeyView>,
     /// The instances the tenant's routing names, by name.
@@ -198,6 +200,7 @@ async fn get_policy(
         rate_limit: config.rate_limit.clone(),
         verification_valid_days: config.verification_valid_days,
         webhook_configured: config.webhook_url.is_some(),
+        webhook_rate_limit: config.webhook_rate_limit.clone(),
         api_keys: config
             .api_keys
             .iter()

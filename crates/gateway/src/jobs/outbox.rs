@@ -4,6 +4,9 @@
 //!   time of this attempt) and `webhook-signature` (`v1,<base64 HMAC-SHA256 of id.timestamp.body>`
 //!   under each of the tenant's `whsec_` secrets, space-separated while it rotates). Signing per
 //!   attempt keeps a retry hours later inside receivers' usual five-minute tolerance.
+//! - Paced per endpoint: `webhook_rate_limit` deliveries a second (each replica), and after a
+//!   429, 502 or 504 nothing to that endpoint until its `Retry-After` (or a backoff from 1 s to
+//!   60 s) has passed; events due meanwhile are put off without an attempt.
 //! - Only a 2xx answer delivers. Otherwise the next attempt follows `[webhooks] retry_seconds`,
 //!   with a little jitter, or the receiver's `Retry-After` when it sends one; after the last
 //!   attempt the event is marked failed. A 410 Gone disables the tenant's URL until its policy
@@ -51,6 +54,63 @@ const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often parked events are looked at again for tenants whose endpoint works (besides each
 /// policy change): an endpoint disabled by a 410 works again when the policy names another URL.
 const RESUME_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The longest an endpoint's `Retry-After` is honoured for, and the longest backoff.
+const MAX_SLOW_DOWN: Duration = Duration::hours(1);
+/// The backoff after a 429, 502 or 504 that names no `Retry-After`: doubling from 1 s to 60 s.
+const BACKOFF_CAP_SECONDS: i64 = 60;
+
+/// How fast this replica sends to each endpoint (tenant and URL): after a 429, 502 or 504 the
+/// endpoint gets nothing until its `Retry-After` has passed (or, without one, a backoff doubling
+/// from 1 s to 60 s), and a 2xx ends the backoff. Events due meanwhile are put off, with no
+/// attempt made.
+#[derive(Default)]
+struct Pacing(std::sync::Mutex<std::collections::HashMap<(String, String), SlowedDown>>);
+
+#[derive(Clone, Copy)]
+struct SlowedDown {
+    until: DateTime<Utc>,
+    backoffs: u32,
+}
+
+impl Pacing {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), SlowedDown>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Until when the endpoint gets nothing, if that is later than `at`.
+    fn held_until(&self, tenant: &str, url: &str, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let key = (tenant.to_string(), url.to_string());
+        self.lock()
+            .get(&key)
+            .map(|s| s.until)
+            .filter(|until| *until > at)
+    }
+
+    fn slow_down(&self, tenant: &str, url: &str, retry_after: Option<u64>, at: DateTime<Utc>) {
+        let mut slowed = self.lock();
+        let entry = slowed
+            .entry((tenant.to_string(), url.to_string()))
+            .or_insert(SlowedDown {
+                until: at,
+                backoffs: 0,
+            });
+        let wait = match retry_after {
+            Some(seconds) => Duration::seconds(seconds.min(3600) as i64),
+            None => Duration::seconds((1i64 << entry.backoffs.min(6)).min(BACKOFF_CAP_SECONDS)),
+        };
+        entry.until = at + wait.min(MAX_SLOW_DOWN);
+        entry.backoffs = entry.backoffs.saturating_add(1);
+    }
+
+    fn recovered(&self, tenant: &str, url: &str) {
+        self.lock().remove(&(tenant.to_string(), url.to_string()));
+    }
+}
 
 /// The signers for a tenant's `webhook_secret`: one `whsec_<base64>` secret, or two separated by a
 /// space while it rotates. `None` when it is not that.
@@ -113,6 +173,7 @@ fn delay(schedule: &[u64], attempts_made: u32, event_id: &str) -> Option<Duratio
 pub async fn run(app: Arc<App>) {
     let mut client: Option<(Arc<Runtime>, OutboundClient)> = None;
     let mut resumed: Option<(Arc<Runtime>, std::time::Instant)> = None;
+    let pacing = Arc::new(Pacing::default());
     while !app.stopping.is_cancelled() {
         let runtime = app.runtime();
         let resume_due = resumed.as_ref().is_none_or(|(for_runtime, at)| {
@@ -134,7 +195,7 @@ pub async fn run(app: Arc<App>) {
                 c
             }
         };
-        let worked = pass(&app, &runtime, &outbound).await;
+        let worked = pass(&app, &runtime, &outbound, &pacing).await;
         if !worked {
             tokio::select! {
                 _ = app.outbox_wake.notified() => {}
@@ -176,7 +237,12 @@ async fn resume_parked(app: &App, runtime: &Runtime) {
 }
 
 /// One batch; `true` when there was something to send.
-async fn pass(app: &Arc<App>, runtime: &Arc<Runtime>, client: &OutboundClient) -> bool {
+async fn pass(
+    app: &Arc<App>,
+    runtime: &Arc<Runtime>,
+    client: &OutboundClient,
+    pacing: &Arc<Pacing>,
+) -> bool {
     let at = now();
     let due = match app.store.due_events(at, BATCH).await {
         Ok(due) => due,
@@ -201,8 +267,11 @@ async fn pass(app: &Arc<App>, runtime: &Arc<Runtime>, client: &OutboundClient) -
             .await
         {
             Ok(true) => {
-                let (app, runtime, client) = (app.clone(), runtime.clone(), client.clone());
-                sends.spawn(async move { deliver(&app, &runtime, &client, event, &token).await });
+                let (app, runtime, client, pacing) =
+                    (app.clone(), runtime.clone(), client.clone(), pacing.clone());
+                sends.spawn(async move {
+                    deliver(&app, &runtime, &client, &pacing, event, &token).await
+                });
             }
             Ok(false) => {}
             Err(error) => tracing::warn!(%error, "outbox: claim failed"),
@@ -242,6 +311,7 @@ async fn deliver(
     app: &App,
     runtime: &Runtime,
     client: &OutboundClient,
+    pacing: &Pacing,
     event: DueEvent,
     token: &str,
 ) {
@@ -265,6 +335,21 @@ async fn deliver(
         return;
     };
     let at = now();
+    let limited = runtime
+        .webhook_limits
+        .get(tenant)
+        .and_then(|limiter| match limiter.admit() {
+            crate::limits::Admission::Refused { retry_after } => {
+                Some(at + Duration::from_std(retry_after).unwrap_or(Duration::seconds(1)))
+            }
+            crate::limits::Admission::Allowed { .. } => None,
+        });
+    if let Some(until) = pacing.held_until(tenant, &url, at).or(limited) {
+        if let Err(error) = app.store.defer_event(&event.id, token, until).await {
+            tracing::warn!(%error, "outbox: could not put an event off");
+        }
+        return;
+    }
     let headers = signed_headers(&event.id, &event.payload, &signers, at);
     let headers: Vec<(&str, String)> = headers.into_iter().collect();
     let started = std::time::Instant::now();
@@ -290,7 +375,12 @@ async fn deliver(
     let (attempt, outcome) = match result {
         Ok(answer) => {
             let status = answer.status;
+            if matches!(status, 429 | 502 | 504) {
+                tracing::info!(%tenant, status, "outbox: the endpoint asks to slow down");
+                pacing.slow_down(tenant, &url, answer.retry_after, now());
+            }
             let outcome = if (200..300).contains(&status) {
+                pacing.recovered(tenant, &url);
                 AttemptOutcome::Delivered
             } else {
                 if status == 410 {

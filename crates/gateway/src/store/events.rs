@@ -137,6 +137,14 @@ pub trait EventStore: Send + Sync {
     /// Parks a claimed event (its tenant has no working URL) if `token` still holds it: it waits,
     /// unread by the due scan, until [`EventStore::resume_parked`].
     async fn park_event(&self, id: &str, token: &str) -> Result<(), StoreError>;
+    /// Puts a claimed event off until `until` without an attempt (its endpoint is being paced),
+    /// if `token` still holds it.
+    async fn defer_event(
+        &self,
+        id: &str,
+        token: &str,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Makes a tenant's parked events due again (its policy names a working URL); how many.
     async fn resume_parked(&self, tenant: &str) -> Result<u64, StoreError>;
     /// Records an attempt of the claim `token` and what follows from it, in one transaction.
@@ -352,6 +360,24 @@ impl EventStore for SqlStore {
             "UPDATE events SET claimed_until = NULL, claim = NULL, due_at = NULL, parked = 1 \
              WHERE id = $1 AND claim = $2",
         )
+        .bind(id)
+        .bind(token)
+        .execute(&self.writes)
+        .await?;
+        Ok(())
+    }
+
+    async fn defer_event(
+        &self,
+        id: &str,
+        token: &str,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE events SET claimed_until = NULL, claim = NULL, due_at = $1, \
+             next_attempt_at = $1 WHERE id = $2 AND claim = $3",
+        )
+        .bind(ts(until))
         .bind(id)
         .bind(token)
         .execute(&self.writes)
