@@ -8,7 +8,7 @@ import uuid
 
 import httpx
 from kyc_gateway_client import AuthenticatedClient
-from kyc_gateway_client.api.events import list_events, redeliver_event
+from kyc_gateway_client.api.events import list_events, recover_events, redeliver_event
 from kyc_gateway_client.api.experiments import get_experiment
 from kyc_gateway_client.api.policy import get_policy, preview_policy
 from kyc_gateway_client.api.operations import healthz, readyz
@@ -30,6 +30,8 @@ from kyc_gateway_client.models import (
     Identity,
     ManualOutcome,
     Preview,
+    RecoverEvents,
+    Recovered,
     PreviewRequest,
     Problem,
     Stats,
@@ -99,6 +101,9 @@ events = list_events.sync_detailed(client=client, verification_id=created.id)
 assert events.status_code == 200, events.content
 expect(Problem, 400, list_events.sync_detailed(client=client, cursor="nope"))
 expect(Problem, 404, redeliver_event.sync_detailed("evt_01JD5Z8K3W6Q2B7N4R9T0V1X2Y", client=client))
+recovered = expect(Recovered, 202, recover_events.sync_detailed(
+    client=client, body=RecoverEvents.from_dict({"since": "2000-01-01T00:00:00Z"})))
+assert recovered.recovered >= 0 and not recovered.endpoint_enabled, recovered
 
 stats = expect(Stats, 200, get_stats.sync_detailed(client=client, group_by="provider,country"))
 assert sum(g.started for g in stats.groups) >= 3 and all(g.provider and g.country for g in stats.groups), stats

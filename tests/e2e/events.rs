@@ -575,3 +575,103 @@ async fn a_429_slows_the_whole_endpoint_down_for_its_retry_after() {
         wait_events(&w, v, |e| e[0]["state"] == "delivered").await;
     }
 }
+
+#[tokio::test]
+async fn a_url_failing_without_a_break_is_disabled_told_and_recovered() {
+    // One attempt per event; the URL fails twice, 1.5 s apart, then answers again, but nothing
+    // is sent to it until a recover.
+    let receiver = Receiver::start(vec![500, 500], 200).await;
+    let w = world_for(
+        &receiver,
+        Options {
+            retry_seconds: vec![0],
+            disable_after_seconds: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    let before = chrono::Utc::now();
+    let first = approve_n(&w, "down", 1).await.remove(0);
+    receiver.wait_for(1).await;
+    wait_events(&w, &first, |e| e[0]["state"] == "failed").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = approve_n(&w, "still-down", 1).await.remove(0);
+    receiver.wait_for(2).await;
+    w.wait_log(
+        "webhook_url disabled after failing",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    wait_events(&w, &second, |e| e[0]["state"] == "failed").await;
+    let (_, policy) = w.get("/v1/policy", ALPHA_KEY).await;
+    assert_eq!(policy["webhook_disabled"]["reason"], "failing", "{policy}");
+    let metrics = w
+        .http
+        .get(format!("{}/metrics", w.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("kyc_webhook_endpoint_disabled{tenant=\"alpha\"} 1"),
+        "{metrics}"
+    );
+
+    // A change meanwhile waits, parked, with the endpoint.disabled event.
+    let third = approve_n(&w, "meanwhile", 1).await.remove(0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        receiver.seen().len(),
+        2,
+        "nothing is sent to a disabled URL"
+    );
+
+    let (status, recovered) = w
+        .post(
+            "/v1/events/recover",
+            ALPHA_KEY,
+            json!({"since": before - chrono::Duration::minutes(1)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{recovered}");
+    assert_eq!(recovered["recovered"], 2, "the two failed events");
+    assert_eq!(recovered["endpoint_enabled"], true);
+    let seen = receiver.wait_for(6).await;
+    let after: Vec<&Delivery> = seen[2..].iter().collect();
+    assert!(after.iter().all(|d| d.verified), "{after:?}");
+    let told = after
+        .iter()
+        .find(|d| d.body["type"] == "endpoint.disabled")
+        .expect("an endpoint.disabled event");
+    assert_eq!(told.body["data"]["url"], receiver.url.as_str());
+    assert_eq!(told.body["data"]["reason"], "failing");
+    for v in [&first, &second, &third] {
+        assert!(
+            after.iter().any(|d| d.body["data"]["id"] == v["id"]),
+            "{} not delivered after the recover",
+            v["id"]
+        );
+        wait_events(&w, v, |e| e[0]["state"] == "delivered").await;
+    }
+    let (_, policy) = w.get("/v1/policy", ALPHA_KEY).await;
+    assert!(policy["webhook_disabled"].is_null(), "{policy}");
+    // A recover reaches back 14 days at most.
+    let (status, recovered) = w
+        .post(
+            "/v1/events/recover",
+            ALPHA_KEY,
+            json!({"since": "2000-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{recovered}");
+    let since: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(recovered["since"].clone()).unwrap();
+    let back = chrono::Utc::now() - since;
+    assert!(
+        back <= chrono::Duration::days(14) + chrono::Duration::seconds(10),
+        "{back}"
+    );
+}

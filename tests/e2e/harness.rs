@@ -48,6 +48,8 @@ pub struct Options {
     pub webhook_timeout_ms: Option<u64>,
     /// Both provider instances' `lookup_grace_seconds`; `None` leaves the default.
     pub lookup_grace_seconds: Option<u64>,
+    /// `[webhooks] disable_after_seconds`; `None` leaves the default.
+    pub disable_after_seconds: Option<u64>,
 }
 
 impl Options {
@@ -75,6 +77,7 @@ impl Default for Options {
             env: Vec::new(),
             webhook_timeout_ms: None,
             lookup_grace_seconds: None,
+            disable_after_seconds: None,
         }
     }
 }
@@ -119,7 +122,10 @@ fn server_sections(o: &Options) -> String {
     let timeout = o
         .webhook_timeout_ms
         .map(|ms| format!("timeout_ms = {ms}\n"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &o.disable_after_seconds
+            .map(|s| format!("disable_after_seconds = {s}\n"))
+            .unwrap_or_default();
     format!(
         "[server]\n{public_url}{extra}outbound_allow = {allow:?}\n\n[webhooks]\nretry_seconds = {:?}\n{timeout}",
         o.retry_seconds,

@@ -1,10 +1,10 @@
-//! The tenant's delivery log of outgoing events: `GET /v1/events` and
-//! `POST /v1/events/{id}/redeliver`.
+//! The tenant's delivery log of outgoing events: `GET /v1/events`,
+//! `POST /v1/events/{id}/redeliver` and `POST /v1/events/recover`.
 
 use crate::app::AppState;
 use crate::error::{ApiError, AuthProblems, Problem};
-use crate::extract::{Tenant, ValidPath, ValidQuery, split_page};
-use crate::input::EventParams;
+use crate::extract::{Tenant, ValidJson, ValidPath, ValidQuery, split_page};
+use crate::input::{EventParams, RecoverEvents};
 use crate::store::{EventRecord, now};
 use axum::Json;
 use axum::extract::State;
@@ -19,7 +19,23 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_events))
         .routes(routes!(redeliver_event))
+        .routes(routes!(recover_events))
 }
+
+/// What a recover did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Recovered {
+    /// How many failed events were queued again.
+    pub recovered: u64,
+    /// From when: the `since` asked, or 14 days ago if that is later.
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// Whether the tenant's `webhook_url` had been disabled (after failing, or a 410) and is
+    /// enabled again.
+    pub endpoint_enabled: bool,
+}
+
+/// The longest a recover reaches back.
+const RECOVER_DAYS: i64 = 14;
 
 /// A page of events.
 #[derive(Debug, Serialize, ToSchema)]
@@ -36,7 +52,13 @@ pub struct EventPage {
 /// A `verification.updated` event is written with each status change of a verification, for
 /// tenants whose policy sets a `webhook_url`, and delivered there signed per the Standard Webhooks
 /// spec; an `experiment.stopped` event (its `verification_id` is `experiment:<name>`) when an
-/// experiment's guardrail stops it.
+/// experiment's guardrail stops it; an `endpoint.disabled` event (its `verification_id` is
+/// `endpoint`) when the tenant's `webhook_url` was disabled after failing without a break for
+/// `[webhooks] disable_after_seconds`, sent once the URL works again. Its `data` is
+/// `{"url", "reason": "failing", "failing_since", "disabled_at"}`, for example
+/// `{"type": "endpoint.disabled", "timestamp": "2026-12-06T10:00:00Z", "data": {"url":
+/// "https://payments.internal.example/kyc-events", "reason": "failing", "failing_since":
+/// "2026-12-01T10:00:00Z", "disabled_at": "2026-12-06T10:00:00Z"}}`.
 #[utoipa::path(
     get,
     path = "/v1/events",
@@ -60,6 +82,60 @@ async fn list_events(
     let rows = state.store.list_events(&tenant.name, &filter).await?;
     let (items, next_cursor) = split_page(rows, limit, |e: &EventRecord| &e.id);
     Ok(Json(EventPage { items, next_cursor }))
+}
+
+/// Sends again every event of the tenant that failed since a time (at most 14 days back), in
+/// order per verification, and enables the tenant's `webhook_url` again if it was disabled
+/// (after failing without a break for `[webhooks] disable_after_seconds`, or after a 410): its
+/// waiting events, an `endpoint.disabled` event among them, then go out.
+#[utoipa::path(
+    post,
+    path = "/v1/events/recover",
+    tag = "events",
+    request_body = RecoverEvents,
+    responses(
+        (status = 202, description = "Queued for delivery", body = Recovered),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within `server.request_body_timeout_ms`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`since` is not an RFC 3339 time", body = Problem, content_type = "application/problem+json"),
+        AuthProblems,
+    ),
+    security(("api_key" = []))
+)]
+async fn recover_events(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    ValidJson { body, .. }: ValidJson<RecoverEvents>,
+) -> Result<(StatusCode, Json<Recovered>), ApiError> {
+    let at = now();
+    let since = body.since.max(at - chrono::Duration::days(RECOVER_DAYS));
+    let url = tenant.config().webhook_url.clone();
+    let endpoint_enabled = match &url {
+        Some(url) => state
+            .store
+            .endpoint_disabled(&tenant.name, url)
+            .await?
+            .is_some(),
+        None => false,
+    };
+    let recovered = state
+        .store
+        .recover_events(&tenant.name, url.as_deref(), since, at)
+        .await?;
+    if endpoint_enabled {
+        metrics::gauge!("kyc_webhook_endpoint_disabled", "tenant" => tenant.name.clone()).set(0.0);
+    }
+    state.outbox_wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Recovered {
+            recovered,
+            since,
+            endpoint_enabled,
+        }),
+    ))
 }
 
 /// Sends an event again: it becomes due now, with a fresh retry schedule, and keeps its id (the

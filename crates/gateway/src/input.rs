@@ -471,6 +471,17 @@ impl StatsParams {
     }
 }
 
+/// Which failed events to send again (`POST /v1/events/recover`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"since": "2026-12-01T00:00:00Z"}))]
+pub struct RecoverEvents {
+    /// The events created at or after this time (RFC 3339) that failed are sent again; a time
+    /// more than 14 days ago counts as 14 days ago.
+    #[schema(value_type = String, format = DateTime)]
+    pub since: chrono::DateTime<chrono::Utc>,
+}
+
 /// A manual decision on a verification in review, as sent.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

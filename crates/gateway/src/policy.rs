@@ -460,6 +460,14 @@ pub struct WebhooksConfig {
     /// Whole time of one attempt, connect to last byte read, milliseconds.
     #[serde(default = "default_webhook_timeout_ms")]
     pub timeout_ms: u64,
+    /// How long a tenant's URL may fail every attempt, without a 2xx in between, before it is
+    /// disabled, in seconds: 1 to 7776000 (90 days); default 432000 (5 days).
+    #[serde(default = "default_disable_after_seconds")]
+    pub disable_after_seconds: u64,
+}
+
+fn default_disable_after_seconds() -> u64 {
+    5 * 24 * 3600
 }
 
 /// Longest wait between two attempts of one event.
@@ -479,6 +487,7 @@ impl Default for WebhooksConfig {
         Self {
             retry_seconds: default_retry_seconds(),
             timeout_ms: default_webhook_timeout_ms(),
+            disable_after_seconds: default_disable_after_seconds(),
         }
     }
 }
@@ -647,6 +656,12 @@ impl Policy {
             problems.push(invalid(
                 "webhooks.retry_seconds",
                 "needs at least one attempt, each at most 604800 seconds (a week) after the last",
+            ));
+        }
+        if !(1..=90 * 24 * 3600).contains(&self.webhooks.disable_after_seconds) {
+            problems.push(invalid(
+                "webhooks.disable_after_seconds",
+                "must be from 1 to 7776000 (90 days)",
             ));
         }
         if self.server.auth_failures_per_minute == 0 {

@@ -123,6 +123,9 @@ pub struct TenantPolicy {
     pub webhook_configured: bool,
     /// Deliveries a second to the `webhook_url`, if limited.
     pub webhook_rate_limit: Option<crate::policy::DeliveryRate>,
+    /// When and why the `webhook_url` was disabled, if it is: nothing goes there until the policy
+    /// names another URL or `POST /v1/events/recover` enables it again.
+    pub webhook_disabled: Option<crate::store::DisabledEndpoint>,
     /// The tenant's API keys by name (never their hashes), with their expiry.
     pub api_keys: Vec<KeyView>,
     /// The instances the tenant's routing names, by name.
@@ -201,6 +204,10 @@ async fn get_policy(
         verification_valid_days: config.verification_valid_days,
         webhook_configured: config.webhook_url.is_some(),
         webhook_rate_limit: config.webhook_rate_limit.clone(),
+        webhook_disabled: match &config.webhook_url {
+            Some(url) => state.store.endpoint_disabled(&tenant.name, url).await?,
+            None => None,
+        },
         api_keys: config
             .api_keys
             .iter()

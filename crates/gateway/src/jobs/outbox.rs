@@ -216,13 +216,13 @@ async fn resume_parked(app: &App, runtime: &Runtime) {
             .webhook_secret
             .as_ref()
             .is_some_and(|s| signers(s.expose_secret()).is_some());
-        if !signs
-            || app
-                .store
-                .endpoint_disabled(tenant, url)
-                .await
-                .unwrap_or(true)
-        {
+        let disabled = match app.store.endpoint_disabled(tenant, url).await {
+            Ok(disabled) => disabled.is_some(),
+            Err(_) => continue,
+        };
+        metrics::gauge!("kyc_webhook_endpoint_disabled", "tenant" => tenant.clone())
+            .set(if disabled { 1.0 } else { 0.0 });
+        if !signs || disabled {
             continue;
         }
         match app.store.resume_parked(tenant).await {
@@ -326,7 +326,7 @@ async fn deliver(
             .store
             .endpoint_disabled(tenant, url)
             .await
-            .unwrap_or(true),
+            .map_or(true, |d| d.is_some()),
     };
     let Some((url, signers)) = endpoint.filter(|_| !paused) else {
         if let Err(error) = app.store.park_event(&event.id, token).await {
@@ -385,7 +385,11 @@ async fn deliver(
             } else {
                 if status == 410 {
                     tracing::warn!(%tenant, "outbox: webhook_url answered 410 Gone; disabled until the policy changes");
-                    if let Err(error) = app.store.disable_endpoint(tenant, &url, at).await {
+                    if let Err(error) = app
+                        .store
+                        .disable_endpoint(tenant, &url, at, "gone", None)
+                        .await
+                    {
                         tracing::warn!(%error, "outbox: could not disable the endpoint");
                     }
                 }
@@ -413,20 +417,81 @@ async fn deliver(
     count_attempt(tenant, &event.payload, outcome);
     match app
         .store
-        .record_attempt(&event, token, &attempt, outcome)
+        .record_attempt(&event, token, &url, &attempt, outcome)
         .await
     {
-        Ok(true) => {}
-        Ok(false) => {
-            // Its claim ran out and another replica took the event, or the tenant redelivered
-            // it meanwhile: what that one does stands.
-            metrics::counter!("kyc_webhook_stale_attempts_total", "tenant" => tenant.to_string())
-                .increment(1);
-            tracing::warn!(%tenant, event = %event.id, "outbox: an attempt outlived its claim; its outcome was not applied");
+        Ok(recorded) => {
+            if let Some(since) = recorded.failing_since {
+                disable_if_failing_too_long(app, runtime, tenant, &url, since).await;
+            }
+            if !recorded.stood {
+                stale(tenant, &event.id);
+            }
         }
         Err(error) => {
             tracing::warn!(%error, "outbox: could not record an attempt; the event will be sent again")
         }
+    }
+}
+
+/// An attempt whose outcome did not stand: its claim ran out and another replica took the event,
+/// or the tenant redelivered it meanwhile; what that one does stands.
+fn stale(tenant: &str, event: &str) {
+    metrics::counter!("kyc_webhook_stale_attempts_total", "tenant" => tenant.to_string())
+        .increment(1);
+    tracing::warn!(%tenant, %event, "outbox: an attempt outlived its claim; its outcome was not applied");
+}
+
+/// The operational event that says a tenant's URL was disabled.
+pub const ENDPOINT_DISABLED: &str = "endpoint.disabled";
+
+/// Disables a tenant's URL that has failed every attempt since `since`, once that has lasted
+/// `[webhooks] disable_after_seconds`, with an `endpoint.disabled` event: it waits, parked with
+/// the tenant's others, and goes out once the tenant's URL works again (a new URL in the policy,
+/// or `POST /v1/events/recover`).
+async fn disable_if_failing_too_long(
+    app: &App,
+    runtime: &Runtime,
+    tenant: &str,
+    url: &str,
+    since: DateTime<Utc>,
+) {
+    let after = runtime.policy.webhooks.disable_after_seconds;
+    let at = now();
+    if at - since < Duration::seconds(i64::try_from(after).unwrap_or(i64::MAX)) {
+        return;
+    }
+    let event = crate::store::NewEvent {
+        id: format!("evt_{}", ulid::Ulid::generate()),
+        tenant: tenant.to_string(),
+        verification_id: "endpoint".into(),
+        event_type: ENDPOINT_DISABLED,
+        payload: serde_json::json!({
+            "type": ENDPOINT_DISABLED,
+            "timestamp": at,
+            "data": {
+                "url": url,
+                "reason": "failing",
+                "failing_since": since,
+                "disabled_at": at,
+            },
+        })
+        .to_string(),
+        created_at: at,
+        due_at: at,
+    };
+    match app
+        .store
+        .disable_endpoint(tenant, url, at, "failing", Some(&event))
+        .await
+    {
+        Ok(true) => {
+            tracing::warn!(%tenant, failing_since = %since, "outbox: webhook_url disabled after failing without a break; recover or change it to resume");
+            metrics::gauge!("kyc_webhook_endpoint_disabled", "tenant" => tenant.to_string())
+                .set(1.0);
+        }
+        Ok(false) => {}
+        Err(error) => tracing::warn!(%error, "outbox: could not disable the endpoint"),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The outbox's queries: events waiting for delivery, their attempts, and the tenant's view of
 //! them. Events are written by [`super::Store::save_change`], in the change's own transaction.
 
-use super::{SqlStore, StoreError, TenantPage, bound, parse_ts, ts};
+use super::{NewEvent, SqlStore, StoreError, TenantPage, bound, parse_ts, ts};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -93,6 +93,25 @@ pub struct DueEvent {
     pub attempts: u32,
 }
 
+/// What recording an attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// Its outcome was applied to the event (see [`EventStore::record_attempt`]).
+    pub stood: bool,
+    /// Since when the endpoint has failed every attempt, if it is failing now.
+    pub failing_since: Option<DateTime<Utc>>,
+}
+
+/// A tenant URL the outbox no longer sends to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DisabledEndpoint {
+    /// When it was disabled.
+    pub disabled_at: DateTime<Utc>,
+    /// `gone` (it answered 410 Gone) or `failing` (every attempt failed for
+    /// `[webhooks] disable_after_seconds`).
+    pub reason: String,
+}
+
 /// What an attempt leads to.
 #[derive(Debug, Clone, Copy)]
 pub enum AttemptOutcome {
@@ -152,22 +171,44 @@ pub trait EventStore: Send + Sync {
     /// still stands: a delivery while the event is in the generation claimed, a retry or a
     /// failure while `token` still holds it. `false` when it no longer stood (another replica
     /// claimed the event after this claim's lease ran out, or it was redelivered meanwhile).
+    ///
+    /// The attempt also tells how the tenant's `url` is doing: a delivery ends its failing
+    /// spell, any other outcome starts one if none is under way. The answer says since when it
+    /// has been failing, if it is.
     async fn record_attempt(
         &self,
         event: &DueEvent,
         token: &str,
+        url: &str,
         attempt: &Attempt,
         outcome: AttemptOutcome,
-    ) -> Result<bool, StoreError>;
-    /// Stops sending to a tenant's URL (it answered 410 Gone).
+    ) -> Result<Recorded, StoreError>;
+    /// Stops sending to a tenant's URL, for `reason` (`gone`: it answered 410; `failing`: it
+    /// failed for `[webhooks] disable_after_seconds`), with the tenant's event if any, in one
+    /// transaction; `false` (nothing written) when it was disabled already.
     async fn disable_endpoint(
         &self,
         tenant: &str,
         url: &str,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
-    /// Whether a tenant's URL answered 410 Gone.
-    async fn endpoint_disabled(&self, tenant: &str, url: &str) -> Result<bool, StoreError>;
+        reason: &str,
+        event: Option<&NewEvent>,
+    ) -> Result<bool, StoreError>;
+    /// Whether, when and why a tenant's URL was disabled.
+    async fn endpoint_disabled(
+        &self,
+        tenant: &str,
+        url: &str,
+    ) -> Result<Option<DisabledEndpoint>, StoreError>;
+    /// Sends again every event of the tenant that failed since `since`, in order, and enables
+    /// its `url` again (if given): one transaction. Answers how many events were queued.
+    async fn recover_events(
+        &self,
+        tenant: &str,
+        url: Option<&str>,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
     /// A page of a tenant's events, newest first, with their attempts.
     async fn list_events(
         &self,
@@ -400,9 +441,10 @@ impl EventStore for SqlStore {
         &self,
         event: &DueEvent,
         token: &str,
+        url: &str,
         attempt: &Attempt,
         outcome: AttemptOutcome,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         let mut tx = self.writes.begin().await?;
         // Numbered from a counter on the event's row, which the update also locks: two
         // attempts never take one number.
@@ -474,8 +516,38 @@ impl EventStore for SqlStore {
             self.lock_line(&mut tx, &tenant, &line).await?;
             promote_head(&mut tx, &tenant, &line).await?;
         }
+        let failing_since = if matches!(outcome, AttemptOutcome::Delivered) {
+            sqlx::query("DELETE FROM failing_endpoints WHERE tenant = $1 AND url = $2")
+                .bind(&tenant)
+                .bind(url)
+                .execute(&mut *tx)
+                .await?;
+            None
+        } else {
+            sqlx::query(
+                "INSERT INTO failing_endpoints (tenant, url, failing_since) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant, url) DO NOTHING",
+            )
+            .bind(&tenant)
+            .bind(url)
+            .bind(ts(attempt.at))
+            .execute(&mut *tx)
+            .await?;
+            let since: String = sqlx::query(
+                "SELECT failing_since FROM failing_endpoints WHERE tenant = $1 AND url = $2",
+            )
+            .bind(&tenant)
+            .bind(url)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+            parse_ts(Some(since), "failing_since")?
+        };
         tx.commit().await?;
-        Ok(stood)
+        Ok(Recorded {
+            stood,
+            failing_since,
+        })
     }
 
     async fn disable_endpoint(
@@ -483,27 +555,105 @@ impl EventStore for SqlStore {
         tenant: &str,
         url: &str,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO disabled_endpoints (tenant, url, disabled_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (tenant, url) DO NOTHING",
+        reason: &str,
+        event: Option<&NewEvent>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writes.begin().await?;
+        let written = sqlx::query(
+            "INSERT INTO disabled_endpoints (tenant, url, disabled_at, reason) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, url) DO NOTHING",
         )
         .bind(tenant)
         .bind(url)
         .bind(ts(at))
-        .execute(&self.writes)
+        .bind(reason)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        let new = written.rows_affected() == 1;
+        if new && let Some(event) = event {
+            super::insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(new)
     }
 
-    async fn endpoint_disabled(&self, tenant: &str, url: &str) -> Result<bool, StoreError> {
-        let row =
-            sqlx::query("SELECT 1 AS one FROM disabled_endpoints WHERE tenant = $1 AND url = $2")
+    async fn endpoint_disabled(
+        &self,
+        tenant: &str,
+        url: &str,
+    ) -> Result<Option<DisabledEndpoint>, StoreError> {
+        sqlx::query(
+            "SELECT disabled_at, reason FROM disabled_endpoints WHERE tenant = $1 AND url = $2",
+        )
+        .bind(tenant)
+        .bind(url)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| {
+            Ok(DisabledEndpoint {
+                disabled_at: parse_ts(Some(row.try_get(0)?), "disabled_at")?
+                    .ok_or(corrupt("disabled_at"))?,
+                reason: row.try_get(1)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn recover_events(
+        &self,
+        tenant: &str,
+        url: Option<&str>,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.writes.begin().await?;
+        if let Some(url) = url {
+            for table in ["disabled_endpoints", "failing_endpoints"] {
+                sqlx::query(AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE tenant = $1 AND url = $2"
+                )))
                 .bind(tenant)
                 .bind(url)
-                .fetch_optional(&self.pool)
+                .execute(&mut *tx)
                 .await?;
-        Ok(row.is_some())
+            }
+        }
+        let recovered = sqlx::query(
+            "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = $1, \
+             claimed_until = NULL, claim = NULL, parked = 0, due_at = NULL, \
+             generation = generation + 1 \
+             WHERE tenant = $2 AND state = 'failed' AND created_at >= $3",
+        )
+        .bind(ts(now))
+        .bind(tenant)
+        .bind(ts(since))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // The heads of the tenant's lines, chosen again: recovered events take their places by
+        // sequence, and parked ones go out now that the URL is enabled.
+        sqlx::query(
+            "UPDATE events SET parked = 0, due_at = next_attempt_at \
+             WHERE tenant = $1 AND state = 'pending' AND claim IS NULL AND NOT EXISTS (\
+                 SELECT 1 FROM events p WHERE p.tenant = events.tenant \
+                 AND p.verification_id = events.verification_id \
+                 AND p.state = 'pending' AND p.seq < events.seq)",
+        )
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE events SET due_at = NULL WHERE tenant = $1 AND state = 'pending' \
+             AND due_at IS NOT NULL AND claim IS NULL AND EXISTS (\
+                 SELECT 1 FROM events p WHERE p.tenant = events.tenant \
+                 AND p.verification_id = events.verification_id \
+                 AND p.state = 'pending' AND p.seq < events.seq)",
+        )
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(recovered)
     }
 
     async fn list_events(

@@ -15,7 +15,8 @@ mod plans;
 
 pub use attempts::{AttemptState, AttemptStore, CreateAttempt, Reserved};
 pub use events::{
-    Attempt, AttemptOutcome, DueEvent, EventFilter, EventRecord, EventState, EventStore,
+    Attempt, AttemptOutcome, DisabledEndpoint, DueEvent, EventFilter, EventRecord, EventState,
+    EventStore, Recorded,
 };
 
 use async_trait::async_trait;
@@ -514,6 +515,11 @@ impl SqlStore {
                 "outbox heads",
                 include_str!("../../migrations/0014_outbox_heads.sql"),
             ),
+            migration(
+                15,
+                "endpoint health",
+                include_str!("../../migrations/0015_endpoint_health.sql"),
+            ),
         ])
         .run(&writes)
         .await?;
@@ -949,7 +955,7 @@ async fn insert_change(
 /// sequence follows the line's last one, and it is the line's head (read by the due scan) only
 /// when no earlier event of the line is pending. The change's compare-and-set (a status that moved, an
 /// experiment stopped once) makes the transaction the only writer of that line.
-async fn insert_event(
+pub(super) async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     event: &NewEvent,
 ) -> Result<(), StoreError> {
@@ -1775,9 +1781,16 @@ mod tests {
         };
         assert!(
             store
-                .record_attempt(&due, "a", &attempt, AttemptOutcome::Delivered)
+                .record_attempt(
+                    &due,
+                    "a",
+                    "https://receiver.test/hook",
+                    &attempt,
+                    AttemptOutcome::Delivered
+                )
                 .await
                 .unwrap()
+                .stood
         );
         assert_eq!(
             due_ids(store.due_events(soon, 10_000).await.unwrap()),
@@ -2230,16 +2243,30 @@ mod tests {
         // A delivered: that stands. B's failure, recorded after, does not undo it.
         assert!(
             store
-                .record_attempt(&for_a, "A", &attempt(204), AttemptOutcome::Delivered)
+                .record_attempt(
+                    &for_a,
+                    "A",
+                    "https://receiver.test/hook",
+                    &attempt(204),
+                    AttemptOutcome::Delivered
+                )
                 .await
                 .unwrap()
+                .stood
         );
         let retry = AttemptOutcome::RetryAt(t1 + chrono::Duration::seconds(5));
         assert!(
             !store
-                .record_attempt(&for_b, "B", &attempt(500), retry)
+                .record_attempt(
+                    &for_b,
+                    "B",
+                    "https://receiver.test/hook",
+                    &attempt(500),
+                    retry
+                )
                 .await
-                .unwrap(),
+                .unwrap()
+                .stood,
             "B's write lost the claim"
         );
         let logged = store.get_event(&tenant, &event.id).await.unwrap().unwrap();
@@ -2266,9 +2293,16 @@ mod tests {
         for outcome in [AttemptOutcome::Delivered, AttemptOutcome::Failed] {
             assert!(
                 !store
-                    .record_attempt(&for_c, "C", &attempt(204), outcome)
+                    .record_attempt(
+                        &for_c,
+                        "C",
+                        "https://receiver.test/hook",
+                        &attempt(204),
+                        outcome
+                    )
                     .await
                     .unwrap()
+                    .stood
             );
         }
         let logged = store.get_event(&tenant, &event.id).await.unwrap().unwrap();
@@ -2337,9 +2371,16 @@ mod tests {
             };
             assert!(
                 store
-                    .record_attempt(&event, token, &attempt, AttemptOutcome::Delivered)
+                    .record_attempt(
+                        &event,
+                        token,
+                        "https://receiver.test/hook",
+                        &attempt,
+                        AttemptOutcome::Delivered
+                    )
                     .await
                     .unwrap()
+                    .stood
             );
         };
         let ids = |due: &[DueEvent]| due.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
@@ -2409,9 +2450,16 @@ mod tests {
         let in_an_hour = AttemptOutcome::RetryAt(t0 + chrono::Duration::hours(1));
         assert!(
             store
-                .record_attempt(&a_due, "A", &failed, in_an_hour)
+                .record_attempt(
+                    &a_due,
+                    "A",
+                    "https://receiver.test/hook",
+                    &failed,
+                    in_an_hour
+                )
                 .await
                 .unwrap()
+                .stood
         );
         // B's experiment of the same name stops later: its event is due at once.
         let later = NewEvent {
