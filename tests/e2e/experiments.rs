@@ -229,3 +229,109 @@ async fn the_guardrail_stops_a_failing_challenger_and_tells_the_tenant() {
     let (status, _) = w.get(FIGURES, ALPHA_KEY).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Stores `n` finished verifications of each arm of `tenant`'s experiment `name`: the champion's
+/// all approved, the challenger's all rejected, so its guardrail trips at the next check.
+async fn seed_arms(db_url: &str, tenant: &str, name: &str, n: usize) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(db_url).await.unwrap();
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    for (arm, provider, status) in [
+        ("champion", "betrust-cl", "approved"),
+        ("challenger", "gu1", "rejected"),
+    ] {
+        for i in 0..n {
+            let id = format!("ver_{}", ulid::Ulid::generate());
+            sqlx::query(
+                "INSERT INTO verifications (id, tenant, reference, subject_id, provider, \
+                 provider_reference, status, request_hash, created_at, updated_at, \
+                 completed_at, country, experiment, arm) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'h', $8, $8, $8, 'CL', $9, $10)",
+            )
+            .bind(&id)
+            .bind(tenant)
+            .bind(format!("seed-{tenant}-{arm}-{i}"))
+            .bind(format!("seed-{arm}-{i}"))
+            .bind(provider)
+            .bind(format!("pref-{id}"))
+            .bind(status)
+            .bind(&at)
+            .bind(name)
+            .bind(arm)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    }
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn one_tenants_failing_receiver_never_holds_back_anothers_experiment_event() {
+    // Alpha's receiver fails, and alpha's next retry is ten minutes away.
+    let failing = Receiver::start(vec![], 500).await;
+    let healthy = Receiver::start(vec![], 200).await;
+    let w = world_for(
+        &failing,
+        Options {
+            retry_seconds: vec![0, 600],
+            ..Default::default()
+        },
+    )
+    .await;
+    let experiment = |champion: &str| {
+        format!(
+            "experiment = {{ name = \"same-name\", champion = \"{champion}\", challenger = \
+             \"gu1\", share = 50, countries = [\"CL\"], min_sample = 20, guardrail_pp = 10 }}\n"
+        )
+    };
+    seed_arms(&w.db_url, "alpha", "same-name", 30).await;
+    seed_arms(&w.db_url, "beta", "same-name", 30).await;
+    w.edit_policy(|p| {
+        p.replace(
+            "allow_override = true\n",
+            &format!("allow_override = true\n{}", experiment("betrust-cl")),
+        )
+        .replace(
+            "\n[tenants.beta.routing]\n",
+            &format!(
+                "webhook_url = \"{}\"\nwebhook_secret = \"${{ALPHA_WEBHOOK_SECRET}}\"\n\n\
+                 [tenants.beta.routing]\n",
+                healthy.url
+            ),
+        )
+    });
+    w.wait_log(
+        "experiment stopped by its guardrail",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    let tried = failing.wait_for(1).await;
+    assert_eq!(tried[0].body["type"], "experiment.stopped");
+
+    // Beta's experiment of the same name stops too: its event reaches beta's receiver at once.
+    w.edit_policy(|p| {
+        p.replace(
+            "fallback = [\"betrust-cl\"]\n",
+            &format!("fallback = [\"betrust-cl\"]\n{}", experiment("betrust-cl")),
+        )
+    });
+    let stopped = Instant::now();
+    w.wait_log(
+        "experiment stopped by its guardrail",
+        2,
+        Duration::from_secs(20),
+    )
+    .await;
+    let got = healthy.wait_for(1).await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "beta's event took {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(got[0].body["type"], "experiment.stopped");
+    assert_eq!(got[0].body["data"]["name"], "same-name");
+    assert!(got[0].verified);
+    assert_eq!(failing.seen().len(), 1, "alpha's event waits for its retry");
+}
