@@ -71,6 +71,12 @@
 //!   connection (the time one answer takes, as a product manager's page asks) and, shown beside,
 //!   at 16. Target: p50 at 1 connection at most 100 ms at every size ("well under a second" at
 //!   1M rows); the rollups grow with days, instances and countries, not with verifications.
+//! - (f) the outbox beside another tenant's backlog: 100k events of a tenant without a working
+//!   endpoint, parked as the gateway parks them, in the SQLite store; then 200 status changes of
+//!   the benchmark tenant (created, approved at the BeTrust simulator, whose webhook the gateway
+//!   records), four at a time, delivered to a receiver in this process. The figure is the
+//!   delivery lag, from the change's time (the event's `timestamp`) to its arrival. Target: p99
+//!   at most 1 s.
 //!
 //! A cell in which any request failed (a status other than the expected one, or a broken
 //! connection) turns its figures into `MISS` with the first error shown: a figure is never
@@ -79,6 +85,7 @@
 mod children;
 mod db;
 mod load;
+mod outbox;
 mod procs;
 mod report;
 
@@ -105,8 +112,8 @@ struct Args {
     #[arg(long)]
     full: bool,
     /// Parts to run, comma separated (a: GET vs bare axum, b: create overhead, c: token
-    /// requests, d: resident memory, e: reads at scale).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e")]
+    /// requests, d: resident memory, e: reads at scale, f: delivery lag beside a backlog).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f")]
     only: Vec<String>,
     /// Where the JSON goes.
     #[arg(long, default_value = "target/bench/latest.json")]
@@ -149,6 +156,9 @@ struct Settings {
     soak: Duration,
     soak_every: Duration,
     sizes: Vec<u64>,
+    /// Part f: another tenant's parked events, and the changes whose deliveries are timed.
+    parked_events: usize,
+    timed_changes: usize,
 }
 
 impl Settings {
@@ -172,6 +182,8 @@ impl Settings {
                 soak: Duration::from_secs(2),
                 soak_every: Duration::from_millis(250),
                 sizes: vec![200, 1_000],
+                parked_events: 1_000,
+                timed_changes: 8,
             };
         }
         Settings {
@@ -189,6 +201,8 @@ impl Settings {
             } else {
                 vec![1_000, 100_000]
             },
+            parked_events: 100_000,
+            timed_changes: 200,
         }
     }
 
@@ -204,6 +218,8 @@ impl Settings {
             "soak_s": self.soak.as_secs_f64(),
             "soak_sample_every_s": self.soak_every.as_secs_f64(),
             "sizes": self.sizes,
+            "parked_events": self.parked_events,
+            "timed_changes": self.timed_changes,
             "gateway_log_level": "info (the default: KYC_GATEWAY_LOG unset, plain text to a pipe)",
         })
     }
@@ -244,9 +260,9 @@ fn run(args: &Args) -> Result<(), Error> {
     let parts: Vec<String> = args.only.iter().map(|p| p.trim().to_lowercase()).collect();
     if let Some(bad) = parts
         .iter()
-        .find(|p| !["a", "b", "c", "d", "e"].contains(&p.as_str()))
+        .find(|p| !["a", "b", "c", "d", "e", "f"].contains(&p.as_str()))
     {
-        return Err(format!("--only: unknown part {bad:?} (parts are a, b, c, d, e)").into());
+        return Err(format!("--only: unknown part {bad:?} (parts are a, b, c, d, e, f)").into());
     }
     let settings = Settings::new(args);
     let started = Instant::now();
@@ -308,7 +324,7 @@ fn run(args: &Args) -> Result<(), Error> {
         rt,
     };
     let mut outcome = Ok(());
-    for part in ["a", "b", "c", "d", "e"] {
+    for part in ["a", "b", "c", "d", "e", "f"] {
         if !parts.iter().any(|p| p == part) {
             continue;
         }
@@ -318,7 +334,8 @@ fn run(args: &Args) -> Result<(), Error> {
             "b" => part_b(&mut ctx),
             "c" => part_c(&mut ctx),
             "d" => part_d(&mut ctx),
-            _ => part_e(&mut ctx),
+            "e" => part_e(&mut ctx),
+            _ => outbox::part_f(&mut ctx),
         };
         if let Err(e) = result {
             outcome = Err(format!("part ({part}) failed: {e}"));

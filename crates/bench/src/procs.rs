@@ -145,8 +145,30 @@ impl Gateway {
         store_url: &str,
         sims: &Simulators,
     ) -> Result<Gateway, Error> {
+        Gateway::start_with(binary, dir, store_url, sims, None)
+    }
+
+    /// The same, with the benchmark tenant's events delivered to `webhook_url`, and a second
+    /// tenant (`other`) without one.
+    pub fn start_delivering(
+        binary: &Path,
+        dir: &Path,
+        store_url: &str,
+        sims: &Simulators,
+        webhook_url: &str,
+    ) -> Result<Gateway, Error> {
+        Gateway::start_with(binary, dir, store_url, sims, Some(webhook_url))
+    }
+
+    fn start_with(
+        binary: &Path,
+        dir: &Path,
+        store_url: &str,
+        sims: &Simulators,
+        webhook_url: Option<&str>,
+    ) -> Result<Gateway, Error> {
         let config = dir.join(format!("policy-{}.toml", unique()));
-        std::fs::write(&config, policy(store_url, sims))?;
+        std::fs::write(&config, policy(store_url, sims, webhook_url))?;
         let mut child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(&config)
@@ -154,6 +176,7 @@ impl Gateway {
             .env("BETRUST_CLIENT_SECRET", BETRUST_SECRET)
             .env("GU1_API_KEY", GU1_API_KEY)
             .env("GU1_WEBHOOK_SECRET", GU1_WEBHOOK_SECRET)
+            .env("BENCH_WEBHOOK_SECRET", BENCH_WEBHOOK_SECRET)
             // What an operator runs: the default log level and format, no trace export.
             .env_remove("KYC_GATEWAY_LOG")
             .env_remove("KYC_GATEWAY_LOG_FORMAT")
@@ -218,10 +241,25 @@ fn unique() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// The benchmark tenant's Standard Webhooks secret, for part f.
+const BENCH_WEBHOOK_SECRET: &str = "whsec_a3ljLWJlbmNoLXdlYmhvb2stc2lnbmluZy1rZXktMDE=";
+
 /// The benchmark policy: one tenant (`bench`) routed to a BeTrust instance, gu1 for AR, both
-/// at the simulators; no tenant or provider rate limit, no tenant webhook; the reconciler hourly
-/// so that its provider reads stay out of the measured windows.
-fn policy(store_url: &str, sims: &Simulators) -> String {
+/// at the simulators; no tenant or provider rate limit; the reconciler hourly so that its
+/// provider reads stay out of the measured windows. With `webhook_url`, the tenant's events go
+/// there, and a second tenant (`other`) has none.
+fn policy(store_url: &str, sims: &Simulators, webhook_url: Option<&str>) -> String {
+    let (webhook, other) = match webhook_url {
+        Some(url) => (
+            format!("webhook_url = \"{url}\"\nwebhook_secret = \"${{BENCH_WEBHOOK_SECRET}}\"\n"),
+            format!(
+                "[tenants.other]\napi_keys = [\"{}\"]\n\n[tenants.other.routing]\n\
+                 default = \"betrust-cl\"\n",
+                kyc_gateway::policy::hash_api_key("kyc-bench-other-tenant-key")
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
     format!(
         r#"[server]
 outbound_allow = ["127.0.0.1"]
@@ -245,11 +283,12 @@ webhook_secret = "${{GU1_WEBHOOK_SECRET}}"
 
 [tenants.bench]
 api_keys = ["{key}"]
-
+{webhook}
 [tenants.bench.routing]
 default = "betrust-cl"
 rules = [{{ country = "AR", provider = "gu1" }}]
 
+{other}
 [reconciler]
 every_seconds = 3600
 "#,
