@@ -5,11 +5,11 @@
 //! Its target: p99 at most 1 s. The due scan reads only the heads of lines that are due, so the
 //! backlog should cost nothing.
 
+use crate::Ctx;
 use crate::db::Store;
 use crate::load::{Error, Req, once};
 use crate::procs::{Gateway, TENANT_KEY};
 use crate::report::Figure;
-use crate::Ctx;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -78,7 +78,11 @@ pub fn part_f(ctx: &mut Ctx) -> Result<(), Error> {
         p99 / 1000.0,
         "s",
         1.0,
-        format!("{:.3} s (p50 {:.3} s, {changes} deliveries)", p99 / 1000.0, p50 / 1000.0),
+        format!(
+            "{:.3} s (p50 {:.3} s, {changes} deliveries)",
+            p99 / 1000.0,
+            p50 / 1000.0
+        ),
     ));
     Ok(())
 }
