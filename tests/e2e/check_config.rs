@@ -55,12 +55,14 @@ fn every_problem_is_reported_in_one_run_each_naming_its_key() {
             (
                 "rate_limit = { per_second = 50, burst = 100 }",
                 "rate_limit = { per_second = 0, burst = 100 }\n\
-                 webhook_rate_limit = { per_second = 100000 }",
+                 webhook_rate_limit = { per_second = 100000 }\n\
+                 verification_valid_days = 100000000",
             ),
-            // A lookup grace past a day.
+            // A lookup grace past a day, and a circuit that would stay open for ever.
             (
                 "company_id = \"201\"",
-                "company_id = \"201\"\nlookup_grace_seconds = 86401",
+                "company_id = \"201\"\nlookup_grace_seconds = 86401\n\
+                 circuit_breaker = { failures = 2, open_seconds = 9223372036854775807 }",
             ),
         ],
         &[],
@@ -72,6 +74,8 @@ fn every_problem_is_reported_in_one_run_each_naming_its_key() {
         "tenants.payments.rate_limit:",
         "tenants.payments.webhook_rate_limit.per_second: must be from 1 to 10000",
         "providers.betrust-cl.lookup_grace_seconds: must be from 1 to 86400",
+        "providers.betrust-cl.circuit_breaker.open_seconds: must be from 1 to 86400",
+        "tenants.payments.verification_valid_days: must be from 1 to 36500",
     ] {
         assert!(stderr.contains(key), "{key} missing from:\n{stderr}");
     }

@@ -675,3 +675,49 @@ async fn a_url_failing_without_a_break_is_disabled_told_and_recovered() {
         "{back}"
     );
 }
+
+#[tokio::test]
+async fn proxy_variables_in_the_environment_route_nothing() {
+    // A "proxy" that counts who connects to it and answers nothing.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = proxy.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let receiver = Receiver::start(vec![], 200).await;
+    let env = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ]
+    .map(|name| (name.to_string(), proxy_url.clone()))
+    .to_vec();
+    let w = world_for(
+        &receiver,
+        Options {
+            env,
+            ..Default::default()
+        },
+    )
+    .await;
+    // Provider calls (BeTrust's token and transaction, gu1's entity and validation) and a
+    // delivery to the tenant's receiver all go straight to their targets.
+    let b = w.create(person("proxied-b", "sub-proxied-b", "CL")).await;
+    let g = w.create(person("proxied-g", "sub-proxied-g", "AR")).await;
+    w.finish(&b, Outcome::Approved).await;
+    w.finish(&g, Outcome::Approved).await;
+    receiver.wait_for(2).await;
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing went through the proxy"
+    );
+}

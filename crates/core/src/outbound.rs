@@ -120,6 +120,11 @@ pub fn is_public(ip: IpAddr) -> bool {
             !(v6.is_unspecified()
                 || v6.is_loopback()
                 || v6.is_multicast()
+                // IPv4-compatible (::/96, deprecated), 6to4 (2002::/16) and local-use NAT64
+                // (64:ff9b:1::/48) carry or reach IPv4 addresses the rule cannot see.
+                || s[0..6] == [0, 0, 0, 0, 0, 0]
+                || s[0] == 0x2002
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
                 || (s[0] & 0xffc0) == 0xfec0
@@ -184,9 +189,13 @@ impl Outbound {
     }
 
     /// An HTTP client builder that follows no redirect (it would re-send credentials and
-    /// personal data wherever it points) and connects only to addresses this rule permits.
+    /// personal data wherever it points), connects only to addresses this rule permits, and
+    /// ignores the proxy variables of the environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`):
+    /// through a proxy the resolver would only check the proxy's host, and the proxy would reach
+    /// any target.
     pub fn client_builder(&self) -> reqwest::ClientBuilder {
         reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(CheckedResolver {
                 allow: self.allow.clone(),
@@ -256,6 +265,11 @@ mod tests {
             "::ffff:169.254.169.254",
             "64:ff9b::a00:1",
             "2001:db8::1",
+            "::a9fe:a9fe",
+            "::169.254.169.254",
+            "2002:a9fe:a9fe::1",
+            "2002:808:808::1",
+            "64:ff9b:1::a9fe:a9fe",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }

@@ -36,7 +36,10 @@ impl AuthFailures {
 
     /// How long `ip` stays blocked, if it is.
     pub fn blocked_for(&self, ip: IpAddr) -> Option<Duration> {
-        let blocked = self.blocked.lock().expect("not poisoned");
+        let blocked = self
+            .blocked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let until = *blocked.get(&ip)?;
         until.checked_duration_since(Instant::now())
     }
@@ -48,7 +51,10 @@ impl AuthFailures {
             return None;
         };
         let wait = not_until.wait_time_from(self.clock.now());
-        let mut blocked = self.blocked.lock().expect("not poisoned");
+        let mut blocked = self
+            .blocked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if blocked.len() >= PRUNE_AT {
             let now = Instant::now();
             blocked.retain(|_, until| *until > now);

@@ -42,10 +42,23 @@ impl Default for CircuitSettings {
     }
 }
 
+/// The most consecutive failures `failures` may be set to.
+pub const MAX_FAILURES: u32 = 1000;
+/// The longest `open_seconds` may be: a day.
+pub const MAX_OPEN_SECONDS: u64 = 86_400;
+
 impl CircuitSettings {
-    fn open_for(&self) -> Duration {
-        Duration::from_secs(self.open_seconds)
+    /// How long the circuit stays open, within the policy's bound whatever was set.
+    pub fn open_for(&self) -> Duration {
+        Duration::from_secs(self.open_seconds.min(MAX_OPEN_SECONDS))
     }
+}
+
+/// `at + wait`, or `at` a day on if the clock cannot represent it.
+fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait)
+        .or_else(|| at.checked_add(Duration::from_secs(MAX_OPEN_SECONDS)))
+        .unwrap_or(at)
 }
 
 /// Where a breaker stands, as `/readyz` shows it.
@@ -81,7 +94,10 @@ pub struct Breakers {
 impl Breakers {
     /// Whether a call to `name` may go out now; in the half-open state only the probe may.
     pub fn allow(&self, name: &str, settings: &CircuitSettings) -> bool {
-        let mut breakers = self.breakers.lock().expect("not poisoned");
+        let mut breakers = self
+            .breakers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = Instant::now();
         let breaker = breakers
             .entry(name.to_string())
@@ -89,7 +105,9 @@ impl Breakers {
         match *breaker {
             Breaker::Closed { .. } => true,
             Breaker::Open { until } if now < until => false,
-            Breaker::HalfOpen { probe_since } if now < probe_since + settings.open_for() => false,
+            Breaker::HalfOpen { probe_since } if now < later(probe_since, settings.open_for()) => {
+                false
+            }
             Breaker::Open { .. } | Breaker::HalfOpen { .. } => {
                 *breaker = Breaker::HalfOpen { probe_since: now };
                 gauge(name, 1.0);
@@ -102,12 +120,15 @@ impl Breakers {
     /// Records the outcome of a call to `name` that [`Breakers::allow`] let through; `true` when
     /// this opened the circuit.
     pub fn record(&self, name: &str, settings: &CircuitSettings, failed: bool) -> bool {
-        let mut breakers = self.breakers.lock().expect("not poisoned");
+        let mut breakers = self
+            .breakers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let breaker = breakers
             .entry(name.to_string())
             .or_insert(Breaker::Closed { failures: 0 });
         let open = Breaker::Open {
-            until: Instant::now() + settings.open_for(),
+            until: later(Instant::now(), settings.open_for()),
         };
         let was_open = matches!(*breaker, Breaker::Open { .. });
         *breaker = match (*breaker, failed) {
@@ -144,7 +165,10 @@ impl Breakers {
 
     /// Where `name`'s breaker stands.
     pub fn state(&self, name: &str) -> CircuitState {
-        let breakers = self.breakers.lock().expect("not poisoned");
+        let breakers = self
+            .breakers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match breakers.get(name) {
             None | Some(Breaker::Closed { .. }) => CircuitState::Closed,
             Some(Breaker::Open { until }) if Instant::now() < *until => CircuitState::Open,
@@ -204,5 +228,33 @@ mod tests {
         assert_eq!(b.state("p"), CircuitState::Open);
         assert!(!b.allow("p", &settings));
         assert!(b.allow("other", &settings), "breakers are per instance");
+    }
+
+    /// Numbers at and past the policy's bounds open the circuit without a panic, and the
+    /// breaker keeps answering (its lock is never left poisoned).
+    #[test]
+    fn absurd_settings_open_the_circuit_without_a_panic() {
+        let b = Breakers::default();
+        for (name, open_seconds) in [("max", MAX_OPEN_SECONDS), ("absurd", u64::MAX)] {
+            let settings = CircuitSettings {
+                failures: 2,
+                open_seconds,
+            };
+            for _ in 0..2 {
+                assert!(b.allow(name, &settings));
+                b.record(name, &settings, true);
+            }
+            assert_eq!(b.state(name), CircuitState::Open, "{name}");
+            assert!(!b.allow(name, &settings), "{name}");
+        }
+        let many = CircuitSettings {
+            failures: u32::MAX,
+            open_seconds: 1,
+        };
+        for _ in 0..3 {
+            b.record("many", &many, true);
+        }
+        assert_eq!(b.state("many"), CircuitState::Closed);
+        assert!(b.allow("many", &many));
     }
 }

@@ -87,12 +87,22 @@ pub struct Noted {
 
 impl RequestNote {
     fn with(&self, write: impl FnOnce(&mut Noted)) {
-        write(&mut self.0.lock().expect("not poisoned"));
+        write(
+            &mut self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
     }
 
     /// What was noted.
     pub fn take(&self) -> Noted {
-        std::mem::take(&mut self.0.lock().expect("not poisoned"))
+        std::mem::take(
+            &mut self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 }
 

@@ -631,10 +631,16 @@ impl Policy {
                 ));
             }
             let circuit = &provider.circuit_breaker;
-            if circuit.failures == 0 || circuit.open_seconds == 0 {
+            if !(1..=crate::circuit::MAX_FAILURES).contains(&circuit.failures) {
                 problems.push(invalid(
-                    format!("providers.{name}.circuit_breaker"),
-                    "failures and open_seconds must be > 0",
+                    format!("providers.{name}.circuit_breaker.failures"),
+                    "must be from 1 to 1000",
+                ));
+            }
+            if !(1..=crate::circuit::MAX_OPEN_SECONDS).contains(&circuit.open_seconds) {
+                problems.push(invalid(
+                    format!("providers.{name}.circuit_breaker.open_seconds"),
+                    "must be from 1 to 86400 (a day)",
                 ));
             }
         }
@@ -741,6 +747,12 @@ impl Policy {
                 problems.push(invalid(
                     at("webhook_secret"),
                     "must be one or two whsec_<base64> secrets separated by a space",
+                ));
+            }
+            if !(1..=36_500).contains(&tenant.verification_valid_days) {
+                problems.push(invalid(
+                    at("verification_valid_days"),
+                    "must be from 1 to 36500 (a hundred years)",
                 ));
             }
             if let Some(limit) = &tenant.rate_limit

@@ -87,7 +87,14 @@ fn receiver() -> axum::Router {
         })
         .get(move || {
             let listed = listed.clone();
-            async move { Json(Value::Array(listed.lock().expect("not poisoned").clone())) }
+            async move {
+                Json(Value::Array(
+                    listed
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .clone(),
+                ))
+            }
         }),
     )
 }
@@ -114,7 +121,9 @@ fn receive(received: &Received, headers: &HeaderMap, body: &[u8]) -> StatusCode 
         summary["status"].as_str().unwrap_or("?"),
         if verified { "verified" } else { "NOT verified" },
     );
-    let mut kept = received.lock().expect("not poisoned");
+    let mut kept = received
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     kept.insert(0, summary);
     kept.truncate(KEEP_EVENTS);
     if verified {

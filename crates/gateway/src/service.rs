@@ -211,7 +211,8 @@ pub(crate) async fn call<T>(
         .is_some_and(ProviderError::is_unavailable);
     if app.breakers.record(name, settings, failed) {
         let opened_at = now();
-        let closes_at = opened_at + Duration::seconds(settings.open_seconds as i64);
+        let closes_at =
+            opened_at + Duration::from_std(settings.open_for()).unwrap_or(Duration::seconds(1));
         if let Err(error) = app
             .store
             .record_circuit_opening(name, opened_at, closes_at)
@@ -503,7 +504,8 @@ pub async fn standing(
     let (current, approved) = app.store.subject_history(tenant, subject_id).await?;
     let valid_days = runtime.policy.tenants[tenant].verification_valid_days;
     let verified_at = approved.as_ref().and_then(|a| a.completed_at);
-    let expires_at = verified_at.map(|t| t + Duration::days(i64::from(valid_days)));
+    let expires_at =
+        verified_at.and_then(|t| t.checked_add_signed(Duration::days(i64::from(valid_days))));
     let fresh = expires_at.is_some_and(|e| chrono::Utc::now() < e);
     let mut standing = SubjectStanding {
         subject_id: subject_id.to_string(),
