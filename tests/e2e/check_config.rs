@@ -170,3 +170,21 @@ fn warnings_are_printed_and_refused_only_when_strict() {
     let (code, _) = check(&edits, &["--strict"]);
     assert_eq!(code, Some(1));
 }
+
+/// A key table with a field the gateway does not know is refused naming it, never served as a
+/// key with other rights than written.
+#[test]
+fn an_unknown_field_in_a_key_table_is_refused_naming_it() {
+    let (code, stderr) = check(
+        &[(
+            "expires_at = \"2027-06-30T00:00:00Z\" }",
+            "expires_at = \"2027-06-30T00:00:00Z\", scope = \"read\" }",
+        )],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("tenants.payments.api_keys[1].scope: unknown field"),
+        "{stderr}"
+    );
+}

@@ -167,3 +167,23 @@ async fn a_change_that_needs_a_restart_is_named_in_the_log() {
     // The rest applied, on the store it started with.
     assert_eq!(alpha_cl_goes_to(&w, "after-restart-note").await, "gu1");
 }
+
+#[tokio::test]
+async fn a_key_table_with_an_unknown_field_is_refused_by_a_reload() {
+    let w = World::start().await;
+    w.edit_policy(|p| {
+        p.replacen(
+            "{ name = \"alpha-ci\", hash",
+            "{ name = \"alpha-ci\", scope = \"read\", hash",
+            1,
+        )
+    });
+    w.wait_log("policy refused", 1, Duration::from_secs(5))
+        .await;
+    let log = w.log();
+    let line = log.lines().find(|l| l.contains("policy refused")).unwrap();
+    assert!(line.contains("tenants.alpha.api_keys[1].scope"), "{line}");
+    // The last good policy serves, that key included.
+    let (status, _) = w.get("/v1/verifications", ALPHA_CI_KEY).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+}

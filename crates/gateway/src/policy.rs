@@ -247,9 +247,10 @@ pub struct TenantConfig {
 }
 
 /// One API key of a tenant: its hash alone, or with a name (shown as the actor of manual
-/// decisions) and an expiry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// decisions) and an expiry. Read by hand rather than as an untagged enum, so that a key table
+/// with a field it does not know (a `scope` not built yet, a typo) is refused naming the field,
+/// instead of silently serving as a full-access key.
+#[derive(Debug, Clone)]
 pub enum ApiKey {
     /// `"sha256:<hex>"`.
     Hash(String),
@@ -260,9 +261,42 @@ pub enum ApiKey {
         /// `sha256:<hex>` of the key.
         hash: String,
         /// When the key stops working; absent, never.
-        #[serde(default)]
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
     },
+}
+
+/// The table form of an [`ApiKey`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedKey {
+    name: String,
+    hash: String,
+    #[serde(default)]
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl<'de> Deserialize<'de> for ApiKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = ApiKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"sha256:<hex>\" or a table { name, hash, expires_at }")
+            }
+            fn visit_str<E: serde::de::Error>(self, hash: &str) -> Result<ApiKey, E> {
+                Ok(ApiKey::Hash(hash.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ApiKey, A::Error> {
+                let key = NamedKey::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ApiKey::Named {
+                    name: key.name,
+                    hash: key.hash,
+                    expires_at: key.expires_at,
+                })
+            }
+        }
+        deserializer.deserialize_any(KeyVisitor)
+    }
 }
 
 impl ApiKey {
