@@ -148,3 +148,58 @@ async fn unverified_webhooks_are_budgeted_per_instance() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn webhooks_to_unknown_names_share_one_small_budget_and_log_little() {
+    let w = World::start().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = w.log().lines().count();
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..600 {
+        let (status, _, _) = w
+            .call(
+                Method::POST,
+                &format!("/hooks/no-such-name-{i}/x"),
+                None,
+                Some(serde_json::json!({})),
+            )
+            .await;
+        *statuses.entry(status.as_u16()).or_insert(0) += 1;
+    }
+    assert!(
+        statuses.get(&429).copied().unwrap_or(0) >= 500,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.keys().copied().collect::<Vec<_>>(), [404, 429]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = w.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("webhooks refused"))
+        .count();
+    assert!((1..=4).contains(&lines), "{lines} refusal lines:\n{log}");
+    let added: Vec<&str> = log
+        .lines()
+        .skip(before)
+        .filter(|l| !l.contains(" DEBUG "))
+        .collect();
+    assert!(
+        added.len() <= 5,
+        "{} lines for 600 webhooks:\n{added:#?}",
+        added.len()
+    );
+    assert!(
+        !log.contains("no-such-name"),
+        "the names sent are not logged"
+    );
+    // A known instance's own budget is untouched.
+    let (status, _, _) = w
+        .call(
+            Method::POST,
+            "/hooks/gu1/not-the-token",
+            None,
+            Some(serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

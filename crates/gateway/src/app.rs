@@ -5,7 +5,7 @@
 //! sees one consistent policy from start to end, and a reload swaps the whole snapshot at once.
 
 use crate::auth_failures::AuthFailures;
-use crate::limits::{HOOK_LIMIT, Limiter};
+use crate::limits::{HOOK_LIMIT, Limiter, UNKNOWN_HOOK_LIMIT};
 use crate::policy::{ApiKey, Policy, PolicyError, ProviderConfig, RateLimit};
 use crate::providers::BuildError;
 use crate::store::Store;
@@ -162,6 +162,8 @@ pub struct Runtime {
     pub provider_limits: BTreeMap<String, Arc<Limiter>>,
     /// Each provider instance's budget of unverified incoming webhooks.
     pub hook_limits: BTreeMap<String, Arc<Limiter>>,
+    /// The one budget of webhooks to instance names the policy does not have.
+    pub unknown_hook_limit: Arc<Limiter>,
     /// Each tenant's delivery rate to its endpoint, for tenants that set one.
     pub webhook_limits: BTreeMap<String, Arc<Limiter>>,
 }
@@ -291,6 +293,10 @@ impl Runtime {
             policy.providers.keys().map(|n| (n, &HOOK_LIMIT)),
             previous.map(|p| &p.hook_limits),
         );
+        let unknown_hook_limit = previous.map_or_else(
+            || Arc::new(Limiter::new(&UNKNOWN_HOOK_LIMIT)),
+            |p| p.unknown_hook_limit.clone(),
+        );
         let delivery_rates: BTreeMap<&String, RateLimit> = policy
             .tenants
             .iter()
@@ -309,6 +315,7 @@ impl Runtime {
             tenant_limits,
             provider_limits,
             hook_limits,
+            unknown_hook_limit,
             webhook_limits,
         })
     }

@@ -5,7 +5,12 @@
 //! verification from the provider and records that, so a forged, duplicated or stale event changes
 //! nothing. Unknown verifications are acknowledged and ignored, so the provider stops retrying.
 //! Each instance's hook takes at most [`crate::limits::HOOK_LIMIT`] requests, verified or not
-//! (429 past it; the reconciler catches up on whatever a refused webhook announced).
+//! (429 past it; the reconciler catches up on whatever a refused webhook announced); names the
+//! policy does not have share one small budget, [`crate::limits::UNKNOWN_HOOK_LIMIT`].
+//!
+//! Refusals are counted in `kyc_webhook_refusals_total{reason}` and logged at most once per
+//! reason every [`LOG_EVERY`], with how many there were since: a flood of forged webhooks cannot
+//! flood the log.
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -14,6 +19,30 @@ use crate::service;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use kyc_core::{IncomingWebhook, Source};
+
+/// How often a refusal reason may write a log line.
+const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Counts a refused webhook, and logs it unless its reason was logged less than [`LOG_EVERY`]
+/// ago (the next line then says how many were refused since).
+fn refused(reason: &'static str, provider: &str) {
+    metrics::counter!("kyc_webhook_refusals_total", "reason" => reason).increment(1);
+    static LOGGED: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<&'static str, (std::time::Instant, u64)>>,
+    > = std::sync::OnceLock::new();
+    let mut logged = LOGGED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let now = std::time::Instant::now();
+    let entry = logged.entry(reason).or_insert((now - LOG_EVERY, 0));
+    entry.1 += 1;
+    if now.duration_since(entry.0) >= LOG_EVERY {
+        // The name as sent may be anything: only a known instance's name is logged.
+        tracing::warn!(provider, reason, refused = entry.1, "webhooks refused");
+        *entry = (now, 0);
+    }
+}
 
 /// Receives one provider webhook.
 pub async fn receive(
@@ -24,16 +53,25 @@ pub async fn receive(
 ) -> Result<StatusCode, ApiError> {
     let runtime = state.runtime();
     let not_found = || ApiError::NotFound("no such hook".into());
-    // Before any check: a flood of forged webhooks spends only this instance's budget.
-    if let Some(limiter) = runtime.hook_limits.get(&provider_name)
-        && let crate::limits::Admission::Refused { retry_after } = limiter.admit()
-    {
-        tracing::warn!(provider = ?provider_name, "webhook refused: the instance's webhook budget is spent");
+    // Before any check: a flood of forged webhooks spends only this instance's budget, or the
+    // one budget of names the policy does not have.
+    let known = runtime.providers.contains_key(&provider_name);
+    let limiter = match runtime.hook_limits.get(&provider_name) {
+        Some(limiter) if known => limiter,
+        _ => &runtime.unknown_hook_limit,
+    };
+    let shown = if known { provider_name.as_str() } else { "?" };
+    if let crate::limits::Admission::Refused { retry_after } = limiter.admit() {
+        refused("budget spent", shown);
         crate::telemetry::rate_limited("hooks");
         return Err(ApiError::HooksRateLimited(retry_after));
     }
+    if !known {
+        refused("unknown instance", shown);
+        return Err(not_found());
+    }
     if !runtime.hook_token_matches(&provider_name, &token) {
-        tracing::warn!(provider = ?provider_name, "webhook with a wrong URL token refused");
+        refused("wrong token", shown);
         return Err(not_found());
     }
     let provider = runtime
@@ -50,7 +88,13 @@ pub async fn receive(
             body: &body,
         })
         .map_err(|e| {
-            tracing::warn!(provider = ?provider_name, error = %e, "webhook refused");
+            refused(
+                match e {
+                    kyc_core::WebhookError::BadSignature => "bad signature",
+                    kyc_core::WebhookError::BadBody(_) => "bad body",
+                },
+                shown,
+            );
             ApiError::Unauthorized
         })?;
     let Some(stored) = state

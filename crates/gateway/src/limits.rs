@@ -21,6 +21,13 @@ pub const HOOK_LIMIT: RateLimit = RateLimit {
     burst: 200,
 };
 
+/// Webhooks to instance names the policy does not have, all such names together: a few are
+/// answered 404, a flood gets 429 before it costs anything.
+pub const UNKNOWN_HOOK_LIMIT: RateLimit = RateLimit {
+    per_second: 5,
+    burst: 20,
+};
+
 /// The `RateLimit-Policy` and `RateLimit` headers of one answer.
 pub type RateLimitHeaders = [(HeaderName, HeaderValue); 2];
 

@@ -229,7 +229,9 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
 /// One log line per request, in its span: the status and the time taken. A read that succeeded
 /// (`GET` or `HEAD` answered 2xx or 304; `request_context` marks it) logs at DEBUG: at a busy
 /// gateway those lines were most of the log and about a tenth of the CPU, and
-/// `kyc_http_requests_total` counts them anyway. Every other answer logs at INFO.
+/// `kyc_http_requests_total` counts them anyway. So do a 429 and a refused provider webhook:
+/// a flood of them would flood the log, and the limits and the webhook receiver count them
+/// (and the receiver logs a line per reason now and then). Every other answer logs at INFO.
 fn log_served<B>(response: &Response<B>, latency: std::time::Duration, span: &tracing::Span) {
     span.record("http.response.status_code", response.status().as_u16());
     let status = response.status().as_u16();
@@ -241,7 +243,8 @@ fn log_served<B>(response: &Response<B>, latency: std::time::Duration, span: &tr
     }
 }
 
-/// Marks the answer to a read that succeeded, for [`log_served`].
+/// Marks an answer logged at DEBUG (a read that succeeded, a 429, a refused webhook), for
+/// [`log_served`].
 #[derive(Clone, Copy)]
 struct SucceededRead;
 
@@ -259,7 +262,11 @@ async fn request_context(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(note.clone());
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
     let mut response = REQUEST_ID.scope(id, next.run(request)).await;
-    if read && (response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED) {
+    let refused_hook = route.starts_with("/hooks/") && !response.status().is_success();
+    if (read && (response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED))
+        || response.status() == StatusCode::TOO_MANY_REQUESTS
+        || refused_hook
+    {
         response.extensions_mut().insert(SucceededRead);
     }
     let noted = note.take();
