@@ -188,3 +188,32 @@ fn an_unknown_field_in_a_key_table_is_refused_naming_it() {
         "{stderr}"
     );
 }
+
+/// A tenant `webhook_url` at a non-public address is refused by `check-config` naming the key,
+/// in each form: the cloud metadata address, and the same inside IPv6; as is plain http.
+#[test]
+fn a_webhook_url_at_a_non_public_address_is_refused() {
+    for url in [
+        "https://169.254.169.254/latest",
+        "https://[::ffff:169.254.169.254]/latest",
+        "https://127.0.0.2/kyc-events",
+        "http://payments.internal.example/kyc-events",
+    ] {
+        let (code, stderr) = check(
+            &[(
+                "webhook_url = \"https://payments.internal.example/kyc-events\"",
+                &format!("webhook_url = \"{url}\""),
+            )],
+            &[],
+        );
+        assert_eq!(code, Some(2), "{url}: {stderr}");
+        assert!(
+            stderr.contains("tenants.payments.webhook_url: is refused"),
+            "{url}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("169.254"),
+            "the address is not echoed: {stderr}"
+        );
+    }
+}

@@ -50,6 +50,8 @@ pub struct Options {
     pub lookup_grace_seconds: Option<u64>,
     /// `[webhooks] disable_after_seconds`; `None` leaves the default.
     pub disable_after_seconds: Option<u64>,
+    /// Other `[store]` lines, as written (`lock_timeout_ms = 300`).
+    pub store_extra: Vec<String>,
 }
 
 impl Options {
@@ -78,6 +80,7 @@ impl Default for Options {
             webhook_timeout_ms: None,
             lookup_grace_seconds: None,
             disable_after_seconds: None,
+            store_extra: Vec::new(),
         }
     }
 }
@@ -139,7 +142,7 @@ fn policy(betrust: &BetrustSim, gu1: &Gu1Sim, db_url: &str, o: &Options) -> Stri
 {server}
 [store]
 url = "{db_url}"
-
+{store_extra}
 [providers.betrust-cl]
 kind = "betrust"
 auth_base_url = "{auth}"
@@ -181,6 +184,11 @@ every_seconds = {reconcile}
 every_seconds = 1
 "#,
         server = server_sections(o),
+        store_extra = o
+            .store_extra
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect::<String>(),
         alpha_webhook = o
             .webhook_url
             .as_ref()

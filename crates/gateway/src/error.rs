@@ -241,6 +241,9 @@ impl ApiError {
                     "Not supported by the provider",
                 ),
             },
+            ApiError::Store(e) if e.is_timeout() => {
+                (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
+            }
             ApiError::Store(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", "Internal error"),
             ApiError::Routing(RoutingError::NoDefault) => {
                 (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
@@ -320,6 +323,9 @@ impl ApiError {
                     format!("provider {provider} does not support {op}")
                 }
             },
+            ApiError::Store(e) if e.is_timeout() => {
+                "the store did not answer in time; retry shortly".into()
+            }
             ApiError::Store(_) => "internal error; the request id identifies it in our logs".into(),
             ApiError::Routing(error) => error.to_string(),
             ApiError::Unavailable(why) => why.clone(),

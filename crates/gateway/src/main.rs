@@ -233,7 +233,7 @@ async fn replay(config: &str, tenant: &str, since: &str, json: bool) -> Result<S
         .get(tenant)
         .ok_or("no tenant of that name in the policy")?
         .routing;
-    let store = kyc_gateway::store::SqlStore::connect(&policy.store.url)
+    let store = kyc_gateway::store::SqlStore::connect_with(&policy.store)
         .await
         .map_err(|e| format!("store: {e}"))?;
     let until = kyc_gateway::store::now();

@@ -161,6 +161,33 @@ fn default_lookup_grace_seconds() -> u64 {
 pub struct StoreConfig {
     /// `sqlite://FILE` or `postgres://user@host/db`.
     pub url: String,
+    /// On PostgreSQL, the longest one statement may run, milliseconds: 100 to 600000; default
+    /// 15000.
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    /// On PostgreSQL, the longest a statement waits for a lock, milliseconds: 100 to 600000;
+    /// default 3000. (SQLite waits for its writer at most 10 s.)
+    #[serde(default = "default_lock_timeout_ms")]
+    pub lock_timeout_ms: u64,
+}
+
+fn default_statement_timeout_ms() -> u64 {
+    15_000
+}
+
+fn default_lock_timeout_ms() -> u64 {
+    3_000
+}
+
+impl StoreConfig {
+    /// The store at `url` with the default time limits.
+    pub fn at(url: &str) -> StoreConfig {
+        StoreConfig {
+            url: url.to_string(),
+            statement_timeout_ms: default_statement_timeout_ms(),
+            lock_timeout_ms: default_lock_timeout_ms(),
+        }
+    }
 }
 
 /// One provider instance: its adapter kind and that adapter's settings, which the adapter reads
@@ -624,6 +651,17 @@ impl Policy {
                 }
             }
         }
+        for (key, value) in [
+            (
+                "store.statement_timeout_ms",
+                self.store.statement_timeout_ms,
+            ),
+            ("store.lock_timeout_ms", self.store.lock_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&value) {
+                problems.push(invalid(key, "must be from 100 to 600000 (milliseconds)"));
+            }
+        }
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
             problems.push(invalid(
                 "store.url",
@@ -757,6 +795,18 @@ impl Policy {
                     .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
                 if !ok {
                     problems.push(invalid(at("webhook_url"), "must be an http(s) URL"));
+                } else if let Ok(parsed) = url::Url::parse(url)
+                    && let Err(why) = self.outbound().check_target(&parsed)
+                {
+                    // The same rule as at delivery, now: a literal non-public address, or a
+                    // host that resolves to one, is refused here rather than at every attempt.
+                    problems.push(invalid(
+                        at("webhook_url"),
+                        format!(
+                            "is refused: {why}; name the host or its address block in \
+                             server.outbound_allow to allow it"
+                        ),
+                    ));
                 }
                 if tenant.webhook_secret.is_none() {
                     problems.push(invalid(

@@ -314,7 +314,7 @@ every_seconds = 10
     }
     let policy = Policy::parse(&text, env)?;
     let history = if scenario {
-        let store = crate::store::SqlStore::connect(&policy.store.url).await?;
+        let store = crate::store::SqlStore::connect_with(&policy.store).await?;
         crate::scenario::generate(
             &store,
             &policy,

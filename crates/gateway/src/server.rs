@@ -347,7 +347,7 @@ pub async fn serve_on(
     on_listening: impl FnOnce(&str),
 ) -> Result<(), ServeError> {
     crate::telemetry::metrics();
-    let store = SqlStore::connect(&policy.store.url).await?;
+    let store = SqlStore::connect_with(&policy.store).await?;
     let base = format!("http://{}", listener.local_addr()?);
     let public_url = policy
         .server

@@ -53,6 +53,22 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the database gave up on a statement for a time limit: PostgreSQL's
+    /// `statement_timeout` or `lock_timeout` (SQLSTATE 57014, 55P03), SQLite busy past its
+    /// timeout, or no connection free in time.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::PoolTimedOut) => true,
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("57014" | "55P03" | "5" | "6"))
+                    || db.message().contains("database is locked")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A stored verification with what only the gateway needs to know about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredVerification {
@@ -399,8 +415,22 @@ const COLUMNS: &str = "id, tenant, reference, subject_id, provider, provider_ref
      routing, country";
 
 impl SqlStore {
-    /// Connects (creating a SQLite file if needed) and runs the migrations.
+    /// Connects (creating a SQLite file if needed) and runs the migrations, with the default
+    /// time limits.
     pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
+        SqlStore::connect_with(&crate::policy::StoreConfig::at(url)).await
+    }
+
+    /// Connects as `config` says: on PostgreSQL each connection gets its `statement_timeout`
+    /// and `lock_timeout`, so a stuck lock or a runaway query ends as an error
+    /// ([`StoreError::is_timeout`]) instead of holding a request or a job for ever.
+    pub async fn connect_with(config: &crate::policy::StoreConfig) -> Result<SqlStore, StoreError> {
+        let url = config.url.as_str();
+        let limits = format!(
+            "SET statement_timeout = {}; SET lock_timeout = {}",
+            config.statement_timeout_ms.clamp(100, 600_000),
+            config.lock_timeout_ms.clamp(100, 600_000)
+        );
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
         let url = if sqlite && !url.contains("mode=") {
@@ -410,6 +440,7 @@ impl SqlStore {
             url.to_string()
         };
         let pool = |max_connections| {
+            let limits = limits.clone();
             AnyPoolOptions::new()
                 .max_connections(max_connections)
                 // No ping before each use: a broken connection shows as the query's error (and
@@ -418,7 +449,13 @@ impl SqlStore {
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .after_connect(move |conn, _| {
+                    let limits = limits.clone();
                     Box::pin(async move {
+                        if !sqlite {
+                            sqlx::raw_sql(AssertSqlSafe(limits))
+                                .execute(&mut *conn)
+                                .await?;
+                        }
                         if sqlite {
                             sqlx::query("PRAGMA journal_mode = WAL")
                                 .execute(&mut *conn)
