@@ -764,14 +764,23 @@ impl Policy {
                 problems.push(invalid(key, "must be at least 1"));
             }
         }
-        if self.webhooks.timeout_ms == 0 {
-            problems.push(invalid("webhooks.timeout_ms", "must be at least 1"));
+        if !(1..=600_000).contains(&self.webhooks.timeout_ms) {
+            problems.push(invalid(
+                "webhooks.timeout_ms",
+                "must be from 1 to 600000 (ten minutes)",
+            ));
         }
-        if self.reconciler.every_seconds == 0 {
-            problems.push(invalid("reconciler.every_seconds", "must be at least 1"));
+        if !(1..=86_400).contains(&self.reconciler.every_seconds) {
+            problems.push(invalid(
+                "reconciler.every_seconds",
+                "must be from 1 to 86400 (a day)",
+            ));
         }
-        if self.experiments.every_seconds == 0 {
-            problems.push(invalid("experiments.every_seconds", "must be at least 1"));
+        if !(1..=86_400).contains(&self.experiments.every_seconds) {
+            problems.push(invalid(
+                "experiments.every_seconds",
+                "must be from 1 to 86400 (a day)",
+            ));
         }
         for (name, tenant) in &self.tenants {
             let at = |k: &str| format!("tenants.{name}.{k}");

@@ -2,6 +2,8 @@
 //! repeated or cut, values replaced) and arbitrary text never panic, and a refusal never repeats
 //! the value that was written. Cases: `PROPTEST_CASES` (256 by default).
 
+use kyc_gateway::circuit::Breakers;
+use kyc_gateway::limits::Limiter;
 use kyc_gateway::policy::Policy;
 use proptest::prelude::*;
 
@@ -58,5 +60,76 @@ proptest! {
     #[test]
     fn arbitrary_text_is_refused_without_panic(text in "\\PC{0,400}") {
         let _ = Policy::parse(&text, env);
+    }
+
+    /// Any numbers in the policy's numeric keys: either refused by the policy check, or taken
+    /// through the parts that compute with them (the circuit breaker, the rate limiters, the
+    /// standing's expiry) without a panic.
+    #[test]
+    fn any_policy_numbers_are_refused_or_used_without_panic(
+        numbers in proptest::collection::vec(
+            // Mostly numbers every key takes, so that many policies are accepted and used;
+            // now and then zero, the largest and anything at all.
+            prop_oneof![
+                30 => 1u64..50,
+                1 => Just(0u64),
+                1 => Just(u64::MAX),
+                1 => any::<u64>(),
+            ],
+            12,
+        )
+    ) {
+        let n = |i: usize| numbers[i];
+        // Public address literals instead of host names: no name lookup per case.
+        let text = ["atenea-tst.trust.lat", "api-tst.trust.lat", "api.gu1.ai", "payments.internal.example"]
+            .iter()
+            .fold(PINNED.to_string(), |text, host| text.replace(host, "1.1.1.1"))
+            .replacen(
+                "rate_limit = { per_second = 20, burst = 40 }",
+                &format!(
+                    "rate_limit = {{ per_second = {}, burst = {} }}\n\
+                     circuit_breaker = {{ failures = {}, open_seconds = {} }}\n\
+                     lookup_grace_seconds = {}",
+                    n(0), n(1), n(2), n(3), n(4)
+                ),
+                1,
+            )
+            .replacen(
+                "rate_limit = { per_second = 50, burst = 100 }",
+                &format!(
+                    "rate_limit = {{ per_second = {}, burst = {} }}\n\
+                     verification_valid_days = {}\nwebhook_rate_limit = {{ per_second = {} }}",
+                    n(5), n(6), n(7), n(8)
+                ),
+                1,
+            )
+            .replacen("every_seconds = 60", &format!("every_seconds = {}", n(9)), 1)
+            .replacen("min_sample = 200", &format!("min_sample = {}", n(10)), 1)
+            .replacen("share = 20,", &format!("share = {},", n(11)), 1);
+        let Ok(policy) = Policy::parse(&text, env) else {
+            return Ok(());
+        };
+        let breakers = Breakers::default();
+        for (name, provider) in &policy.providers {
+            let settings = &provider.circuit_breaker;
+            for _ in 0..3 {
+                breakers.allow(name, settings);
+                breakers.record(name, settings, true);
+            }
+            breakers.state(name);
+            if let Some(limit) = &provider.rate_limit {
+                Limiter::new(limit).admit();
+            }
+        }
+        for tenant in policy.tenants.values() {
+            if let Some(limit) = &tenant.rate_limit {
+                Limiter::new(limit).admit();
+            }
+            if let Some(rate) = &tenant.webhook_rate_limit {
+                Limiter::new(&rate.as_limit()).admit();
+            }
+            let days = chrono::Duration::days(i64::from(tenant.verification_valid_days));
+            prop_assert!(chrono::Utc::now().checked_add_signed(days).is_some());
+        }
     }
 }
