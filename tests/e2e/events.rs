@@ -3,6 +3,7 @@
 //! answer what a test tells it to.
 
 use crate::harness::*;
+use crate::metrics::wait_for_series;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use kyc_sandbox::Outcome;
@@ -607,15 +608,7 @@ async fn a_url_failing_without_a_break_is_disabled_told_and_recovered() {
     wait_events(&w, &second, |e| e[0]["state"] == "failed").await;
     let (_, policy) = w.get("/v1/policy", ALPHA_KEY).await;
     assert_eq!(policy["webhook_disabled"]["reason"], "failing", "{policy}");
-    let metrics = w
-        .http
-        .get(format!("{}/metrics", w.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = wait_for_series(&w, "kyc_webhook_endpoint_disabled").await;
     assert!(
         metrics.contains("kyc_webhook_endpoint_disabled{tenant=\"alpha\"} 1"),
         "{metrics}"
@@ -772,4 +765,29 @@ async fn a_held_lock_makes_a_request_answer_in_time_and_the_outbox_goes_on() {
     assert_eq!(got[0].body["data"]["status"], "approved");
     drop(w);
     db.drop().await;
+}
+
+/// A redeliver asked while an attempt is in flight stands: the attempt, delivered after it,
+/// does not mark the event delivered; it is counted as stale, and the event goes out again.
+#[tokio::test]
+async fn a_redeliver_during_an_attempt_in_flight_stands() {
+    let receiver = Receiver::slow(Duration::from_secs(2)).await;
+    let w = world_for(&receiver, Options::default()).await;
+    let v = approve_n(&w, "in-flight", 1).await.remove(0);
+    let first = receiver.wait_for(1).await;
+    let id = first[0].id.clone();
+    // The receiver holds the first attempt's answer for 2 s: redeliver meanwhile.
+    let (status, queued) = w
+        .post(&format!("/v1/events/{id}/redeliver"), ALPHA_KEY, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let got = receiver.wait_for(2).await;
+    assert_eq!(got[1].id, id, "sent again, with the same webhook-id");
+    assert!(got[1].verified);
+    let metrics = wait_for_series(&w, "kyc_webhook_stale_attempts_total").await;
+    assert!(
+        metrics.contains("kyc_webhook_stale_attempts_total{tenant=\"alpha\"} 1"),
+        "{metrics}"
+    );
+    wait_events(&w, &v, |e| e[0]["state"] == "delivered").await;
 }

@@ -201,7 +201,7 @@ async fn metrics_count_what_was_done_with_bounded_labels() {
 }
 
 /// `/metrics` once it holds `series` (within 10 s).
-async fn wait_for_series(w: &World, series: &str) -> String {
+pub async fn wait_for_series(w: &World, series: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = w

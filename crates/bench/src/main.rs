@@ -393,30 +393,28 @@ fn run(args: &Args) -> Result<(), Error> {
     Ok(())
 }
 
-/// Creates one verification through `gateway`, approves it at the simulator, waits for the
-/// webhook to land; answers its id.
-async fn template_verification(gateway: &Gateway, sims: &Simulators) -> Result<String, Error> {
-    let body = json!({
-        "reference": "bench-template",
-        "subject": {"id": "subject-template", "country": "CL", "national_id": "11111111-1",
-                    "first_name": "Ana", "last_name": "Rojas", "date_of_birth": "1990-05-20"},
-    });
+/// Creates a verification of tenant `bench` through the gateway at `gateway` and approves it at
+/// the BeTrust simulator at `betrust`, which then sends its webhook; answers the create's answer.
+async fn create_and_approve(
+    gateway: std::net::SocketAddr,
+    betrust: std::net::SocketAddr,
+    body: &Value,
+) -> Result<Value, Error> {
     let (status, answer) = once(
-        gateway.addr,
+        gateway,
         Some(TENANT_KEY),
         Req::post("/v1/verifications", body.to_string(), 201),
     )
     .await?;
     let answer: Value = serde_json::from_slice(&answer)?;
     if status != 201 {
-        return Err(format!("template create answered {status}: {answer}").into());
+        return Err(format!("create answered {status}: {answer}").into());
     }
-    let id = answer["id"].as_str().ok_or("no id")?.to_owned();
     let uuid = answer["provider_reference"]
         .as_str()
         .ok_or("no provider_reference")?;
     let (status, said) = once(
-        sims.betrust_addr()?,
+        betrust,
         None,
         Req::post(
             &format!("/_sandbox/finish/{uuid}"),
@@ -428,6 +426,19 @@ async fn template_verification(gateway: &Gateway, sims: &Simulators) -> Result<S
     if status != 200 {
         return Err(format!("the simulator's finish answered {status}: {said:?}").into());
     }
+    Ok(answer)
+}
+
+/// Creates one verification through `gateway`, approves it at the simulator, waits for the
+/// webhook to land; answers its id.
+async fn template_verification(gateway: &Gateway, sims: &Simulators) -> Result<String, Error> {
+    let body = json!({
+        "reference": "bench-template",
+        "subject": {"id": "subject-template", "country": "CL", "national_id": "11111111-1",
+                    "first_name": "Ana", "last_name": "Rojas", "date_of_birth": "1990-05-20"},
+    });
+    let answer = create_and_approve(gateway.addr, sims.betrust_addr()?, &body).await?;
+    let id = answer["id"].as_str().ok_or("no id")?.to_owned();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (_, now) = once(

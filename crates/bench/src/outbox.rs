@@ -6,9 +6,10 @@
 //! backlog should cost nothing.
 
 use crate::Ctx;
+use crate::create_and_approve;
 use crate::db::Store;
-use crate::load::{Error, Req, once};
-use crate::procs::{Gateway, TENANT_KEY};
+use crate::load::Error;
+use crate::procs::Gateway;
 use crate::report::Figure;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -122,33 +123,7 @@ async fn change(
         "reference": format!("outbox-{n}"),
         "subject": {"id": format!("outbox-subject-{n}"), "country": "CL"},
     });
-    let (status, answer) = once(
-        gateway,
-        Some(TENANT_KEY),
-        Req::post("/v1/verifications", body.to_string(), 201),
-    )
-    .await?;
-    let answer: Value = serde_json::from_slice(&answer)?;
-    if status != 201 {
-        return Err(format!("create answered {status}: {answer}").into());
-    }
-    let uuid = answer["provider_reference"]
-        .as_str()
-        .ok_or("no provider_reference")?;
-    let (status, said) = once(
-        betrust,
-        None,
-        Req::post(
-            &format!("/_sandbox/finish/{uuid}"),
-            json!({"outcome": "approved"}).to_string(),
-            200,
-        ),
-    )
-    .await?;
-    if status != 200 {
-        return Err(format!("the simulator's finish answered {status}: {said:?}").into());
-    }
-    Ok(())
+    create_and_approve(gateway, betrust, &body).await.map(drop)
 }
 
 /// The `q` quantile of `values` (nearest rank).

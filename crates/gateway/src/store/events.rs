@@ -235,6 +235,12 @@ pub(super) const EVENT_COLUMNS: &str =
 pub(super) const DUE_EVENTS: &str = "SELECT id, tenant, payload, attempts, generation \
      FROM events WHERE due_at IS NOT NULL AND due_at <= $1 ORDER BY due_at";
 
+/// An earlier pending event of the line of the `events` row being updated: while there is one,
+/// that row is not its line's head.
+const EARLIER_PENDING: &str = "SELECT 1 FROM events p WHERE p.tenant = events.tenant \
+     AND p.verification_id = events.verification_id AND p.state = 'pending' \
+     AND p.seq < events.seq";
+
 /// A line's head after a change to it: its earliest pending event, unless parked. `$1` tenant,
 /// `$2` line.
 pub(super) const LINE_HEAD: &str = "SELECT id FROM events WHERE tenant = $1 AND verification_id = $2 \
@@ -496,14 +502,12 @@ impl EventStore for SqlStore {
             // Due again, if still its line's head (a redeliver of an earlier event may have
             // taken that place meanwhile).
             AttemptOutcome::RetryAt(at) => {
-                sqlx::query(
+                sqlx::query(AssertSqlSafe(format!(
                     "UPDATE events SET attempts = attempts + 1, next_attempt_at = $1, \
-                     claimed_until = NULL, claim = NULL, due_at = CASE WHEN EXISTS (\
-                         SELECT 1 FROM events p WHERE p.tenant = events.tenant \
-                         AND p.verification_id = events.verification_id \
-                         AND p.state = 'pending' AND p.seq < events.seq) THEN NULL ELSE $1 END \
-                     WHERE id = $2 AND claim = $3",
-                )
+                     claimed_until = NULL, claim = NULL, \
+                     due_at = CASE WHEN EXISTS ({EARLIER_PENDING}) THEN NULL ELSE $1 END \
+                     WHERE id = $2 AND claim = $3"
+                )))
                 .bind(ts(at))
                 .bind(&event.id)
                 .bind(token)
@@ -632,23 +636,18 @@ impl EventStore for SqlStore {
         .rows_affected();
         // The heads of the tenant's lines, chosen again: recovered events take their places by
         // sequence, and parked ones go out now that the URL is enabled.
-        sqlx::query(
+        sqlx::query(AssertSqlSafe(format!(
             "UPDATE events SET parked = 0, due_at = next_attempt_at \
-             WHERE tenant = $1 AND state = 'pending' AND claim IS NULL AND NOT EXISTS (\
-                 SELECT 1 FROM events p WHERE p.tenant = events.tenant \
-                 AND p.verification_id = events.verification_id \
-                 AND p.state = 'pending' AND p.seq < events.seq)",
-        )
+             WHERE tenant = $1 AND state = 'pending' AND claim IS NULL \
+             AND NOT EXISTS ({EARLIER_PENDING})"
+        )))
         .bind(tenant)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
+        sqlx::query(AssertSqlSafe(format!(
             "UPDATE events SET due_at = NULL WHERE tenant = $1 AND state = 'pending' \
-             AND due_at IS NOT NULL AND claim IS NULL AND EXISTS (\
-                 SELECT 1 FROM events p WHERE p.tenant = events.tenant \
-                 AND p.verification_id = events.verification_id \
-                 AND p.state = 'pending' AND p.seq < events.seq)",
-        )
+             AND due_at IS NOT NULL AND claim IS NULL AND EXISTS ({EARLIER_PENDING})"
+        )))
         .bind(tenant)
         .execute(&mut *tx)
         .await?;

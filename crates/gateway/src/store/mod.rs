@@ -2015,15 +2015,12 @@ mod tests {
 
         // A stop is written once, with its event; the second writer learns it was first.
         let at = now();
-        let event = NewEvent {
-            id: format!("evt_{}", ulid::Ulid::generate()),
-            tenant: tenant.clone(),
-            verification_id: format!("experiment:{experiment}"),
-            event_type: "experiment.stopped",
-            payload: "{}".into(),
-            created_at: at,
-            due_at: at,
-        };
+        let event = new_event(
+            &tenant,
+            &format!("experiment:{experiment}"),
+            "experiment.stopped",
+            at,
+        );
         assert!(
             store
                 .stop_experiment(&tenant, &experiment, at, Some(&event))
@@ -2216,6 +2213,24 @@ mod tests {
         assert_eq!(decision_times_of("").count(), 0);
     }
 
+    /// A pending event of `line`, written and due at `at`.
+    fn new_event(
+        tenant: &str,
+        line: &str,
+        event_type: &'static str,
+        at: DateTime<Utc>,
+    ) -> NewEvent {
+        NewEvent {
+            id: format!("evt_{}", ulid::Ulid::generate()),
+            tenant: tenant.to_string(),
+            verification_id: line.to_string(),
+            event_type,
+            payload: "{}".into(),
+            created_at: at,
+            due_at: at,
+        }
+    }
+
     /// Claims are fenced: an attempt that outlived its lease cannot undo what the next claim's
     /// attempt or a redeliver did, and attempt numbers never collide.
     async fn outbox_fencing(store: &SqlStore) {
@@ -2225,15 +2240,7 @@ mod tests {
         row.verification.provider = "p-fenced".into();
         store.insert(&row, &created(&row)).await.unwrap();
         let at = now();
-        let event = NewEvent {
-            id: format!("evt_{}", ulid::Ulid::generate()),
-            tenant: tenant.clone(),
-            verification_id: row.verification.id.clone(),
-            event_type: "verification.updated",
-            payload: "{}".into(),
-            created_at: at,
-            due_at: at,
-        };
+        let event = new_event(&tenant, &row.verification.id, "verification.updated", at);
         let next = moved(&row, Status::InProgress);
         let change = change(
             &row,
@@ -2359,15 +2366,7 @@ mod tests {
         let mut current = row.verification.clone();
         for to in [Status::InProgress, Status::InReview, Status::Approved] {
             let at = now();
-            let event = NewEvent {
-                id: format!("evt_{}", ulid::Ulid::generate()),
-                tenant: tenant.clone(),
-                verification_id: row.verification.id.clone(),
-                event_type: "verification.updated",
-                payload: "{}".into(),
-                created_at: at,
-                due_at: at,
-            };
+            let event = new_event(&tenant, &row.verification.id, "verification.updated", at);
             let next = Verification {
                 status: to,
                 updated_at: at,
@@ -2452,15 +2451,8 @@ mod tests {
         let run = ulid::Ulid::generate().to_string();
         let (a, b) = (format!("la_{run}"), format!("lb_{run}"));
         let at = now();
-        let stopped = |tenant: &str| NewEvent {
-            id: format!("evt_{}", ulid::Ulid::generate()),
-            tenant: tenant.to_string(),
-            verification_id: "experiment:same-name".into(),
-            event_type: "experiment.stopped",
-            payload: "{}".into(),
-            created_at: at,
-            due_at: at,
-        };
+        let stopped =
+            |tenant: &str| new_event(tenant, "experiment:same-name", "experiment.stopped", at);
         let (for_a, for_b) = (stopped(&a), stopped(&b));
         assert!(
             store
