@@ -64,6 +64,12 @@ fn every_problem_is_reported_in_one_run_each_naming_its_key() {
                 "company_id = \"201\"\nlookup_grace_seconds = 86401\n\
                  circuit_breaker = { failures = 2, open_seconds = 9223372036854775807 }",
             ),
+            // The reconciler's schedule and share out of range.
+            (
+                "every_seconds = 60 ",
+                "every_seconds = 60\nmax_interval_seconds = 0\nrate_limit_share = 101\n\
+                 lapse_margin_seconds = 99999999\n",
+            ),
         ],
         &[],
     );
@@ -76,6 +82,9 @@ fn every_problem_is_reported_in_one_run_each_naming_its_key() {
         "providers.betrust-cl.lookup_grace_seconds: must be from 1 to 86400",
         "providers.betrust-cl.circuit_breaker.open_seconds: must be from 1 to 86400",
         "tenants.payments.verification_valid_days: must be from 1 to 36500",
+        "reconciler.max_interval_seconds: must be from 1 to 604800",
+        "reconciler.rate_limit_share: must be a percentage from 1 to 100",
+        "reconciler.lapse_margin_seconds: must be from 0 to 604800",
     ] {
         assert!(stderr.contains(key), "{key} missing from:\n{stderr}");
     }

@@ -52,6 +52,10 @@ pub struct Options {
     pub disable_after_seconds: Option<u64>,
     /// Other `[store]` lines, as written (`lock_timeout_ms = 300`).
     pub store_extra: Vec<String>,
+    /// Other lines of the `betrust-cl` instance (`rate_limit = { per_second = 20, burst = 20 }`).
+    pub betrust_extra: Vec<String>,
+    /// Other `[reconciler]` lines (`max_interval_seconds = 4`).
+    pub reconciler_extra: Vec<String>,
 }
 
 impl Options {
@@ -81,6 +85,8 @@ impl Default for Options {
             lookup_grace_seconds: None,
             disable_after_seconds: None,
             store_extra: Vec::new(),
+            betrust_extra: Vec::new(),
+            reconciler_extra: Vec::new(),
         }
     }
 }
@@ -135,6 +141,11 @@ fn server_sections(o: &Options) -> String {
     )
 }
 
+/// Lines of a policy section, each ended.
+fn lines(lines: &[String]) -> String {
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
 /// The policy the e2e tests run: two tenants, two provider instances.
 fn policy(betrust: &BetrustSim, gu1: &Gu1Sim, db_url: &str, o: &Options) -> String {
     format!(
@@ -152,7 +163,7 @@ client_secret = "${{BETRUST_CLIENT_SECRET}}"
 company_id = "201"
 timeout_ms = {timeout}
 connect_timeout_ms = 1000
-{grace}
+{grace}{betrust_extra}
 [providers.gu1]
 kind = "gu1"
 base_url = "{gu1}"
@@ -179,16 +190,13 @@ fallback = ["betrust-cl"]
 
 [reconciler]
 every_seconds = {reconcile}
+{reconciler_extra}
 
 [experiments]
 every_seconds = 1
 "#,
         server = server_sections(o),
-        store_extra = o
-            .store_extra
-            .iter()
-            .map(|line| format!("{line}\n"))
-            .collect::<String>(),
+        store_extra = lines(&o.store_extra),
         alpha_webhook = o
             .webhook_url
             .as_ref()
@@ -197,6 +205,8 @@ every_seconds = 1
             ))
             .unwrap_or_default(),
         reconcile = o.reconcile_every,
+        betrust_extra = lines(&o.betrust_extra),
+        reconciler_extra = lines(&o.reconciler_extra),
         auth = betrust.auth_base_url(),
         api = betrust.api_base_url(),
         gu1 = gu1.base_url(),

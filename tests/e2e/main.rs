@@ -16,6 +16,7 @@ mod limits;
 mod metrics;
 mod operations;
 mod policy_view;
+mod reconciler;
 mod reload;
 mod replay;
 mod replicas;

@@ -708,6 +708,14 @@ impl Provider for BetrustProvider {
         true
     }
 
+    /// The link's lifetime (`expiration`, BeTrust's default 600 s): a transaction whose link
+    /// lapsed without a result never gets one.
+    fn session_lifetime(&self) -> Option<Duration> {
+        Some(Duration::from_secs(u64::from(
+            self.config.expiration_seconds.unwrap_or(600),
+        )))
+    }
+
     async fn find_created(&self, request: &CreateRequest) -> Result<Found, ProviderError> {
         let span = tracing::info_span!(
             "betrust.find_created",

@@ -1007,6 +1007,11 @@ impl Provider for Gu1Provider {
             .await
     }
 
+    /// gu1's docs: a verification session expires, typically after 7 days.
+    fn session_lifetime(&self) -> Option<Duration> {
+        Some(Duration::from_secs(7 * 24 * 3600))
+    }
+
     fn takes_manual_decisions(&self) -> bool {
         true
     }

@@ -294,6 +294,14 @@ pub trait Provider: Send + Sync {
     /// verification it concerns. Its status is not trusted: the gateway re-reads the provider.
     fn verify_webhook(&self, webhook: IncomingWebhook<'_>) -> Result<String, WebhookError>;
 
+    /// How long a person has, by the provider's docs, to finish a verification it started: past
+    /// this (counted from the link's `expires_at` where the provider gives one, else from the
+    /// creation) one still `pending` or `in_progress` will never finish, and the gateway ends it
+    /// as `expired`. `None`: sessions never lapse.
+    fn session_lifetime(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Whether [`Provider::decide`] is supported.
     fn takes_manual_decisions(&self) -> bool {
         false

@@ -160,6 +160,9 @@ pub struct Runtime {
     pub tenant_limits: BTreeMap<String, Arc<Limiter>>,
     /// Each provider instance's outbound limit, for instances that have one.
     pub provider_limits: BTreeMap<String, Arc<Limiter>>,
+    /// The part of each limited instance's outbound limit that reconciler reads may use
+    /// (`reconciler.rate_limit_share`); a read takes a cell here, then one of the instance's.
+    pub reconciler_limits: BTreeMap<String, Arc<Limiter>>,
     /// Each provider instance's budget of unverified incoming webhooks.
     pub hook_limits: BTreeMap<String, Arc<Limiter>>,
     /// The one budget of webhooks to instance names the policy does not have.
@@ -289,6 +292,16 @@ impl Runtime {
                 .filter_map(|(n, p)| Some((n, p.rate_limit.as_ref()?))),
             previous.map(|p| &p.provider_limits),
         );
+        let share = policy.reconciler.rate_limit_share;
+        let reconciler_shares: BTreeMap<&String, RateLimit> = policy
+            .providers
+            .iter()
+            .filter_map(|(n, p)| Some((n, p.rate_limit.as_ref()?.share(share))))
+            .collect();
+        let reconciler_limits = limiters(
+            reconciler_shares.iter().map(|(n, l)| (*n, l)),
+            previous.map(|p| &p.reconciler_limits),
+        );
         let hook_limits = limiters(
             policy.providers.keys().map(|n| (n, &HOOK_LIMIT)),
             previous.map(|p| &p.hook_limits),
@@ -314,6 +327,7 @@ impl Runtime {
             auth_failures,
             tenant_limits,
             provider_limits,
+            reconciler_limits,
             hook_limits,
             unknown_hook_limit,
             webhook_limits,

@@ -380,6 +380,19 @@ impl RateLimit {
     pub fn is_valid(&self) -> bool {
         self.per_second > 0 && self.burst > 0
     }
+
+    /// `percent` (at most 100) of this limit, each number rounded down but at least 1: the part
+    /// of an instance's outbound limit that the reconciler's reads may use.
+    pub fn share(&self, percent: u32) -> RateLimit {
+        let part = |n: u32| {
+            let share = u64::from(n) * u64::from(percent.min(100)) / 100;
+            u32::try_from(share).unwrap_or(n).max(1)
+        };
+        RateLimit {
+            per_second: part(self.per_second),
+            burst: part(self.burst),
+        }
+    }
 }
 
 /// A rate of deliveries to a tenant's endpoint.
@@ -496,17 +509,54 @@ pub struct CountryRule {
     pub provider: String,
 }
 
-/// The reconciler's schedule.
+/// The reconciler's schedule (see [`crate::jobs::reconciler`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReconcilerConfig {
-    /// Seconds between passes over unfinished verifications.
+    /// Seconds between passes over unfinished verifications, and between two reads of a young
+    /// one: 1 to 86400; default 60.
+    #[serde(default = "default_reconcile_every")]
     pub every_seconds: u64,
+    /// The longest wait between two reads of an old unfinished verification (the wait doubles
+    /// as its age doubles, up to this): 1 to 604800; default 21600 (6 h). Never below
+    /// `every_seconds`.
+    #[serde(default = "default_reconcile_at_most_every")]
+    pub max_interval_seconds: u64,
+    /// The percentage of a provider instance's outbound `rate_limit` that reconciler reads may
+    /// use, so that creates keep the rest: 1 to 100; default 25.
+    #[serde(default = "default_reconcile_share")]
+    pub rate_limit_share: u32,
+    /// How long past the end of its provider session a verification still `pending` or
+    /// `in_progress` ends as `expired` (room for a person who opened the link at its last
+    /// minute, and for the provider's late update): 0 to 604800; default 3600.
+    #[serde(default = "default_lapse_margin")]
+    pub lapse_margin_seconds: u64,
+}
+
+fn default_lapse_margin() -> u64 {
+    3600
+}
+
+fn default_reconcile_every() -> u64 {
+    60
+}
+
+fn default_reconcile_at_most_every() -> u64 {
+    21_600
+}
+
+fn default_reconcile_share() -> u32 {
+    25
 }
 
 impl Default for ReconcilerConfig {
     fn default() -> Self {
-        Self { every_seconds: 60 }
+        Self {
+            every_seconds: default_reconcile_every(),
+            max_interval_seconds: default_reconcile_at_most_every(),
+            rate_limit_share: default_reconcile_share(),
+            lapse_margin_seconds: default_lapse_margin(),
+        }
     }
 }
 
@@ -774,6 +824,24 @@ impl Policy {
             problems.push(invalid(
                 "reconciler.every_seconds",
                 "must be from 1 to 86400 (a day)",
+            ));
+        }
+        if !(1..=604_800).contains(&self.reconciler.max_interval_seconds) {
+            problems.push(invalid(
+                "reconciler.max_interval_seconds",
+                "must be from 1 to 604800 (a week)",
+            ));
+        }
+        if self.reconciler.lapse_margin_seconds > 604_800 {
+            problems.push(invalid(
+                "reconciler.lapse_margin_seconds",
+                "must be from 0 to 604800 (a week)",
+            ));
+        }
+        if !(1..=100).contains(&self.reconciler.rate_limit_share) {
+            problems.push(invalid(
+                "reconciler.rate_limit_share",
+                "must be a percentage from 1 to 100",
             ));
         }
         if !(1..=86_400).contains(&self.experiments.every_seconds) {

@@ -154,21 +154,36 @@ pub(crate) async fn call<T>(
     operation: &'static str,
     request: impl std::future::Future<Output = Result<T, ProviderError>>,
 ) -> Result<T, ProviderError> {
-    let count = |outcome: &'static str| {
-        metrics::counter!(
-            "kyc_provider_calls_total",
-            "provider" => name.to_string(),
-            "operation" => operation,
-            "outcome" => outcome
-        )
-        .increment(1);
-    };
     if let Err(limited) = outbound_turn(runtime, name).await {
         crate::telemetry::rate_limited("provider");
-        count("rate_limited");
+        count_call(name, operation, "rate_limited");
         count_failure(app, on, name).await;
         return Err(limited);
     }
+    call_in_turn(app, runtime, on, name, operation, request).await
+}
+
+/// `kyc_provider_calls_total{provider, operation, outcome}`.
+fn count_call(name: &str, operation: &'static str, outcome: &'static str) {
+    metrics::counter!(
+        "kyc_provider_calls_total",
+        "provider" => name.to_string(),
+        "operation" => operation,
+        "outcome" => outcome
+    )
+    .increment(1);
+}
+
+/// [`call`] for a caller that already has its turn at the instance's outbound rate limit.
+async fn call_in_turn<T>(
+    app: &App,
+    runtime: &Runtime,
+    on: Caller<'_>,
+    name: &str,
+    operation: &'static str,
+    request: impl std::future::Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    let count = |outcome: &'static str| count_call(name, operation, outcome);
     let default = crate::circuit::CircuitSettings::default();
     let settings = runtime
         .policy
@@ -281,6 +296,55 @@ pub async fn sync(
     }
     .map_err(|e| ServiceError::provider(&stored.verification.provider, e))?;
     record(app, runtime, stored, &answer, source, None).await
+}
+
+/// The reconciler's read: [`sync`] from source `reconciler`, for a read that already had its
+/// turn at the instance's outbound rate limit (the reconciler waits for one rather than fail, so
+/// its reads never count as failed calls for want of a turn).
+pub async fn reconcile(
+    app: &App,
+    runtime: &Runtime,
+    stored: StoredVerification,
+) -> Result<StoredVerification, ServiceError> {
+    let provider = provider_of(runtime, &stored)?;
+    let name = &stored.verification.provider;
+    let reference = &stored.verification.provider_reference;
+    let answer = call_in_turn(
+        app,
+        runtime,
+        Caller::of(&stored),
+        name,
+        "get",
+        provider.get(reference),
+    )
+    .await
+    .map_err(|e| ServiceError::provider(name, e))?;
+    record(app, runtime, stored, &answer, Source::Reconciler, None).await
+}
+
+/// Ends as `expired` a verification whose provider session lapsed without a result (see
+/// [`Provider::session_lifetime`]), through the same path as a provider's answer: the change is
+/// recorded with source `reconciler`, counted, and announced to the tenant by its event. One that
+/// became final meanwhile stays as it is.
+pub async fn expire_lapsed(
+    app: &App,
+    runtime: &Runtime,
+    stored: StoredVerification,
+) -> Result<StoredVerification, ServiceError> {
+    let lapsed = ProviderVerification {
+        provider_reference: stored.verification.provider_reference.clone(),
+        status: Status::Expired,
+        reason: Some(kyc_core::Reason {
+            code: "session_expired".into(),
+            provider_code: None,
+            message: Some("the provider's session ended without a result".into()),
+        }),
+        verification_url: None,
+        expires_at: None,
+        decision: None,
+        subject_ref: None,
+    };
+    record(app, runtime, stored, &lapsed, Source::Reconciler, None).await
 }
 
 /// Cancels a verification where the provider allows it.

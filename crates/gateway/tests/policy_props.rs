@@ -3,9 +3,11 @@
 //! the value that was written. Cases: `PROPTEST_CASES` (256 by default).
 
 use kyc_gateway::circuit::Breakers;
+use kyc_gateway::jobs::reconciler::wait_before_next_read;
 use kyc_gateway::limits::Limiter;
 use kyc_gateway::policy::Policy;
 use proptest::prelude::*;
+use std::time::Duration;
 
 const PINNED: &str = include_str!("../../../deploy/policy.example.toml");
 const MARKER: &str = "Zq7-not-to-be-echoed";
@@ -63,8 +65,9 @@ proptest! {
     }
 
     /// Any numbers in the policy's numeric keys: either refused by the policy check, or taken
-    /// through the parts that compute with them (the circuit breaker, the rate limiters, the
-    /// standing's expiry) without a panic.
+    /// through the parts that compute with them (the circuit breaker, the rate limiters and the
+    /// reconciler's share of them, the reconciler's schedule, the standing's expiry) without a
+    /// panic.
     #[test]
     fn any_policy_numbers_are_refused_or_used_without_panic(
         numbers in proptest::collection::vec(
@@ -76,7 +79,7 @@ proptest! {
                 1 => Just(u64::MAX),
                 1 => any::<u64>(),
             ],
-            12,
+            15,
         )
     ) {
         let n = |i: usize| numbers[i];
@@ -103,7 +106,15 @@ proptest! {
                 ),
                 1,
             )
-            .replacen("every_seconds = 60", &format!("every_seconds = {}", n(9)), 1)
+            .replacen(
+                "every_seconds = 60",
+                &format!(
+                    "every_seconds = {}\nmax_interval_seconds = {}\nrate_limit_share = {}\n\
+                     lapse_margin_seconds = {}",
+                    n(9), n(12), n(13), n(14)
+                ),
+                1,
+            )
             .replacen("min_sample = 200", &format!("min_sample = {}", n(10)), 1)
             .replacen("share = 20,", &format!("share = {},", n(11)), 1);
         let Ok(policy) = Policy::parse(&text, env) else {
@@ -119,7 +130,15 @@ proptest! {
             breakers.state(name);
             if let Some(limit) = &provider.rate_limit {
                 Limiter::new(limit).admit();
+                Limiter::new(&limit.share(policy.reconciler.rate_limit_share)).admit();
             }
+        }
+        let reconciler = &policy.reconciler;
+        let every = Duration::from_secs(reconciler.every_seconds);
+        let longest = Duration::from_secs(reconciler.max_interval_seconds);
+        for age in [0, 1, 86_400, i64::MAX / 1000] {
+            let wait = wait_before_next_read(chrono::Duration::seconds(age), every, longest);
+            prop_assert!(kyc_gateway::store::now().checked_add_signed(wait).is_some());
         }
         for tenant in policy.tenants.values() {
             if let Some(limit) = &tenant.rate_limit {

@@ -235,6 +235,9 @@ pub trait Store: EventStore + AttemptStore + Send + Sync {
         until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<StoredVerification>, StoreError>;
+    /// When the reconciler next reads each of these verifications (a claim holds them only
+    /// while it reads them), in one transaction.
+    async fn schedule_reads(&self, next: &[(String, DateTime<Utc>)]) -> Result<(), StoreError>;
     /// How many of a provider instance's verifications are not final (the reconciler's backlog;
     /// a reload may not remove an instance that still has some).
     async fn unfinished_count(&self, provider: &str) -> Result<u64, StoreError>;
@@ -1317,6 +1320,22 @@ impl Store for SqlStore {
         Ok(claimed)
     }
 
+    async fn schedule_reads(&self, next: &[(String, DateTime<Utc>)]) -> Result<(), StoreError> {
+        if next.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writes.begin().await?;
+        for (id, at) in next {
+            sqlx::query("UPDATE verifications SET reconcile_at = $1 WHERE id = $2")
+                .bind(ts(*at))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn unfinished_count(&self, provider: &str) -> Result<u64, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) FROM verifications WHERE provider = $1 \
@@ -1897,7 +1916,21 @@ mod tests {
         assert_eq!(claim_all(at, until).await.len(), 3);
         assert!(claim_all(at, until).await.is_empty(), "claimed, not due");
         let later = until + chrono::Duration::seconds(1);
-        assert_eq!(claim_all(later, later).await.len(), 3, "due again");
+        let claimed = claim_all(later, later).await;
+        assert_eq!(claimed.len(), 3, "due again");
+        // A read schedules the next one: the one read last is due later than the others.
+        let much_later = later + chrono::Duration::hours(6);
+        let next: Vec<(String, DateTime<Utc>)> = claimed
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let at = if i == 0 { much_later } else { later };
+                (s.verification.id.clone(), at)
+            })
+            .collect();
+        store.schedule_reads(&next).await.unwrap();
+        assert_eq!(claim_all(later, later).await.len(), 2, "two due again");
+        assert_eq!(claim_all(much_later, much_later).await.len(), 3);
         assert!(
             store
                 .claim_unfinished("p2", "", later, later, 10)
