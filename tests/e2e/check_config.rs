@@ -226,3 +226,76 @@ fn a_webhook_url_at_a_non_public_address_is_refused() {
         );
     }
 }
+
+/// Every inline table of the policy, and every section, refuses a field it does not know,
+/// naming it (one run each: the first unknown field stops the parse).
+#[test]
+fn an_unknown_field_in_any_table_is_refused_naming_it() {
+    let rate = "rate_limit = { per_second = 20, burst = 40 }";
+    let price = "price_per_verification = { amount = 1.20, currency = \"USD\" }";
+    let tenant_rate = "rate_limit = { per_second = 50, burst = 100 }";
+    let rule = "rules = [{ country = \"AR\", provider = \"gu1\" }]";
+    let experiment = "guardrail_pp = 10 }";
+    let cases: &[(&str, String, &str)] = &[
+        (
+            rate,
+            "rate_limit = { per_second = 20, burst = 40, bogus = 1 }".into(),
+            "providers.betrust-cl.rate_limit.bogus",
+        ),
+        (
+            rate,
+            format!("{rate}\ncircuit_breaker = {{ failures = 3, open_seconds = 30, bogus = 1 }}"),
+            "providers.betrust-cl.circuit_breaker.bogus",
+        ),
+        (
+            price,
+            "price_per_verification = { amount = 1.20, currency = \"USD\", bogus = 1 }".into(),
+            "providers.gu1.price_per_verification.bogus",
+        ),
+        (
+            "company_id = \"201\"",
+            "company_id = \"201\"\nbogus = 1".into(),
+            "providers.betrust-cl.bogus",
+        ),
+        (
+            tenant_rate,
+            "rate_limit = { per_second = 50, burst = 100, bogus = 1 }".into(),
+            "tenants.payments.rate_limit.bogus",
+        ),
+        (
+            tenant_rate,
+            format!("{tenant_rate}\nwebhook_rate_limit = {{ per_second = 5, bogus = 1 }}"),
+            "tenants.payments.webhook_rate_limit.bogus",
+        ),
+        (
+            rule,
+            "rules = [{ country = \"AR\", provider = \"gu1\", bogus = 1 }]".into(),
+            "tenants.payments.routing.rules[0].bogus",
+        ),
+        (
+            experiment,
+            "guardrail_pp = 10, bogus = 1 }".into(),
+            "tenants.payments.routing.experiment.bogus",
+        ),
+        (
+            "allow_override = false",
+            "allow_override = false\nbogus = 1".into(),
+            "tenants.payments.routing.bogus",
+        ),
+        (
+            "[reconciler]",
+            "[reconciler]\nbogus = 1".into(),
+            "reconciler.bogus",
+        ),
+        ("[store]", "[store]\nbogus = 1".into(), "store.bogus"),
+        ("[server]", "[server]\nbogus = 1".into(), "server.bogus"),
+    ];
+    for (from, to, key) in cases {
+        let (code, stderr) = check(&[(from, to)], &[]);
+        assert_eq!(code, Some(2), "{key}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{key}: unknown field")),
+            "{key} missing from:\n{stderr}"
+        );
+    }
+}

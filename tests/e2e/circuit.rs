@@ -83,3 +83,38 @@ async fn refusals_do_not_open_the_circuit() {
     assert_eq!(gu1_circuit(&w).await, "closed");
     assert_eq!(w.betrust.transactions_created(), 0);
 }
+
+/// A breaker set to the largest open time the policy accepts (a day), opened: creates at that
+/// instance answer a problem at once (its tenant has no fallback), other instances and `/readyz`
+/// go on answering, and nothing is left poisoned.
+#[tokio::test]
+async fn a_breaker_open_for_the_longest_time_accepted_keeps_everything_answering() {
+    let w = World::start_with(Options {
+        betrust_extra: vec!["circuit_breaker = { failures = 1, open_seconds = 86400 }".into()],
+        ..Default::default()
+    })
+    .await;
+    w.betrust
+        .inject(FaultRule::always(Fault::Status(503)).on_path("POST /transaction-engine"));
+    for n in 0..3 {
+        let (status, problem) = w
+            .post(
+                "/v1/verifications",
+                ALPHA_KEY,
+                person(&format!("max-{n}"), &format!("sub-max-{n}"), "CL"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+        assert_eq!(problem["code"], "provider_unavailable", "{problem}");
+    }
+    assert_eq!(w.betrust.requests_seen("POST /transaction-engine"), 1);
+    let (status, ready) = w.get("/readyz", ALPHA_KEY).await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(
+        ready["providers"]["betrust-cl"]["circuit"], "open",
+        "{ready}"
+    );
+    // The other instance works as before.
+    let v = w.create(person("max-ar", "sub-max-ar", "AR")).await;
+    assert_eq!(v["provider"], "gu1");
+}

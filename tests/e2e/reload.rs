@@ -187,3 +187,48 @@ async fn a_key_table_with_an_unknown_field_is_refused_by_a_reload() {
     let (status, _) = w.get("/v1/verifications", ALPHA_CI_KEY).await;
     assert_eq!(status, reqwest::StatusCode::OK);
 }
+
+/// A reload meets an unknown field in any inline table as `check-config` does: refused, named,
+/// and the last good policy keeps serving.
+#[tokio::test]
+async fn an_unknown_field_in_any_table_is_refused_by_a_reload() {
+    let w = World::start().await;
+    let original = std::fs::read_to_string(w.policy_path()).unwrap();
+    let cases = [
+        (
+            "connect_timeout_ms = 1000",
+            "connect_timeout_ms = 1000\nrate_limit = { per_second = 5, burst = 5, bogus = 1 }",
+            "providers.betrust-cl.rate_limit.bogus",
+        ),
+        (
+            "connect_timeout_ms = 1000",
+            "connect_timeout_ms = 1000\ncircuit_breaker = { failures = 3, bogus = 1 }",
+            "providers.betrust-cl.circuit_breaker.bogus",
+        ),
+        (
+            "rules = [{ country = \"AR\", provider = \"gu1\" }]",
+            "rules = [{ country = \"AR\", provider = \"gu1\", bogus = 1 }]",
+            "tenants.alpha.routing.rules[0].bogus",
+        ),
+        (
+            "[reconciler]",
+            "[reconciler]\nbogus = 1",
+            "reconciler.bogus",
+        ),
+    ];
+    for (n, (from, to, key)) in cases.iter().enumerate() {
+        w.edit_policy(|p| p.replacen(from, to, 1));
+        w.wait_log("policy refused", n + 1, Duration::from_secs(5))
+            .await;
+        let log = w.log();
+        let line = log
+            .lines()
+            .filter(|l| l.contains("policy refused"))
+            .nth(n)
+            .unwrap();
+        assert!(line.contains(key), "{key}: {line}");
+        w.edit_policy(|_| original.clone());
+    }
+    let (status, _) = w.get("/v1/verifications", ALPHA_KEY).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+}
