@@ -299,3 +299,53 @@ fn an_unknown_field_in_any_table_is_refused_naming_it() {
         );
     }
 }
+
+/// `server.outbound_proxy` must be a proxy's URL; and through it, a provider host the gateway
+/// cannot resolve is refused (nothing would check it later), unless `outbound_allow` names it.
+#[test]
+fn the_outbound_proxy_is_checked_and_unresolvable_targets_are_refused_through_it() {
+    let (code, stderr) = check(
+        &[(
+            "[server]",
+            "[server]\noutbound_proxy = \"socks5://egress:1080/x\"",
+        )],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("server.outbound_proxy: must be"),
+        "{stderr}"
+    );
+    // Public address literals for the other targets: they need no name lookup.
+    let literals = [
+        ("https://atenea-tst.trust.lat", "https://1.1.1.1"),
+        ("https://api-tst.trust.lat", "https://1.1.1.2"),
+        ("https://payments.internal.example", "https://1.1.1.3"),
+    ];
+    let proxied = (
+        "[server]",
+        "[server]\noutbound_proxy = \"http://10.0.0.9:3128\"",
+    );
+    let unresolvable = (
+        "base_url = \"https://api.gu1.ai\"",
+        "base_url = \"https://gu1.no-such-host.invalid\"",
+    );
+    let (code, stderr) = check(&[&literals[..], &[proxied, unresolvable]].concat(), &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("providers.gu1:"), "{stderr}");
+    assert!(stderr.contains("does not resolve"), "{stderr}");
+    assert!(
+        !stderr.contains("no-such-host"),
+        "the value is not echoed: {stderr}"
+    );
+    // Named in outbound_allow, it is the proxy's to reach.
+    let allowed = (
+        "outbound_allow = [\"10.20.0.0/16\"",
+        "outbound_allow = [\"gu1.no-such-host.invalid\", \"10.20.0.0/16\"",
+    );
+    let (code, stderr) = check(
+        &[&literals[..], &[proxied, unresolvable, allowed]].concat(),
+        &[],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+}

@@ -716,6 +716,99 @@ async fn proxy_variables_in_the_environment_route_nothing() {
     );
 }
 
+/// A forward proxy for plain-http targets: it records the `host:port` of each request it is sent
+/// (in absolute form, as a client sends to a proxy) and forwards it.
+async fn forward_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let onward = reqwest::Client::builder().no_proxy().build().unwrap();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let (record, onward) = (record.clone(), onward.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            let target = parts.uri.to_string();
+            record.lock().unwrap().push(
+                parts
+                    .uri
+                    .authority()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            );
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let mut headers = parts.headers.clone();
+            headers.remove("host");
+            headers.remove("proxy-connection");
+            let answer = onward
+                .request(parts.method, target)
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = AxumStatus::from_u16(answer.status().as_u16()).unwrap();
+            let mut back = HeaderMap::new();
+            if let Some(kind) = answer.headers().get("content-type") {
+                back.insert("content-type", kind.clone());
+            }
+            (status, back, answer.bytes().await.unwrap())
+        }
+    });
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, seen)
+}
+
+/// With `[server] outbound_proxy`, provider calls and deliveries go through that proxy, and
+/// through no other: a proxy named by the environment still sees nothing.
+#[tokio::test]
+async fn the_outbound_proxy_of_the_policy_carries_all_outbound_traffic() {
+    let (proxy, through_proxy) = forward_proxy().await;
+    let (other, through_other) = forward_proxy().await;
+    let receiver = Receiver::start(vec![], 200).await;
+    let env = ["HTTP_PROXY", "http_proxy", "ALL_PROXY"]
+        .map(|name| (name.to_string(), other.clone()))
+        .to_vec();
+    let w = world_for(
+        &receiver,
+        Options {
+            env,
+            server_extra: vec![format!("outbound_proxy = \"{proxy}\"")],
+            ..Default::default()
+        },
+    )
+    .await;
+    let b = w.create(person("via-b", "sub-via-b", "CL")).await;
+    let g = w.create(person("via-g", "sub-via-g", "AR")).await;
+    w.finish(&b, Outcome::Approved).await;
+    w.finish(&g, Outcome::Approved).await;
+    receiver.wait_for(2).await;
+    let seen = through_proxy.lock().unwrap().clone();
+    let authority = |url: &str| {
+        url.trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    for (what, target) in [
+        ("BeTrust", authority(&w.betrust.api_base_url())),
+        ("gu1", authority(&w.gu1.base_url())),
+        ("the tenant's receiver", authority(&receiver.url)),
+    ] {
+        assert!(
+            seen.contains(&target),
+            "{what} ({target}) not proxied: {seen:?}"
+        );
+    }
+    assert!(
+        through_other.lock().unwrap().is_empty(),
+        "the environment's proxy was used"
+    );
+}
+
 /// A lock held on PostgreSQL past `[store] lock_timeout_ms`: a request that needs it answers a
 /// 503 problem within the limit instead of hanging, and the outbox, whose scan waited on it too,
 /// goes on delivering once it is released.

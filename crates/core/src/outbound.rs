@@ -137,6 +137,7 @@ pub fn is_public(ip: IpAddr) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct Outbound {
     allow: Arc<Allowlist>,
+    proxy: Option<Arc<url::Url>>,
 }
 
 impl Outbound {
@@ -144,7 +145,29 @@ impl Outbound {
     pub fn new(allow: Allowlist) -> Outbound {
         Outbound {
             allow: Arc::new(allow),
+            proxy: None,
         }
+    }
+
+    /// The rule with every connection made through the HTTP(S) proxy at `proxy` (the policy's
+    /// `server.outbound_proxy`). The proxy's own host is exempt from the rule, as it was named
+    /// on purpose. Targets are still judged: each configured or caller-chosen target before it
+    /// is used ([`Outbound::check_target`], which then also refuses a name that does not
+    /// resolve, as no later check would see it), while the name is resolved again by the proxy.
+    pub fn through_proxy(allow: &[String], proxy: url::Url) -> Outbound {
+        let mut entries = allow.to_vec();
+        if let Some(host) = host_of(&proxy) {
+            entries.push(host);
+        }
+        Outbound {
+            allow: Arc::new(Allowlist::new(&entries)),
+            proxy: Some(Arc::new(proxy)),
+        }
+    }
+
+    /// The proxy every connection goes through, if any.
+    pub fn proxy(&self) -> Option<&url::Url> {
+        self.proxy.as_deref()
     }
 
     /// The exemptions.
@@ -173,9 +196,10 @@ impl Outbound {
         }
     }
 
-    /// Checks a configured target now, resolving its host with the system resolver. A host that
-    /// does not resolve at this moment is not refused for it: the resolver of every client made
-    /// by [`Outbound::client_builder`] checks again at each connection.
+    /// Checks a configured target now, resolving its host with the system resolver. Without a
+    /// proxy, a host that does not resolve at this moment is not refused for it: the resolver of
+    /// every client made by [`Outbound::client_builder`] checks again at each connection. Through
+    /// a proxy nothing checks later (the proxy resolves the name), so it is refused.
     pub fn check_target(&self, url: &url::Url) -> Result<(), &'static str> {
         let host = host_of(url).ok_or("the URL has no host")?;
         let addresses: Option<Vec<IpAddr>> = match host.parse::<IpAddr>() {
@@ -185,6 +209,12 @@ impl Outbound {
                 .ok()
                 .map(|found| found.map(|a| a.ip()).collect()),
         };
+        if self.proxy.is_some() && addresses.is_none() && !self.allow.host(&host) {
+            return Err(
+                "the host does not resolve, and through server.outbound_proxy it could \
+                        not be checked later",
+            );
+        }
         self.judge(url, addresses.as_deref())
     }
 
@@ -192,10 +222,18 @@ impl Outbound {
     /// personal data wherever it points), connects only to addresses this rule permits, and
     /// ignores the proxy variables of the environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`):
     /// through a proxy the resolver would only check the proxy's host, and the proxy would reach
-    /// any target.
+    /// any target. Only the proxy the rule names explicitly is used.
     pub fn client_builder(&self) -> reqwest::ClientBuilder {
-        reqwest::Client::builder()
-            .no_proxy()
+        let builder = reqwest::Client::builder().no_proxy();
+        let builder = match self
+            .proxy
+            .as_deref()
+            .map(|p| reqwest::Proxy::all(p.as_str()))
+        {
+            Some(Ok(proxy)) => builder.proxy(proxy),
+            _ => builder,
+        };
+        builder
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(CheckedResolver {
                 allow: self.allow.clone(),
@@ -407,5 +445,39 @@ mod tests {
             .unwrap();
         assert_eq!(answer.status(), 307);
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn through_a_proxy_targets_are_still_judged_and_the_proxy_is_exempt() {
+        let proxy = url::Url::parse("http://10.0.0.9:3128").unwrap();
+        let rule = Outbound::through_proxy(&["hooks.internal".into()], proxy);
+        let check = |u: &str| rule.check_target(&url::Url::parse(u).unwrap());
+        assert!(check("https://169.254.169.254/latest").is_err());
+        assert!(check("https://[::ffff:169.254.169.254]/latest").is_err());
+        assert!(check("http://1.1.1.1/").is_err(), "plain http");
+        assert!(check("https://1.1.1.1/").is_ok());
+        assert!(
+            check("https://name.invalid/").is_err(),
+            "cannot be checked later"
+        );
+        assert!(
+            check("https://hooks.internal/").is_ok(),
+            "named in the allowlist"
+        );
+        assert!(
+            rule.allowlist().host("10.0.0.9")
+                || rule.allowlist().address("10.0.0.9".parse().unwrap())
+        );
+        assert_eq!(
+            rule.proxy().map(url::Url::as_str),
+            Some("http://10.0.0.9:3128/")
+        );
+        // Without a proxy, a name that does not resolve now is checked at each connection.
+        let direct = Outbound::new(Allowlist::new(&[]));
+        assert!(
+            direct
+                .check_target(&url::Url::parse("https://name.invalid/").unwrap())
+                .is_ok()
+        );
     }
 }

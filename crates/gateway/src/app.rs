@@ -237,8 +237,10 @@ impl Runtime {
         let mut providers: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
         let mut hook_tokens = BTreeMap::new();
         let outbound = policy.outbound();
-        let same_outbound = previous
-            .is_some_and(|p| p.policy.server.outbound_allow == policy.server.outbound_allow);
+        let same_outbound = previous.is_some_and(|p| {
+            p.policy.server.outbound_allow == policy.server.outbound_allow
+                && p.policy.server.outbound_proxy == policy.server.outbound_proxy
+        });
         for (name, config) in &policy.providers {
             let unchanged = previous.filter(|_| same_outbound).and_then(|p| {
                 let before = p.policy.providers.get(name)?;

@@ -88,6 +88,11 @@ pub struct ServerConfig {
     /// loopback and plain-http targets of outgoing webhooks.
     #[serde(default)]
     pub outbound_allow: Vec<String>,
+    /// An HTTP(S) proxy every outbound connection goes through (providers and tenants' webhooks);
+    /// none when absent, and the proxy variables of the environment are ignored either way.
+    /// The target rule still applies to each target, before it is used.
+    #[serde(default)]
+    pub outbound_proxy: Option<String>,
     /// Failed authentications allowed per source address and minute before it gets 429.
     #[serde(default = "default_auth_failures")]
     pub auth_failures_per_minute: u32,
@@ -130,6 +135,7 @@ impl Default for ServerConfig {
         ServerConfig {
             public_url: None,
             outbound_allow: Vec::new(),
+            outbound_proxy: None,
             auth_failures_per_minute: default_auth_failures(),
             header_read_timeout_ms: default_header_read_timeout(),
             request_body_timeout_ms: default_request_body_timeout(),
@@ -140,11 +146,20 @@ impl Default for ServerConfig {
 }
 
 impl Policy {
-    /// The outbound rule with this policy's `server.outbound_allow` exemptions.
+    /// The outbound rule with this policy's `server.outbound_allow` exemptions, through its
+    /// `server.outbound_proxy` when it names one (the policy check refuses one that is not a URL).
     pub fn outbound(&self) -> kyc_core::outbound::Outbound {
-        kyc_core::outbound::Outbound::new(kyc_core::outbound::Allowlist::new(
-            &self.server.outbound_allow,
-        ))
+        use kyc_core::outbound::{Allowlist, Outbound};
+        let allow = &self.server.outbound_allow;
+        match self.outbound_proxy() {
+            Some(proxy) => Outbound::through_proxy(allow, proxy),
+            None => Outbound::new(Allowlist::new(allow)),
+        }
+    }
+
+    /// `server.outbound_proxy`, parsed.
+    fn outbound_proxy(&self) -> Option<url::Url> {
+        url::Url::parse(self.server.outbound_proxy.as_deref()?).ok()
     }
 }
 
@@ -763,6 +778,20 @@ impl Policy {
                 problems.push(invalid(
                     format!("providers.{name}.circuit_breaker.open_seconds"),
                     "must be from 1 to 86400 (a day)",
+                ));
+            }
+        }
+        if let Some(proxy) = &self.server.outbound_proxy {
+            let fine = url::Url::parse(proxy).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+            });
+            if !fine {
+                problems.push(invalid(
+                    "server.outbound_proxy",
+                    "must be an http:// or https:// URL of a proxy (host and port only)",
                 ));
             }
         }
