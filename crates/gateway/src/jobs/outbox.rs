@@ -55,6 +55,9 @@ const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 /// policy change): an endpoint disabled by a 410 works again when the policy names another URL.
 const RESUME_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Events of older replicas sequenced per resume.
+const STRAYS_PAGE: u32 = 1000;
+
 /// The longest an endpoint's `Retry-After` is honoured for, and the longest backoff.
 const MAX_SLOW_DOWN: Duration = Duration::hours(1);
 /// The backoff after a 429, 502 or 504 that names no `Retry-After`: doubling from 1 s to 60 s.
@@ -208,6 +211,16 @@ pub async fn run(app: Arc<App>) {
 
 /// Makes the parked events of every tenant whose endpoint works due again.
 async fn resume_parked(app: &App, runtime: &Runtime) {
+    // Events written by replicas of a release before the outbox had sequences (during a rolling
+    // upgrade) take their places in their lines first.
+    match app.store.sequence_strays(STRAYS_PAGE).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            events = n,
+            "outbox: sequenced events an older replica wrote"
+        ),
+        Err(error) => tracing::warn!(%error, "outbox: could not sequence older replicas' events"),
+    }
     for (tenant, policy) in &runtime.policy.tenants {
         let Some(url) = policy.webhook_url.as_ref() else {
             continue;

@@ -166,6 +166,10 @@ pub trait EventStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Makes a tenant's parked events due again (its policy names a working URL); how many.
     async fn resume_parked(&self, tenant: &str) -> Result<u64, StoreError>;
+    /// Gives events that a replica of a release before migration 0013 wrote after it ran (no
+    /// sequence, no due time, attempts counted only in `attempts`) the next sequence of their
+    /// line, oldest first, and makes each line's head due: at most `limit` of them; how many.
+    async fn sequence_strays(&self, limit: u32) -> Result<u64, StoreError>;
     /// Records an attempt of the claim `token` and what follows from it, in one transaction.
     /// The attempt's row is always written (it happened); the event changes only if the write
     /// still stands: a delivery while the event is in the generation claimed, a retry or a
@@ -443,6 +447,37 @@ impl EventStore for SqlStore {
         Ok(done.rows_affected())
     }
 
+    async fn sequence_strays(&self, limit: u32) -> Result<u64, StoreError> {
+        let strays = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, tenant, verification_id FROM events WHERE seq = 0 \
+             ORDER BY created_at, id LIMIT {limit}"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut done = 0;
+        for row in strays {
+            let (id, tenant, line): (String, String, String) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let mut tx = self.writes.begin().await?;
+            self.lock_line(&mut tx, &tenant, &line).await?;
+            done += sqlx::query(
+                "UPDATE events SET seq = (SELECT COALESCE(MAX(p.seq), 0) + 1 FROM events p \
+                 WHERE p.tenant = $1 AND p.verification_id = $2), \
+                 tries = CASE WHEN attempts > tries THEN attempts ELSE tries END \
+                 WHERE id = $3 AND seq = 0",
+            )
+            .bind(&tenant)
+            .bind(&line)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            promote_head(&mut tx, &tenant, &line).await?;
+            tx.commit().await?;
+        }
+        Ok(done)
+    }
+
     async fn record_attempt(
         &self,
         event: &DueEvent,
@@ -453,9 +488,12 @@ impl EventStore for SqlStore {
     ) -> Result<Recorded, StoreError> {
         let mut tx = self.writes.begin().await?;
         // Numbered from a counter on the event's row, which the update also locks: two
-        // attempts never take one number.
+        // attempts never take one number. Past the attempts already recorded, too: a replica of
+        // a release before migration 0013 numbers its attempts by `attempts` alone.
         let row = sqlx::query(
-            "UPDATE events SET tries = tries + 1 WHERE id = $1 \
+            "UPDATE events SET tries = (SELECT CASE WHEN COALESCE(MAX(a.attempt), 0) > events.tries \
+             THEN MAX(a.attempt) ELSE events.tries END FROM event_attempts a \
+             WHERE a.event_id = events.id) + 1 WHERE id = $1 \
              RETURNING tries, tenant, verification_id",
         )
         .bind(&event.id)

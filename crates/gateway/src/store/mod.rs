@@ -417,6 +417,166 @@ const COLUMNS: &str = "id, tenant, reference, subject_id, provider, provider_ref
      reason, verification_url, expires_at, decision, metadata, request_hash, created_at, updated_at, completed_at, \
      routing, country";
 
+/// Every migration, in order, for SQLite (`sqlite`) or PostgreSQL. Released files never change
+/// (the store refuses to start on a database where an applied one differs), and each new one
+/// follows the rule in the README's "Upgrading": it only adds, so the previous release's
+/// replicas keep working beside it (a test checks each file).
+fn migrations(sqlite: bool) -> Vec<Migration> {
+    let migration = |version, name: &str, sql: &'static str| {
+        Migration::new(
+            version,
+            name.to_string().into(),
+            MigrationType::Simple,
+            AssertSqlSafe(sql).into_sql_str(),
+            false,
+        )
+    };
+    // On PostgreSQL, an index built concurrently: outside a transaction.
+    let concurrent = |version, name: &str, sql: &'static str| {
+        Migration::new(
+            version,
+            name.to_string().into(),
+            MigrationType::Simple,
+            AssertSqlSafe(sql).into_sql_str(),
+            !sqlite,
+        )
+    };
+    vec![
+        migration(1, "init", include_str!("../../migrations/0001_init.sql")),
+        migration(
+            2,
+            "history and outbox",
+            include_str!("../../migrations/0002_history_and_outbox.sql"),
+        ),
+        migration(
+            3,
+            "disabled endpoints",
+            include_str!("../../migrations/0003_disabled_endpoints.sql"),
+        ),
+        migration(
+            4,
+            "indexes",
+            include_str!("../../migrations/0004_indexes.sql"),
+        ),
+        migration(
+            5,
+            "routing",
+            include_str!("../../migrations/0005_routing.sql"),
+        ),
+        migration(
+            6,
+            "reconcile at",
+            include_str!("../../migrations/0006_reconcile_at.sql"),
+        ),
+        migration(7, "stats", include_str!("../../migrations/0007_stats.sql")),
+        migration(
+            8,
+            "decision times",
+            include_str!("../../migrations/0008_decision_times.sql"),
+        ),
+        migration(
+            9,
+            "experiments",
+            include_str!("../../migrations/0009_experiments.sql"),
+        ),
+        migration(
+            10,
+            "provider errors",
+            include_str!("../../migrations/0010_provider_errors.sql"),
+        ),
+        // The two backends name the aggregate that joins text differently.
+        migration(
+            11,
+            "decision times per day",
+            if sqlite {
+                include_str!("../../migrations/0011_decision_times_per_day.sqlite.sql")
+            } else {
+                include_str!("../../migrations/0011_decision_times_per_day.postgres.sql")
+            },
+        ),
+        migration(
+            12,
+            "create attempts",
+            include_str!("../../migrations/0012_create_attempts.sql"),
+        ),
+        migration(
+            13,
+            "outbox fencing",
+            include_str!("../../migrations/0013_outbox_fencing.sql"),
+        ),
+        migration(
+            14,
+            "outbox heads",
+            include_str!("../../migrations/0014_outbox_heads.sql"),
+        ),
+        migration(
+            15,
+            "endpoint health",
+            include_str!("../../migrations/0015_endpoint_health.sql"),
+        ),
+        concurrent(
+            16,
+            "unsequenced events",
+            if sqlite {
+                include_str!("../../migrations/0016_unsequenced_events.sqlite.sql")
+            } else {
+                include_str!("../../migrations/0016_unsequenced_events.postgres.sql")
+            },
+        ),
+    ]
+}
+
+/// Runs `migrations` (those up to `up_to`, or all) on one connection of `pool`. On PostgreSQL
+/// that connection has no statement time limit while it migrates (building an index on a large
+/// table takes as long as it takes; the lock time limit stays, so a migration that cannot get its
+/// lock fails instead of queueing every writer behind it), and an index a concurrent build left
+/// invalid (a build that failed, then `IF NOT EXISTS` on the next start) is built again.
+async fn migrate(
+    pool: &AnyPool,
+    migrations: &[Migration],
+    up_to: Option<i64>,
+    limits: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    let postgres = conn.backend_name() == "PostgreSQL";
+    if postgres {
+        sqlx::query("SET statement_timeout = 0")
+            .execute(&mut *conn)
+            .await?;
+    }
+    let wanted: Vec<Migration> = migrations
+        .iter()
+        .filter(|m| up_to.is_none_or(|v| m.version <= v))
+        .cloned()
+        .collect();
+    let result = Migrator::with_migrations(wanted).run(&mut *conn).await;
+    if postgres && result.is_ok() {
+        let invalid: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE NOT i.indisvalid AND n.nspname = current_schema()",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for index in invalid {
+            tracing::warn!(%index, "an index build was left invalid; building it again");
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "REINDEX INDEX CONCURRENTLY \"{}\"",
+                index.replace('"', "")
+            )))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    if let Some(limits) = limits.filter(|_| postgres) {
+        sqlx::raw_sql(AssertSqlSafe(limits.to_string()))
+            .execute(&mut *conn)
+            .await?;
+    }
+    result?;
+    Ok(())
+}
+
 impl SqlStore {
     /// Connects (creating a SQLite file if needed) and runs the migrations, with the default
     /// time limits.
@@ -478,91 +638,7 @@ impl SqlStore {
             let pool = pool(16).connect(&url).await?;
             (pool.clone(), pool)
         };
-        let migration = |version, name: &str, sql: &'static str| {
-            Migration::new(
-                version,
-                name.to_string().into(),
-                MigrationType::Simple,
-                AssertSqlSafe(sql).into_sql_str(),
-                false,
-            )
-        };
-        Migrator::with_migrations(vec![
-            migration(1, "init", include_str!("../../migrations/0001_init.sql")),
-            migration(
-                2,
-                "history and outbox",
-                include_str!("../../migrations/0002_history_and_outbox.sql"),
-            ),
-            migration(
-                3,
-                "disabled endpoints",
-                include_str!("../../migrations/0003_disabled_endpoints.sql"),
-            ),
-            migration(
-                4,
-                "indexes",
-                include_str!("../../migrations/0004_indexes.sql"),
-            ),
-            migration(
-                5,
-                "routing",
-                include_str!("../../migrations/0005_routing.sql"),
-            ),
-            migration(
-                6,
-                "reconcile at",
-                include_str!("../../migrations/0006_reconcile_at.sql"),
-            ),
-            migration(7, "stats", include_str!("../../migrations/0007_stats.sql")),
-            migration(
-                8,
-                "decision times",
-                include_str!("../../migrations/0008_decision_times.sql"),
-            ),
-            migration(
-                9,
-                "experiments",
-                include_str!("../../migrations/0009_experiments.sql"),
-            ),
-            migration(
-                10,
-                "provider errors",
-                include_str!("../../migrations/0010_provider_errors.sql"),
-            ),
-            // The two backends name the aggregate that joins text differently.
-            migration(
-                11,
-                "decision times per day",
-                if sqlite {
-                    include_str!("../../migrations/0011_decision_times_per_day.sqlite.sql")
-                } else {
-                    include_str!("../../migrations/0011_decision_times_per_day.postgres.sql")
-                },
-            ),
-            migration(
-                12,
-                "create attempts",
-                include_str!("../../migrations/0012_create_attempts.sql"),
-            ),
-            migration(
-                13,
-                "outbox fencing",
-                include_str!("../../migrations/0013_outbox_fencing.sql"),
-            ),
-            migration(
-                14,
-                "outbox heads",
-                include_str!("../../migrations/0014_outbox_heads.sql"),
-            ),
-            migration(
-                15,
-                "endpoint health",
-                include_str!("../../migrations/0015_endpoint_health.sql"),
-            ),
-        ])
-        .run(&writes)
-        .await?;
+        migrate(&writes, &migrations(sqlite), None, Some(&limits)).await?;
         let inline = if sqlite {
             let options: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
             let path = options.get_filename();
@@ -1606,6 +1682,9 @@ impl Store for SqlStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod upgrade_tests;
 
 #[cfg(test)]
 mod tests {
