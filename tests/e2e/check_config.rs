@@ -349,3 +349,64 @@ fn the_outbound_proxy_is_checked_and_unresolvable_targets_are_refused_through_it
     );
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// The numbers not covered above have their ranges too, each refused naming its key.
+#[test]
+fn every_other_number_has_a_range() {
+    let retries = format!("retry_seconds = {:?}", vec![1; 101]);
+    let (code, stderr) = check(
+        &[
+            (
+                "[server]",
+                "[server]\nauth_failures_per_minute = 0\nmax_connections = 2000000\n\
+                 request_timeout_ms = 86400000",
+            ),
+            (
+                "rate_limit = { per_second = 20, burst = 40 }",
+                "rate_limit = { per_second = 20, burst = 4000000000 }",
+            ),
+            ("amount = 1.20", "amount = 1e300"),
+            (
+                "[reconciler]",
+                &format!("[webhooks]\n{retries}\n\n[reconciler]"),
+            ),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    for key in [
+        "server.auth_failures_per_minute: must be from 1 to 1000000",
+        "server.max_connections: must be from 1 to 1000000",
+        "server.request_timeout_ms: must be from 1 to 3600000",
+        "providers.betrust-cl.rate_limit: per_second and burst must each be from 1 to 1000000",
+        "providers.gu1.price_per_verification.amount: must be a number from 0 to 1000000",
+        "webhooks.retry_seconds: needs 1 to 100 attempts",
+    ] {
+        assert!(stderr.contains(key), "{key} missing from:\n{stderr}");
+    }
+    for (line, message) in [
+        ("timeout_ms = 999999999", "must be from 1 to 600000"),
+        ("tries = 0", "tries must be from 1 to 100"),
+        (
+            "expiration_seconds = 4000000000",
+            "expiration_seconds must be from 1 to 2592000",
+        ),
+        (
+            "token_margin_seconds = 999999",
+            "token_margin_seconds must be from 0 to 86400",
+        ),
+    ] {
+        let (code, stderr) = check(
+            &[(
+                "company_id = \"201\"",
+                &format!("company_id = \"201\"\n{line}"),
+            )],
+            &[],
+        );
+        assert_eq!(code, Some(2), "{line}: {stderr}");
+        assert!(
+            stderr.contains("providers.betrust-cl:") && stderr.contains(message),
+            "{line}: {stderr}"
+        );
+    }
+}

@@ -378,9 +378,28 @@ impl BetrustProvider {
         config: BetrustConfig,
         outbound: &Outbound,
     ) -> Result<Self, ProviderError> {
-        if config.timeout_ms == 0 || config.connect_timeout_ms == 0 {
+        let within = |value: u64, range: std::ops::RangeInclusive<u64>| range.contains(&value);
+        if !within(config.timeout_ms, 1..=600_000)
+            || !within(config.connect_timeout_ms, 1..=600_000)
+        {
             return Err(invalid_config(
-                "timeout_ms and connect_timeout_ms must be above zero".into(),
+                "timeout_ms and connect_timeout_ms must be from 1 to 600000 (milliseconds)".into(),
+            ));
+        }
+        if config.tries.is_some_and(|t| !within(u64::from(t), 1..=100)) {
+            return Err(invalid_config("tries must be from 1 to 100".into()));
+        }
+        if config
+            .expiration_seconds
+            .is_some_and(|e| !within(u64::from(e), 1..=2_592_000))
+        {
+            return Err(invalid_config(
+                "expiration_seconds must be from 1 to 2592000 (30 days)".into(),
+            ));
+        }
+        if config.token_margin_seconds > 86_400 {
+            return Err(invalid_config(
+                "token_margin_seconds must be from 0 to 86400 (a day)".into(),
             ));
         }
         let auth_base = http_url(&config.auth_base_url, "auth_base_url", outbound)?;

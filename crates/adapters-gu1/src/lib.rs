@@ -353,8 +353,12 @@ impl Gu1Provider {
                  server.outbound_allow to allow it"
             ))
         })?;
-        if config.timeout_ms == 0 || config.connect_timeout_ms == 0 {
-            return Err(config_error("gu1 timeouts must be above zero"));
+        if !(1..=600_000).contains(&config.timeout_ms)
+            || !(1..=600_000).contains(&config.connect_timeout_ms)
+        {
+            return Err(config_error(
+                "gu1 timeout_ms and connect_timeout_ms must be from 1 to 600000 (milliseconds)",
+            ));
         }
         if !config.cancel_path.contains("{id}") {
             return Err(config_error("gu1 cancel_path must contain {id}"));

@@ -391,9 +391,12 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// Both numbers above zero.
+    /// What [`RateLimit::is_valid`] asks, for the message that names a limit that is not.
+    pub const RANGE: &str = "per_second and burst must each be from 1 to 1000000";
+
+    /// Both numbers from 1 to a million.
     pub fn is_valid(&self) -> bool {
-        self.per_second > 0 && self.burst > 0
+        (1..=1_000_000).contains(&self.per_second) && (1..=1_000_000).contains(&self.burst)
     }
 
     /// `percent` (at most 100) of this limit, each number rounded down but at least 1: the part
@@ -599,6 +602,9 @@ fn default_disable_after_seconds() -> u64 {
 /// Longest wait between two attempts of one event.
 const MAX_RETRY_DELAY: u64 = 7 * 24 * 3600;
 
+/// The most delivery attempts `webhooks.retry_seconds` may schedule.
+const MAX_ATTEMPTS: usize = 100;
+
 fn default_retry_seconds() -> Vec<u64> {
     // Immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: about 28 hours in all.
     vec![0, 5, 300, 1800, 7200, 18000, 36000, 36000]
@@ -742,14 +748,14 @@ impl Policy {
             if provider.rate_limit.as_ref().is_some_and(|l| !l.is_valid()) {
                 problems.push(invalid(
                     format!("providers.{name}.rate_limit"),
-                    "per_second and burst must be > 0",
+                    RateLimit::RANGE,
                 ));
             }
             if let Some(price) = &provider.price_per_verification {
-                if !(price.amount.is_finite() && price.amount >= 0.0) {
+                if !(price.amount.is_finite() && (0.0..=1_000_000.0).contains(&price.amount)) {
                     problems.push(invalid(
                         format!("providers.{name}.price_per_verification.amount"),
-                        "must be a number of at least 0",
+                        "must be a number from 0 to 1000000",
                     ));
                 }
                 if !(price.currency.len() == 3
@@ -804,6 +810,7 @@ impl Policy {
             }
         }
         if self.webhooks.retry_seconds.is_empty()
+            || self.webhooks.retry_seconds.len() > MAX_ATTEMPTS
             || self
                 .webhooks
                 .retry_seconds
@@ -812,7 +819,7 @@ impl Policy {
         {
             problems.push(invalid(
                 "webhooks.retry_seconds",
-                "needs at least one attempt, each at most 604800 seconds (a week) after the last",
+                "needs 1 to 100 attempts, each at most 604800 seconds (a week) after the last",
             ));
         }
         if !(1..=90 * 24 * 3600).contains(&self.webhooks.disable_after_seconds) {
@@ -821,11 +828,16 @@ impl Policy {
                 "must be from 1 to 7776000 (90 days)",
             ));
         }
-        if self.server.auth_failures_per_minute == 0 {
-            problems.push(invalid(
+        for (key, value) in [
+            (
                 "server.auth_failures_per_minute",
-                "must be at least 1",
-            ));
+                u64::from(self.server.auth_failures_per_minute),
+            ),
+            ("server.max_connections", self.server.max_connections as u64),
+        ] {
+            if !(1..=1_000_000).contains(&value) {
+                problems.push(invalid(key, "must be from 1 to 1000000"));
+            }
         }
         for (key, value) in [
             (
@@ -837,10 +849,9 @@ impl Policy {
                 self.server.request_body_timeout_ms,
             ),
             ("server.request_timeout_ms", self.server.request_timeout_ms),
-            ("server.max_connections", self.server.max_connections as u64),
         ] {
-            if value == 0 {
-                problems.push(invalid(key, "must be at least 1"));
+            if !(1..=3_600_000).contains(&value) {
+                problems.push(invalid(key, "must be from 1 to 3600000 (an hour)"));
             }
         }
         if !(1..=600_000).contains(&self.webhooks.timeout_ms) {
@@ -948,10 +959,7 @@ impl Policy {
             if let Some(limit) = &tenant.rate_limit
                 && !limit.is_valid()
             {
-                problems.push(invalid(
-                    at("rate_limit"),
-                    "per_second and burst must be > 0",
-                ));
+                problems.push(invalid(at("rate_limit"), RateLimit::RANGE));
             }
             let routing = &tenant.routing;
             let known = |key: String, provider: &str| {
