@@ -484,3 +484,56 @@ async fn a_caller_that_hangs_up_mid_create_does_not_cut_the_attempt_off() {
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(w.betrust.transactions_created(), 2);
 }
+
+/// Found by the fault campaign (seed 10 on PostgreSQL): a create that reserved its reference
+/// just after another attempt stored the verification left its reservation behind when it found
+/// the verification there, and every reconciler round then resolved that reservation again,
+/// calling the provider each time, for ever. A reservation of a reference whose verification is
+/// stored is now removed by whoever meets it: here the reconciler, once the stale holder's lease
+/// runs out, without a second provider object.
+#[tokio::test]
+async fn a_reservation_left_beside_a_stored_verification_is_removed_not_resolved_for_ever() {
+    let w = World::start_with(Options {
+        reconcile_every: 1,
+        ..Options::webhooks_lost()
+    })
+    .await;
+    let v = w.create(person("stale-1", "sub-stale-1", "CL")).await;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&w.db_url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO create_attempts (tenant, reference, request_hash, state, provider, routing, \
+         beat, subject_id, country, metadata, ambiguous_at, created_at, updated_at) \
+         SELECT tenant, reference, request_hash, 'calling', provider, routing, 7, subject_id, \
+         country, NULL, NULL, created_at, created_at FROM verifications WHERE id = $1",
+    )
+    .bind(v["id"].as_str().unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let left = || async {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM create_attempts")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        n
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while left().await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reservation is still there:\n{}",
+            w.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(w.betrust.transactions_created(), 1);
+    let (_, again) = w
+        .post(
+            "/v1/verifications",
+            ALPHA_KEY,
+            person("stale-1", "sub-stale-1", "CL"),
+        )
+        .await;
+    assert_eq!(again["id"], v["id"]);
+}

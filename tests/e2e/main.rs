@@ -2,6 +2,7 @@
 //! in-process BeTrust and gu1 simulators, with a real SQLite file.
 
 mod browser;
+mod chaos;
 mod check_config;
 mod circuit;
 mod connections;

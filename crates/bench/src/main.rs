@@ -82,6 +82,7 @@
 //! connection) turns its figures into `MISS` with the first error shown: a figure is never
 //! printed from a measurement that did not work, and parts that cannot run say `skipped` and why.
 
+mod chaos;
 mod children;
 mod db;
 mod load;
@@ -242,6 +243,13 @@ struct Ctx {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("chaos") {
+        if let Err(e) = chaos::main(std::env::args().skip(1)) {
+            eprintln!("kyc-bench chaos: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = Args::parse();
     let outcome = if let Some(body) = &args.bare_server {
         children::bare_server(body)

@@ -114,7 +114,16 @@ async fn reserve_and_run(
             updated_at: at,
         };
         let held = match app.store.reserve(&fresh).await? {
-            Reserved::Fresh => fresh,
+            // The reference's verification may have been stored between the look above and
+            // the reservation (the write that stores it removes the reservation it settles):
+            // look again, holding the reservation, before any provider call.
+            Reserved::Fresh => match app.store.find_by_reference(tenant, &body.reference).await? {
+                Some(existing) => {
+                    app.store.drop_attempt(tenant, &body.reference, 0).await?;
+                    return replay(existing, &hash);
+                }
+                None => fresh,
+            },
             Reserved::Settled => continue,
             Reserved::Existing(existing) => {
                 if existing.request_hash != hash {
@@ -590,6 +599,12 @@ impl Attempt<'_> {
                         "a second provider object was made for a stored verification"
                     );
                 }
+                // The reservation this attempt holds settles nothing now: without this it would
+                // be resolved again, and again, by every later attempt and reconciler round.
+                self.app
+                    .store
+                    .drop_attempt(&held.tenant, &held.reference, held.beat)
+                    .await?;
                 replay(*existing, &held.request_hash)
             }
         }

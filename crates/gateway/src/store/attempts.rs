@@ -108,6 +108,14 @@ pub trait AttemptStore: Send + Sync {
     /// Reservations that may hold a provider object to resolve (`calling` or `ambiguous`),
     /// least recently changed first, up to `limit`.
     async fn unsettled_attempts(&self, limit: u32) -> Result<Vec<CreateAttempt>, StoreError>;
+    /// Removes the reservation of a reference whose verification is stored already, if its beat
+    /// is still `beat` (its holder's); `false` when another writer moved it or it is gone.
+    async fn drop_attempt(
+        &self,
+        tenant: &str,
+        reference: &str,
+        beat: i64,
+    ) -> Result<bool, StoreError>;
 }
 
 const ATTEMPT_COLUMNS: &str = "tenant, reference, request_hash, state, provider, routing, beat, \
@@ -173,6 +181,23 @@ impl AttemptStore for SqlStore {
             Some(existing) => Ok(Reserved::Existing(Box::new(existing))),
             None => Ok(Reserved::Settled),
         }
+    }
+
+    async fn drop_attempt(
+        &self,
+        tenant: &str,
+        reference: &str,
+        beat: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM create_attempts WHERE tenant = $1 AND reference = $2 AND beat = $3",
+        )
+        .bind(tenant)
+        .bind(reference)
+        .bind(beat)
+        .execute(&self.writes)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn attempt(

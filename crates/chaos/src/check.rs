@@ -1,0 +1,438 @@
+//! The invariants, checked after a run from the simulators' own records, the store and the
+//! receiver's log:
+//!
+//! - `reference`: each reference is bound to at most one verification, whose subject is one
+//!   that a create of it sent to a gateway (a request refused at connect, its process down,
+//!   reached none), and no create of it with the other subject was ever answered with a
+//!   verification: the first body to reach a gateway binds the reference.
+//! - `provider_object`: each verification is bound to one provider object, made for its request
+//!   (the national id the simulator was sent is the reference's), and no provider object is left
+//!   without a verification (an orphan).
+//! - `history`: each verification's history is one chain from its creation, never going back to
+//!   an earlier stage, never changing after a final status, ending at the stored status; a gu1
+//!   verification's status is the one gu1 holds.
+//! - `events`: every stored event was delivered, with a valid signature, and each verification's
+//!   events reached the receiver in the order of their sequence; every change after the creation
+//!   has its event; nothing was delivered that the store does not hold.
+//! - `stats`: the day counts equal a recount of the verifications.
+//! - `answers`: every request was answered within [`crate::DEADLINE`], never with a 500 (a 502
+//!   or 503 naming the provider or the store is an answer).
+//! - `drained`: once the faults are lifted and creates retried, no reservation and no pending
+//!   event is left.
+
+use crate::plan::{self, Op, Plan};
+use crate::world::{Delivery, Record, World};
+use serde::Serialize;
+use sqlx::Row;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// One invariant that did not hold.
+#[derive(Debug, Clone, Serialize)]
+pub struct Violation {
+    /// Which invariant (see the module docs).
+    pub invariant: &'static str,
+    /// What was found.
+    pub detail: String,
+}
+
+struct Stored {
+    id: String,
+    reference: String,
+    subject: String,
+    provider: String,
+    provider_reference: String,
+    status: String,
+}
+
+/// The stage of a status: a change never goes to a lower one, and nothing follows a final one.
+pub(crate) fn stage(status: &str) -> u8 {
+    match status {
+        "pending" => 0,
+        "in_progress" => 1,
+        "in_review" => 2,
+        _ => 3,
+    }
+}
+
+/// Checks every invariant; answers how many checks were made and what failed.
+pub async fn all(world: &World, plan: &Plan, history: &[Record]) -> (usize, Vec<Violation>) {
+    let mut checks = Checks::default();
+    let pool = match world.pool().await {
+        Ok(pool) => pool,
+        Err(error) => {
+            checks.fail("drained", format!("the store cannot be read: {error}"));
+            return (checks.made, checks.found);
+        }
+    };
+    let rows = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query(sql).fetch_all(&pool).await.unwrap_or_default() }
+    };
+    let stored: Vec<Stored> = rows(
+        "SELECT id, reference, subject_id, provider, provider_reference, status \
+         FROM verifications WHERE tenant = 'alpha'",
+    )
+    .await
+    .iter()
+    .map(|r| Stored {
+        id: r.get(0),
+        reference: r.get(1),
+        subject: r.get(2),
+        provider: r.get(3),
+        provider_reference: r.get(4),
+        status: r.get(5),
+    })
+    .collect();
+    let seed = world.shared.seed;
+    references(&mut checks, seed, plan, &stored, history);
+    provider_objects(&mut checks, world, seed, &stored);
+    let mut changes: BTreeMap<String, Vec<(Option<String>, String)>> = BTreeMap::new();
+    for row in rows(
+        "SELECT verification_id, from_status, to_status FROM status_changes \
+         WHERE tenant = 'alpha' ORDER BY verification_id, id",
+    )
+    .await
+    {
+        changes
+            .entry(row.get(0))
+            .or_default()
+            .push((row.get(1), row.get(2)));
+    }
+    chains(&mut checks, world, &stored, &changes);
+    let mut events: Vec<(String, String, i64, String, String)> =
+        rows("SELECT id, verification_id, seq, state, payload FROM events WHERE tenant = 'alpha'")
+            .await
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect();
+    events.sort_by(|a, b| (&a.1, a.2).cmp(&(&b.1, b.2)));
+    let deliveries = world.shared.deliveries.lock().unwrap().clone();
+    delivered(&mut checks, &events, &deliveries, &changes);
+    let counts: Vec<(String, [i64; 6])> = rows(
+        "SELECT provider, CAST(SUM(started) AS BIGINT), CAST(SUM(approved) AS BIGINT), \
+         CAST(SUM(rejected) AS BIGINT), CAST(SUM(expired) AS BIGINT), \
+         CAST(SUM(abandoned) AS BIGINT), CAST(SUM(cancelled) AS BIGINT) \
+         FROM stats_daily WHERE tenant = 'alpha' GROUP BY provider",
+    )
+    .await
+    .iter()
+    .map(|r| {
+        (
+            r.get(0),
+            [r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)],
+        )
+    })
+    .collect();
+    stats(&mut checks, &stored, &counts);
+    answers(&mut checks, history);
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM create_attempts")
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(-1);
+    checks.expect(left == 0, "drained", || {
+        format!("{left} create reservations left")
+    });
+    pool.close().await;
+    (checks.made, checks.found)
+}
+
+#[derive(Default)]
+struct Checks {
+    made: usize,
+    found: Vec<Violation>,
+}
+
+impl Checks {
+    fn expect(&mut self, holds: bool, invariant: &'static str, detail: impl FnOnce() -> String) {
+        self.made += 1;
+        if !holds {
+            self.fail(invariant, detail());
+        }
+    }
+
+    fn fail(&mut self, invariant: &'static str, detail: String) {
+        self.found.push(Violation { invariant, detail });
+    }
+}
+
+/// Reference `r` of the campaign's `reference` text.
+fn index_of(seed: u64, reference: &str) -> Option<usize> {
+    reference
+        .strip_prefix(&format!("chaos-{seed}-"))?
+        .parse()
+        .ok()
+}
+
+/// Which bodies of a reference reached a gateway, and which were answered with a verification:
+/// (the reference's own body, the other body).
+#[derive(Default, Clone, Copy)]
+struct Sent {
+    reached: (bool, bool),
+    bound: (bool, bool),
+}
+
+fn references(checks: &mut Checks, seed: u64, plan: &Plan, stored: &[Stored], history: &[Record]) {
+    let mut sent: HashMap<usize, Sent> = HashMap::new();
+    for record in history {
+        let (r, other) = match record.op {
+            Op::Create { r, .. } | Op::Twins { r } => (r, false),
+            Op::Conflict { r, .. } => (r, true),
+            _ => continue,
+        };
+        let entry = sent.entry(r).or_default();
+        for answer in &record.answers {
+            let reached = answer.error.as_deref() != Some(crate::world::NOT_SENT);
+            let bound = matches!(answer.status, Some(200 | 201));
+            if other {
+                entry.reached.1 |= reached;
+                entry.bound.1 |= bound;
+            } else {
+                entry.reached.0 |= reached;
+                entry.bound.0 |= bound;
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    for v in stored {
+        checks.expect(seen.insert(&v.reference), "reference", || {
+            format!("{} is bound to two verifications", v.reference)
+        });
+        let Some(r) = index_of(seed, &v.reference).filter(|r| *r < plan.references) else {
+            checks.fail("reference", format!("{} was never sent", v.reference));
+            continue;
+        };
+        let (_, subject, _, _) = plan::reference(seed, r);
+        let s = sent.get(&r).copied().unwrap_or_default();
+        // Bound to a body that reached a gateway, and never answered for the other one.
+        let (reached, answered_other) = if v.subject == subject {
+            (s.reached.0, s.bound.1)
+        } else {
+            (s.reached.1, s.bound.0)
+        };
+        checks.expect(reached, "reference", || {
+            format!(
+                "{} ({}) is bound to subject {}, which no request sent",
+                v.reference, v.id, v.subject
+            )
+        });
+        checks.expect(!answered_other, "reference", || {
+            format!(
+                "{} ({}) is bound to subject {}, but a create with the other subject was \
+                 answered with a verification too",
+                v.reference, v.id, v.subject
+            )
+        });
+    }
+}
+
+fn provider_objects(checks: &mut Checks, world: &World, seed: u64, stored: &[Stored]) {
+    let by_object: HashMap<(&str, &str), &Stored> = stored
+        .iter()
+        .map(|v| ((v.provider.as_str(), v.provider_reference.as_str()), v))
+        .collect();
+    checks.expect(by_object.len() == stored.len(), "provider_object", || {
+        "two verifications share one provider object".into()
+    });
+    // The national id sent with the subject the verification is bound to.
+    let nin_of = |v: &Stored| {
+        let (_, subject, _, nin) = plan::reference(seed, index_of(seed, &v.reference)?);
+        Some(if v.subject == subject {
+            nin
+        } else {
+            format!("{nin}-other")
+        })
+    };
+    let betrust = &world.shared.betrust;
+    for uuid in betrust.transaction_uuids() {
+        let sent = betrust.transaction(&uuid).unwrap_or_default();
+        match by_object.get(&("betrust-cl", uuid.as_str())) {
+            None => checks.fail(
+                "provider_object",
+                format!("BeTrust transaction {uuid} belongs to no verification (an orphan)"),
+            ),
+            Some(v) => {
+                let nin = sent["metadata"]["nin"].as_str().map(str::to_string);
+                checks.expect(nin == nin_of(v), "provider_object", || {
+                    format!(
+                        "{} is bound to BeTrust transaction {uuid}, made for another person",
+                        v.id
+                    )
+                });
+            }
+        }
+    }
+    let gu1 = &world.shared.gu1;
+    for id in gu1.validation_ids() {
+        let validation = gu1.validation(&id).unwrap_or_default();
+        let entity = validation["entityId"]
+            .as_str()
+            .and_then(|e| gu1.entity(e))
+            .unwrap_or_default();
+        match by_object.get(&("gu1", id.as_str())) {
+            None => checks.fail(
+                "provider_object",
+                format!("gu1 validation {id} belongs to no verification (an orphan)"),
+            ),
+            Some(v) => {
+                let nin = entity["taxId"].as_str().map(str::to_string);
+                checks.expect(nin == nin_of(v), "provider_object", || {
+                    format!(
+                        "{} is bound to gu1 validation {id}, of another person's entity",
+                        v.id
+                    )
+                });
+            }
+        }
+    }
+    for v in stored {
+        let exists = match v.provider.as_str() {
+            "gu1" => gu1.validation(&v.provider_reference).is_some(),
+            _ => betrust.transaction(&v.provider_reference).is_some(),
+        };
+        checks.expect(exists, "provider_object", || {
+            format!("{} is bound to an object its provider does not hold", v.id)
+        });
+    }
+}
+
+fn chains(
+    checks: &mut Checks,
+    world: &World,
+    stored: &[Stored],
+    changes: &BTreeMap<String, Vec<(Option<String>, String)>>,
+) {
+    for v in stored {
+        let chain = changes.get(&v.id).map(Vec::as_slice).unwrap_or_default();
+        checks.expect(
+            chain.first().is_some_and(|(from, _)| from.is_none()),
+            "history",
+            || format!("{} has no creation in its history", v.id),
+        );
+        for pair in chain.windows(2) {
+            let ((_, before), (from, after)) = (&pair[0], &pair[1]);
+            checks.expect(from.as_deref() == Some(before), "history", || {
+                format!("{}: a change from {from:?} follows one to {before}", v.id)
+            });
+            checks.expect(
+                stage(before) < 3 && stage(after) >= stage(before),
+                "history",
+                || format!("{}: {before} became {after}", v.id),
+            );
+        }
+        checks.expect(
+            chain.last().is_some_and(|(_, to)| *to == v.status),
+            "history",
+            || format!("{}: stored as {}, history ends elsewhere", v.id, v.status),
+        );
+        if v.provider == "gu1"
+            && let Some(held) = world.shared.gu1.validation(&v.provider_reference)
+        {
+            let theirs = held["status"].as_str().unwrap_or_default().to_string();
+            checks.expect(theirs == v.status, "history", || {
+                format!("{}: stored as {}, gu1 holds {theirs}", v.id, v.status)
+            });
+        }
+    }
+}
+
+fn delivered(
+    checks: &mut Checks,
+    events: &[(String, String, i64, String, String)],
+    deliveries: &[Delivery],
+    changes: &BTreeMap<String, Vec<(Option<String>, String)>>,
+) {
+    let stored: HashSet<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    let mut first_arrival: HashMap<&str, usize> = HashMap::new();
+    for (i, d) in deliveries.iter().enumerate() {
+        checks.expect(stored.contains(d.id.as_str()), "events", || {
+            format!("delivered {} for a change the store does not hold", d.id)
+        });
+        checks.expect(d.verified, "events", || {
+            format!("{} arrived with a signature that does not verify", d.id)
+        });
+        if d.accepted {
+            first_arrival.entry(d.id.as_str()).or_insert(i);
+        }
+    }
+    let mut lines: BTreeMap<&str, Vec<(i64, &str, String)>> = BTreeMap::new();
+    for (id, verification, seq, state, payload) in events {
+        checks.expect(state == "delivered", "events", || {
+            format!("{id} ({verification}) is {state}, never delivered")
+        });
+        checks.expect(first_arrival.contains_key(id.as_str()), "events", || {
+            format!("{id} ({verification}) never reached the receiver")
+        });
+        let status = serde_json::from_str::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|p| p["data"]["status"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        lines
+            .entry(verification.as_str())
+            .or_default()
+            .push((*seq, id.as_str(), status));
+    }
+    for (verification, line) in &lines {
+        let arrivals: Vec<usize> = line
+            .iter()
+            .filter_map(|(_, id, _)| first_arrival.get(id).copied())
+            .collect();
+        checks.expect(arrivals.is_sorted(), "events", || {
+            format!("{verification}'s events arrived out of order")
+        });
+    }
+    for (verification, chain) in changes {
+        let changed: Vec<&str> = chain
+            .iter()
+            .filter(|(from, _)| from.is_some())
+            .map(|(_, to)| to.as_str())
+            .collect();
+        let told: Vec<&str> = lines
+            .get(verification.as_str())
+            .map(|l| l.iter().map(|(_, _, s)| s.as_str()).collect())
+            .unwrap_or_default();
+        checks.expect(changed == told, "events", || {
+            format!("{verification} changed {changed:?} but its events say {told:?}")
+        });
+    }
+}
+
+fn stats(checks: &mut Checks, stored: &[Stored], counts: &[(String, [i64; 6])]) {
+    let mut recount: BTreeMap<&str, [i64; 6]> = BTreeMap::new();
+    for v in stored {
+        let row = recount.entry(v.provider.as_str()).or_default();
+        row[0] += 1;
+        let column = match v.status.as_str() {
+            "approved" => 1,
+            "rejected" => 2,
+            "expired" => 3,
+            "abandoned" => 4,
+            "cancelled" => 5,
+            _ => continue,
+        };
+        row[column] += 1;
+    }
+    let counted: BTreeMap<&str, [i64; 6]> = counts.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+    checks.expect(counted == recount, "stats", || {
+        format!("day counts {counted:?}, a recount says {recount:?}")
+    });
+}
+
+fn answers(checks: &mut Checks, history: &[Record]) {
+    for record in history {
+        for answer in &record.answers {
+            let step = record.step;
+            checks.expect(answer.status != Some(500), "answers", || {
+                format!(
+                    "step {step} ({:?}) was answered {:?}",
+                    record.op, answer.status
+                )
+            });
+            checks.expect(
+                answer.error.as_deref() != Some("timed out")
+                    && answer.took_ms <= crate::DEADLINE.as_millis() as u64,
+                "answers",
+                || format!("step {step} ({:?}) got no answer in time", record.op),
+            );
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The plan a seed decides: every operation and fault, and the offset it starts at, drawn before
+//! anything runs so that a seed always means the same schedule.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// One thing the campaign does. References are numbered: reference `r` always has the same
+/// subject, country and national id (so a retry sends the same body), and `Conflict` sends
+/// reference `r` with another subject.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Creates reference `r` at process `at`.
+    Create {
+        /// The reference, by number.
+        r: usize,
+        /// The process, by number.
+        at: usize,
+    },
+    /// The same create twice at once, at both processes (or twice at the one).
+    Twins {
+        /// The reference, by number.
+        r: usize,
+    },
+    /// Reference `r` with another subject: must never be bound to it.
+    Conflict {
+        /// The reference, by number.
+        r: usize,
+        /// The process, by number.
+        at: usize,
+    },
+    /// The provider ends reference `r`'s verification so (its webhook follows).
+    Finish {
+        /// The reference, by number.
+        r: usize,
+        /// The outcome, an index into [`OUTCOMES`].
+        outcome: u8,
+    },
+    /// A caller's refresh of reference `r`'s verification.
+    Refresh {
+        /// The reference, by number.
+        r: usize,
+        /// The process, by number.
+        at: usize,
+    },
+    /// A caller's cancel of reference `r`'s verification.
+    Cancel {
+        /// The reference, by number.
+        r: usize,
+        /// The process, by number.
+        at: usize,
+    },
+    /// Fault: the next create at BeTrust is done, and its answer held past the timeout.
+    LateBetrustCreate,
+    /// Fault: the next validation create at gu1 is done, and its answer held past the timeout.
+    LateGu1Create,
+    /// Fault: the next create at BeTrust is answered 503 without doing anything.
+    RefuseBetrustCreate,
+    /// Fault: the next read at gu1 is answered 500.
+    FailGu1Read,
+    /// Fault: process `at` is killed with SIGKILL, and started again `back_ms` later.
+    Kill {
+        /// The process, by number.
+        at: usize,
+        /// When it is started again, milliseconds after.
+        back_ms: u64,
+    },
+    /// Fault: the receiver answers the next `n` deliveries 500.
+    ReceiverFails {
+        /// How many.
+        n: u32,
+    },
+}
+
+impl Op {
+    /// Whether this is a fault rather than an operation of a caller or a provider.
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self,
+            Op::LateBetrustCreate
+                | Op::LateGu1Create
+                | Op::RefuseBetrustCreate
+                | Op::FailGu1Read
+                | Op::Kill { .. }
+                | Op::ReceiverFails { .. }
+        )
+    }
+}
+
+/// One step: what, and when (milliseconds from the start).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// Offset from the start of the run.
+    pub at_ms: u64,
+    /// What.
+    pub op: Op,
+}
+
+/// A seed's schedule.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The seed.
+    pub seed: u64,
+    /// The steps, by offset.
+    pub steps: Vec<Step>,
+    /// References used (`0..references`).
+    pub references: usize,
+}
+
+/// The outcomes `Finish` draws from (the index is `Op::Finish::outcome`).
+pub const OUTCOMES: [kyc_sandbox::Outcome; 5] = [
+    kyc_sandbox::Outcome::InProgress,
+    kyc_sandbox::Outcome::InReview,
+    kyc_sandbox::Outcome::Approved,
+    kyc_sandbox::Outcome::Rejected,
+    kyc_sandbox::Outcome::Approved,
+];
+
+impl Plan {
+    /// The plan of `seed`, `operations` long: about one step every 60 ms, a fault in ten.
+    pub fn new(seed: u64, operations: usize) -> Plan {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut steps = Vec::with_capacity(operations);
+        let mut at_ms = 0;
+        let mut references = 0usize;
+        let mut killed_until = [0u64; 2];
+        for _ in 0..operations {
+            at_ms += rng.random_range(10..110);
+            let process = rng.random_range(0..2);
+            // Mostly references already made, so their retries, outcomes and faults meet.
+            let known =
+                |rng: &mut ChaCha8Rng, references: usize| rng.random_range(0..references.max(1));
+            let op = match rng.random_range(0..100) {
+                0..30 => {
+                    references += 1;
+                    Op::Create {
+                        r: references - 1,
+                        at: process,
+                    }
+                }
+                30..40 => Op::Create {
+                    r: known(&mut rng, references),
+                    at: process,
+                },
+                40..45 => {
+                    references += 1;
+                    Op::Twins { r: references - 1 }
+                }
+                45..50 => Op::Conflict {
+                    r: known(&mut rng, references),
+                    at: process,
+                },
+                50..70 => Op::Finish {
+                    r: known(&mut rng, references),
+                    outcome: rng.random_range(0..OUTCOMES.len() as u8),
+                },
+                70..80 => Op::Refresh {
+                    r: known(&mut rng, references),
+                    at: process,
+                },
+                80..84 => Op::Cancel {
+                    r: known(&mut rng, references),
+                    at: process,
+                },
+                84..87 => Op::LateBetrustCreate,
+                87..90 => Op::LateGu1Create,
+                90..93 => Op::RefuseBetrustCreate,
+                93..95 => Op::FailGu1Read,
+                95..97 if killed_until[process] < at_ms => {
+                    let back_ms = rng.random_range(300..1500);
+                    killed_until[process] = at_ms + back_ms + 2_000;
+                    Op::Kill {
+                        at: process,
+                        back_ms,
+                    }
+                }
+                95..97 => Op::Refresh {
+                    r: known(&mut rng, references),
+                    at: process,
+                },
+                _ => Op::ReceiverFails {
+                    n: rng.random_range(1..4),
+                },
+            };
+            steps.push(Step { at_ms, op });
+        }
+        Plan {
+            seed,
+            steps,
+            references,
+        }
+    }
+
+    /// Writes the plan, one step per line.
+    pub fn write(&self, path: &std::path::Path) -> Result<(), String> {
+        let lines: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| serde_json::to_string(s).unwrap_or_default())
+            .collect();
+        std::fs::write(path, lines.join("\n") + "\n").map_err(|e| e.to_string())
+    }
+}
+
+/// Reference `r`'s reference, subject, country and national id in a run of `seed`.
+pub fn reference(seed: u64, r: usize) -> (String, String, &'static str, String) {
+    let country = if r % 3 == 2 { "AR" } else { "CL" };
+    (
+        format!("chaos-{seed}-{r}"),
+        format!("sub-{seed}-{r}"),
+        country,
+        format!("NID{seed}X{r}K"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_always_means_the_same_plan() {
+        let a = Plan::new(7, 300);
+        let b = Plan::new(7, 300);
+        let c = Plan::new(8, 300);
+        assert_eq!(a.steps, b.steps);
+        assert_ne!(a.steps, c.steps);
+        assert!(a.steps.iter().any(|s| s.op.is_fault()));
+        assert!(a.steps.iter().any(|s| matches!(s.op, Op::Kill { .. })));
+        assert!(a.steps.is_sorted_by_key(|s| s.at_ms));
+    }
+}

@@ -1,0 +1,734 @@
+//! What a campaign runs against: the provider simulators, a tenant receiver, one or two gateway
+//! processes on fixed ports (so a process killed and started again keeps its address), and the
+//! store they share.
+
+use crate::plan::{self, OUTCOMES, Op, Plan};
+use crate::{Config, DEADLINE};
+use kyc_sandbox::{BetrustSim, BetrustSimConfig, Fault, FaultRule, Gu1Sim, Gu1SimConfig};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const API_KEY: &str = "kyc_chaos_alpha_key";
+const BETRUST_SECRET: &str = "chaos-betrust-secret";
+const GU1_KEY: &str = "gk_chaos_key";
+const GU1_WEBHOOK_SECRET: &str = "chaos-gu1-webhook-secret";
+/// Tenant alpha's Standard Webhooks secret.
+pub(crate) const WEBHOOK_SECRET: &str = "whsec_Y2hhb3MtdGVuYW50LWFscGhhLXNpZ25pbmcta2V5";
+/// Provider calls time out after this; a held answer is held longer.
+const PROVIDER_TIMEOUT_MS: u64 = 800;
+const HELD: Duration = Duration::from_millis(1_500);
+/// A request that never reached a gateway (its process was down).
+pub(crate) const NOT_SENT: &str = "not sent (no process listening)";
+
+/// One delivery the receiver got.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    /// `webhook-id`.
+    pub id: String,
+    /// The verification it is about.
+    pub verification: String,
+    /// The status it reports.
+    pub status: String,
+    /// Whether its signature verified.
+    pub verified: bool,
+    /// Whether the receiver answered 2xx.
+    pub accepted: bool,
+}
+
+/// What one operation got: an answer per request it made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// The step's place in the plan.
+    pub step: usize,
+    /// What it was.
+    #[serde(flatten)]
+    pub op: Op,
+    /// When it started, milliseconds from the start of the run.
+    pub started_ms: u64,
+    /// What each of its requests got.
+    pub answers: Vec<Answer>,
+}
+
+/// One request's answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    /// The HTTP status, if one came.
+    pub status: Option<u16>,
+    /// The problem's `code`.
+    pub code: Option<String>,
+    /// The verification's id.
+    pub id: Option<String>,
+    /// How long it took.
+    pub took_ms: u64,
+    /// A transport error (the process was killed, say), or what a simulator said.
+    pub error: Option<String>,
+}
+
+/// A verification the campaign has been answered.
+#[derive(Debug, Clone)]
+pub(crate) struct Known {
+    pub id: String,
+    pub provider: String,
+    pub provider_reference: String,
+}
+
+struct Process {
+    port: u16,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+/// Everything the operations share.
+pub(crate) struct Shared {
+    pub seed: u64,
+    pub betrust: BetrustSim,
+    pub gu1: Gu1Sim,
+    pub http: reqwest::Client,
+    pub deliveries: Arc<Mutex<Vec<Delivery>>>,
+    receiver_fails: Arc<AtomicU32>,
+    processes: Mutex<Vec<Process>>,
+    pub known: Mutex<HashMap<usize, Known>>,
+    binary: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+/// The running world of one campaign.
+pub struct World {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) store_url: String,
+    schema: Option<(String, String)>,
+    _receiver: tokio::task::JoinHandle<()>,
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn hash_key(key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+impl World {
+    /// Starts the simulators, the receiver and the gateway processes.
+    pub async fn start(config: &Config) -> Result<World, String> {
+        let betrust = BetrustSim::start(BetrustSimConfig {
+            client_secret: BETRUST_SECRET.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let gu1 = Gu1Sim::start(Gu1SimConfig {
+            api_key: GU1_KEY.into(),
+            webhook_secret: GU1_WEBHOOK_SECRET.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let deliveries = Arc::new(Mutex::new(Vec::new()));
+        let receiver_fails = Arc::new(AtomicU32::new(0));
+        let (receiver_url, receiver) = receiver(deliveries.clone(), receiver_fails.clone()).await?;
+        let (store_url, schema) = match &config.postgres {
+            None => {
+                let db = config.out.join("kyc.db");
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+                }
+                (format!("sqlite://{}", db.display()), None)
+            }
+            Some(base) => {
+                let name = format!(
+                    "chaos_{}_{}",
+                    config.seed,
+                    chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+                );
+                sqlx::any::install_default_drivers();
+                let admin = sqlx::AnyPool::connect(base)
+                    .await
+                    .map_err(|e| format!("no PostgreSQL at {base}: {e}"))?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+                    .execute(&admin)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                admin.close().await;
+                let sep = if base.contains('?') { '&' } else { '?' };
+                (
+                    format!("{base}{sep}options=-c%20search_path%3D{name}"),
+                    Some((base.clone(), name)),
+                )
+            }
+        };
+        let count = if config.postgres.is_some() { 2 } else { 1 };
+        let mut processes = Vec::new();
+        for i in 0..count {
+            let mut env = vec![
+                ("BETRUST_CLIENT_SECRET".into(), BETRUST_SECRET.into()),
+                ("GU1_API_KEY".into(), GU1_KEY.into()),
+                ("GU1_WEBHOOK_SECRET".into(), GU1_WEBHOOK_SECRET.into()),
+                ("ALPHA_WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
+                ("NO_COLOR".into(), "1".into()),
+                (
+                    "KYC_GATEWAY_LOG".into(),
+                    "info,sqlx=warn,hyper=warn,reqwest=warn".into(),
+                ),
+            ];
+            if i == 1 {
+                // Replicas' clocks differ.
+                env.push(("KYC_GATEWAY_CLOCK_OFFSET_MS".into(), "2000".into()));
+            }
+            processes.push(Process {
+                port: free_port()?,
+                env,
+                child: None,
+            });
+        }
+        let policy = format!(
+            r#"
+[server]
+public_url = "http://127.0.0.1:{first}"
+outbound_allow = ["127.0.0.1"]
+request_timeout_ms = 20000
+
+[store]
+url = "{store_url}"
+
+[providers.betrust-cl]
+kind = "betrust"
+auth_base_url = "{auth}"
+api_base_url = "{api}"
+client_id = "sandbox-client"
+client_secret = "${{BETRUST_CLIENT_SECRET}}"
+company_id = "201"
+timeout_ms = {PROVIDER_TIMEOUT_MS}
+connect_timeout_ms = 500
+lookup_grace_seconds = 3
+
+[providers.gu1]
+kind = "gu1"
+base_url = "{gu1}"
+api_key = "${{GU1_API_KEY}}"
+webhook_secret = "${{GU1_WEBHOOK_SECRET}}"
+timeout_ms = {PROVIDER_TIMEOUT_MS}
+connect_timeout_ms = 500
+lookup_grace_seconds = 3
+
+[tenants.alpha]
+api_keys = ["{key}"]
+webhook_url = "{receiver_url}"
+webhook_secret = "${{ALPHA_WEBHOOK_SECRET}}"
+
+[tenants.alpha.routing]
+default = "betrust-cl"
+rules = [{{ country = "AR", provider = "gu1" }}]
+fallback = ["gu1", "betrust-cl"]
+
+[webhooks]
+retry_seconds = [0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3]
+timeout_ms = 2000
+
+[reconciler]
+every_seconds = 1
+"#,
+            first = processes[0].port,
+            auth = betrust.auth_base_url(),
+            api = betrust.api_base_url(),
+            gu1 = gu1.base_url(),
+            key = hash_key(API_KEY),
+        );
+        let config_path = config.out.join("policy.toml");
+        std::fs::write(&config_path, policy).map_err(|e| e.to_string())?;
+        let log = config.out.join("gateways.log");
+        let _ = std::fs::remove_file(&log);
+        let shared = Arc::new(Shared {
+            seed: config.seed,
+            betrust,
+            gu1,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(DEADLINE)
+                .build()
+                .map_err(|e| e.to_string())?,
+            deliveries,
+            receiver_fails,
+            processes: Mutex::new(processes),
+            known: Mutex::new(HashMap::new()),
+            binary: config.gateway.clone(),
+            config: config_path,
+            log,
+        });
+        for i in 0..count {
+            shared.start_process(i).await?;
+        }
+        Ok(World {
+            shared,
+            store_url,
+            schema,
+            _receiver: receiver,
+        })
+    }
+
+    /// Runs every step at its offset, each in a task of its own (so they overlap), and answers
+    /// what each got.
+    pub async fn play(&mut self, plan: &Plan) -> Vec<Record> {
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, step) in plan.steps.iter().enumerate() {
+            let at = start + Duration::from_millis(step.at_ms);
+            tokio::time::sleep_until(at.into()).await;
+            let (shared, op) = (self.shared.clone(), step.op);
+            tasks.spawn(async move {
+                let started_ms = start.elapsed().as_millis() as u64;
+                let answers = shared.perform(op).await;
+                Record {
+                    step: i,
+                    op,
+                    started_ms,
+                    answers,
+                }
+            });
+        }
+        let mut history = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(record) = done {
+                history.push(record);
+            }
+        }
+        history.sort_by_key(|r| r.step);
+        history
+    }
+
+    /// Lifts every fault, makes sure every process runs, retries every reference's create until
+    /// it is answered (as a caller told to retry would), refreshes every verification, and waits
+    /// for the outbox and the reservations to drain.
+    /// The creates it sends are answered as records after the plan's steps.
+    pub async fn quiesce(&mut self, plan: &Plan) -> Vec<Record> {
+        let shared = &self.shared;
+        let start = Instant::now();
+        let mut records = Vec::new();
+        shared.betrust.clear_faults();
+        shared.gu1.clear_faults();
+        shared.receiver_fails.store(0, Ordering::SeqCst);
+        let count = shared.processes.lock().unwrap().len();
+        for i in 0..count {
+            let running = shared.processes.lock().unwrap()[i].child.is_some();
+            if !running {
+                let _ = shared.start_process(i).await;
+            }
+        }
+        for r in 0..plan.references {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                let started_ms = start.elapsed().as_millis() as u64;
+                let answer = shared.create(r, 0, false).await;
+                // Answered, or bound to the other body that reached a gateway first.
+                let done = matches!(answer.status, Some(200 | 201))
+                    || answer.code.as_deref() == Some("conflict");
+                records.push(Record {
+                    step: plan.steps.len() + records.len(),
+                    op: Op::Create { r, at: 0 },
+                    started_ms,
+                    answers: vec![answer],
+                });
+                if done {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        let known: Vec<usize> = shared.known.lock().unwrap().keys().copied().collect();
+        for r in known {
+            for _ in 0..5 {
+                let answer = shared.act(r, 0, "refresh").await;
+                if answer.status == Some(200) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        if let Ok(pool) = self.pool().await {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while Instant::now() < deadline {
+                let left: i64 = sqlx::query_scalar(
+                    "SELECT (SELECT COUNT(*) FROM events WHERE state = 'pending') + \
+                     (SELECT COUNT(*) FROM create_attempts)",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(1);
+                if left == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            pool.close().await;
+        }
+        records
+    }
+
+    /// A pool on the campaign's store.
+    pub(crate) async fn pool(&self) -> Result<sqlx::AnyPool, String> {
+        sqlx::any::install_default_drivers();
+        sqlx::pool::PoolOptions::<sqlx::Any>::new()
+            .max_connections(2)
+            .connect(&self.store_url)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Writes the history, one record per line.
+    pub fn write_history(&self, history: &[Record], path: &std::path::Path) -> Result<(), String> {
+        let lines: Vec<String> = history
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap_or_default())
+            .collect();
+        std::fs::write(path, lines.join("\n") + "\n").map_err(|e| e.to_string())
+    }
+
+    /// Stops the processes and drops the PostgreSQL schema.
+    pub async fn stop(self) {
+        for process in self.shared.processes.lock().unwrap().iter_mut() {
+            if let Some(mut child) = process.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if let Some((base, name)) = &self.schema
+            && let Ok(admin) = sqlx::AnyPool::connect(base).await
+        {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {name} CASCADE")))
+                .execute(&admin)
+                .await;
+            admin.close().await;
+        }
+    }
+}
+
+impl Shared {
+    fn base(&self, process: usize) -> String {
+        let processes = self.processes.lock().unwrap();
+        let port = processes[process % processes.len()].port;
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// Starts process `i` on its port and waits until it answers `/healthz`.
+    async fn start_process(&self, i: usize) -> Result<(), String> {
+        let port = {
+            let mut processes = self.processes.lock().unwrap();
+            let process = &mut processes[i];
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .map_err(|e| e.to_string())?;
+            let child = Command::new(&self.binary)
+                .args(["serve", "--config"])
+                .arg(&self.config)
+                .args(["--listen", &format!("127.0.0.1:{}", process.port)])
+                .envs(process.env.iter().map(|(k, v)| (k, v)))
+                .stdout(log.try_clone().map_err(|e| e.to_string())?)
+                .stderr(log)
+                .stdin(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
+            process.child = Some(child);
+            process.port
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let up = self
+                .http
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if up {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "gateway {i} did not start; see {}",
+            self.log.display()
+        ))
+    }
+
+    fn body(&self, r: usize, other: bool) -> Value {
+        let (reference, subject, country, nin) = plan::reference(self.seed, r);
+        let (subject, nin) = if other {
+            (format!("{subject}-other"), format!("{nin}-other"))
+        } else {
+            (subject, nin)
+        };
+        json!({
+            "reference": reference,
+            "subject": {
+                "id": subject,
+                "country": country,
+                "national_id": nin,
+                "first_name": "Ana",
+                "last_name": "Rojas",
+                "date_of_birth": "1990-05-20"
+            }
+        })
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (Answer, Value) {
+        let started = Instant::now();
+        match request.bearer_auth(API_KEY).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                let answer = Answer {
+                    status: Some(status),
+                    code: body["code"].as_str().map(str::to_string),
+                    id: body["id"].as_str().map(str::to_string),
+                    took_ms: started.elapsed().as_millis() as u64,
+                    error: None,
+                };
+                (answer, body)
+            }
+            Err(error) => (
+                Answer {
+                    status: None,
+                    code: None,
+                    id: None,
+                    took_ms: started.elapsed().as_millis() as u64,
+                    error: Some(if error.is_timeout() {
+                        "timed out".into()
+                    } else if error.is_connect() {
+                        NOT_SENT.into()
+                    } else {
+                        "no answer (the connection was lost)".into()
+                    }),
+                },
+                Value::Null,
+            ),
+        }
+    }
+
+    /// Sends reference `r`'s create (or, `other`, the same reference with another subject) to
+    /// process `at`; remembers the verification it answers.
+    pub(crate) async fn create(&self, r: usize, at: usize, other: bool) -> Answer {
+        let request = self
+            .http
+            .post(format!("{}/v1/verifications", self.base(at)))
+            .json(&self.body(r, other));
+        let (answer, body) = self.send(request).await;
+        if matches!(answer.status, Some(200 | 201)) && !other {
+            self.known.lock().unwrap().insert(
+                r,
+                Known {
+                    id: body["id"].as_str().unwrap_or_default().to_string(),
+                    provider: body["provider"].as_str().unwrap_or_default().to_string(),
+                    provider_reference: body["provider_reference"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                },
+            );
+        }
+        answer
+    }
+
+    /// `POST /v1/verifications/{id}/{action}` for reference `r`'s verification.
+    pub(crate) async fn act(&self, r: usize, at: usize, action: &str) -> Answer {
+        let Some(known) = self.known.lock().unwrap().get(&r).cloned() else {
+            return not_yet();
+        };
+        let request = self
+            .http
+            .post(format!(
+                "{}/v1/verifications/{}/{action}",
+                self.base(at),
+                known.id
+            ))
+            .json(&json!({}));
+        self.send(request).await.0
+    }
+
+    async fn perform(&self, op: Op) -> Vec<Answer> {
+        match op {
+            Op::Create { r, at } => vec![self.create(r, at, false).await],
+            Op::Twins { r } => {
+                let (a, b) = tokio::join!(self.create(r, 0, false), self.create(r, 1, false));
+                vec![a, b]
+            }
+            Op::Conflict { r, at } => vec![self.create(r, at, true).await],
+            Op::Finish { r, outcome } => {
+                let Some(known) = self.known.lock().unwrap().get(&r).cloned() else {
+                    return vec![not_yet()];
+                };
+                let outcome = OUTCOMES[usize::from(outcome) % OUTCOMES.len()];
+                // A provider moves forward only: the simulators would let a test move a
+                // finished verification again, which no provider does.
+                let (now, rank) = if known.provider == "gu1" {
+                    let held = self.gu1.validation(&known.provider_reference);
+                    let status = held.map(|v| v["status"].as_str().unwrap_or_default().to_string());
+                    let rank = status.as_deref().map_or(0, crate::check::stage);
+                    (status, rank)
+                } else {
+                    let held = self.betrust.transaction(&known.provider_reference);
+                    let ended = held.as_ref().is_some_and(|t| {
+                        t["complete"] == Value::Bool(true) || t["failed"] == Value::Bool(true)
+                    });
+                    (held.map(|_| String::new()), if ended { 3 } else { 0 })
+                };
+                if now.is_none() || rank == 3 || crate::check::stage(outcome.as_str()) < rank {
+                    return vec![Answer {
+                        status: None,
+                        code: None,
+                        id: None,
+                        took_ms: 0,
+                        error: Some("skipped: the provider is past that".into()),
+                    }];
+                }
+                let done = if known.provider == "gu1" {
+                    self.gu1.finish(&known.provider_reference, outcome).await
+                } else {
+                    self.betrust
+                        .finish(&known.provider_reference, outcome)
+                        .await
+                };
+                vec![simulator(done)]
+            }
+            Op::Refresh { r, at } => vec![self.act(r, at, "refresh").await],
+            Op::Cancel { r, at } => vec![self.act(r, at, "cancel").await],
+            Op::LateBetrustCreate => {
+                self.betrust.inject(
+                    FaultRule::once(Fault::LateWork(HELD))
+                        .on_path("POST /transaction-engine/v1/transactions"),
+                );
+                vec![]
+            }
+            Op::LateGu1Create => {
+                self.gu1.inject(
+                    FaultRule::once(Fault::LateWork(HELD)).on_path("POST /api/kyc/validations"),
+                );
+                vec![]
+            }
+            Op::RefuseBetrustCreate => {
+                self.betrust.inject(
+                    FaultRule::once(Fault::Status(503))
+                        .on_path("POST /transaction-engine/v1/transactions"),
+                );
+                vec![]
+            }
+            Op::FailGu1Read => {
+                self.gu1.inject(
+                    FaultRule::once(Fault::Status(500)).on_path("GET /api/kyc/validations"),
+                );
+                vec![]
+            }
+            Op::Kill { at, back_ms } => {
+                let index = {
+                    let mut processes = self.processes.lock().unwrap();
+                    let index = at % processes.len();
+                    if let Some(mut child) = processes[index].child.take() {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                    index
+                };
+                tokio::time::sleep(Duration::from_millis(back_ms)).await;
+                match self.start_process(index).await {
+                    Ok(()) => vec![],
+                    Err(error) => vec![Answer {
+                        status: None,
+                        code: None,
+                        id: None,
+                        took_ms: 0,
+                        error: Some(error),
+                    }],
+                }
+            }
+            Op::ReceiverFails { n } => {
+                self.receiver_fails.fetch_add(n, Ordering::SeqCst);
+                vec![]
+            }
+        }
+    }
+}
+
+fn not_yet() -> Answer {
+    Answer {
+        status: None,
+        code: None,
+        id: None,
+        took_ms: 0,
+        error: Some("no verification for this reference yet".into()),
+    }
+}
+
+fn simulator(done: Result<(), kyc_sandbox::SandboxError>) -> Answer {
+    Answer {
+        status: None,
+        code: None,
+        id: None,
+        took_ms: 0,
+        error: done.err().map(|e| format!("simulator: {e}")),
+    }
+}
+
+/// The tenant's receiver: records each delivery, checks its signature, and answers 500 while
+/// `fails` is above zero (counting it down), else 200.
+async fn receiver(
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
+    fails: Arc<AtomicU32>,
+) -> Result<(String, tokio::task::JoinHandle<()>), String> {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = format!(
+        "http://{}/events",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let (deliveries, fails) = (deliveries.clone(), fails.clone());
+            async move {
+                let verified = standardwebhooks::Webhook::new(WEBHOOK_SECRET)
+                    .is_ok_and(|w| w.verify(&body, &headers).is_ok());
+                let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let failing = fails
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                deliveries.lock().unwrap().push(Delivery {
+                    id: headers
+                        .get("webhook-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string(),
+                    verification: json["data"]["id"].as_str().unwrap_or_default().to_string(),
+                    status: json["data"]["status"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    verified,
+                    accepted: !failing,
+                });
+                if failing {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, server))
+}
