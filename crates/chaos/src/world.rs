@@ -84,6 +84,16 @@ struct Process {
     child: Option<Child>,
 }
 
+impl Drop for Process {
+    /// A campaign that ends early (an error, a failed test) leaves no gateway running.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Everything the operations share.
 pub(crate) struct Shared {
     pub seed: u64,
@@ -425,6 +435,11 @@ impl Shared {
         let port = {
             let mut processes = self.processes.lock().unwrap();
             let process = &mut processes[i];
+            // Never two at once on one slot: a process left running would outlive the campaign.
+            if let Some(mut running) = process.child.take() {
+                let _ = running.kill();
+                let _ = running.wait();
+            }
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -633,10 +648,12 @@ impl Shared {
                 let index = {
                     let mut processes = self.processes.lock().unwrap();
                     let index = at % processes.len();
-                    if let Some(mut child) = processes[index].child.take() {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                    }
+                    // Down already (on one process, both numbers are it): its killer restarts it.
+                    let Some(mut child) = processes[index].child.take() else {
+                        return vec![];
+                    };
+                    let _ = child.kill();
+                    let _ = child.wait();
                     index
                 };
                 tokio::time::sleep(Duration::from_millis(back_ms)).await;
