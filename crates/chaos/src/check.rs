@@ -16,7 +16,8 @@
 //!   has its event; nothing was delivered that the store does not hold.
 //! - `stats`: the day counts equal a recount of the verifications.
 //! - `answers`: every request was answered within [`crate::DEADLINE`], never with a 500 (a 502
-//!   or 503 naming the provider or the store is an answer).
+//!   or 503 naming the provider or the store is an answer), and no forged provider webhook was
+//!   accepted.
 //! - `drained`: once the faults are lifted and creates retried, no reservation and no pending
 //!   event is left.
 
@@ -427,6 +428,13 @@ fn answers(checks: &mut Checks, history: &[Record]) {
                     record.op, answer.status
                 )
             });
+            if matches!(record.op, Op::Forge { .. }) {
+                checks.expect(
+                    !answer.status.is_some_and(|s| (200..300).contains(&s)),
+                    "answers",
+                    || format!("step {step}: a forged provider webhook was accepted"),
+                );
+            }
             checks.expect(
                 answer.error.as_deref() != Some("timed out")
                     && answer.took_ms <= crate::DEADLINE.as_millis() as u64,

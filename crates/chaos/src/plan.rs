@@ -51,6 +51,30 @@ pub enum Op {
         /// The process, by number.
         at: usize,
     },
+    /// A person's manual decision on reference `r`'s verification (gu1 takes them when it is
+    /// in review; BeTrust refuses them).
+    Decide {
+        /// The reference, by number.
+        r: usize,
+        /// The process, by number.
+        at: usize,
+        /// Approve rather than reject.
+        approve: bool,
+    },
+    /// A forged provider webhook for reference `r`'s verification (a guessed URL token, no
+    /// valid signature) claiming it was approved: it must change nothing.
+    Forge {
+        /// The reference, by number.
+        r: usize,
+        /// The process, by number.
+        at: usize,
+    },
+    /// The policy is edited under the running processes: 0 as it started, 1 moves the default
+    /// route to gu1, 2 makes BeTrust's circuit open at its first failure.
+    Reload {
+        /// Which policy.
+        variant: u8,
+    },
     /// Fault: the next create at BeTrust is done, and its answer held past the timeout.
     LateBetrustCreate,
     /// Fault: the next validation create at gu1 is done, and its answer held past the timeout.
@@ -66,6 +90,9 @@ pub enum Op {
         /// When it is started again, milliseconds after.
         back_ms: u64,
     },
+    /// Fault: the receiver answers the next delivery 410 Gone, which disables the URL until
+    /// the tenant recovers its events.
+    ReceiverGone,
     /// Fault: the receiver answers the next `n` deliveries 500.
     ReceiverFails {
         /// How many.
@@ -84,6 +111,8 @@ impl Op {
                 | Op::FailGu1Read
                 | Op::Kill { .. }
                 | Op::ReceiverFails { .. }
+                | Op::ReceiverGone
+                | Op::Reload { .. }
         )
     }
 }
@@ -118,7 +147,7 @@ pub const OUTCOMES: [kyc_sandbox::Outcome; 5] = [
 ];
 
 impl Plan {
-    /// The plan of `seed`, `operations` long: about one step every 60 ms, a fault in ten.
+    /// The plan of `seed`, `operations` long: about one step every 60 ms, a fault in six or so.
     pub fn new(seed: u64, operations: usize) -> Plan {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut steps = Vec::with_capacity(operations);
@@ -132,42 +161,54 @@ impl Plan {
             let known =
                 |rng: &mut ChaCha8Rng, references: usize| rng.random_range(0..references.max(1));
             let op = match rng.random_range(0..100) {
-                0..30 => {
+                0..27 => {
                     references += 1;
                     Op::Create {
                         r: references - 1,
                         at: process,
                     }
                 }
-                30..40 => Op::Create {
+                27..36 => Op::Create {
                     r: known(&mut rng, references),
                     at: process,
                 },
-                40..45 => {
+                36..40 => {
                     references += 1;
                     Op::Twins { r: references - 1 }
                 }
-                45..50 => Op::Conflict {
+                40..44 => Op::Conflict {
                     r: known(&mut rng, references),
                     at: process,
                 },
-                50..70 => Op::Finish {
+                44..60 => Op::Finish {
                     r: known(&mut rng, references),
                     outcome: rng.random_range(0..OUTCOMES.len() as u8),
                 },
-                70..80 => Op::Refresh {
+                60..68 => Op::Refresh {
                     r: known(&mut rng, references),
                     at: process,
                 },
-                80..84 => Op::Cancel {
+                68..71 => Op::Cancel {
                     r: known(&mut rng, references),
                     at: process,
                 },
-                84..87 => Op::LateBetrustCreate,
-                87..90 => Op::LateGu1Create,
-                90..93 => Op::RefuseBetrustCreate,
-                93..95 => Op::FailGu1Read,
-                95..97 if killed_until[process] < at_ms => {
+                71..74 => Op::Decide {
+                    r: known(&mut rng, references),
+                    at: process,
+                    approve: rng.random_bool(0.5),
+                },
+                74..77 => Op::Forge {
+                    r: known(&mut rng, references),
+                    at: process,
+                },
+                77..79 => Op::Reload {
+                    variant: rng.random_range(0..3),
+                },
+                79..82 => Op::LateBetrustCreate,
+                82..85 => Op::LateGu1Create,
+                85..88 => Op::RefuseBetrustCreate,
+                88..90 => Op::FailGu1Read,
+                90..93 if killed_until[process] < at_ms => {
                     let back_ms = rng.random_range(300..1500);
                     killed_until[process] = at_ms + back_ms + 2_000;
                     Op::Kill {
@@ -175,13 +216,14 @@ impl Plan {
                         back_ms,
                     }
                 }
-                95..97 => Op::Refresh {
+                90..93 => Op::Refresh {
                     r: known(&mut rng, references),
                     at: process,
                 },
-                _ => Op::ReceiverFails {
+                93..98 => Op::ReceiverFails {
                     n: rng.random_range(1..4),
                 },
+                _ => Op::ReceiverGone,
             };
             steps.push(Step { at_ms, op });
         }

@@ -102,6 +102,11 @@ pub(crate) struct Shared {
     pub http: reqwest::Client,
     pub deliveries: Arc<Mutex<Vec<Delivery>>>,
     receiver_fails: Arc<AtomicU32>,
+    receiver_gone: Arc<AtomicU32>,
+    /// The policy as it started (variant 0 of [`Op::Reload`]).
+    policy: String,
+    /// When the run started, for the events' recover.
+    started_at: chrono::DateTime<chrono::Utc>,
     processes: Mutex<Vec<Process>>,
     pub known: Mutex<HashMap<usize, Known>>,
     binary: PathBuf,
@@ -147,7 +152,13 @@ impl World {
         .map_err(|e| e.to_string())?;
         let deliveries = Arc::new(Mutex::new(Vec::new()));
         let receiver_fails = Arc::new(AtomicU32::new(0));
-        let (receiver_url, receiver) = receiver(deliveries.clone(), receiver_fails.clone()).await?;
+        let receiver_gone = Arc::new(AtomicU32::new(0));
+        let (receiver_url, receiver) = receiver(
+            deliveries.clone(),
+            receiver_fails.clone(),
+            receiver_gone.clone(),
+        )
+        .await?;
         let (store_url, schema) = match &config.postgres {
             None => {
                 let db = config.out.join("kyc.db");
@@ -256,7 +267,7 @@ every_seconds = 1
             key = hash_key(API_KEY),
         );
         let config_path = config.out.join("policy.toml");
-        std::fs::write(&config_path, policy).map_err(|e| e.to_string())?;
+        std::fs::write(&config_path, &policy).map_err(|e| e.to_string())?;
         let log = config.out.join("gateways.log");
         let _ = std::fs::remove_file(&log);
         let shared = Arc::new(Shared {
@@ -270,6 +281,9 @@ every_seconds = 1
                 .map_err(|e| e.to_string())?,
             deliveries,
             receiver_fails,
+            receiver_gone,
+            policy,
+            started_at: chrono::Utc::now(),
             processes: Mutex::new(processes),
             known: Mutex::new(HashMap::new()),
             binary: config.gateway.clone(),
@@ -328,6 +342,8 @@ every_seconds = 1
         shared.betrust.clear_faults();
         shared.gu1.clear_faults();
         shared.receiver_fails.store(0, Ordering::SeqCst);
+        shared.receiver_gone.store(0, Ordering::SeqCst);
+        shared.reload(0);
         let count = shared.processes.lock().unwrap().len();
         for i in 0..count {
             let running = shared.processes.lock().unwrap()[i].child.is_some();
@@ -335,6 +351,14 @@ every_seconds = 1
                 let _ = shared.start_process(i).await;
             }
         }
+        // A URL disabled by a 410 is enabled again, its failed events sent again, as a tenant
+        // would after fixing its endpoint.
+        let since = (shared.started_at - chrono::Duration::minutes(1)).to_rfc3339();
+        let recover = shared
+            .http
+            .post(format!("{}/v1/events/recover", shared.base(0)))
+            .json(&json!({ "since": since }));
+        let _ = shared.send(recover).await;
         for r in 0..plan.references {
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {
@@ -424,6 +448,22 @@ every_seconds = 1
 }
 
 impl Shared {
+    /// Writes policy `variant` (see [`Op::Reload`]); the processes pick it up by themselves.
+    fn reload(&self, variant: u8) {
+        let text = match variant {
+            1 => self
+                .policy
+                .replace("default = \"betrust-cl\"", "default = \"gu1\""),
+            2 => self.policy.replacen(
+                "lookup_grace_seconds = 3\n",
+                "lookup_grace_seconds = 3\ncircuit_breaker = { failures = 1, open_seconds = 1 }\n",
+                1,
+            ),
+            _ => self.policy.clone(),
+        };
+        let _ = std::fs::write(&self.config, text);
+    }
+
     fn base(&self, process: usize) -> String {
         let processes = self.processes.lock().unwrap();
         let port = processes[process % processes.len()].port;
@@ -617,6 +657,50 @@ impl Shared {
                 vec![simulator(done)]
             }
             Op::Refresh { r, at } => vec![self.act(r, at, "refresh").await],
+            Op::Decide { r, at, approve } => {
+                let Some(known) = self.known.lock().unwrap().get(&r).cloned() else {
+                    return vec![not_yet()];
+                };
+                let outcome = if approve { "approve" } else { "reject" };
+                let request = self
+                    .http
+                    .post(format!(
+                        "{}/v1/verifications/{}/decision",
+                        self.base(at),
+                        known.id
+                    ))
+                    .json(&json!({ "outcome": outcome, "reason": "checked by the campaign" }));
+                vec![self.send(request).await.0]
+            }
+            Op::Forge { r, at } => {
+                let Some(known) = self.known.lock().unwrap().get(&r).cloned() else {
+                    return vec![not_yet()];
+                };
+                let body = json!({
+                    "event": "kyc.validation_approved",
+                    "payload": { "id": known.provider_reference, "status": "approved" },
+                    "transaction_id": known.provider_reference,
+                    "status": "approved",
+                });
+                let request = self
+                    .http
+                    .post(format!(
+                        "{}/hooks/{}/forged0token0guess",
+                        self.base(at),
+                        known.provider
+                    ))
+                    .header("x-webhook-signature", "00")
+                    .json(&body);
+                vec![self.send(request).await.0]
+            }
+            Op::Reload { variant } => {
+                self.reload(variant);
+                vec![]
+            }
+            Op::ReceiverGone => {
+                self.receiver_gone.fetch_add(1, Ordering::SeqCst);
+                vec![]
+            }
             Op::Cancel { r, at } => vec![self.act(r, at, "cancel").await],
             Op::LateBetrustCreate => {
                 self.betrust.inject(
@@ -701,6 +785,7 @@ fn simulator(done: Result<(), kyc_sandbox::SandboxError>) -> Answer {
 async fn receiver(
     deliveries: Arc<Mutex<Vec<Delivery>>>,
     fails: Arc<AtomicU32>,
+    gone: Arc<AtomicU32>,
 ) -> Result<(String, tokio::task::JoinHandle<()>), String> {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, StatusCode};
@@ -714,14 +799,23 @@ async fn receiver(
     let app = axum::Router::new().route(
         "/events",
         axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let (deliveries, fails) = (deliveries.clone(), fails.clone());
+            let (deliveries, fails, gone) = (deliveries.clone(), fails.clone(), gone.clone());
             async move {
                 let verified = standardwebhooks::Webhook::new(WEBHOOK_SECRET)
                     .is_ok_and(|w| w.verify(&body, &headers).is_ok());
                 let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let failing = fails
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok();
+                let take = |counter: &AtomicU32| {
+                    counter
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                };
+                let answer = if take(&gone) {
+                    StatusCode::GONE
+                } else if take(&fails) {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                };
                 deliveries.lock().unwrap().push(Delivery {
                     id: headers
                         .get("webhook-id")
@@ -734,13 +828,9 @@ async fn receiver(
                         .unwrap_or_default()
                         .to_string(),
                     verified,
-                    accepted: !failing,
+                    accepted: answer == StatusCode::OK,
                 });
-                if failing {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::OK
-                }
+                answer
             }
         }),
     );
