@@ -20,6 +20,8 @@
 //!   accepted.
 //! - `drained`: once the faults are lifted and creates retried, no reservation and no pending
 //!   event is left.
+//! - `store`: the store could be read at all (a failed read is a violation, never an empty
+//!   result that the other checks would pass over).
 
 use crate::plan::{self, Op, Plan};
 use crate::world::{Delivery, Record, World};
@@ -61,79 +63,85 @@ pub async fn all(world: &World, plan: &Plan, history: &[Record]) -> (usize, Vec<
     let pool = match world.pool().await {
         Ok(pool) => pool,
         Err(error) => {
-            checks.fail("drained", format!("the store cannot be read: {error}"));
+            checks.fail("store", format!("the store cannot be read: {error}"));
             return (checks.made, checks.found);
         }
     };
-    let rows = |sql: &'static str| {
+    let fetch = |sql: &'static str| {
         let pool = pool.clone();
-        async move { sqlx::query(sql).fetch_all(&pool).await.unwrap_or_default() }
+        async move { sqlx::query(sql).fetch_all(&pool).await }
     };
-    let stored: Vec<Stored> = rows(
-        "SELECT id, reference, subject_id, provider, provider_reference, status \
-         FROM verifications WHERE tenant = 'alpha'",
-    )
-    .await
-    .iter()
-    .map(|r| Stored {
-        id: r.get(0),
-        reference: r.get(1),
-        subject: r.get(2),
-        provider: r.get(3),
-        provider_reference: r.get(4),
-        status: r.get(5),
-    })
-    .collect();
+    let read = tokio::try_join!(
+        fetch(
+            "SELECT id, reference, subject_id, provider, provider_reference, status \
+             FROM verifications WHERE tenant = 'alpha'"
+        ),
+        fetch(
+            "SELECT verification_id, from_status, to_status FROM status_changes \
+             WHERE tenant = 'alpha' ORDER BY verification_id, id"
+        ),
+        fetch("SELECT id, verification_id, seq, state, payload FROM events WHERE tenant = 'alpha'"),
+        fetch(
+            "SELECT provider, CAST(SUM(started) AS BIGINT), CAST(SUM(approved) AS BIGINT), \
+             CAST(SUM(rejected) AS BIGINT), CAST(SUM(expired) AS BIGINT), \
+             CAST(SUM(abandoned) AS BIGINT), CAST(SUM(cancelled) AS BIGINT) \
+             FROM stats_daily WHERE tenant = 'alpha' GROUP BY provider"
+        ),
+        fetch("SELECT COUNT(*) FROM create_attempts"),
+    );
+    let (verifications, change_rows, event_rows, count_rows, left) = match read {
+        Ok(read) => read,
+        Err(error) => {
+            checks.fail("store", format!("the store cannot be read: {error}"));
+            pool.close().await;
+            return (checks.made, checks.found);
+        }
+    };
+    pool.close().await;
+    let stored: Vec<Stored> = verifications
+        .iter()
+        .map(|r| Stored {
+            id: r.get(0),
+            reference: r.get(1),
+            subject: r.get(2),
+            provider: r.get(3),
+            provider_reference: r.get(4),
+            status: r.get(5),
+        })
+        .collect();
     let seed = world.shared.seed;
     references(&mut checks, seed, plan, &stored, history);
     provider_objects(&mut checks, world, seed, &stored);
     let mut changes: BTreeMap<String, Vec<(Option<String>, String)>> = BTreeMap::new();
-    for row in rows(
-        "SELECT verification_id, from_status, to_status FROM status_changes \
-         WHERE tenant = 'alpha' ORDER BY verification_id, id",
-    )
-    .await
-    {
+    for row in change_rows {
         changes
             .entry(row.get(0))
             .or_default()
             .push((row.get(1), row.get(2)));
     }
     chains(&mut checks, world, &stored, &changes);
-    let mut events: Vec<(String, String, i64, String, String)> =
-        rows("SELECT id, verification_id, seq, state, payload FROM events WHERE tenant = 'alpha'")
-            .await
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-            .collect();
+    let mut events: Vec<(String, String, i64, String, String)> = event_rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
     events.sort_by(|a, b| (&a.1, a.2).cmp(&(&b.1, b.2)));
     let deliveries = world.shared.deliveries.lock().unwrap().clone();
     delivered(&mut checks, &events, &deliveries, &changes);
-    let counts: Vec<(String, [i64; 6])> = rows(
-        "SELECT provider, CAST(SUM(started) AS BIGINT), CAST(SUM(approved) AS BIGINT), \
-         CAST(SUM(rejected) AS BIGINT), CAST(SUM(expired) AS BIGINT), \
-         CAST(SUM(abandoned) AS BIGINT), CAST(SUM(cancelled) AS BIGINT) \
-         FROM stats_daily WHERE tenant = 'alpha' GROUP BY provider",
-    )
-    .await
-    .iter()
-    .map(|r| {
-        (
-            r.get(0),
-            [r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)],
-        )
-    })
-    .collect();
+    let counts: Vec<(String, [i64; 6])> = count_rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                [r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)],
+            )
+        })
+        .collect();
     stats(&mut checks, &stored, &counts);
     answers(&mut checks, history);
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM create_attempts")
-        .fetch_one(&pool)
-        .await
-        .unwrap_or(-1);
+    let left: i64 = left.first().map_or(0, |r| r.get(0));
     checks.expect(left == 0, "drained", || {
         format!("{left} create reservations left")
     });
-    pool.close().await;
     (checks.made, checks.found)
 }
 

@@ -119,7 +119,15 @@ pub struct World {
     pub(crate) shared: Arc<Shared>,
     pub(crate) store_url: String,
     schema: Option<(String, String)>,
-    _receiver: tokio::task::JoinHandle<()>,
+    receiver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for World {
+    /// The receiver's server task ends with the campaign (a dropped handle would leave it
+    /// running for the rest of the process, one per run of a long campaign).
+    fn drop(&mut self) {
+        self.receiver.abort();
+    }
 }
 
 fn free_port() -> Result<u16, String> {
@@ -297,7 +305,7 @@ every_seconds = 1
             shared,
             store_url,
             schema,
-            _receiver: receiver,
+            receiver,
         })
     }
 

@@ -134,10 +134,20 @@ pub fn is_public(ip: IpAddr) -> bool {
 }
 
 /// The outbound rule, shared by every client built from it.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Outbound {
     allow: Arc<Allowlist>,
     proxy: Option<Arc<url::Url>>,
+}
+
+impl std::fmt::Debug for Outbound {
+    /// The proxy by its host only: its URL may carry credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("allow", &self.allow)
+            .field("proxy", &self.proxy.as_deref().and_then(url::Url::host_str))
+            .finish()
+    }
 }
 
 impl Outbound {
@@ -472,6 +482,9 @@ mod tests {
             rule.proxy().map(url::Url::as_str),
             Some("http://10.0.0.9:3128/")
         );
+        let with_password = url::Url::parse("http://egress:s3cret-Zq7@10.0.0.9:3128").unwrap();
+        let shown = format!("{:?}", Outbound::through_proxy(&[], with_password));
+        assert!(!shown.contains("s3cret-Zq7"), "{shown}");
         // Without a proxy, a name that does not resolve now is checked at each connection.
         let direct = Outbound::new(Allowlist::new(&[]));
         assert!(

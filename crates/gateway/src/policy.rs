@@ -788,11 +788,14 @@ impl Policy {
             }
         }
         if let Some(proxy) = &self.server.outbound_proxy {
+            // What `Outbound::client_builder` is given must be a proxy reqwest takes: a
+            // refused one there would mean no proxy at all.
             let fine = url::Url::parse(proxy).is_ok_and(|u| {
                 matches!(u.scheme(), "http" | "https")
                     && u.host_str().is_some()
                     && u.path() == "/"
                     && u.query().is_none()
+                    && reqwest::Proxy::all(u.as_str()).is_ok()
             });
             if !fine {
                 problems.push(invalid(

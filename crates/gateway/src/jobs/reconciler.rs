@@ -233,12 +233,12 @@ async fn round(app: Arc<App>, runtime: Arc<Runtime>, provider: String, started: 
                     break;
                 }
             }
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
             if stopped {
                 break;
             }
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let (app, runtime, provider) = (app.clone(), runtime.clone(), provider.clone());
             reads.spawn(async move {
                 let next = read(&app, &runtime, &provider, stored, lifetime, every, longest).await;

@@ -432,14 +432,9 @@ fn migrations(sqlite: bool) -> Vec<Migration> {
         )
     };
     // On PostgreSQL, an index built concurrently: outside a transaction.
-    let concurrent = |version, name: &str, sql: &'static str| {
-        Migration::new(
-            version,
-            name.to_string().into(),
-            MigrationType::Simple,
-            AssertSqlSafe(sql).into_sql_str(),
-            !sqlite,
-        )
+    let concurrent = |version, name: &str, sql: &'static str| Migration {
+        no_tx: !sqlite,
+        ..migration(version, name, sql)
     };
     vec![
         migration(1, "init", include_str!("../../migrations/0001_init.sql")),
@@ -526,6 +521,9 @@ fn migrations(sqlite: bool) -> Vec<Migration> {
     ]
 }
 
+/// The PostgreSQL advisory lock the replicas take in turn to migrate ("kyc_migr" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6b79_635f_6d69_6772;
+
 /// Runs `migrations` (those up to `up_to`, or all) on one connection of `pool`. On PostgreSQL
 /// that connection has no statement time limit while it migrates (building an index on a large
 /// table takes as long as it takes; the lock time limit stays, so a migration that cannot get its
@@ -549,7 +547,27 @@ async fn migrate(
         .filter(|m| up_to.is_none_or(|v| m.version <= v))
         .cloned()
         .collect();
-    let result = Migrator::with_migrations(wanted).run(&mut *conn).await;
+    let mut migrator = Migrator::with_migrations(wanted);
+    if postgres {
+        // One replica migrates at a time. The others poll for the lock rather than block on it:
+        // a statement blocked on it holds a snapshot, and a concurrent index build waits for
+        // every older snapshot to end, so the two would deadlock (sqlx's own lock blocks).
+        while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .fetch_one(&mut *conn)
+            .await?
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        migrator.set_locking(false);
+    }
+    let result = migrator.run(&mut *conn).await;
+    if postgres {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
     if postgres && result.is_ok() {
         let invalid: Vec<String> = sqlx::query_scalar(
             "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \

@@ -595,3 +595,33 @@ async fn a_rolling_upgrade_on_postgresql_loses_and_miscounts_nothing() {
         .await
         .unwrap();
 }
+
+/// Two replicas starting at once on a new database both migrate it and start: the one that
+/// waits for the other's migrations must not hold a snapshot while it waits, or the other's
+/// concurrent index build (0016), which waits for every older snapshot, and its wait deadlock.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (KYC_TEST_POSTGRES_URL); .ci/run runs it"]
+async fn two_replicas_starting_at_once_on_postgresql_both_migrate_and_start() {
+    let base = super::tests::postgres_url();
+    sqlx::any::install_default_drivers();
+    let admin = AnyPool::connect(&base).await.unwrap();
+    for _ in 0..3 {
+        let schema = format!(
+            "twins_{}",
+            ulid::Ulid::generate().to_string().to_lowercase()
+        );
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        let (a, b) = tokio::join!(SqlStore::connect(&url), SqlStore::connect(&url));
+        let (a, b) = (a.map(|_| ()), b.map(|_| ()));
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        assert!(a.is_ok() && b.is_ok(), "{a:?} / {b:?}");
+    }
+}
