@@ -9,11 +9,16 @@
 //!   (the national id the simulator was sent is the reference's), and no provider object is left
 //!   without a verification (an orphan).
 //! - `history`: each verification's history is one chain from its creation, never going back to
-//!   an earlier stage, never changing after a final status, ending at the stored status; a gu1
-//!   verification's status is the one gu1 holds.
+//!   an earlier stage, never changing after a final status, ending at the stored status, which is
+//!   the one its provider holds (gu1's status, or what BeTrust's state stands for by the adapter's
+//!   mapping). While the run goes on, the store is sampled every 250 ms: a status seen never
+//!   goes back or leaves a final one, and a reference seen bound stays bound to that
+//!   verification.
 //! - `events`: every stored event was delivered, with a valid signature, and each verification's
 //!   events reached the receiver in the order of their sequence; every change after the creation
-//!   has its event; nothing was delivered that the store does not hold.
+//!   has its event; nothing was delivered that the store does not hold; a delivered event holds
+//!   no claim and no due time, and has its 2xx attempt recorded (a late attempt of an expired
+//!   claim changed nothing).
 //! - `stats`: the day counts equal a recount of the verifications.
 //! - `answers`: every request was answered within [`crate::DEADLINE`], never with a 500 (a 502
 //!   or 503 naming the provider or the store is an answer), and no forged provider webhook was
@@ -88,8 +93,16 @@ pub async fn all(world: &World, plan: &Plan, history: &[Record]) -> (usize, Vec<
              FROM stats_daily WHERE tenant = 'alpha' GROUP BY provider"
         ),
         fetch("SELECT COUNT(*) FROM create_attempts"),
+        fetch(
+            "SELECT e.id, CASE WHEN e.claim IS NULL AND e.due_at IS NULL \
+             AND e.next_attempt_at IS NULL THEN 'settled' ELSE 'still claimed or due' END \
+             FROM events e WHERE e.tenant = 'alpha' AND e.state = 'delivered' \
+             AND (e.claim IS NOT NULL OR e.due_at IS NOT NULL OR e.next_attempt_at IS NOT NULL \
+             OR NOT EXISTS (SELECT 1 FROM event_attempts a WHERE a.event_id = e.id \
+             AND a.status_code BETWEEN 200 AND 299))"
+        ),
     );
-    let (verifications, change_rows, event_rows, count_rows, left) = match read {
+    let (verifications, change_rows, event_rows, count_rows, left, unsettled) = match read {
         Ok(read) => read,
         Err(error) => {
             checks.fail("store", format!("the store cannot be read: {error}"));
@@ -138,10 +151,72 @@ pub async fn all(world: &World, plan: &Plan, history: &[Record]) -> (usize, Vec<
         .collect();
     stats(&mut checks, &stored, &counts);
     answers(&mut checks, history);
+    for row in unsettled {
+        let (id, why): (String, String) = (row.get(0), row.get(1));
+        let why = if why == "settled" {
+            "with no 2xx attempt recorded".to_string()
+        } else {
+            why
+        };
+        checks.fail("events", format!("{id} is delivered, {why}"));
+    }
+    checks.made += 1;
     let left: i64 = left.first().map_or(0, |r| r.get(0));
     checks.expect(left == 0, "drained", || {
         format!("{left} create reservations left")
     });
+    (checks.made, checks.found)
+}
+
+/// Samples the store every 250 ms until `stop` says so: a status seen never goes to an
+/// earlier stage or leaves a final one, and a reference seen bound stays bound to the
+/// verification first seen. Answers how many checks were made and what failed.
+pub(crate) async fn watch(
+    pool: sqlx::AnyPool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (usize, Vec<Violation>) {
+    let mut checks = Checks::default();
+    let mut statuses: HashMap<String, String> = HashMap::new();
+    let mut bound: HashMap<String, String> = HashMap::new();
+    let (mut samples, mut unread) = (0usize, 0usize);
+    while !*stop.borrow() {
+        let rows =
+            sqlx::query("SELECT id, reference, status FROM verifications WHERE tenant = 'alpha'")
+                .fetch_all(&pool)
+                .await;
+        samples += 1;
+        match rows {
+            // A SQLite file recovering after a kill -9 can refuse a read for a moment.
+            Err(_) => unread += 1,
+            Ok(rows) => {
+                for row in rows {
+                    let (id, reference, status): (String, String, String) =
+                        (row.get(0), row.get(1), row.get(2));
+                    let first = bound.entry(reference.clone()).or_insert_with(|| id.clone());
+                    checks.expect(*first == id, "reference", || {
+                        format!("{reference} was seen bound to {first}, later to {id}")
+                    });
+                    if let Some(before) = statuses.get(&id) {
+                        checks.expect(
+                            *before == status
+                                || (stage(before) < 3 && stage(&status) >= stage(before)),
+                            "history",
+                            || format!("{id} was seen {before}, later {status}"),
+                        );
+                    }
+                    statuses.insert(id, status);
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    checks.expect(unread * 2 <= samples, "store", || {
+        format!("{unread} of {samples} samples of the store could not be read")
+    });
+    pool.close().await;
     (checks.made, checks.found)
 }
 
@@ -333,13 +408,53 @@ fn chains(
             "history",
             || format!("{}: stored as {}, history ends elsewhere", v.id, v.status),
         );
-        if v.provider == "gu1"
-            && let Some(held) = world.shared.gu1.validation(&v.provider_reference)
-        {
-            let theirs = held["status"].as_str().unwrap_or_default().to_string();
+        let theirs = if v.provider == "gu1" {
+            world
+                .shared
+                .gu1
+                .validation(&v.provider_reference)
+                .map(|held| held["status"].as_str().unwrap_or_default().to_string())
+        } else {
+            world
+                .shared
+                .betrust
+                .transaction(&v.provider_reference)
+                .map(|held| betrust_status(&held).to_string())
+        };
+        if let Some(theirs) = theirs {
             checks.expect(theirs == v.status, "history", || {
-                format!("{}: stored as {}, gu1 holds {theirs}", v.id, v.status)
+                format!(
+                    "{}: stored as {}, {} holds {theirs}",
+                    v.id, v.status, v.provider
+                )
             });
+        }
+    }
+}
+
+/// The status a BeTrust transaction's state stands for, by the adapter's documented mapping
+/// (its booleans, then its step).
+fn betrust_status(held: &serde_json::Value) -> &'static str {
+    let flag = |key: &str| held[key].as_bool().unwrap_or(false);
+    let step = held["step"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if flag("failed") {
+        "rejected"
+    } else if flag("complete") {
+        "approved"
+    } else if flag("active") {
+        match step.as_str() {
+            "" | "session_start" => "pending",
+            "manual_review" => "in_review",
+            _ => "in_progress",
+        }
+    } else {
+        match step.as_str() {
+            "abandoned" => "abandoned",
+            "cancelled" => "cancelled",
+            _ => "expired",
         }
     }
 }

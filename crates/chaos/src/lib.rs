@@ -66,10 +66,16 @@ pub async fn run(config: &Config) -> Result<Report, String> {
     let plan = Plan::new(config.seed, config.operations);
     plan.write(&config.out.join("plan.jsonl"))?;
     let mut world = World::start(config).await?;
+    let (stop_watching, stop) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(check::watch(world.pool().await?, stop));
     let mut history = world.play(&plan).await;
     let retries = world.quiesce(&plan).await;
     history.extend(retries);
+    let _ = stop_watching.send(true);
+    let (watched, seen) = watcher.await.map_err(|e| e.to_string())?;
     let (checks, mut violations) = check::all(&world, &plan, &history).await;
+    let checks = checks + watched;
+    violations.extend(seen);
     world.write_history(&history, &config.out.join("history.jsonl"))?;
     violations.sort_by(|a, b| a.invariant.cmp(b.invariant));
     let report = Report {

@@ -83,6 +83,38 @@ pub enum Op {
     RefuseBetrustCreate,
     /// Fault: the next read at gu1 is answered 500.
     FailGu1Read,
+    /// Fault: the next create at a provider (0 BeTrust, 1 gu1) is answered 500, before doing
+    /// anything or after doing the work.
+    FailCreate {
+        /// The provider, by number.
+        provider: u8,
+        /// Whether the work is done before the 500.
+        after_work: bool,
+    },
+    /// Fault: the next create at a provider (0 BeTrust, 1 gu1) is done, and its connection cut
+    /// before the answer is whole.
+    CutCreate {
+        /// The provider, by number.
+        provider: u8,
+    },
+    /// The provider sends again a webhook it sent about reference `r`'s verification: `back` 0
+    /// is the latest (a duplicate), 1 the one before (arriving after a newer one).
+    Redeliver {
+        /// The reference, by number.
+        r: usize,
+        /// How far back.
+        back: u8,
+    },
+    /// Fault: process `at` is stopped (SIGSTOP) for `ms`, then continued: a stalled replica,
+    /// longer than an outbox lease, whose work in flight resumes late. If a delivery comes
+    /// within 3 s, the receiver holds it (then answers 500) and the process that sent it is the
+    /// one stopped, whatever `at` says.
+    Pause {
+        /// The process, by number.
+        at: usize,
+        /// How long, in milliseconds.
+        ms: u64,
+    },
     /// Fault: process `at` is killed with SIGKILL, and started again `back_ms` later.
     Kill {
         /// The process, by number.
@@ -91,7 +123,7 @@ pub enum Op {
         back_ms: u64,
     },
     /// Fault: the receiver answers the next delivery 410 Gone, which disables the URL until
-    /// the tenant recovers its events.
+    /// the tenant recovers its events (`POST /v1/events/recover`), 1.5 s later.
     ReceiverGone,
     /// Fault: the receiver answers the next `n` deliveries 500.
     ReceiverFails {
@@ -109,6 +141,9 @@ impl Op {
                 | Op::LateGu1Create
                 | Op::RefuseBetrustCreate
                 | Op::FailGu1Read
+                | Op::FailCreate { .. }
+                | Op::CutCreate { .. }
+                | Op::Pause { .. }
                 | Op::Kill { .. }
                 | Op::ReceiverFails { .. }
                 | Op::ReceiverGone
@@ -168,59 +203,79 @@ impl Plan {
                         at: process,
                     }
                 }
-                27..36 => Op::Create {
+                27..35 => Op::Create {
                     r: known(&mut rng, references),
                     at: process,
                 },
-                36..40 => {
+                35..39 => {
                     references += 1;
                     Op::Twins { r: references - 1 }
                 }
-                40..44 => Op::Conflict {
+                39..43 => Op::Conflict {
                     r: known(&mut rng, references),
                     at: process,
                 },
-                44..60 => Op::Finish {
+                43..58 => Op::Finish {
                     r: known(&mut rng, references),
                     outcome: rng.random_range(0..OUTCOMES.len() as u8),
                 },
-                60..68 => Op::Refresh {
+                58..65 => Op::Refresh {
                     r: known(&mut rng, references),
                     at: process,
                 },
-                68..71 => Op::Cancel {
+                65..68 => Op::Cancel {
                     r: known(&mut rng, references),
                     at: process,
                 },
-                71..74 => Op::Decide {
+                68..71 => Op::Decide {
                     r: known(&mut rng, references),
                     at: process,
                     approve: rng.random_bool(0.5),
                 },
-                74..77 => Op::Forge {
+                71..73 => Op::Forge {
                     r: known(&mut rng, references),
                     at: process,
                 },
-                77..79 => Op::Reload {
+                73..76 => Op::Redeliver {
+                    r: known(&mut rng, references),
+                    back: rng.random_range(0..2),
+                },
+                76..78 => Op::Reload {
                     variant: rng.random_range(0..3),
                 },
-                79..82 => Op::LateBetrustCreate,
-                82..85 => Op::LateGu1Create,
-                85..88 => Op::RefuseBetrustCreate,
-                88..90 => Op::FailGu1Read,
-                90..93 if killed_until[process] < at_ms => {
-                    let back_ms = rng.random_range(300..1500);
-                    killed_until[process] = at_ms + back_ms + 2_000;
-                    Op::Kill {
-                        at: process,
-                        back_ms,
+                78..80 => Op::LateBetrustCreate,
+                80..82 => Op::LateGu1Create,
+                82..84 => Op::RefuseBetrustCreate,
+                84..87 => Op::FailCreate {
+                    provider: rng.random_range(0..2),
+                    after_work: rng.random_bool(0.5),
+                },
+                87..89 => Op::CutCreate {
+                    provider: rng.random_range(0..2),
+                },
+                89..91 => Op::FailGu1Read,
+                91..95 if killed_until[process] < at_ms => {
+                    // Mostly killed, sometimes stalled past an outbox lease.
+                    // One stalled at a time (on one process both numbers are it), so that no
+                    // request waits for two stalls in a row.
+                    if rng.random_range(0..4) == 0 && killed_until.iter().all(|u| *u < at_ms) {
+                        let ms = rng.random_range(12_000..14_000);
+                        killed_until = [at_ms + ms + 5_000; 2];
+                        Op::Pause { at: process, ms }
+                    } else {
+                        let back_ms = rng.random_range(300..1500);
+                        killed_until[process] = at_ms + back_ms + 2_000;
+                        Op::Kill {
+                            at: process,
+                            back_ms,
+                        }
                     }
                 }
-                90..93 => Op::Refresh {
+                91..95 => Op::Refresh {
                     r: known(&mut rng, references),
                     at: process,
                 },
-                93..98 => Op::ReceiverFails {
+                95..99 => Op::ReceiverFails {
                     n: rng.random_range(1..4),
                 },
                 _ => Op::ReceiverGone,

@@ -23,6 +23,8 @@ pub(crate) const WEBHOOK_SECRET: &str = "whsec_Y2hhb3MtdGVuYW50LWFscGhhLXNpZ25pb
 /// Provider calls time out after this; a held answer is held longer.
 const PROVIDER_TIMEOUT_MS: u64 = 800;
 const HELD: Duration = Duration::from_millis(1_500);
+/// How far process 1's clock runs ahead (with two processes).
+const CLOCK_AHEAD_MS: i64 = 2_000;
 /// A request that never reached a gateway (its process was down).
 pub(crate) const NOT_SENT: &str = "not sent (no process listening)";
 
@@ -101,8 +103,7 @@ pub(crate) struct Shared {
     pub gu1: Gu1Sim,
     pub http: reqwest::Client,
     pub deliveries: Arc<Mutex<Vec<Delivery>>>,
-    receiver_fails: Arc<AtomicU32>,
-    receiver_gone: Arc<AtomicU32>,
+    receiver: Arc<Receiver>,
     /// The policy as it started (variant 0 of [`Op::Reload`]).
     policy: String,
     /// When the run started, for the events' recover.
@@ -159,14 +160,8 @@ impl World {
         .await
         .map_err(|e| e.to_string())?;
         let deliveries = Arc::new(Mutex::new(Vec::new()));
-        let receiver_fails = Arc::new(AtomicU32::new(0));
-        let receiver_gone = Arc::new(AtomicU32::new(0));
-        let (receiver_url, receiver) = receiver(
-            deliveries.clone(),
-            receiver_fails.clone(),
-            receiver_gone.clone(),
-        )
-        .await?;
+        let control = Arc::new(Receiver::default());
+        let (receiver_url, receiver) = receiver(deliveries.clone(), control.clone()).await?;
         let (store_url, schema) = match &config.postgres {
             None => {
                 let db = config.out.join("kyc.db");
@@ -213,7 +208,10 @@ impl World {
             ];
             if i == 1 {
                 // Replicas' clocks differ.
-                env.push(("KYC_GATEWAY_CLOCK_OFFSET_MS".into(), "2000".into()));
+                env.push((
+                    "KYC_GATEWAY_CLOCK_OFFSET_MS".into(),
+                    CLOCK_AHEAD_MS.to_string(),
+                ));
             }
             processes.push(Process {
                 port: free_port()?,
@@ -288,8 +286,7 @@ every_seconds = 1
                 .build()
                 .map_err(|e| e.to_string())?,
             deliveries,
-            receiver_fails,
-            receiver_gone,
+            receiver: control,
             policy,
             started_at: chrono::Utc::now(),
             processes: Mutex::new(processes),
@@ -349,8 +346,8 @@ every_seconds = 1
         let mut records = Vec::new();
         shared.betrust.clear_faults();
         shared.gu1.clear_faults();
-        shared.receiver_fails.store(0, Ordering::SeqCst);
-        shared.receiver_gone.store(0, Ordering::SeqCst);
+        shared.receiver.fails.store(0, Ordering::SeqCst);
+        shared.receiver.gone.store(0, Ordering::SeqCst);
         shared.reload(0);
         let count = shared.processes.lock().unwrap().len();
         for i in 0..count {
@@ -359,14 +356,7 @@ every_seconds = 1
                 let _ = shared.start_process(i).await;
             }
         }
-        // A URL disabled by a 410 is enabled again, its failed events sent again, as a tenant
-        // would after fixing its endpoint.
-        let since = (shared.started_at - chrono::Duration::minutes(1)).to_rfc3339();
-        let recover = shared
-            .http
-            .post(format!("{}/v1/events/recover", shared.base(0)))
-            .json(&json!({ "since": since }));
-        let _ = shared.send(recover).await;
+        let _ = shared.recover(0).await;
         for r in 0..plan.references {
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {
@@ -706,8 +696,14 @@ impl Shared {
                 vec![]
             }
             Op::ReceiverGone => {
-                self.receiver_gone.fetch_add(1, Ordering::SeqCst);
-                vec![]
+                self.receiver.gone.fetch_add(1, Ordering::SeqCst);
+                // The tenant notices and fixes its endpoint a little after the 410.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while self.receiver.gone.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                vec![self.recover(1).await]
             }
             Op::Cancel { r, at } => vec![self.act(r, at, "cancel").await],
             Op::LateBetrustCreate => {
@@ -729,6 +725,79 @@ impl Shared {
                         .on_path("POST /transaction-engine/v1/transactions"),
                 );
                 vec![]
+            }
+            Op::FailCreate {
+                provider,
+                after_work,
+            } => {
+                let fault = if after_work {
+                    Fault::StatusAfterWork(500)
+                } else {
+                    Fault::Status(500)
+                };
+                self.fault_create(provider, fault);
+                vec![]
+            }
+            Op::CutCreate { provider } => {
+                self.fault_create(provider, Fault::Cut);
+                vec![]
+            }
+            Op::Redeliver { r, back } => {
+                let Some(known) = self.known.lock().unwrap().get(&r).cloned() else {
+                    return vec![not_yet()];
+                };
+                let back = usize::from(back);
+                let sent = if known.provider == "gu1" {
+                    self.gu1
+                        .send_webhook_again(&known.provider_reference, back)
+                        .await
+                } else {
+                    self.betrust
+                        .send_webhook_again(&known.provider_reference, back)
+                        .await
+                };
+                // None sent that far back yet: nothing to send again.
+                vec![simulator(sent.or_else(|e| match e {
+                    kyc_sandbox::SandboxError::NotFound => Ok(()),
+                    other => Err(other),
+                }))]
+            }
+            Op::Pause { at, ms } => {
+                // Where a delivery comes within 3 s, the process that sent it is stopped with it
+                // in flight, so that its attempt outlives its lease.
+                let (held, in_flight) = tokio::sync::oneshot::channel();
+                *self.receiver.hold.lock().unwrap() = Some(held);
+                let sender = tokio::time::timeout(Duration::from_secs(3), in_flight).await;
+                self.receiver.hold.lock().unwrap().take();
+                let (at, what) = match sender {
+                    Ok(Ok(ahead_ms)) => (
+                        usize::from(ahead_ms > CLOCK_AHEAD_MS / 2),
+                        "with a delivery in flight",
+                    ),
+                    _ => (at, "with no delivery in flight"),
+                };
+                let signal = |name: &str| {
+                    let processes = self.processes.lock().unwrap();
+                    let index = at % processes.len();
+                    let child = processes[index].child.as_ref()?;
+                    let sent = Command::new("kill")
+                        .args([name, &child.id().to_string()])
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    sent.then_some(index)
+                };
+                let Some(index) = signal("-STOP") else {
+                    return vec![];
+                };
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                signal("-CONT");
+                vec![Answer {
+                    status: None,
+                    code: None,
+                    id: None,
+                    took_ms: 0,
+                    error: Some(format!("stopped process {index} {what}")),
+                }]
             }
             Op::FailGu1Read => {
                 self.gu1.inject(
@@ -761,9 +830,33 @@ impl Shared {
                 }
             }
             Op::ReceiverFails { n } => {
-                self.receiver_fails.fetch_add(n, Ordering::SeqCst);
+                self.receiver.fails.fetch_add(n, Ordering::SeqCst);
                 vec![]
             }
+        }
+    }
+}
+
+impl Shared {
+    /// `POST /v1/events/recover` at process `at`: a URL disabled by a 410 is enabled again,
+    /// and its failed events sent again, as a tenant would after fixing its endpoint.
+    async fn recover(&self, at: usize) -> Answer {
+        let since = (self.started_at - chrono::Duration::minutes(1)).to_rfc3339();
+        let recover = self
+            .http
+            .post(format!("{}/v1/events/recover", self.base(at)))
+            .json(&json!({ "since": since }));
+        self.send(recover).await.0
+    }
+
+    /// Injects `fault` into the next create at a provider (0 BeTrust, 1 gu1).
+    fn fault_create(&self, provider: u8, fault: Fault) {
+        if provider == 0 {
+            self.betrust
+                .inject(FaultRule::once(fault).on_path("POST /transaction-engine/v1/transactions"));
+        } else {
+            self.gu1
+                .inject(FaultRule::once(fault).on_path("POST /api/kyc/validations"));
         }
     }
 }
@@ -788,12 +881,26 @@ fn simulator(done: Result<(), kyc_sandbox::SandboxError>) -> Answer {
     }
 }
 
-/// The tenant's receiver: records each delivery, checks its signature, and answers 500 while
-/// `fails` is above zero (counting it down), else 200.
+/// What the campaign makes the tenant's receiver do.
+#[derive(Default)]
+struct Receiver {
+    /// Answer the next this many deliveries 500.
+    fails: AtomicU32,
+    /// Answer the next this many deliveries 410.
+    gone: AtomicU32,
+    /// Hold the next delivery for [`HOLD`], then answer it 500; told here how far ahead of
+    /// ours its sender's clock is (its `webhook-timestamp`), which says which process sent it.
+    hold: Mutex<Option<tokio::sync::oneshot::Sender<i64>>>,
+}
+
+/// How long a held delivery is held: less than the gateway's webhook timeout.
+const HOLD: Duration = Duration::from_millis(1_000);
+
+/// The tenant's receiver: records each delivery, checks its signature, and answers as `control`
+/// says (410, 500, or held then 500), else 200.
 async fn receiver(
     deliveries: Arc<Mutex<Vec<Delivery>>>,
-    fails: Arc<AtomicU32>,
-    gone: Arc<AtomicU32>,
+    control: Arc<Receiver>,
 ) -> Result<(String, tokio::task::JoinHandle<()>), String> {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, StatusCode};
@@ -807,7 +914,7 @@ async fn receiver(
     let app = axum::Router::new().route(
         "/events",
         axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let (deliveries, fails, gone) = (deliveries.clone(), fails.clone(), gone.clone());
+            let (deliveries, control) = (deliveries.clone(), control.clone());
             async move {
                 let verified = standardwebhooks::Webhook::new(WEBHOOK_SECRET)
                     .is_ok_and(|w| w.verify(&body, &headers).is_ok());
@@ -817,9 +924,19 @@ async fn receiver(
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                         .is_ok()
                 };
-                let answer = if take(&gone) {
+                let held = control.hold.lock().unwrap().take();
+                let answer = if let Some(held) = held {
+                    let stamp = headers
+                        .get("webhook-timestamp")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .unwrap_or_default();
+                    let _ = held.send((stamp - chrono::Utc::now().timestamp()) * 1000);
+                    tokio::time::sleep(HOLD).await;
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else if take(&control.gone) {
                     StatusCode::GONE
-                } else if take(&fails) {
+                } else if take(&control.fails) {
                     StatusCode::INTERNAL_SERVER_ERROR
                 } else {
                     StatusCode::OK

@@ -2,7 +2,7 @@
 //! (create, get, credential_information) and the unsigned compact webhook.
 
 use crate::{
-    ApiTraffic, FaultRule, Outcome, Piloted, SandboxError, ServerTask, deliver_webhook,
+    ApiTraffic, FaultRule, Outcome, Piloted, SandboxError, SentWebhooks, ServerTask,
     fault_control_routes, fault_middleware, finish_response, lock, now_rfc3339, pages,
     read_finish_request, webhook_client,
 };
@@ -91,6 +91,7 @@ struct Shared {
     traffic: ApiTraffic,
     http: reqwest::Client,
     state: Mutex<State_>,
+    webhooks: SentWebhooks,
 }
 
 #[derive(Default)]
@@ -170,6 +171,7 @@ impl BetrustSim {
             traffic: ApiTraffic::new(shutdown_rx),
             http: webhook_client()?,
             state: Mutex::default(),
+            webhooks: SentWebhooks::default(),
         });
         let api = Router::new()
             .route("/oauth/token/", post(token))
@@ -289,6 +291,15 @@ impl BetrustSim {
         finish(&self.shared, uuid_or_transaction_id, outcome, names).await
     }
 
+    /// Sends again a webhook already sent about a transaction (by uuid): `back` 0 is the latest one (a
+    /// duplicate), 1 the one before it (arriving after a newer one), and so on.
+    pub async fn send_webhook_again(&self, id: &str, back: usize) -> Result<(), SandboxError> {
+        self.shared
+            .webhooks
+            .send_again(&self.shared.http, "betrust", id, back)
+            .await
+    }
+
     /// Adds a fault to the API routes (token endpoint included); rules apply in insertion order.
     pub fn inject(&self, rule: FaultRule) {
         self.shared.traffic.inject(rule);
@@ -374,7 +385,10 @@ async fn finish(
     tracing::info!(provider = "betrust", transaction = %uuid, outcome = %outcome, "sandbox: transaction finished");
     if let Some(url) = webhook {
         let body = serde_json::to_vec(&body).unwrap_or_default();
-        deliver_webhook(&shared.http, "betrust", &uuid, &url, body, None).await;
+        shared
+            .webhooks
+            .send(&shared.http, "betrust", &uuid, &url, body, None)
+            .await;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! validations (create, get, sync, cancel, current, status) and the HMAC-signed webhook.
 
 use crate::{
-    ApiTraffic, FaultRule, Outcome, Piloted, SandboxError, ServerTask, deliver_webhook,
+    ApiTraffic, FaultRule, Outcome, Piloted, SandboxError, SentWebhooks, ServerTask,
     fault_control_routes, fault_middleware, finish_response, lock, now_rfc3339, pages,
     read_finish_request, webhook_client,
 };
@@ -82,6 +82,7 @@ struct Shared {
     traffic: ApiTraffic,
     http: reqwest::Client,
     state: Mutex<State_>,
+    webhooks: SentWebhooks,
 }
 
 #[derive(Default)]
@@ -149,6 +150,7 @@ impl Gu1Sim {
             traffic: ApiTraffic::new(shutdown_rx),
             http: webhook_client()?,
             state: Mutex::default(),
+            webhooks: SentWebhooks::default(),
         });
         let api = Router::new()
             .route("/api/entities", post(create_entity).get(find_entities))
@@ -239,6 +241,15 @@ impl Gu1Sim {
     /// failed delivery is only logged).
     pub async fn finish(&self, id: &str, outcome: Outcome) -> Result<(), SandboxError> {
         finish(&self.shared, id, outcome).await
+    }
+
+    /// Sends again a webhook already sent about a validation: `back` 0 is the latest one (a
+    /// duplicate), 1 the one before it (arriving after a newer one), and so on.
+    pub async fn send_webhook_again(&self, id: &str, back: usize) -> Result<(), SandboxError> {
+        self.shared
+            .webhooks
+            .send_again(&self.shared.http, "gu1", id, back)
+            .await
     }
 
     /// Adds a fault to the `/api` routes; rules apply in insertion order.
@@ -378,7 +389,10 @@ async fn finish(shared: &Shared, id: &str, outcome: Outcome) -> Result<(), Sandb
     if let Some(url) = webhook_url {
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let signature = sign(&shared.config.webhook_secret, &body);
-        deliver_webhook(&shared.http, "gu1", id, &url, body, Some(signature)).await;
+        shared
+            .webhooks
+            .send(&shared.http, "gu1", id, &url, body, Some(signature))
+            .await;
     }
     Ok(())
 }

@@ -12,7 +12,8 @@
 //!   link can finish it: `curl -X POST "$URL" -H 'Content-Type: application/json'
 //!   -d '{"outcome": "approved"}'`;
 //! - `POST /_sandbox/faults` with JSON `{"path_contains", "status" | "latency_ms" | "malformed" |
-//!   "hang" | "late_answer_ms" | "late_work_ms", "times"}` and `DELETE /_sandbox/faults`;
+//!   "hang" | "late_answer_ms" | "late_work_ms" | "status_after_work" | "cut", "times"}` and
+//!   `DELETE /_sandbox/faults`;
 //! - `POST /_sandbox/autopilot` with JSON [`Autopilot`] `{"approve_percent", "decision_ms",
 //!   "error_percent"}`, and `DELETE /_sandbox/autopilot`: the simulator ends each new verification
 //!   by itself (see [`Autopilot`]).
@@ -198,6 +199,12 @@ pub enum Fault {
     /// is still there: a client that gave up meanwhile finds the work done later, as a provider
     /// still processing a request does.
     LateWork(Duration),
+    /// Do what was asked, then answer this HTTP status instead of the result: a provider that
+    /// failed after the work was done (a 500 from a proxy in front of it, say).
+    StatusAfterWork(u16),
+    /// Do what was asked, then cut the connection before the answer is whole: the client sees
+    /// its request fail with no usable answer, though the work was done.
+    Cut,
 }
 
 /// Which requests get a [`Fault`], and how many times.
@@ -465,6 +472,27 @@ pub(crate) async fn fault_middleware(
             work.await
                 .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
+        Fault::StatusAfterWork(code) => {
+            let _done = next.run(request).await;
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = json!({
+                "code": status.as_u16(),
+                "resource": "Sandbox",
+                "data": null,
+                "error": "SANDBOX_FAULT",
+                "message": format!("Injected fault after the work: HTTP {}", status.as_u16()),
+            });
+            (status, Json(body)).into_response()
+        }
+        Fault::Cut => {
+            let done = next.run(request).await;
+            // The head may go out; the body fails, and the server drops the connection.
+            Response::builder()
+                .status(done.status())
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::new(CutBody))
+                .unwrap_or_else(|_| StatusCode::OK.into_response())
+        }
         Fault::LateAnswer(delay) => {
             let response = next.run(request).await;
             let mut shutdown = traffic.shutdown.clone();
@@ -477,8 +505,26 @@ pub(crate) async fn fault_middleware(
     }
 }
 
+/// A body that fails at once: the server gives up on the answer and closes the connection.
+struct CutBody;
+
+impl axum::body::HttpBody for CutBody {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Ready(Some(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "sandbox: connection cut",
+        ))))
+    }
+}
+
 /// Body of `POST /_sandbox/faults`: exactly one of `status`, `latency_ms`, `malformed`, `hang`,
-/// `late_answer_ms`, `late_work_ms`.
+/// `late_answer_ms`, `late_work_ms`, `status_after_work`, `cut`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FaultRequest {
@@ -489,6 +535,8 @@ struct FaultRequest {
     hang: Option<bool>,
     late_answer_ms: Option<u64>,
     late_work_ms: Option<u64>,
+    status_after_work: Option<u16>,
+    cut: Option<bool>,
     times: Option<u32>,
 }
 
@@ -516,10 +564,19 @@ impl FaultRequest {
         if let Some(ms) = self.late_work_ms {
             faults.push(Fault::LateWork(Duration::from_millis(ms)));
         }
+        if let Some(code) = self.status_after_work {
+            if StatusCode::from_u16(code).is_err() {
+                return Err("status_after_work must be an HTTP status code");
+            }
+            faults.push(Fault::StatusAfterWork(code));
+        }
+        if self.cut == Some(true) {
+            faults.push(Fault::Cut);
+        }
         if faults.len() != 1 {
             return Err(
                 "give exactly one of status, latency_ms, malformed:true, hang:true, \
-                 late_answer_ms, late_work_ms",
+                 late_answer_ms, late_work_ms, status_after_work, cut:true",
             );
         }
         Ok(FaultRule {
@@ -685,6 +742,73 @@ pub(crate) fn finish_response(
             Json(json!({"error": "INVALID_OUTCOME", "message": err.to_string()})),
         )
             .into_response(),
+    }
+}
+
+/// The webhooks a simulator has sent, so that a test can send one again: the latest (a
+/// duplicate, as a provider's own retry is) or an earlier one (arriving after a newer one).
+#[derive(Default)]
+pub(crate) struct SentWebhooks(Mutex<Vec<SentWebhook>>);
+
+#[derive(Clone)]
+struct SentWebhook {
+    verification_id: String,
+    url: String,
+    body: Vec<u8>,
+    signature: Option<String>,
+}
+
+impl SentWebhooks {
+    /// Records the webhook and delivers it once.
+    pub(crate) async fn send(
+        &self,
+        http: &reqwest::Client,
+        provider: &'static str,
+        verification_id: &str,
+        url: &str,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) {
+        lock(&self.0).push(SentWebhook {
+            verification_id: verification_id.to_owned(),
+            url: url.to_owned(),
+            body: body.clone(),
+            signature: signature.clone(),
+        });
+        deliver_webhook(http, provider, verification_id, url, body, signature).await;
+    }
+
+    /// Delivers again the webhook sent `back` webhooks before the latest one about
+    /// `verification_id` (0: the latest).
+    pub(crate) async fn send_again(
+        &self,
+        http: &reqwest::Client,
+        provider: &'static str,
+        verification_id: &str,
+        back: usize,
+    ) -> Result<(), SandboxError> {
+        let webhook = {
+            let sent = lock(&self.0);
+            let mine: Vec<&SentWebhook> = sent
+                .iter()
+                .filter(|w| w.verification_id == verification_id)
+                .collect();
+            let index = mine
+                .len()
+                .checked_sub(back + 1)
+                .ok_or(SandboxError::NotFound)?;
+            mine[index].clone()
+        };
+        deliver_webhook(
+            http,
+            provider,
+            verification_id,
+            &webhook.url,
+            webhook.body,
+            webhook.signature,
+        )
+        .await;
+        Ok(())
     }
 }
 

@@ -232,3 +232,32 @@ async fn a_late_answer_does_the_work_and_answers_after_the_client_gave_up() {
         "the entity was made all the same"
     );
 }
+
+#[tokio::test]
+async fn a_status_after_the_work_and_a_cut_connection_both_leave_the_work_done() {
+    let sim = Gu1Sim::start(Gu1SimConfig::default()).await.unwrap();
+    let create = |external: &str| {
+        client()
+            .post(format!("{}/api/entities", sim.base_url()))
+            .bearer_auth("gk_sandbox_key")
+            .json(&json!({"type": "person", "name": "X", "countryCode": "AR", "externalId": external}))
+            .send()
+    };
+    sim.inject(FaultRule::once(Fault::StatusAfterWork(500)).on_path("POST /api/entities"));
+    let failed = create("after-work").await.unwrap();
+    assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(sim.entities_created(), 1, "made before the 500");
+
+    sim.inject(FaultRule::once(Fault::Cut).on_path("POST /api/entities"));
+    // The head may arrive; a whole answer never does.
+    let cut = match create("cut").await {
+        Ok(response) => response.bytes().await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    assert!(cut.is_err(), "the answer was cut");
+    assert_eq!(sim.entities_created(), 2, "made before the cut");
+
+    let whole = create("whole").await.unwrap();
+    assert_eq!(whole.status(), StatusCode::CREATED);
+    assert_eq!(sim.entities_created(), 3);
+}

@@ -364,6 +364,25 @@ async fn finish_sends_a_signed_webhook() {
     sim.finish(&id, Outcome::InReview).await.unwrap();
     let hook: Value = serde_json::from_slice(&receiver.next().await.body).unwrap();
     assert_eq!(hook["event"], "kyc.validation_in_review");
+
+    // Sent again: the latest (a duplicate), then the one before (after a newer one), each with
+    // its own signature; nothing older than the first.
+    sim.send_webhook_again(&id, 0).await.unwrap();
+    let again = receiver.next().await;
+    let hook: Value = serde_json::from_slice(&again.body).unwrap();
+    assert_eq!(hook["event"], "kyc.validation_in_review");
+    sim.send_webhook_again(&id, 1).await.unwrap();
+    let stale = receiver.next().await;
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(&stale.body);
+    let signature = stale.headers["x-webhook-signature"].to_str().unwrap();
+    mac.verify_slice(&hex::decode(signature).unwrap()).unwrap();
+    let hook: Value = serde_json::from_slice(&stale.body).unwrap();
+    assert_eq!(hook["event"], "kyc.validation_approved");
+    assert_eq!(
+        sim.send_webhook_again(&id, 2).await,
+        Err(kyc_sandbox::SandboxError::NotFound)
+    );
 }
 
 #[tokio::test]
