@@ -1,5 +1,6 @@
 //! The fault campaign (`crates/chaos`) at a fixed seed and a small budget: a randomized workload
-//! under late answers, refusals, `kill -9` and a failing receiver, against this build's gateway,
+//! under late answers, failures before and after the work, `kill -9`, stopped processes and a
+//! failing receiver, against this build's gateway,
 //! checked against the invariants. A long run: `cargo run --release -p kyc-bench -- chaos`.
 
 use crate::harness::*;

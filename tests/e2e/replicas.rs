@@ -216,7 +216,7 @@ async fn a_replica_killed_mid_delivery_loses_no_event() {
     let killed = Instant::now();
     let before_kill = by_event(&receiver.seen());
 
-    // The claim the README promises: `[webhooks] timeout_ms` plus 5 s.
+    // The claim the README and docs/operations.md promise: `[webhooks] timeout_ms` plus 5 s.
     let lease = timeout + Duration::from_secs(5);
     // The claims run out; the survivor may be waiting on its own held deliveries before its next
     // pass, then its attempt is held too before it is recorded.

@@ -120,7 +120,7 @@ struct Args {
     #[arg(long, default_value = "target/bench/latest.json")]
     json: PathBuf,
     /// A PostgreSQL admin URL; the harness creates `kyc_bench_<pid>` there and drops it at the
-    /// end. `none` skips the PostgreSQL figures. The default has no TLS, as the README advises
+    /// end. `none` skips the PostgreSQL figures. The default has no TLS, as docs/operations.md advises
     /// next to the database (on loopback TLS only adds cost).
     #[arg(
         long,

@@ -1,9 +1,11 @@
 //! The fault campaign: a seeded, randomized workload of creates (new references, retries with the
 //! same body, the same reference with another body, concurrent twins at two processes), provider
-//! outcomes, refreshes and cancels, under randomized faults (provider answers held past the
-//! timeout after doing the work, 503s before doing it, `kill -9` of a gateway process and its
-//! restart, a receiver answering 500), run against real gateway processes, the provider
-//! simulators and a tenant receiver; then the invariants are checked from the simulators' own
+//! outcomes, duplicated and reordered provider webhooks, refreshes, cancels and decisions, under
+//! randomized faults (provider answers held past the timeout after doing the work, 500s and 503s
+//! before doing it, 500s and cut connections after doing it, `kill -9` of a gateway process and
+//! its restart, a process stopped longer than an outbox lease, a receiver answering 500 or 410),
+//! run against real gateway processes, the provider simulators and a tenant receiver; the store is
+//! sampled during the run, and the invariants are checked after it from the simulators' own
 //! records, the store and the receiver's log ([`check`]).
 //!
 //! The seed decides the plan, every operation and fault and when it starts ([`plan`]), before

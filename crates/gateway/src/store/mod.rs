@@ -419,7 +419,7 @@ const COLUMNS: &str = "id, tenant, reference, subject_id, provider, provider_ref
 
 /// Every migration, in order, for SQLite (`sqlite`) or PostgreSQL. Released files never change
 /// (the store refuses to start on a database where an applied one differs), and each new one
-/// follows the rule in the README's "Upgrading": it only adds, so the previous release's
+/// follows the rule in docs/operations.md, "Upgrading": it only adds, so the previous release's
 /// replicas keep working beside it (a test checks each file).
 fn migrations(sqlite: bool) -> Vec<Migration> {
     let migration = |version, name: &str, sql: &'static str| {

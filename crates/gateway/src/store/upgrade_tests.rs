@@ -1,4 +1,4 @@
-//! Rolling upgrades: each migration file checked against the rule in the README's "Upgrading",
+//! Rolling upgrades: each migration file checked against the rule in docs/operations.md, "Upgrading",
 //! and the newest migrations applied while a writer using the previous release's statements keeps
 //! writing, on a SQLite file and on PostgreSQL.
 
