@@ -56,6 +56,8 @@ pub struct Options {
     pub betrust_extra: Vec<String>,
     /// Other `[reconciler]` lines (`max_interval_seconds = 4`).
     pub reconciler_extra: Vec<String>,
+    /// The `kyc-gateway` binary to run; `None` is this build's.
+    pub binary: Option<String>,
 }
 
 impl Options {
@@ -87,6 +89,7 @@ impl Default for Options {
             store_extra: Vec::new(),
             betrust_extra: Vec::new(),
             reconciler_extra: Vec::new(),
+            binary: None,
         }
     }
 }
@@ -102,6 +105,7 @@ pub struct World {
     child: Child,
     config: std::path::PathBuf,
     env: Vec<(String, String)>,
+    binary: String,
     _dir: tempfile::TempDir,
 }
 
@@ -247,11 +251,12 @@ fn follow(
 
 /// Starts `kyc-gateway serve` on a free port; returns it and its base URL.
 fn spawn_gateway(
+    binary: &str,
     config: &std::path::Path,
     env: &[(String, String)],
     log: &Arc<Mutex<String>>,
 ) -> (Child, String) {
-    let mut child = Command::new(binary())
+    let mut child = Command::new(binary)
         .args([
             "serve",
             "--config",
@@ -319,7 +324,8 @@ impl World {
         std::fs::write(&config, policy(&betrust, &gu1, &db_url, &options)).unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let env = options.env.clone();
-        let (child, base) = spawn_gateway(&config, &env, &log);
+        let binary = options.binary.clone().unwrap_or_else(|| binary().into());
+        let (child, base) = spawn_gateway(&binary, &config, &env, &log);
         World {
             betrust,
             gu1,
@@ -330,6 +336,7 @@ impl World {
             child,
             config,
             env,
+            binary,
             _dir: dir,
         }
     }
@@ -363,7 +370,7 @@ impl World {
     /// Starts the gateway again (after [`World::terminate`]) on the same policy and store, on a
     /// new port.
     pub fn restart(&mut self) {
-        let (child, base) = spawn_gateway(&self.config, &self.env, &self.log);
+        let (child, base) = spawn_gateway(&self.binary, &self.config, &self.env, &self.log);
         self.child = child;
         self.base = base;
     }
@@ -414,7 +421,7 @@ impl World {
     pub fn start_replica_with(&self, env: &[(&str, &str)]) -> Replica {
         let mut all = self.env.clone();
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let (child, base) = spawn_gateway(&self.config, &all, &self.log);
+        let (child, base) = spawn_gateway(&self.binary, &self.config, &all, &self.log);
         Replica { child, base }
     }
 

@@ -22,6 +22,7 @@ mod reload;
 mod replay;
 mod replicas;
 mod routing;
+mod server_only;
 mod shutdown;
 mod stats;
 mod swagger_ui;

@@ -337,8 +337,8 @@ every_seconds = 1
     }
 
     /// Lifts every fault, makes sure every process runs, retries every reference's create until
-    /// it is answered (as a caller told to retry would), refreshes every verification, and waits
-    /// for the outbox and the reservations to drain.
+    /// it is answered (as a caller told to retry would: the one whose body holds the reference),
+    /// refreshes every verification, and waits for the outbox and the reservations to drain.
     /// The creates it sends are answered as records after the plan's steps.
     pub async fn quiesce(&mut self, plan: &Plan) -> Vec<Record> {
         let shared = &self.shared;
@@ -359,20 +359,30 @@ every_seconds = 1
         let _ = shared.recover(0).await;
         for r in 0..plan.references {
             let deadline = Instant::now() + Duration::from_secs(30);
+            // The reference's own body first; where the other body holds the reference (it
+            // reached a gateway first), that body's caller retries instead.
+            let mut other = false;
             while Instant::now() < deadline {
                 let started_ms = start.elapsed().as_millis() as u64;
-                let answer = shared.create(r, 0, false).await;
-                // Answered, or bound to the other body that reached a gateway first.
-                let done = matches!(answer.status, Some(200 | 201))
-                    || answer.code.as_deref() == Some("conflict");
+                let answer = shared.create(r, 0, other).await;
+                let answered = matches!(answer.status, Some(200 | 201));
+                let conflict = answer.code.as_deref() == Some("conflict");
                 records.push(Record {
                     step: plan.steps.len() + records.len(),
-                    op: Op::Create { r, at: 0 },
+                    op: if other {
+                        Op::Conflict { r, at: 0 }
+                    } else {
+                        Op::Create { r, at: 0 }
+                    },
                     started_ms,
                     answers: vec![answer],
                 });
-                if done {
+                if answered || (conflict && other) {
                     break;
+                }
+                if conflict {
+                    other = true;
+                    continue;
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }

@@ -32,7 +32,9 @@ pub mod policy;
 pub mod providers;
 pub mod replay;
 pub mod routing;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
+#[cfg(feature = "sandbox")]
 pub mod scenario;
 pub mod server;
 pub mod service;

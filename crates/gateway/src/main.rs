@@ -1,4 +1,5 @@
-//! The `kyc-gateway` command line. With no arguments it starts the sandbox.
+//! The `kyc-gateway` command line. With no arguments it starts the sandbox (in a build with the
+//! `sandbox` feature, the default; a production build has no sandbox and prints its help).
 
 use clap::{Parser, Subcommand};
 use kyc_gateway::policy::{Policy, hash_api_key};
@@ -36,6 +37,7 @@ enum Command {
         /// The API key.
         key: String,
     },
+    #[cfg(feature = "sandbox")]
     /// Start the sandbox: both provider simulators in-process, a SQLite file, a demo tenant, or
     /// your own policy's tenants and routing pointed at the simulators.
     Sandbox {
@@ -190,6 +192,7 @@ async fn main() -> ExitCode {
             };
             finish(kyc_gateway::server::serve(policy, Some(config.into()), &listen, |_| {}).await)
         }
+        #[cfg(feature = "sandbox")]
         Some(Command::Sandbox {
             listen,
             config,
@@ -198,9 +201,17 @@ async fn main() -> ExitCode {
             let _telemetry = kyc_gateway::telemetry::init();
             finish(kyc_gateway::sandbox::run(&listen, config.as_deref(), scenario).await)
         }
+        #[cfg(feature = "sandbox")]
         None => {
             let _telemetry = kyc_gateway::telemetry::init();
             finish(kyc_gateway::sandbox::run("127.0.0.1:8080", None, false).await)
+        }
+        // A build without the simulators has nothing to start without a policy.
+        #[cfg(not(feature = "sandbox"))]
+        None => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
+            ExitCode::from(2)
         }
     }
 }
