@@ -243,6 +243,7 @@ fn invalid_config(message: String) -> ProviderError {
 
 impl AdapterConfig for BetrustConfig {
     const KIND: &'static str = "betrust";
+    const SECRETS: &'static [&'static str] = &["client_secret"];
 
     fn build(
         self,

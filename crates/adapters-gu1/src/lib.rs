@@ -262,6 +262,7 @@ fn config_error(message: impl Into<String>) -> ProviderError {
 
 impl AdapterConfig for Gu1Config {
     const KIND: &'static str = "gu1";
+    const SECRETS: &'static [&'static str] = &["api_key", "webhook_secret"];
 
     fn build(
         self,

@@ -228,6 +228,11 @@ pub trait AdapterConfig: serde::de::DeserializeOwned {
     /// The `kind` that selects this adapter in the policy (`betrust`, `gu1`).
     const KIND: &'static str;
 
+    /// The settings that are secrets: the gateway refuses them written in the policy file (they
+    /// must be `"${ENV_VAR}"`), and derives the instance's webhook URL token from them, in this
+    /// order (so never reorder a released adapter's list).
+    const SECRETS: &'static [&'static str];
+
     /// Builds the provider instance called `name`. Its targets must pass `outbound`'s check, and
     /// its HTTP client must come from `outbound`'s builder (no redirects, checked addresses).
     /// Every request it sends goes through [`crate::trace::propagate`], so the provider sees the

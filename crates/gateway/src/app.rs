@@ -213,14 +213,9 @@ impl Runtime {
             .providers
             .iter()
             .filter_map(|(name, config)| {
-                crate::providers::build_instance(
-                    &config.kind,
-                    name,
-                    config.settings.clone(),
-                    &outbound,
-                )
-                .err()
-                .map(|e| instance_error(name, e))
+                crate::providers::build_instance(name, config, &outbound)
+                    .err()
+                    .map(|e| instance_error(name, e))
             })
             .collect()
     }
@@ -253,13 +248,8 @@ impl Runtime {
                 hook_tokens.insert(name.clone(), hook_token(name, config));
                 continue;
             }
-            let provider = crate::providers::build_instance(
-                &config.kind,
-                name,
-                config.settings.clone(),
-                &outbound,
-            )
-            .map_err(|e| instance_error(name, e))?;
+            let provider = crate::providers::build_instance(name, config, &outbound)
+                .map_err(|e| instance_error(name, e))?;
             providers.insert(name.clone(), provider);
             hook_tokens.insert(name.clone(), hook_token(name, config));
         }
@@ -354,7 +344,7 @@ impl Runtime {
 /// A stable, unguessable token for an instance's webhook URL: derived from the instance's own
 /// secrets, so it survives restarts and differs between instances and deployments.
 fn hook_token(name: &str, config: &ProviderConfig) -> String {
-    let key = config.secrets().join("\n");
+    let key = crate::providers::secret_values(config).join("\n");
     let mut mac =
         Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
     mac.update(b"kyc-gateway webhook url token\n");

@@ -230,6 +230,10 @@ pub struct ProviderConfig {
     /// Everything else in the section, secrets interpolated.
     #[serde(flatten)]
     pub settings: toml::Table,
+    /// The settings whose value came from the environment (`"${VAR}"`): the adapter's secrets
+    /// must be among them (checked where the instance is built, which knows its kind).
+    #[serde(skip)]
+    pub from_env: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for ProviderConfig {
@@ -243,25 +247,15 @@ impl std::fmt::Debug for ProviderConfig {
 }
 
 impl Drop for ProviderConfig {
-    /// The settings hold the instance's secrets in plain strings: wipe them from memory.
+    /// The settings hold the instance's secrets in plain strings: wipe every string from memory
+    /// (which of them are secrets is the adapter's to say).
     fn drop(&mut self) {
         use zeroize::Zeroize;
-        for key in SECRET_KEYS {
-            if let Some(toml::Value::String(secret)) = self.settings.get_mut(key) {
-                secret.zeroize();
+        for (_, value) in self.settings.iter_mut() {
+            if let toml::Value::String(text) = value {
+                text.zeroize();
             }
         }
-    }
-}
-
-impl ProviderConfig {
-    /// The section's secret values (`client_secret`, `api_key`, `webhook_secret`), in key order:
-    /// the key of the unguessable token in the instance's webhook URL.
-    pub fn secrets(&self) -> Vec<&str> {
-        SECRET_KEYS
-            .iter()
-            .filter_map(|k| self.settings.get(*k).and_then(toml::Value::as_str))
-            .collect()
     }
 }
 
@@ -624,8 +618,9 @@ impl Default for WebhooksConfig {
     }
 }
 
-/// Keys whose values are secrets and so must come from the environment.
-const SECRET_KEYS: [&str; 3] = ["client_secret", "api_key", "webhook_secret"];
+/// The gateway's own secret setting, which must come from the environment: a tenant's
+/// `webhook_secret`. Adapters name theirs ([`kyc_core::AdapterConfig::SECRETS`]).
+const TENANT_SECRET: &str = "webhook_secret";
 
 impl Policy {
     /// Reads and validates a policy file, taking `${VAR}` values from the process environment.
@@ -652,17 +647,26 @@ impl Policy {
         let mut value: toml::Value =
             toml::from_str(text).map_err(|e| vec![syntax_error(text, &e)])?;
         let mut problems = Vec::new();
-        interpolate(&mut value, "", &env, &mut problems);
+        let mut from_env = std::collections::BTreeSet::new();
+        interpolate(&mut value, "", &env, &mut problems, &mut from_env);
         if !problems.is_empty() {
             return Err(problems);
         }
-        let policy: Policy = serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut policy: Policy = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             vec![invalid(
                 if key == "." { "policy".into() } else { key },
                 describe_serde_error(&e.into_inner().to_string()),
             )]
         })?;
+        for (name, config) in policy.providers.iter_mut() {
+            let section = format!("providers.{name}.");
+            config.from_env = from_env
+                .iter()
+                .filter_map(|path| path.strip_prefix(&section))
+                .map(str::to_string)
+                .collect();
+        }
         let problems = policy.problems();
         if problems.is_empty() {
             Ok(policy)
@@ -1141,15 +1145,18 @@ fn syntax_error(text: &str, error: &toml::de::Error) -> PolicyError {
     PolicyError::Syntax(format!("line {line}, column {column}: {}", error.message()))
 }
 
+/// Replaces each `"${VAR}"` with the variable's value, noting its path in `from_env`.
 fn interpolate(
     value: &mut toml::Value,
     path: &str,
     env: &impl Fn(&str) -> Option<String>,
     problems: &mut Vec<PolicyError>,
+    from_env: &mut std::collections::BTreeSet<String>,
 ) {
     match value {
         toml::Value::String(s) => {
-            let key = path.rsplit('.').next().unwrap_or(path);
+            let tenant_secret =
+                path.starts_with("tenants.") && path.rsplit('.').next() == Some(TENANT_SECRET);
             let reference = s
                 .strip_prefix("${")
                 .and_then(|r| r.strip_suffix('}'))
@@ -1160,7 +1167,10 @@ fn interpolate(
                         path,
                         format!("environment variable {var} is set but empty"),
                     )),
-                    Some(found) => *s = found,
+                    Some(found) => {
+                        *s = found;
+                        from_env.insert(path.to_string());
+                    }
                     None => problems.push(invalid(
                         path,
                         format!("environment variable {var} is not set"),
@@ -1170,7 +1180,7 @@ fn interpolate(
                     path,
                     "only a whole value can come from the environment: write \"${VAR_NAME}\" alone",
                 )),
-                None if SECRET_KEYS.contains(&key) => problems.push(invalid(
+                None if tenant_secret => problems.push(invalid(
                     path,
                     "secrets must come from the environment: write \"${VAR_NAME}\"",
                 )),
@@ -1184,12 +1194,12 @@ fn interpolate(
                 } else {
                     format!("{path}.{k}")
                 };
-                interpolate(v, &child, env, problems);
+                interpolate(v, &child, env, problems, from_env);
             }
         }
         toml::Value::Array(items) => {
             for (i, v) in items.iter_mut().enumerate() {
-                interpolate(v, &format!("{path}[{i}]"), env, problems);
+                interpolate(v, &format!("{path}[{i}]"), env, problems, from_env);
             }
         }
         _ => {}
@@ -1289,11 +1299,14 @@ mod tests {
     }
 
     #[test]
-    fn a_literal_secret_is_refused() {
-        let text = PINNED.replace("\"${GU1_API_KEY}\"", "\"gk_live_abc\"");
+    fn a_literal_tenant_secret_is_refused() {
+        // Adapters' secrets are refused where their instance is built (crate::providers).
+        let literal = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let text = PINNED.replace("\"${PAYMENTS_WEBHOOK_SECRET}\"", &format!("\"{literal}\""));
         let err = Policy::parse(&text, env).unwrap_err().to_string();
-        assert!(err.starts_with("providers.gu1.api_key:"), "{err}");
-        assert!(!err.contains("gk_live_abc"));
+        assert!(err.starts_with("tenants.payments.webhook_secret:"), "{err}");
+        assert!(err.contains("must come from the environment"), "{err}");
+        assert!(!err.contains(literal));
     }
 
     #[test]
