@@ -85,6 +85,7 @@ pub mod transformers;
 
 use async_trait::async_trait;
 use kyc_core::outbound::Outbound;
+use kyc_core::provider_http::{Answer, base_url, send};
 use kyc_core::{
     AdapterConfig, CreateRequest, Found, Identity, IncomingWebhook, Provider, ProviderError,
     ProviderVerification, WebhookError,
@@ -256,22 +257,6 @@ impl AdapterConfig for BetrustConfig {
     }
 }
 
-/// A configured base URL: http(s), and a target `outbound` permits.
-fn http_url(value: &str, key: &str, outbound: &Outbound) -> Result<Url, ProviderError> {
-    let url = Url::parse(value.trim())
-        .map_err(|_| invalid_config(format!("{key} is not a valid URL")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-        return Err(invalid_config(format!("{key} is not an http(s) URL")));
-    }
-    outbound.check_target(&url).map_err(|why| {
-        invalid_config(format!(
-            "{key} is refused: {why}; name the host or its address block in \
-             server.outbound_allow to allow it"
-        ))
-    })?;
-    Ok(url)
-}
-
 /// `base` with `segments` appended as path segments (percent-encoded, so an id cannot climb out of
 /// its path).
 fn join_segments(base: &Url, segments: &[&str]) -> Url {
@@ -281,20 +266,6 @@ fn join_segments(base: &Url, segments: &[&str]) -> Url {
         path.extend(segments);
     }
     url
-}
-
-/// A transport failure in words that hold no URL, body or token. A request that never
-/// connected did nothing; one cut off after connecting may have been processed (ambiguous).
-fn transport_error(e: &reqwest::Error) -> ProviderError {
-    if e.is_connect() {
-        return ProviderError::Unavailable("could not connect to BeTrust".into());
-    }
-    let what = if e.is_timeout() {
-        "BeTrust did not answer in time"
-    } else {
-        "the request to BeTrust failed before its answer"
-    };
-    ProviderError::Ambiguous(what.into())
 }
 
 /// The token call starts no transaction: whatever became of it, nothing was created.
@@ -403,7 +374,7 @@ impl BetrustProvider {
                 "token_margin_seconds must be from 0 to 86400 (a day)".into(),
             ));
         }
-        let auth_base = http_url(&config.auth_base_url, "auth_base_url", outbound)?;
+        let auth_base = base_url(&config.auth_base_url, "auth_base_url", outbound)?;
         let token_url = {
             let mut base = auth_base.as_str().trim_end_matches('/').to_string();
             let path = config.token_path.trim();
@@ -411,9 +382,9 @@ impl BetrustProvider {
                 base.push('/');
             }
             base.push_str(path);
-            http_url(&base, "token_path", outbound)?
+            base_url(&base, "token_path", outbound)?
         };
-        let api_base = http_url(&config.api_base_url, "api_base_url", outbound)?;
+        let api_base = base_url(&config.api_base_url, "api_base_url", outbound)?;
         let transactions_url = join_segments(&api_base, &["transactions"]);
         // No redirects, and only addresses the outbound rule permits, at every connection.
         let http = outbound
@@ -478,14 +449,15 @@ impl BetrustProvider {
                 client_secret: self.config.client_secret.expose_secret(),
                 grant_type: "client_credentials",
             };
-            let response = kyc_core::trace::propagate(self.http.post(self.token_url.clone()))
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| transport_error(&e))?;
-            let status = response.status();
+            let Answer {
+                status,
+                body: bytes,
+            } = send(
+                self.http.post(self.token_url.clone()).json(&body),
+                "BeTrust",
+            )
+            .await?;
             tracing::Span::current().record("http.status", status.as_u16());
-            let bytes = response.bytes().await.map_err(|e| transport_error(&e))?;
             match status {
                 s if s.is_success() => {}
                 StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
@@ -572,13 +544,8 @@ impl BetrustProvider {
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(body.to_vec());
         }
-        let response = kyc_core::trace::propagate(request)
-            .send()
-            .await
-            .map_err(|e| transport_error(&e))?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| transport_error(&e))?;
-        Ok((status, bytes.to_vec()))
+        let answer = send(request, "BeTrust").await?;
+        Ok((answer.status, answer.body))
     }
 
     /// Sends an API request with the cached token; on a 401, evicts that token, fetches one new

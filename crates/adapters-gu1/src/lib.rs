@@ -314,23 +314,6 @@ fn unreadable(op: Op, err: &serde_json::Error) -> ProviderError {
     ))
 }
 
-fn transport_error(op: Op, err: &reqwest::Error) -> ProviderError {
-    // reqwest's text names the URL; ours does not need to.
-    if err.is_connect() {
-        return ProviderError::Unavailable(format!(
-            "gu1 {} call could not be reached",
-            op.as_str()
-        ));
-    }
-    // Connected and sent: gu1 may have done the work.
-    let what = if err.is_timeout() {
-        "did not answer in time"
-    } else {
-        "failed before its answer"
-    };
-    ProviderError::Ambiguous(format!("gu1 {} call {what}", op.as_str()))
-}
-
 /// The entity steps of a create start no validation: whatever became of them, none was made.
 fn no_validation_started(e: ProviderError) -> ProviderError {
     match e {
@@ -343,17 +326,7 @@ impl Gu1Provider {
     /// Builds the adapter for the instance called `name` in the policy. Fails on a config that
     /// cannot work (bad URL, path without a leading `/`, cancel path without `{id}`).
     pub fn new(name: &str, config: Gu1Config, outbound: &Outbound) -> Result<Self, ProviderError> {
-        let parsed = url::Url::parse(&config.base_url)
-            .map_err(|_| config_error("gu1 base_url is not a valid URL"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(config_error("gu1 base_url must be http or https"));
-        }
-        outbound.check_target(&parsed).map_err(|why| {
-            config_error(format!(
-                "gu1 base_url is refused: {why}; name the host or its address block in \
-                 server.outbound_allow to allow it"
-            ))
-        })?;
+        kyc_core::provider_http::base_url(&config.base_url, "gu1 base_url", outbound)?;
         if !(1..=600_000).contains(&config.timeout_ms)
             || !(1..=600_000).contains(&config.connect_timeout_ms)
         {
@@ -404,8 +377,8 @@ impl Gu1Provider {
         self.url(&format!("{}/{id}{suffix}", self.config.validations_path))
     }
 
-    /// Sends one request with auth headers; answers the HTTP status and the raw body, or the
-    /// transport failure mapped to `Unavailable`.
+    /// Sends one request with auth headers; answers the HTTP status and the raw body (bounded),
+    /// or the transport failure classed (see [`kyc_core::provider_http::send`]).
     async fn send(
         &self,
         op: Op,
@@ -428,35 +401,27 @@ impl Gu1Provider {
                 .body(body);
         }
         let validation_id = validation_id.unwrap_or("");
-        let answer = async {
-            let response = kyc_core::trace::propagate(request).send().await?;
-            let status = response.status();
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, body.to_vec()))
-        }
-        .await;
-        match answer {
-            Ok((status, body)) => {
+        let what = format!("gu1 {} call", op.as_str());
+        match kyc_core::provider_http::send(request, &what).await {
+            Ok(answer) => {
                 tracing::debug!(
                     provider = %self.name,
                     op = op.as_str(),
                     validation_id,
-                    http_status = status.as_u16(),
+                    http_status = answer.status.as_u16(),
                     "gu1 answered"
                 );
-                Ok((status, body))
+                Ok((answer.status, answer.body))
             }
-            Err(err) => {
-                let mapped = transport_error(op, &err);
+            Err(error) => {
                 tracing::warn!(
                     provider = %self.name,
                     op = op.as_str(),
                     validation_id,
-                    timeout = err.is_timeout(),
-                    connect = err.is_connect(),
+                    %error,
                     "gu1 call failed"
                 );
-                Err(mapped)
+                Err(error)
             }
         }
     }

@@ -434,7 +434,7 @@ fn chains(
 
 /// The status a BeTrust transaction's state stands for, by the adapter's documented mapping
 /// (its booleans, then its step).
-fn betrust_status(held: &serde_json::Value) -> &'static str {
+pub(crate) fn betrust_status(held: &serde_json::Value) -> &'static str {
     let flag = |key: &str| held[key].as_bool().unwrap_or(false);
     let step = held["step"]
         .as_str()

@@ -110,6 +110,8 @@ pub(crate) struct Shared {
     started_at: chrono::DateTime<chrono::Utc>,
     processes: Mutex<Vec<Process>>,
     pub known: Mutex<HashMap<usize, Known>>,
+    /// One provider outcome at a time per reference.
+    finishing: Mutex<HashMap<usize, Arc<tokio::sync::Mutex<()>>>>,
     binary: PathBuf,
     config: PathBuf,
     log: PathBuf,
@@ -291,6 +293,7 @@ every_seconds = 1
             started_at: chrono::Utc::now(),
             processes: Mutex::new(processes),
             known: Mutex::new(HashMap::new()),
+            finishing: Mutex::default(),
             binary: config.gateway.clone(),
             config: config_path,
             log,
@@ -633,7 +636,10 @@ impl Shared {
                 };
                 let outcome = OUTCOMES[usize::from(outcome) % OUTCOMES.len()];
                 // A provider moves forward only: the simulators would let a test move a
-                // finished verification again, which no provider does.
+                // finished verification again, which no provider does. One outcome at a time
+                // per verification, so that two cannot both pass this look and land backwards.
+                let turn = self.finishing.lock().unwrap().entry(r).or_default().clone();
+                let _turn = turn.lock().await;
                 let (now, rank) = if known.provider == "gu1" {
                     let held = self.gu1.validation(&known.provider_reference);
                     let status = held.map(|v| v["status"].as_str().unwrap_or_default().to_string());
@@ -641,10 +647,9 @@ impl Shared {
                     (status, rank)
                 } else {
                     let held = self.betrust.transaction(&known.provider_reference);
-                    let ended = held.as_ref().is_some_and(|t| {
-                        t["complete"] == Value::Bool(true) || t["failed"] == Value::Bool(true)
-                    });
-                    (held.map(|_| String::new()), if ended { 3 } else { 0 })
+                    let status = held.map(|t| crate::check::betrust_status(&t).to_string());
+                    let rank = status.as_deref().map_or(0, crate::check::stage);
+                    (status, rank)
                 };
                 if now.is_none() || rank == 3 || crate::check::stage(outcome.as_str()) < rank {
                     return vec![Answer {

@@ -10,6 +10,7 @@ pub mod model;
 pub mod outbound;
 pub mod personal;
 pub mod provider;
+pub mod provider_http;
 pub mod trace;
 
 pub use lifecycle::{Source, StatusChange, merge};
