@@ -2,7 +2,10 @@
 //! the published spec cannot drift from the code.
 
 use crate::app::AppState;
-use crate::error::{ApiError, AuthProblems, Problem};
+use crate::error::{
+    ApiError, AuthProblems, BodyProblems, Problem, ProviderFailures, ProviderRefused,
+    QueryProblems, VerificationNotFound,
+};
 use crate::extract::{Tenant, ValidJson, ValidPath, ValidQuery, split_page};
 use crate::input::{CreateVerification, ListParams, ManualDecision, StatsParams};
 use crate::service::{self, Created};
@@ -58,16 +61,13 @@ pub struct Health {
     responses(
         (status = 201, description = "Started", body = Verification),
         (status = 200, description = "This reference was already started with the same body", body = Verification),
-        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`conflict`: the reference was already used with another body (answered before any provider call, whatever became of the first create), or the provider holds another request's verification under this request's key. `subject_conflict`: the provider knows the person under an id the gateway cannot find. `in_progress`: a create with this reference and the same body is under way; retry after `Retry-After` to get its verification", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "With `in_progress`: seconds to wait before retrying"))),
-        (status = 408, description = "The body did not arrive within `server.request_body_timeout_ms`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not sent as `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid, or the provider refused", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`provider_unavailable`: no provider could take the request now, or one may have taken it without a usable answer (a timeout after sending). Retry the same request after `Retry-After`: it resumes at that provider with the same key, adopts what the provider made, and never starts a second verification; a fallback runs only once that provider is known to hold nothing. `unavailable`: no instance is configured to take it", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "With `provider_unavailable`: seconds to wait before retrying"))),
+        BodyProblems,
         AuthProblems,
     ),
     security(("api_key" = []))
@@ -103,7 +103,7 @@ async fn create_verification(
     params(ListParams),
     responses(
         (status = 200, description = "A page", body = VerificationPage),
-        (status = 400, description = "A parameter is invalid, or the query string cannot be read (e.g. a repeated parameter); `field` names the parameter", body = Problem, content_type = "application/problem+json"),
+        QueryProblems,
         AuthProblems,
     ),
     security(("api_key" = []))
@@ -133,7 +133,7 @@ async fn list_verifications(
     params(("id" = String, Path, description = "The verification id (`ver_...`)")),
     responses(
         (status = 200, description = "The verification", body = Verification),
-        (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
+        VerificationNotFound,
         AuthProblems,
     ),
     security(("api_key" = []))
@@ -156,10 +156,9 @@ async fn get_verification(
     params(("id" = String, Path, description = "The verification id (`ver_...`)")),
     responses(
         (status = 200, description = "The verification as the provider has it now", body = Verification),
-        (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The provider refused the request", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The provider is unavailable", body = Problem, content_type = "application/problem+json"),
+        VerificationNotFound,
+        ProviderFailures,
+        ProviderRefused,
         AuthProblems,
     ),
     security(("api_key" = []))
@@ -185,11 +184,10 @@ async fn refresh_verification(
     params(("id" = String, Path, description = "The verification id (`ver_...`)")),
     responses(
         (status = 200, description = "Document data (personal data: handle with care)", body = Identity),
-        (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No document data yet: the person has not reached that step (code `not_ready`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The provider refused the request", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The provider is unavailable", body = Problem, content_type = "application/problem+json"),
+        VerificationNotFound,
+        ProviderFailures,
+        ProviderRefused,
         AuthProblems,
     ),
     security(("api_key" = []))
@@ -211,11 +209,10 @@ async fn get_identity(
     params(("id" = String, Path, description = "The verification id (`ver_...`)")),
     responses(
         (status = 200, description = "Cancelled", body = Verification),
-        (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already final, or the provider cannot cancel", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The provider refused the request", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The provider is unavailable", body = Problem, content_type = "application/problem+json"),
+        VerificationNotFound,
+        ProviderFailures,
+        ProviderRefused,
         AuthProblems,
     ),
     security(("api_key" = []))
@@ -243,15 +240,11 @@ async fn cancel_verification(
     request_body = ManualDecision,
     responses(
         (status = 200, description = "Decided", body = Verification),
-        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not in review (`not_in_review`), or the provider takes no manual decisions (`not_supported`)", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body did not arrive within `server.request_body_timeout_ms`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not sent as `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid, or the provider refused", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The provider answered something unreadable", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The provider is unavailable", body = Problem, content_type = "application/problem+json"),
+        BodyProblems,
+        VerificationNotFound,
+        ProviderFailures,
         AuthProblems,
     ),
     security(("api_key" = []))
@@ -283,7 +276,7 @@ async fn decide_verification(
     params(("id" = String, Path, description = "The verification id (`ver_...`)")),
     responses(
         (status = 200, description = "Its status changes, oldest first; the first is its creation", body = Vec<StatusChange>),
-        (status = 404, description = "No such verification for this tenant", body = Problem, content_type = "application/problem+json"),
+        VerificationNotFound,
         AuthProblems,
     ),
     security(("api_key" = []))
@@ -309,7 +302,7 @@ async fn verification_history(
     params(StatsParams),
     responses(
         (status = 200, description = "The figures per group", body = crate::stats::Stats),
-        (status = 400, description = "A parameter is invalid, or the query string cannot be read (e.g. a repeated parameter); `field` names the parameter", body = Problem, content_type = "application/problem+json"),
+        QueryProblems,
         AuthProblems,
     ),
     security(("api_key" = []))

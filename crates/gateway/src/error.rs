@@ -72,6 +72,99 @@ pub enum AuthProblems {
     RateLimited(Problem),
 }
 
+/// The problems of an operation that takes a JSON body, before it runs.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // it only describes answers for the spec; nothing builds one
+pub enum BodyProblems {
+    /// Not JSON.
+    #[response(
+        status = 400,
+        description = "The body is not JSON",
+        content_type = "application/problem+json"
+    )]
+    NotJson(Problem),
+    /// Too slow.
+    #[response(
+        status = 408,
+        description = "The body did not arrive within `server.request_body_timeout_ms`",
+        content_type = "application/problem+json"
+    )]
+    TooSlow(Problem),
+    /// Too large.
+    #[response(
+        status = 413,
+        description = "The body is over 64 KiB",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(Problem),
+    /// Not sent as JSON.
+    #[response(
+        status = 415,
+        description = "The body is not sent as `application/json`",
+        content_type = "application/problem+json"
+    )]
+    NotJsonMediaType(Problem),
+}
+
+/// The problem of an operation with query parameters.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // it only describes answers for the spec; nothing builds one
+pub enum QueryProblems {
+    /// A parameter is invalid.
+    #[response(
+        status = 400,
+        description = "A parameter is invalid, or the query string cannot be read (e.g. a repeated parameter); `field` names the parameter",
+        content_type = "application/problem+json"
+    )]
+    BadParameter(Problem),
+}
+
+/// The problem of an operation on one verification.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // it only describes answers for the spec; nothing builds one
+pub enum VerificationNotFound {
+    /// Not this tenant's, or no such id.
+    #[response(
+        status = 404,
+        description = "No such verification for this tenant",
+        content_type = "application/problem+json"
+    )]
+    NotFound(Problem),
+}
+
+/// The problems of an operation that calls the verification's provider.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // it only describes answers for the spec; nothing builds one
+pub enum ProviderFailures {
+    /// An unreadable answer.
+    #[response(
+        status = 502,
+        description = "The provider answered something unreadable",
+        content_type = "application/problem+json"
+    )]
+    Unreadable(Problem),
+    /// Not reached, or no answer.
+    #[response(
+        status = 503,
+        description = "The provider is unavailable",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(Problem),
+}
+
+/// The provider's refusal, for an operation that takes no body of its own to be invalid.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // it only describes answers for the spec; nothing builds one
+pub enum ProviderRefused {
+    /// Refused.
+    #[response(
+        status = 422,
+        description = "The provider refused the request",
+        content_type = "application/problem+json"
+    )]
+    Refused(Problem),
+}
+
 /// Everything a handler can answer instead of success.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

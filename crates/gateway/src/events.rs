@@ -2,7 +2,7 @@
 //! `POST /v1/events/{id}/redeliver` and `POST /v1/events/recover`.
 
 use crate::app::AppState;
-use crate::error::{ApiError, AuthProblems, Problem};
+use crate::error::{ApiError, AuthProblems, BodyProblems, Problem, QueryProblems};
 use crate::extract::{Tenant, ValidJson, ValidPath, ValidQuery, split_page};
 use crate::input::{EventParams, RecoverEvents};
 use crate::store::{EventRecord, now};
@@ -66,7 +66,7 @@ pub struct EventPage {
     params(EventParams),
     responses(
         (status = 200, description = "A page", body = EventPage),
-        (status = 400, description = "A parameter is invalid, or the query string cannot be read (e.g. a repeated parameter); `field` names the parameter", body = Problem, content_type = "application/problem+json"),
+        QueryProblems,
         AuthProblems,
     ),
     security(("api_key" = []))
@@ -95,11 +95,8 @@ async fn list_events(
     request_body = RecoverEvents,
     responses(
         (status = 202, description = "Queued for delivery", body = Recovered),
-        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body did not arrive within `server.request_body_timeout_ms`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not sent as `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`since` is not an RFC 3339 time", body = Problem, content_type = "application/problem+json"),
+        BodyProblems,
         AuthProblems,
     ),
     security(("api_key" = []))

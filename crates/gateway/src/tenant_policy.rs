@@ -4,7 +4,7 @@
 use crate::app::AppState;
 use crate::circuit::CircuitState;
 use crate::error::Problem;
-use crate::error::{ApiError, AuthProblems};
+use crate::error::{ApiError, AuthProblems, BodyProblems};
 use crate::extract::Tenant;
 use crate::extract::ValidJson;
 use crate::policy::{Policy, PolicyError, RateLimit, Routing};
@@ -55,11 +55,8 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D
     request_body = PreviewRequest,
     responses(
         (status = 200, description = "The replay", body = crate::replay::Preview),
-        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body did not arrive within `server.request_body_timeout_ms`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not sent as `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid, or the draft routing is inconsistent in a way no schema states (no default and no split, a country ruled twice, an experiment whose challenger is its champion, split weights all 0); `field` names it", body = Problem, content_type = "application/problem+json"),
+        BodyProblems,
         AuthProblems,
     ),
     security(("api_key" = []))

@@ -429,23 +429,7 @@ pub(crate) async fn fault_middleware(
     };
     tracing::debug!(path = %path, fault = ?fault, "sandbox: injecting fault");
     match fault {
-        Fault::Status(code) => {
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let body = json!({
-                "code": status.as_u16(),
-                "resource": "Sandbox",
-                "data": null,
-                "error": "SANDBOX_FAULT",
-                "message": format!("Injected fault: HTTP {}", status.as_u16()),
-            });
-            let mut response = (status, Json(body)).into_response();
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            response
-        }
+        Fault::Status(code) => fault_answer(code, "Injected fault"),
         Fault::Latency(delay) => {
             tokio::time::sleep(delay).await;
             next.run(request).await
@@ -474,15 +458,7 @@ pub(crate) async fn fault_middleware(
         }
         Fault::StatusAfterWork(code) => {
             let _done = next.run(request).await;
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let body = json!({
-                "code": status.as_u16(),
-                "resource": "Sandbox",
-                "data": null,
-                "error": "SANDBOX_FAULT",
-                "message": format!("Injected fault after the work: HTTP {}", status.as_u16()),
-            });
-            (status, Json(body)).into_response()
+            fault_answer(code, "Injected fault after the work")
         }
         Fault::Cut => {
             let done = next.run(request).await;
@@ -503,6 +479,25 @@ pub(crate) async fn fault_middleware(
             response
         }
     }
+}
+
+/// An injected error status with a JSON error body (429 also sets `Retry-After: 1`).
+fn fault_answer(code: u16, what: &str) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({
+        "code": status.as_u16(),
+        "resource": "Sandbox",
+        "data": null,
+        "error": "SANDBOX_FAULT",
+        "message": format!("{what}: HTTP {}", status.as_u16()),
+    });
+    let mut response = (status, Json(body)).into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// A body that fails at once: the server gives up on the answer and closes the connection.
