@@ -391,8 +391,10 @@ every_seconds = 1
             }
         }
         let known: Vec<usize> = shared.known.lock().unwrap().keys().copied().collect();
+        // Until answered: a circuit left open by the run answers 503 until it half-opens.
         for r in known {
-            for _ in 0..5 {
+            let deadline = Instant::now() + Duration::from_secs(45);
+            while Instant::now() < deadline {
                 let answer = shared.act(r, 0, "refresh").await;
                 if answer.status == Some(200) {
                     break;

@@ -334,7 +334,7 @@ impl ApiError {
                     "Not supported by the provider",
                 ),
             },
-            ApiError::Store(e) if e.is_timeout() => {
+            ApiError::Store(e) if e.is_transient() => {
                 (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
             }
             ApiError::Store(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", "Internal error"),
@@ -418,6 +418,9 @@ impl ApiError {
             },
             ApiError::Store(e) if e.is_timeout() => {
                 "the store did not answer in time; retry shortly".into()
+            }
+            ApiError::Store(e) if e.is_conflict() => {
+                "the store was busy with a conflicting write; retry shortly".into()
             }
             ApiError::Store(_) => "internal error; the request id identifies it in our logs".into(),
             ApiError::Routing(error) => error.to_string(),

@@ -284,6 +284,59 @@ fn corrupt(column: &'static str) -> StoreError {
 }
 
 impl SqlStore {
+    /// One try of [`EventStore::recover_events`], in one transaction.
+    async fn recover_events_once(
+        &self,
+        tenant: &str,
+        url: Option<&str>,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.writes.begin().await?;
+        if let Some(url) = url {
+            for table in ["disabled_endpoints", "failing_endpoints"] {
+                sqlx::query(AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE tenant = $1 AND url = $2"
+                )))
+                .bind(tenant)
+                .bind(url)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let recovered = sqlx::query(
+            "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = $1, \
+             claimed_until = NULL, claim = NULL, parked = 0, due_at = NULL, \
+             generation = generation + 1 \
+             WHERE tenant = $2 AND state = 'failed' AND created_at >= $3",
+        )
+        .bind(ts(now))
+        .bind(tenant)
+        .bind(ts(since))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // The heads of the tenant's lines, chosen again: recovered events take their places by
+        // sequence, and parked ones go out now that the URL is enabled.
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE events SET parked = 0, due_at = next_attempt_at \
+             WHERE tenant = $1 AND state = 'pending' AND claim IS NULL \
+             AND NOT EXISTS ({EARLIER_PENDING})"
+        )))
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE events SET due_at = NULL WHERE tenant = $1 AND state = 'pending' \
+             AND due_at IS NOT NULL AND claim IS NULL AND EXISTS ({EARLIER_PENDING})"
+        )))
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(recovered)
+    }
+
     /// Takes the lock a change of the line's verification takes (its row), so that choosing the
     /// line's next head and a change adding an event to the line take turns: otherwise, on
     /// PostgreSQL, an event added while the head is being delivered could see the head still
@@ -437,14 +490,17 @@ impl EventStore for SqlStore {
     }
 
     async fn resume_parked(&self, tenant: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE events SET parked = 0, due_at = next_attempt_at \
-             WHERE tenant = $1 AND parked = 1",
-        )
-        .bind(tenant)
-        .execute(&self.writes)
-        .await?;
-        Ok(done.rows_affected())
+        super::retrying_conflicts(|| async {
+            let done = sqlx::query(
+                "UPDATE events SET parked = 0, due_at = next_attempt_at \
+                 WHERE tenant = $1 AND parked = 1",
+            )
+            .bind(tenant)
+            .execute(&self.writes)
+            .await?;
+            Ok(done.rows_affected())
+        })
+        .await
     }
 
     async fn sequence_strays(&self, limit: u32) -> Result<u64, StoreError> {
@@ -648,49 +704,7 @@ impl EventStore for SqlStore {
         since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.writes.begin().await?;
-        if let Some(url) = url {
-            for table in ["disabled_endpoints", "failing_endpoints"] {
-                sqlx::query(AssertSqlSafe(format!(
-                    "DELETE FROM {table} WHERE tenant = $1 AND url = $2"
-                )))
-                .bind(tenant)
-                .bind(url)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        let recovered = sqlx::query(
-            "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = $1, \
-             claimed_until = NULL, claim = NULL, parked = 0, due_at = NULL, \
-             generation = generation + 1 \
-             WHERE tenant = $2 AND state = 'failed' AND created_at >= $3",
-        )
-        .bind(ts(now))
-        .bind(tenant)
-        .bind(ts(since))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // The heads of the tenant's lines, chosen again: recovered events take their places by
-        // sequence, and parked ones go out now that the URL is enabled.
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE events SET parked = 0, due_at = next_attempt_at \
-             WHERE tenant = $1 AND state = 'pending' AND claim IS NULL \
-             AND NOT EXISTS ({EARLIER_PENDING})"
-        )))
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE events SET due_at = NULL WHERE tenant = $1 AND state = 'pending' \
-             AND due_at IS NOT NULL AND claim IS NULL AND EXISTS ({EARLIER_PENDING})"
-        )))
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(recovered)
+        super::retrying_conflicts(|| self.recover_events_once(tenant, url, since, now)).await
     }
 
     async fn list_events(

@@ -67,6 +67,44 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// Whether PostgreSQL ended the transaction to break a deadlock or a serialization conflict
+    /// (SQLSTATE 40P01, 40001): it was rolled back whole, so running it again is safe.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(sqlx::Error::Database(db))
+                if matches!(db.code().as_deref(), Some("40P01" | "40001"))
+        )
+    }
+
+    /// Whether trying again shortly may succeed: a time limit, or a conflict.
+    pub fn is_transient(&self) -> bool {
+        self.is_timeout() || self.is_conflict()
+    }
+}
+
+/// How many times a transaction that lost a deadlock is run in all.
+const CONFLICT_TRIES: u32 = 3;
+
+/// Runs `transaction` again when the database ended it to break a deadlock (it was rolled back
+/// whole), up to [`CONFLICT_TRIES`] times in all: tenant-wide updates of many rows can meet the
+/// outbox's row-by-row writes in the other order.
+pub(crate) async fn retrying_conflicts<T, F, Fut>(mut transaction: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut tries = 1;
+    loop {
+        match transaction().await {
+            Err(error) if error.is_conflict() && tries < CONFLICT_TRIES => {
+                tries += 1;
+                tracing::info!("store: a transaction lost a deadlock; running it again");
+            }
+            done => return done,
+        }
+    }
 }
 
 /// A stored verification with what only the gateway needs to know about it.
@@ -1703,6 +1741,9 @@ impl Store for SqlStore {
 
 #[cfg(test)]
 mod upgrade_tests;
+
+#[cfg(test)]
+mod conflict_tests;
 
 #[cfg(test)]
 mod tests {
