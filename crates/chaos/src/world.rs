@@ -787,8 +787,9 @@ impl Shared {
                 let sender = tokio::time::timeout(Duration::from_secs(3), in_flight).await;
                 self.receiver.hold.lock().unwrap().take();
                 let (at, what) = match sender {
+                    // Whole seconds: the one ahead reads 1 or 2 s ahead, the other -1 or 0.
                     Ok(Ok(ahead_ms)) => (
-                        usize::from(ahead_ms > CLOCK_AHEAD_MS / 2),
+                        usize::from(ahead_ms >= CLOCK_AHEAD_MS / 2),
                         "with a delivery in flight",
                     ),
                     _ => (at, "with no delivery in flight"),

@@ -239,7 +239,11 @@ impl Runtime {
         for (name, config) in &policy.providers {
             let unchanged = previous.filter(|_| same_outbound).and_then(|p| {
                 let before = p.policy.providers.get(name)?;
-                (before.kind == config.kind && before.settings == config.settings)
+                // Where a value came from counts too: a secret now written in the file is
+                // refused by the build, even with the value it had.
+                (before.kind == config.kind
+                    && before.settings == config.settings
+                    && before.from_env == config.from_env)
                     .then(|| p.providers.get(name).cloned())
                     .flatten()
             });

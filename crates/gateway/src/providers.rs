@@ -177,6 +177,30 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_that_writes_a_secret_literally_is_refused_even_with_the_same_value() {
+        let running = Runtime::build(Policy::parse(EXAMPLE, env).unwrap()).unwrap();
+        let (name, config) = running
+            .policy
+            .providers
+            .iter()
+            .find(|(_, c)| c.kind == "gu1")
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .unwrap();
+        // The value the environment gave, now pasted into the file.
+        let same = config.settings["api_key"].as_str().unwrap().to_string();
+        let edited = Policy::parse(&example_with(&name, "api_key", &same), env).unwrap();
+        assert_eq!(edited.providers[&name].settings, config.settings);
+        let refused = Runtime::build_next(edited, Some(&running)).err().unwrap();
+        assert!(
+            refused
+                .to_string()
+                .starts_with(&format!("providers.{name}.api_key:")),
+            "{refused}"
+        );
+        assert!(!refused.to_string().contains(&same));
+    }
+
+    #[test]
     fn a_setting_that_is_no_secret_may_be_written_literally() {
         // BeTrust's client id is not a secret: written in the file, it is taken.
         let name = Policy::parse(EXAMPLE, env)

@@ -764,13 +764,14 @@ impl SentWebhooks {
         body: Vec<u8>,
         signature: Option<String>,
     ) {
-        lock(&self.0).push(SentWebhook {
+        let webhook = SentWebhook {
             verification_id: verification_id.to_owned(),
             url: url.to_owned(),
-            body: body.clone(),
-            signature: signature.clone(),
-        });
-        deliver_webhook(http, provider, verification_id, url, body, signature).await;
+            body,
+            signature,
+        };
+        lock(&self.0).push(webhook.clone());
+        deliver_webhook(http, provider, webhook).await;
     }
 
     /// Delivers again the webhook sent `back` webhooks before the latest one about
@@ -794,29 +795,21 @@ impl SentWebhooks {
                 .ok_or(SandboxError::NotFound)?;
             mine[index].clone()
         };
-        deliver_webhook(
-            http,
-            provider,
-            verification_id,
-            &webhook.url,
-            webhook.body,
-            webhook.signature,
-        )
-        .await;
+        deliver_webhook(http, provider, webhook).await;
         Ok(())
     }
 }
 
 /// POSTs a webhook body and waits for the attempt; failures are logged without body or URL (the
 /// URL may carry the receiver's secret token).
-pub(crate) async fn deliver_webhook(
-    http: &reqwest::Client,
-    provider: &'static str,
-    verification_id: &str,
-    url: &str,
-    body: Vec<u8>,
-    signature: Option<String>,
-) {
+async fn deliver_webhook(http: &reqwest::Client, provider: &'static str, webhook: SentWebhook) {
+    let SentWebhook {
+        verification_id,
+        url,
+        body,
+        signature,
+    } = webhook;
+    let verification_id = verification_id.as_str();
     let mut request = http
         .post(url)
         .header(header::CONTENT_TYPE, "application/json")

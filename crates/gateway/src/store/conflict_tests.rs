@@ -3,7 +3,6 @@
 //! `POST /v1/events/recover` at two replicas, meeting the outbox's writes, answered 500.
 
 use super::{StoreError, retrying_conflicts};
-use sqlx::AssertSqlSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -35,24 +34,10 @@ async fn cross(
 #[tokio::test]
 #[ignore = "needs PostgreSQL (KYC_TEST_POSTGRES_URL); .ci/run runs it"]
 async fn a_deadlock_on_postgresql_is_a_conflict_and_its_loser_runs_again() {
-    let base = super::tests::postgres_url();
-    sqlx::any::install_default_drivers();
-    let schema = format!("conflict_{}", std::process::id());
-    let admin = sqlx::AnyPool::connect(&base).await.unwrap();
-    let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-    sqlx::query(AssertSqlSafe(drop.clone()))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let schema = super::tests::PgSchema::create("conflict").await;
     let pool = sqlx::pool::PoolOptions::<sqlx::Any>::new()
         .max_connections(4)
-        .connect(&url)
+        .connect(&schema.url)
         .await
         .unwrap();
     sqlx::raw_sql(
@@ -93,10 +78,7 @@ async fn a_deadlock_on_postgresql_is_a_conflict_and_its_loser_runs_again() {
         .unwrap();
     assert_eq!(total, 4, "each transaction incremented both rows once");
     pool.close().await;
-    sqlx::query(AssertSqlSafe(drop))
-        .execute(&admin)
-        .await
-        .unwrap();
+    schema.drop().await;
 }
 
 #[tokio::test]

@@ -2852,6 +2852,42 @@ mod tests {
             .expect("this test needs PostgreSQL: set KYC_TEST_POSTGRES_URL=postgres://user@host/db")
     }
 
+    /// A schema of its own on the test database, named `{prefix}_<ulid>`: the rows a test makes
+    /// there meet no other test's, and go with [`PgSchema::drop`].
+    pub(super) struct PgSchema {
+        admin: sqlx::AnyPool,
+        name: String,
+        /// The database URL with the schema as its search path.
+        pub url: String,
+    }
+
+    impl PgSchema {
+        pub(super) async fn create(prefix: &str) -> PgSchema {
+            let base = postgres_url();
+            let name = format!(
+                "{prefix}_{}",
+                ulid::Ulid::generate().to_string().to_lowercase()
+            );
+            sqlx::any::install_default_drivers();
+            let admin = sqlx::AnyPool::connect(&base).await.unwrap();
+            sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+                .execute(&admin)
+                .await
+                .unwrap();
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{sep}options=-c%20search_path%3D{name}");
+            PgSchema { admin, name, url }
+        }
+
+        pub(super) async fn drop(self) {
+            sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", self.name)))
+                .execute(&self.admin)
+                .await
+                .unwrap();
+            self.admin.close().await;
+        }
+    }
+
     #[tokio::test]
     #[ignore = "needs PostgreSQL (KYC_TEST_POSTGRES_URL); .ci/run runs it"]
     async fn postgres_store() {

@@ -293,28 +293,12 @@ async fn every_read_uses_an_index_on_sqlite() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL (KYC_TEST_POSTGRES_URL); .ci/run runs it"]
 async fn every_read_uses_an_index_on_postgresql() {
-    // A schema of its own, so that the rows made here meet no other test's and go at the end.
-    let schema = format!(
-        "plans_{}",
-        ulid::Ulid::generate().to_string().to_lowercase()
-    );
-    let base = tests::postgres_url();
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(&base).await.unwrap();
-    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    let store = SqlStore::connect(&url).await.unwrap();
+    let schema = tests::PgSchema::create("plans").await;
+    let store = SqlStore::connect(&schema.url).await.unwrap();
     populate(&store, "generate_series(1, 20000) AS g(n)", "").await;
     let plans = plans(&store, "EXPLAIN (FORMAT TEXT)").await;
     store.pool.close().await;
-    sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&admin)
-        .await
-        .unwrap();
+    schema.drop().await;
     assert_indexed(plans, &["Seq Scan", "Sort", "Incremental Sort"]);
 }
 

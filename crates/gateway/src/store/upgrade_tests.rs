@@ -573,27 +573,9 @@ async fn a_rolling_upgrade_on_sqlite_loses_and_miscounts_nothing() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL (KYC_TEST_POSTGRES_URL); .ci/run runs it"]
 async fn a_rolling_upgrade_on_postgresql_loses_and_miscounts_nothing() {
-    let base = super::tests::postgres_url();
-    let schema = format!(
-        "upgrade_{}",
-        ulid::Ulid::generate().to_string().to_lowercase()
-    );
-    sqlx::any::install_default_drivers();
-    let admin = AnyPool::connect(&base).await.unwrap();
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    rolling_upgrade(
-        &format!("{base}{sep}options=-c%20search_path%3D{schema}"),
-        false,
-    )
-    .await;
-    sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&admin)
-        .await
-        .unwrap();
+    let schema = super::tests::PgSchema::create("upgrade").await;
+    rolling_upgrade(&schema.url, false).await;
+    schema.drop().await;
 }
 
 /// Two replicas starting at once on a new database both migrate it and start: the one that
@@ -602,26 +584,12 @@ async fn a_rolling_upgrade_on_postgresql_loses_and_miscounts_nothing() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL (KYC_TEST_POSTGRES_URL); .ci/run runs it"]
 async fn two_replicas_starting_at_once_on_postgresql_both_migrate_and_start() {
-    let base = super::tests::postgres_url();
-    sqlx::any::install_default_drivers();
-    let admin = AnyPool::connect(&base).await.unwrap();
     for _ in 0..3 {
-        let schema = format!(
-            "twins_{}",
-            ulid::Ulid::generate().to_string().to_lowercase()
-        );
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-        let (a, b) = tokio::join!(SqlStore::connect(&url), SqlStore::connect(&url));
+        let schema = super::tests::PgSchema::create("twins").await;
+        let url = &schema.url;
+        let (a, b) = tokio::join!(SqlStore::connect(url), SqlStore::connect(url));
         let (a, b) = (a.map(|_| ()), b.map(|_| ()));
-        sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(&admin)
-            .await
-            .unwrap();
+        schema.drop().await;
         assert!(a.is_ok() && b.is_ok(), "{a:?} / {b:?}");
     }
 }
