@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const KEY: &str = kyc_gateway::sandbox::DEMO_API_KEY;
+const KEY: &str = kyc_gateway::devtools::sandbox::DEMO_API_KEY;
 
 async fn get(http: &reqwest::Client, url: String) -> Value {
     http.get(url)

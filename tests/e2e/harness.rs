@@ -219,10 +219,10 @@ every_seconds = 1
             .lookup_grace_seconds
             .map(|s| format!("lookup_grace_seconds = {s}\n"))
             .unwrap_or_default(),
-        alpha = kyc_gateway::policy::hash_api_key(ALPHA_KEY),
-        beta = kyc_gateway::policy::hash_api_key(BETA_KEY),
-        alpha_ci = kyc_gateway::policy::hash_api_key(ALPHA_CI_KEY),
-        alpha_expired = kyc_gateway::policy::hash_api_key(ALPHA_EXPIRED_KEY),
+        alpha = kyc_gateway::config::hash_api_key(ALPHA_KEY),
+        beta = kyc_gateway::config::hash_api_key(BETA_KEY),
+        alpha_ci = kyc_gateway::config::hash_api_key(ALPHA_CI_KEY),
+        alpha_expired = kyc_gateway::config::hash_api_key(ALPHA_EXPIRED_KEY),
     )
 }
 

@@ -997,7 +997,7 @@ async fn health_spec_and_docs_are_served() {
         serde_json::from_str(include_str!("../../openapi/openapi.json")).unwrap();
     // The served spec is the committed one with this policy's provider instances filled in.
     assert!(
-        served == kyc_gateway::openapi::served(&committed, ["betrust-cl", "gu1"]),
+        served == kyc_gateway::http::openapi::served(&committed, ["betrust-cl", "gu1"]),
         "openapi/openapi.json differs from the served spec; regenerate it with:\n\
          cargo run -p kyc-gateway -- openapi > openapi/openapi.json"
     );

@@ -28,7 +28,7 @@ api_keys = ["{hash}"]
 default = "p"
 "#,
             db = dir.path().join("ops.db").display(),
-            hash = kyc_gateway::policy::hash_api_key("ops-tenant-key"),
+            hash = kyc_gateway::config::hash_api_key("ops-tenant-key"),
         ),
     )
     .unwrap();

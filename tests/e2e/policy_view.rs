@@ -129,7 +129,7 @@ async fn a_tenant_sees_its_policy_without_secrets() {
         GU1_API_KEY,
         GU1_WEBHOOK_SECRET,
         ALPHA_KEY,
-        &kyc_gateway::policy::hash_api_key(ALPHA_CI_KEY),
+        &kyc_gateway::config::hash_api_key(ALPHA_CI_KEY),
     ] {
         assert!(!text.contains(secret), "{text}");
     }

@@ -52,7 +52,10 @@ async fn swagger_ui_executes_the_default_create_example_and_reads_it_back() {
 
     browser.click("button.authorize").await;
     browser
-        .type_into(".auth-container input", kyc_gateway::sandbox::DEMO_API_KEY)
+        .type_into(
+            ".auth-container input",
+            kyc_gateway::devtools::sandbox::DEMO_API_KEY,
+        )
         .await;
     browser.click(".auth-btn-wrapper button.authorize").await;
     browser.click(".auth-btn-wrapper button.btn-done").await;
@@ -63,7 +66,7 @@ async fn swagger_ui_executes_the_default_create_example_and_reads_it_back() {
         .value(&format!("{create} textarea.body-param__text"))
         .await;
     let filled: Value = serde_json::from_str(&filled).expect("Swagger UI fills in JSON");
-    let spec = kyc_gateway::openapi::document();
+    let spec = kyc_gateway::http::openapi::document();
     assert_eq!(
         filled, spec["components"]["schemas"]["CreateVerification"]["example"],
         "Swagger UI fills in the spec's example"

@@ -255,7 +255,7 @@ fn policy(store_url: &str, sims: &Simulators, webhook_url: Option<&str>) -> Stri
             format!(
                 "[tenants.other]\napi_keys = [\"{}\"]\n\n[tenants.other.routing]\n\
                  default = \"betrust-cl\"\n",
-                kyc_gateway::policy::hash_api_key("kyc-bench-other-tenant-key")
+                kyc_gateway::config::hash_api_key("kyc-bench-other-tenant-key")
             ),
         ),
         None => (String::new(), String::new()),
@@ -294,7 +294,7 @@ every_seconds = 3600
 "#,
         betrust = sims.betrust,
         gu1 = sims.gu1,
-        key = kyc_gateway::policy::hash_api_key(TENANT_KEY),
+        key = kyc_gateway::config::hash_api_key(TENANT_KEY),
     )
 }
 

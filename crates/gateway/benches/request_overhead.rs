@@ -13,8 +13,8 @@ use axum::http::Request;
 use chrono::Utc;
 use kyc_core::{Source, Status, StatusChange, Verification};
 use kyc_gateway::app::{App, AppState, Runtime};
-use kyc_gateway::limits::Limiter;
-use kyc_gateway::policy::{Policy, RateLimit, hash_api_key};
+use kyc_gateway::config::{Policy, RateLimit, hash_api_key};
+use kyc_gateway::providers::limits::Limiter;
 use kyc_gateway::store::{NewChange, SqlStore, Store, StoredVerification};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,7 +114,7 @@ async fn setup(db: &str) -> (Arc<App>, axum::Router, Vec<String>) {
         "http://127.0.0.1:8080".into(),
         Runtime::build(policy).unwrap(),
     ));
-    let router = kyc_gateway::server::router(AppState(app.clone()));
+    let router = kyc_gateway::http::server::router(AppState(app.clone()));
     (app, router, ids)
 }
 
@@ -138,8 +138,8 @@ async fn gets(router: &axum::Router, tenant: &str, id: &str) -> Vec<Duration> {
 /// One telemetry setup's GETs (the parent set its environment); prints `p50_ns p99_ns`.
 async fn telemetry_child(setup_name: &str) {
     let _telemetry = (setup_name != "none").then(|| {
-        kyc_gateway::telemetry::metrics();
-        kyc_gateway::telemetry::init()
+        kyc_gateway::infra::telemetry::metrics();
+        kyc_gateway::infra::telemetry::init()
     });
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bench.db").display().to_string();

@@ -4,10 +4,10 @@
 //! The policy and the providers it names are one [`Runtime`] snapshot behind a lock, so a request
 //! sees one consistent policy from start to end, and a reload swaps the whole snapshot at once.
 
-use crate::auth_failures::AuthFailures;
-use crate::limits::{HOOK_LIMIT, Limiter, UNKNOWN_HOOK_LIMIT};
-use crate::policy::{ApiKey, Policy, PolicyError, ProviderConfig, RateLimit};
+use crate::config::{ApiKey, Policy, PolicyError, ProviderConfig, RateLimit};
+use crate::infra::auth_failures::AuthFailures;
 use crate::providers::BuildError;
+use crate::providers::limits::{HOOK_LIMIT, Limiter, UNKNOWN_HOOK_LIMIT};
 use crate::store::Store;
 use hmac::{Hmac, KeyInit, Mac};
 use kyc_core::Provider;
@@ -35,7 +35,7 @@ pub struct App {
     /// Wakes the outbox worker when a change has written an event.
     pub outbox_wake: tokio::sync::Notify,
     /// Each provider instance's circuit breaker (process state: a reload keeps it).
-    pub breakers: crate::circuit::Breakers,
+    pub breakers: crate::providers::circuit::Breakers,
     /// Cancelled on shutdown: background jobs finish what they started and take nothing new.
     pub stopping: tokio_util::sync::CancellationToken,
     /// (tenant, experiment) of the experiments a guardrail has stopped, as last read from the
@@ -72,7 +72,7 @@ impl App {
             store,
             public_url: public_url.trim_end_matches('/').to_string(),
             outbox_wake: tokio::sync::Notify::new(),
-            breakers: crate::circuit::Breakers::default(),
+            breakers: crate::providers::circuit::Breakers::default(),
             stopping: tokio_util::sync::CancellationToken::new(),
             stopped_experiments: RwLock::default(),
             runtime: RwLock::new(Arc::new(runtime)),

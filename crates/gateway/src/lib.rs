@@ -1,45 +1,26 @@
 //! kyc-gateway: one normalized identity-verification API in front of several KYC providers.
 //!
-//! Layout, in the order a request meets it:
-//! - [`api`], [`events`] and [`hooks`] are the HTTP surface (handlers parse and answer), with
-//!   [`extract`] (the `Tenant` and body extractors), [`input`] (the rules for what callers send,
-//!   as the spec states them), [`error`] (the problem answers) and [`openapi`] (the spec);
-//! - [`service`] holds the lifecycle rules: create, one sync path, cancel, decisions;
-//! - [`routing`] picks providers; [`providers`] is the registry of adapter crates; [`policy`]
-//!   reads the tenant policy and [`app`] holds it with the provider instances;
-//! - [`store`] only queries (SQLite or PostgreSQL); [`jobs`] are the background workers (the
-//!   reconciler, the outbox delivery) and [`outbound`] their SSRF-safe HTTP client;
-//! - [`server`] assembles and serves; [`sandbox`] is the first run with both simulators.
+//! Layers, each a folder, importing only downward (`tests/architecture.rs` holds the rule):
+//! - [`http`]: the router and its layers, the spec, problem answers, input rules, one module per
+//!   resource; handlers parse, call one lifecycle or analytics function, and answer;
+//! - [`jobs`]: the background loops (reconciler, outbox delivery, experiments' guardrail, policy
+//!   watch), started and stopped by the server;
+//! - [`lifecycle`] (create, sync, cancel, decide, standing) and [`analytics`] (stats,
+//!   experiments, replay): the rules, taking domain commands;
+//! - [`app`]: the store, the provider instances and one immutable policy snapshot;
+//! - [`providers`] (registry, routing, circuits, limits) and [`store`] (SQLite or PostgreSQL);
+//! - [`config`]: the policy file, read, interpolated and checked;
+//! - [`infra`] (telemetry, outbound client, refused credentials), usable from any layer;
+//! - [`devtools`]: the sandbox and its scenario (feature `sandbox`), above everything.
 
-pub mod api;
+pub mod analytics;
 pub mod app;
-pub mod auth_failures;
-pub mod circuit;
-pub mod create;
-pub mod dashboard;
-pub mod error;
-pub mod events;
-pub mod experiments;
-pub mod extract;
-pub mod hooks;
-pub mod input;
+pub mod config;
+#[cfg(feature = "sandbox")]
+pub mod devtools;
+pub mod http;
+pub mod infra;
 pub mod jobs;
-pub mod limits;
-pub mod listener;
-pub mod openapi;
-pub mod outbound;
-pub mod policy;
+pub mod lifecycle;
 pub mod providers;
-pub mod replay;
-pub mod routing;
-#[cfg(feature = "sandbox")]
-pub mod sandbox;
-#[cfg(feature = "sandbox")]
-pub mod scenario;
-pub mod server;
-pub mod service;
-pub mod significance;
-pub mod stats;
 pub mod store;
-pub mod telemetry;
-pub mod tenant_policy;

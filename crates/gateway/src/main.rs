@@ -2,7 +2,7 @@
 //! `sandbox` feature, the default; a production build has no sandbox and prints its help).
 
 use clap::{Parser, Subcommand};
-use kyc_gateway::policy::{Policy, hash_api_key};
+use kyc_gateway::config::{Policy, hash_api_key};
 use std::process::ExitCode;
 
 /// One normalized KYC API in front of several identity-verification providers.
@@ -98,7 +98,7 @@ fn explain(
         .tenants
         .get(tenant)
         .ok_or_else(|| "no tenant of that name in the policy".to_string())?;
-    if !kyc_gateway::policy::country_codes().contains(&country) {
+    if !kyc_gateway::config::country_codes().contains(&country) {
         return Err("--country must be an assigned ISO 3166-1 alpha-2 code, upper case".into());
     }
     let routing = &config.routing;
@@ -112,7 +112,7 @@ fn explain(
             "tenant {tenant} splits by subject: pass --subject to see where one subject goes"
         ));
     }
-    let route = kyc_gateway::routing::candidates(
+    let route = kyc_gateway::providers::routing::candidates(
         routing,
         tenant,
         subject.unwrap_or(""),
@@ -177,12 +177,12 @@ async fn main() -> ExitCode {
             json,
         }) => printed(&config, replay(&config, &tenant, &since, json).await),
         Some(Command::Openapi) => {
-            print!("{}", kyc_gateway::openapi::document_json());
+            print!("{}", kyc_gateway::http::openapi::document_json());
             ExitCode::SUCCESS
         }
         Some(Command::CheckConfig { file, strict }) => check_config(&file, strict),
         Some(Command::Serve { config, listen }) => {
-            let _telemetry = kyc_gateway::telemetry::init();
+            let _telemetry = kyc_gateway::infra::telemetry::init();
             let policy = match Policy::load(&config) {
                 Ok(policy) => policy,
                 Err(e) => {
@@ -190,7 +190,10 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            finish(kyc_gateway::server::serve(policy, Some(config.into()), &listen, |_| {}).await)
+            finish(
+                kyc_gateway::http::server::serve(policy, Some(config.into()), &listen, |_| {})
+                    .await,
+            )
         }
         #[cfg(feature = "sandbox")]
         Some(Command::Sandbox {
@@ -198,13 +201,13 @@ async fn main() -> ExitCode {
             config,
             scenario,
         }) => {
-            let _telemetry = kyc_gateway::telemetry::init();
-            finish(kyc_gateway::sandbox::run(&listen, config.as_deref(), scenario).await)
+            let _telemetry = kyc_gateway::infra::telemetry::init();
+            finish(kyc_gateway::devtools::sandbox::run(&listen, config.as_deref(), scenario).await)
         }
         #[cfg(feature = "sandbox")]
         None => {
-            let _telemetry = kyc_gateway::telemetry::init();
-            finish(kyc_gateway::sandbox::run("127.0.0.1:8080", None, false).await)
+            let _telemetry = kyc_gateway::infra::telemetry::init();
+            finish(kyc_gateway::devtools::sandbox::run("127.0.0.1:8080", None, false).await)
         }
         // A build without the simulators has nothing to start without a policy.
         #[cfg(not(feature = "sandbox"))]
@@ -249,16 +252,17 @@ async fn replay(config: &str, tenant: &str, since: &str, json: bool) -> Result<S
         .map_err(|e| format!("store: {e}"))?;
     let until = kyc_gateway::store::now();
     let since = until - chrono::Duration::days(i64::from(days));
-    let preview = kyc_gateway::replay::preview(&store, &policy, tenant, draft, since, until)
-        .await
-        .map_err(|e| format!("store: {e}"))?;
+    let preview =
+        kyc_gateway::analytics::replay::preview(&store, &policy, tenant, draft, since, until)
+            .await
+            .map_err(|e| format!("store: {e}"))?;
     if json {
         return Ok(format!(
             "{}\n",
             serde_json::to_string_pretty(&preview).expect("serializes")
         ));
     }
-    Ok(kyc_gateway::replay::table(&preview))
+    Ok(kyc_gateway::analytics::replay::table(&preview))
 }
 
 /// `check-config`: every error (exit 2), then every warning (exit 1 with `--strict`), each on a
@@ -303,7 +307,7 @@ fn check_config(file: &str, strict: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn finish(result: Result<(), kyc_gateway::server::ServeError>) -> ExitCode {
+fn finish(result: Result<(), kyc_gateway::http::server::ServeError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -137,9 +137,10 @@ fn compose_sends_traces_through_the_collector_to_jaeger_and_grafana_reads_promet
     }
     // The dashboard shows every series the gateway documents (telemetry.rs; the e2e metrics test
     // checks that each one it queries is exported).
-    let documented =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/telemetry.rs"))
-            .unwrap();
+    let documented = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/infra/telemetry.rs"),
+    )
+    .unwrap();
     let exprs: String = panels
         .iter()
         .flat_map(|p| p["targets"].as_array().unwrap())

@@ -8,10 +8,10 @@
 //! have a `webhook_url`, and logged. Ending an experiment is a policy edit; a stopped one stays
 //! stopped under its name.
 
+use crate::analytics::experiments::{self, EXPERIMENT_STOPPED};
 use crate::app::App;
-use crate::experiments::{self, EXPERIMENT_STOPPED};
-use crate::policy::Experiment;
-use crate::service::ServiceError;
+use crate::config::Experiment;
+use crate::lifecycle::ServiceError;
 use crate::store::{NewEvent, now};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -66,7 +66,7 @@ async fn check(app: &App) -> Result<(), ServiceError> {
             })
             .to_string(),
             created_at: at,
-            due_at: at + crate::service::first_delay(&runtime),
+            due_at: at + crate::lifecycle::first_delay(&runtime),
         });
         if app
             .store

@@ -32,10 +32,10 @@
 //! - In order per line: each event has a sequence in its line (the tenant's verification, or a
 //!   tenant-level line such as `experiment:<name>`), assigned in the change's transaction, and is
 //!   not sent while an earlier one of its line is pending. No clock is compared for order.
-//! - The target is checked against the SSRF rules of [`crate::outbound`].
+//! - The target is checked against the SSRF rules of [`crate::infra::outbound`].
 
 use crate::app::{App, Runtime};
-use crate::outbound::{OutboundClient, OutboundError};
+use crate::infra::outbound::{OutboundClient, OutboundError};
 use crate::store::{Attempt, AttemptOutcome, DueEvent, now};
 use chrono::{DateTime, Duration, Utc};
 use secrecy::ExposeSecret;
@@ -352,10 +352,10 @@ async fn deliver(
         .webhook_limits
         .get(tenant)
         .and_then(|limiter| match limiter.admit() {
-            crate::limits::Admission::Refused { retry_after } => {
+            crate::providers::limits::Admission::Refused { retry_after } => {
                 Some(at + Duration::from_std(retry_after).unwrap_or(Duration::seconds(1)))
             }
-            crate::limits::Admission::Allowed { .. } => None,
+            crate::providers::limits::Admission::Allowed { .. } => None,
         });
     if let Some(until) = pacing.held_until(tenant, &url, at).or(limited) {
         if let Err(error) = app.store.defer_event(&event.id, token, until).await {

@@ -8,7 +8,7 @@
 //! last good policy keeps serving.
 
 use crate::app::App;
-use crate::policy::Policy;
+use crate::config::Policy;
 use notify::{EventKind, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

@@ -32,10 +32,10 @@
 //! well under a second.
 
 use crate::app::{App, Runtime};
-use crate::circuit::CircuitState;
-use crate::create;
-use crate::limits::{Admission, Limiter};
-use crate::service;
+use crate::lifecycle;
+use crate::lifecycle::create;
+use crate::providers::circuit::CircuitState;
+use crate::providers::limits::{Admission, Limiter};
 use crate::store::{AttemptState, StoredVerification, now};
 use chrono::{DateTime, Utc};
 use kyc_core::{Status, Verification};
@@ -279,7 +279,7 @@ async fn read(
         let wait = wait_before_next_read(at - created_at, every, longest);
         Some((id.clone(), at + wait - early))
     };
-    let read = match service::reconcile(app, runtime, stored).await {
+    let read = match lifecycle::reconcile(app, runtime, stored).await {
         Ok(read) => read,
         Err(error) => {
             tracing::warn!(%provider, %error, "reconciler: read failed");
@@ -289,7 +289,7 @@ async fn read(
     let at = now();
     let margin = Duration::from_secs(runtime.policy.reconciler.lapse_margin_seconds);
     if lapsed(&read.verification, lifetime, margin, at) {
-        match service::expire_lapsed(app, runtime, read).await {
+        match lifecycle::expire_lapsed(app, runtime, read).await {
             Ok(expired) if expired.verification.status.is_final() => {
                 tracing::info!(%provider, verification = %id, "reconciler: the provider session lapsed; expired");
                 return None;

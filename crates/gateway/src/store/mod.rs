@@ -8,13 +8,13 @@
 //! transaction, so a change is never recorded without its event nor the other way round.
 
 mod attempts;
-mod events;
 mod inline;
+mod outbox;
 #[cfg(test)]
 mod plans;
 
 pub use attempts::{AttemptState, AttemptStore, CreateAttempt, Reserved};
-pub use events::{
+pub use outbox::{
     Attempt, AttemptOutcome, DisabledEndpoint, DueEvent, EventFilter, EventRecord, EventState,
     EventStore, Recorded,
 };
@@ -637,13 +637,13 @@ impl SqlStore {
     /// Connects (creating a SQLite file if needed) and runs the migrations, with the default
     /// time limits.
     pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
-        SqlStore::connect_with(&crate::policy::StoreConfig::at(url)).await
+        SqlStore::connect_with(&crate::config::StoreConfig::at(url)).await
     }
 
     /// Connects as `config` says: on PostgreSQL each connection gets its `statement_timeout`
     /// and `lock_timeout`, so a stuck lock or a runaway query ends as an error
     /// ([`StoreError::is_timeout`]) instead of holding a request or a job for ever.
-    pub async fn connect_with(config: &crate::policy::StoreConfig) -> Result<SqlStore, StoreError> {
+    pub async fn connect_with(config: &crate::config::StoreConfig) -> Result<SqlStore, StoreError> {
         let url = config.url.as_str();
         let limits = format!(
             "SET statement_timeout = {}; SET lock_timeout = {}",

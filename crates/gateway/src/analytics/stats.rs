@@ -7,9 +7,9 @@
 //! verifications stored. A verification counts on the UTC day it was created, by where it has
 //! got to since: the figures of a period say what became of the verifications started in it.
 use crate::app::App;
-use crate::input::StatsPeriod;
-use crate::policy::{Policy, Price};
-use crate::service::ServiceError;
+use crate::config::{Policy, Price};
+use crate::http::input::StatsPeriod;
+use crate::lifecycle::ServiceError;
 use crate::store::{DecisionCount, StatsRow, bucket_seconds};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;

@@ -2,13 +2,13 @@
 //! the published spec cannot drift from the code.
 
 use crate::app::AppState;
-use crate::error::{
+use crate::http::extract::{Tenant, ValidJson, ValidPath, ValidQuery, split_page};
+use crate::http::input::{CreateVerification, ListParams, ManualDecision, StatsParams};
+use crate::http::problem::{
     ApiError, AuthProblems, BodyProblems, Problem, ProviderFailures, ProviderRefused,
     QueryProblems, VerificationNotFound,
 };
-use crate::extract::{Tenant, ValidJson, ValidPath, ValidQuery, split_page};
-use crate::input::{CreateVerification, ListParams, ManualDecision, StatsParams};
-use crate::service::{self, Created};
+use crate::lifecycle::{self, Created};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -80,7 +80,7 @@ async fn create_verification(
     let runtime = &tenant.runtime;
     body.check(|name| runtime.providers.contains_key(name))?;
     Ok(
-        match crate::create::create(
+        match crate::lifecycle::create::create(
             state.0.clone(),
             runtime.clone(),
             tenant.name.clone(),
@@ -144,7 +144,9 @@ async fn get_verification(
     ValidPath(id): ValidPath<String>,
 ) -> Result<Json<Verification>, ApiError> {
     Ok(Json(
-        service::load(&state, &tenant.name, &id).await?.verification,
+        lifecycle::load(&state, &tenant.name, &id)
+            .await?
+            .verification,
     ))
 }
 
@@ -168,8 +170,8 @@ async fn refresh_verification(
     tenant: Tenant,
     ValidPath(id): ValidPath<String>,
 ) -> Result<Json<Verification>, ApiError> {
-    let stored = service::load(&state, &tenant.name, &id).await?;
-    let synced = service::sync(&state, &tenant.runtime, stored, Source::Refresh).await?;
+    let stored = lifecycle::load(&state, &tenant.name, &id).await?;
+    let synced = lifecycle::sync(&state, &tenant.runtime, stored, Source::Refresh).await?;
     Ok(Json(synced.verification))
 }
 
@@ -197,7 +199,7 @@ async fn get_identity(
     tenant: Tenant,
     ValidPath(id): ValidPath<String>,
 ) -> Result<Response, ApiError> {
-    let identity = service::identity(&state, &tenant.runtime, &tenant.name, &id).await?;
+    let identity = lifecycle::identity(&state, &tenant.runtime, &tenant.name, &id).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(identity)).into_response())
 }
 
@@ -222,7 +224,7 @@ async fn cancel_verification(
     tenant: Tenant,
     ValidPath(id): ValidPath<String>,
 ) -> Result<Json<Verification>, ApiError> {
-    let cancelled = service::cancel(&state, &tenant.runtime, &tenant.name, &id).await?;
+    let cancelled = lifecycle::cancel(&state, &tenant.runtime, &tenant.name, &id).await?;
     Ok(Json(cancelled.verification))
 }
 
@@ -256,7 +258,7 @@ async fn decide_verification(
     ValidJson { body, .. }: ValidJson<ManualDecision>,
 ) -> Result<Json<Verification>, ApiError> {
     body.check()?;
-    let decided = service::decide(
+    let decided = lifecycle::decide(
         &state,
         &tenant.runtime,
         &tenant.name,
@@ -286,7 +288,7 @@ async fn verification_history(
     tenant: Tenant,
     ValidPath(id): ValidPath<String>,
 ) -> Result<Json<Vec<StatusChange>>, ApiError> {
-    service::load(&state, &tenant.name, &id).await?;
+    lifecycle::load(&state, &tenant.name, &id).await?;
     Ok(Json(state.store.history(&tenant.name, &id).await?))
 }
 
@@ -301,7 +303,7 @@ async fn verification_history(
     tag = "stats",
     params(StatsParams),
     responses(
-        (status = 200, description = "The figures per group", body = crate::stats::Stats),
+        (status = 200, description = "The figures per group", body = crate::analytics::stats::Stats),
         QueryProblems,
         AuthProblems,
     ),
@@ -311,12 +313,12 @@ async fn get_stats(
     State(state): State<AppState>,
     tenant: Tenant,
     ValidQuery(params): ValidQuery<StatsParams>,
-) -> Result<Json<crate::stats::Stats>, ApiError> {
+) -> Result<Json<crate::analytics::stats::Stats>, ApiError> {
     let period = params
         .check(chrono::Utc::now())
         .map_err(ApiError::in_query)?;
     Ok(Json(
-        crate::stats::for_period(&state, &tenant.name, &period).await?,
+        crate::analytics::stats::for_period(&state, &tenant.name, &period).await?,
     ))
 }
 
@@ -333,7 +335,7 @@ async fn get_stats(
     tag = "experiments",
     params(("name" = String, Path, description = "The experiment's name in the tenant's routing")),
     responses(
-        (status = 200, description = "The experiment's figures", body = crate::experiments::ExperimentFigures),
+        (status = 200, description = "The experiment's figures", body = crate::analytics::experiments::ExperimentFigures),
         (status = 404, description = "The tenant's policy has no experiment by that name", body = Problem, content_type = "application/problem+json"),
         AuthProblems,
     ),
@@ -343,7 +345,7 @@ async fn get_experiment(
     State(state): State<AppState>,
     tenant: Tenant,
     ValidPath(name): ValidPath<String>,
-) -> Result<Json<crate::experiments::ExperimentFigures>, ApiError> {
+) -> Result<Json<crate::analytics::experiments::ExperimentFigures>, ApiError> {
     let experiment = tenant
         .config()
         .routing
@@ -354,7 +356,7 @@ async fn get_experiment(
             ApiError::NotFound("the tenant's policy has no experiment by that name".into())
         })?;
     Ok(Json(
-        crate::experiments::figures(&state, &tenant.name, &experiment).await?,
+        crate::analytics::experiments::figures(&state, &tenant.name, &experiment).await?,
     ))
 }
 
@@ -379,7 +381,7 @@ async fn subject_kyc(
     tenant: Tenant,
     ValidPath(subject_id): ValidPath<String>,
 ) -> Result<Json<SubjectStanding>, ApiError> {
-    let standing = service::standing(&state, &tenant.runtime, &tenant.name, &subject_id).await?;
+    let standing = lifecycle::standing(&state, &tenant.runtime, &tenant.name, &subject_id).await?;
     Ok(Json(standing))
 }
 
@@ -430,5 +432,5 @@ pub struct Readiness {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InstanceReadiness {
     /// Its circuit breaker.
-    pub circuit: crate::circuit::CircuitState,
+    pub circuit: crate::providers::circuit::CircuitState,
 }

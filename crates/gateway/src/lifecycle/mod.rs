@@ -1,5 +1,5 @@
 //! The verification lifecycle: every rule about changing a verification's status (starting one is
-//! [`crate::create`]'s: reserve, route, call, record).
+//! [`crate::lifecycle::create`]'s: reserve, route, call, record).
 //!
 //! Handlers, the provider-webhook receiver and the reconciler call these functions and do nothing
 //! of their own. Every status change goes through [`sync`] or [`cancel`] and from there through one
@@ -7,9 +7,11 @@
 //! the change, its history row and its outbox event in one transaction. A change that is not real
 //! (a duplicate, a stale or out-of-order answer) writes nothing and emits nothing.
 
+pub mod create;
+
 use crate::app::{App, Runtime};
-use crate::input::ManualDecision;
-use crate::routing::RoutingError;
+use crate::http::input::ManualDecision;
+use crate::providers::routing::RoutingError;
 use crate::store::{NewChange, NewEvent, StoreError, StoredVerification, now};
 use chrono::Duration;
 use kyc_core::{
@@ -155,7 +157,7 @@ pub(crate) async fn call<T>(
     request: impl std::future::Future<Output = Result<T, ProviderError>>,
 ) -> Result<T, ProviderError> {
     if let Err(limited) = outbound_turn(runtime, name).await {
-        crate::telemetry::rate_limited("provider");
+        crate::infra::telemetry::rate_limited("provider");
         count_call(name, operation, "rate_limited");
         count_failure(app, on, name).await;
         return Err(limited);
@@ -184,7 +186,7 @@ async fn call_in_turn<T>(
     request: impl std::future::Future<Output = Result<T, ProviderError>>,
 ) -> Result<T, ProviderError> {
     let count = |outcome: &'static str| count_call(name, operation, outcome);
-    let default = crate::circuit::CircuitSettings::default();
+    let default = crate::providers::circuit::CircuitSettings::default();
     let settings = runtime
         .policy
         .providers
@@ -205,13 +207,13 @@ async fn call_in_turn<T>(
         operation,
         outcome = tracing::field::Empty,
     );
-    crate::telemetry::name_span(&span, format_args!("{name} {operation}"), "client");
-    let trace = crate::telemetry::trace_headers(&span);
+    crate::infra::telemetry::name_span(&span, format_args!("{name} {operation}"), "client");
+    let trace = crate::infra::telemetry::trace_headers(&span);
     let started = std::time::Instant::now();
     let result = kyc_core::trace::with_context(trace, request)
         .instrument(span.clone())
         .await;
-    let outcome = crate::telemetry::outcome(result.as_ref().map(|_| ()));
+    let outcome = crate::infra::telemetry::outcome(result.as_ref().map(|_| ()));
     span.record("outcome", outcome);
     metrics::histogram!(
         "kyc_provider_call_duration_seconds",

@@ -2,12 +2,12 @@
 //! provider instances it can reach and their circuits), without any secret or key hash.
 
 use crate::app::AppState;
-use crate::circuit::CircuitState;
-use crate::error::Problem;
-use crate::error::{ApiError, AuthProblems, BodyProblems};
-use crate::extract::Tenant;
-use crate::extract::ValidJson;
-use crate::policy::{Policy, PolicyError, RateLimit, Routing};
+use crate::config::{Policy, PolicyError, RateLimit, Routing};
+use crate::http::extract::Tenant;
+use crate::http::extract::ValidJson;
+use crate::http::problem::Problem;
+use crate::http::problem::{ApiError, AuthProblems, BodyProblems};
+use crate::providers::circuit::CircuitState;
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
@@ -54,7 +54,7 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D
     tag = "policy",
     request_body = PreviewRequest,
     responses(
-        (status = 200, description = "The replay", body = crate::replay::Preview),
+        (status = 200, description = "The replay", body = crate::analytics::replay::Preview),
         (status = 422, description = "A field is invalid, or the draft routing is inconsistent in a way no schema states (no default and no split, a country ruled twice, an experiment whose challenger is its champion, split weights all 0); `field` names it", body = Problem, content_type = "application/problem+json"),
         BodyProblems,
         AuthProblems,
@@ -65,7 +65,7 @@ async fn preview_policy(
     State(state): State<AppState>,
     tenant: Tenant,
     ValidJson { body, .. }: ValidJson<PreviewRequest>,
-) -> Result<Json<crate::replay::Preview>, ApiError> {
+) -> Result<Json<crate::analytics::replay::Preview>, ApiError> {
     let days = body.since_days.unwrap_or(30.0);
     if !(1.0..=366.0).contains(&days) {
         return Err(ApiError::invalid("since_days", "must be 1 to 366"));
@@ -74,7 +74,7 @@ async fn preview_policy(
     check_draft(policy, &tenant.name, &body.routing)?;
     let until = crate::store::now();
     let since = until - chrono::Duration::days(days as i64);
-    let preview = crate::replay::preview(
+    let preview = crate::analytics::replay::preview(
         state.store.as_ref(),
         policy,
         &tenant.name,
@@ -119,7 +119,7 @@ pub struct TenantPolicy {
     /// Whether events go to a `webhook_url`.
     pub webhook_configured: bool,
     /// Deliveries a second to the `webhook_url`, if limited.
-    pub webhook_rate_limit: Option<crate::policy::DeliveryRate>,
+    pub webhook_rate_limit: Option<crate::config::DeliveryRate>,
     /// When and why the `webhook_url` was disabled, if it is: nothing goes there until the policy
     /// names another URL or `POST /v1/events/recover` enables it again.
     pub webhook_disabled: Option<crate::store::DisabledEndpoint>,
@@ -148,7 +148,7 @@ pub struct InstanceView {
     /// Its circuit breaker now.
     pub circuit: CircuitState,
     /// Its price per verification started, for cost figures.
-    pub price_per_verification: Option<crate::policy::Price>,
+    pub price_per_verification: Option<crate::config::Price>,
 }
 
 /// The calling tenant's policy, as in force for this request.

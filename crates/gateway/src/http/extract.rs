@@ -3,9 +3,9 @@
 //! field at fault, without echoing the value).
 
 use crate::app::{AppState, Runtime};
-use crate::error::ApiError;
-use crate::limits::{Admission, RateLimitHeaders};
-use crate::policy::{TenantConfig, describe_serde_error, hash_api_key};
+use crate::config::{TenantConfig, describe_serde_error, hash_api_key};
+use crate::http::problem::ApiError;
+use crate::providers::limits::{Admission, RateLimitHeaders};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts};
@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub struct Tenant {
     /// The tenant's name in the policy.
     pub name: String,
-    /// The name of the API key the request came with (see [`crate::policy::ApiKey::name`]).
+    /// The name of the API key the request came with (see [`crate::config::ApiKey::name`]).
     pub key_name: String,
     /// The policy snapshot for this request.
     pub runtime: Arc<Runtime>,
@@ -40,7 +40,7 @@ impl FromRequestParts<AppState> for Tenant {
         let runtime = state.runtime();
         let budget = runtime.auth_failures.clone();
         if let Some(wait) = source.and_then(|ip| budget.blocked_for(ip)) {
-            crate::telemetry::rate_limited("auth");
+            crate::infra::telemetry::rate_limited("auth");
             return Err(ApiError::AuthRateLimited(wait));
         }
         let tenant = authenticate(parts, runtime);
@@ -48,7 +48,7 @@ impl FromRequestParts<AppState> for Tenant {
             && let Some(ip) = source
             && let Some(wait) = budget.record(ip)
         {
-            crate::telemetry::rate_limited("auth");
+            crate::infra::telemetry::rate_limited("auth");
             return Err(ApiError::AuthRateLimited(wait));
         }
         let tenant = tenant?;
@@ -62,7 +62,7 @@ impl FromRequestParts<AppState> for Tenant {
                 note.with(|n| n.rate_limit = Some(limiter.headers(admission)));
             }
             if let Admission::Refused { retry_after } = admission {
-                crate::telemetry::rate_limited("tenant");
+                crate::infra::telemetry::rate_limited("tenant");
                 return Err(ApiError::TenantRateLimited(retry_after));
             }
         }
@@ -512,7 +512,7 @@ mod tests {
             "subject": {"id": "s", "country": "CL", "provider_refs": {long.as_str(): 5}},
         });
         let Err(ApiError::Invalid { field, detail }) =
-            read_body::<crate::input::CreateVerification>(&body)
+            read_body::<crate::http::input::CreateVerification>(&body)
         else {
             panic!("a number as a provider ref was read");
         };
@@ -523,7 +523,7 @@ mod tests {
             "subject": {"id": "s", "country": "CL", "provider_refs": {"gu1": 5}},
         });
         let Err(ApiError::Invalid { field, .. }) =
-            read_body::<crate::input::CreateVerification>(&plain)
+            read_body::<crate::http::input::CreateVerification>(&plain)
         else {
             panic!("a number as a provider ref was read");
         };

@@ -22,32 +22,32 @@ const FILES: &[(&str, &str, &[u8])] = &[
     (
         "/dashboard",
         "text/html; charset=utf-8",
-        include_bytes!("../assets/dashboard/index.html"),
+        include_bytes!("../../assets/dashboard/index.html"),
     ),
     (
         "/dashboard/dashboard.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../assets/dashboard/dashboard.js"),
+        include_bytes!("../../assets/dashboard/dashboard.js"),
     ),
     (
         "/dashboard/dashboard.css",
         "text/css; charset=utf-8",
-        include_bytes!("../assets/dashboard/dashboard.css"),
+        include_bytes!("../../assets/dashboard/dashboard.css"),
     ),
     (
         "/dashboard/favicon.svg",
         "image/svg+xml",
-        include_bytes!("../assets/dashboard/favicon.svg"),
+        include_bytes!("../../assets/dashboard/favicon.svg"),
     ),
     (
         "/dashboard/vendor/uPlot.iife.min.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../assets/dashboard/vendor/uPlot.iife.min.js"),
+        include_bytes!("../../assets/dashboard/vendor/uPlot.iife.min.js"),
     ),
     (
         "/dashboard/vendor/uPlot.min.css",
         "text/css; charset=utf-8",
-        include_bytes!("../assets/dashboard/vendor/uPlot.min.css"),
+        include_bytes!("../../assets/dashboard/vendor/uPlot.min.css"),
     ),
 ];
 

@@ -6,9 +6,9 @@
 //! characters, as JSON Schema does, not bytes. Error texts name the field and the rule, never the
 //! value.
 
-use crate::error::ApiError;
-use crate::policy::is_country_code;
-use crate::stats::StatsGroup;
+use crate::analytics::stats::StatsGroup;
+use crate::config::is_country_code;
+use crate::http::problem::ApiError;
 use crate::store::{EventFilter, EventState, ListFilter};
 use kyc_core::{Checks, ManualOutcome, Personal, Status, Subject};
 use serde::Deserialize;
@@ -578,7 +578,7 @@ mod tests {
     const PROVIDERS: [&str; 2] = ["betrust-sandbox", "gu1-sandbox"];
 
     fn code_accepts(body: &Value) -> bool {
-        crate::extract::read_body::<CreateVerification>(body)
+        crate::http::extract::read_body::<CreateVerification>(body)
             .is_ok_and(|b| b.check(|name| PROVIDERS.contains(&name)).is_ok())
     }
 
@@ -594,9 +594,9 @@ mod tests {
 
     #[test]
     fn the_create_schema_and_the_code_agree() {
-        let spec = crate::openapi::served(&crate::openapi::document(), PROVIDERS);
+        let spec = crate::http::openapi::served(&crate::http::openapi::document(), PROVIDERS);
         let schema = &spec["components"]["schemas"]["CreateVerification"];
-        let validator = crate::openapi::checks::validator(&spec, schema);
+        let validator = crate::http::openapi::checks::validator(&spec, schema);
         let long = |n: usize, c: char| Value::String(std::iter::repeat_n(c, n).collect());
         let cases = [
             with(&["reference"], json!("order-1")),

@@ -10,7 +10,7 @@
 //! (so the daily rollups hold them); no simulator knows them, and they are all final, so nothing
 //! reads them from a provider.
 
-use crate::policy::Policy;
+use crate::config::Policy;
 use crate::store::{NewChange, Store, StoreError, StoredVerification};
 use chrono::{DateTime, Duration, Utc};
 use kyc_core::{RoutingReason, RoutingRecord, Source, Status, StatusChange, Verification};
@@ -63,7 +63,7 @@ pub async fn generate(
         let created_at = start + Duration::seconds(step * i as i64);
         let country = COUNTRIES[(i % 10) as usize];
         let subject = format!("demo-history-{i}");
-        let Ok(route) = crate::routing::candidates(
+        let Ok(route) = crate::providers::routing::candidates(
             &config.routing,
             tenant,
             &subject,

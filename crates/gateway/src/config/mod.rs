@@ -109,7 +109,7 @@ pub struct ServerConfig {
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
     /// Most connections open at once; past it a new connection is answered 503 and closed. Lowered
-    /// at start to fit the process's open-file limit (see `crate::listener`).
+    /// at start to fit the process's open-file limit (see `crate::http::listener`).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
 }
@@ -215,9 +215,9 @@ pub struct ProviderConfig {
     /// bound, then goes to the fallback); none when absent.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
-    /// When this instance's circuit breaker opens, and for how long (see [`crate::circuit`]).
+    /// When this instance's circuit breaker opens, and for how long (see [`crate::providers::circuit`]).
     #[serde(default)]
-    pub circuit_breaker: crate::circuit::CircuitSettings,
+    pub circuit_breaker: crate::providers::circuit::CircuitSettings,
     /// What one verification started at this instance costs, for the stats' cost figures only.
     #[serde(default)]
     pub price_per_verification: Option<Price>,
@@ -450,7 +450,8 @@ pub struct Routing {
     pub experiment: Option<Experiment>,
 }
 
-/// A champion-challenger experiment (see [`crate::experiments`]).
+/// A champion-challenger experiment: a share of traffic sent to a challenger, measured against
+/// the champion.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
@@ -778,13 +779,13 @@ impl Policy {
                 ));
             }
             let circuit = &provider.circuit_breaker;
-            if !(1..=crate::circuit::MAX_FAILURES).contains(&circuit.failures) {
+            if !(1..=crate::providers::circuit::MAX_FAILURES).contains(&circuit.failures) {
                 problems.push(invalid(
                     format!("providers.{name}.circuit_breaker.failures"),
                     "must be from 1 to 1000",
                 ));
             }
-            if !(1..=crate::circuit::MAX_OPEN_SECONDS).contains(&circuit.open_seconds) {
+            if !(1..=crate::providers::circuit::MAX_OPEN_SECONDS).contains(&circuit.open_seconds) {
                 problems.push(invalid(
                     format!("providers.{name}.circuit_breaker.open_seconds"),
                     "must be from 1 to 86400 (a day)",
@@ -809,7 +810,7 @@ impl Policy {
             }
         }
         for (i, entry) in self.server.outbound_allow.iter().enumerate() {
-            if crate::outbound::AllowEntry::parse(entry).is_none() {
+            if crate::infra::outbound::AllowEntry::parse(entry).is_none() {
                 problems.push(invalid(
                     format!("server.outbound_allow[{i}]"),
                     "must be a host name, an IP address or a CIDR block",
@@ -1220,7 +1221,7 @@ mod tests {
     use super::*;
 
     /// The policy file from DESIGN.md, verbatim.
-    pub const PINNED: &str = include_str!("../../../deploy/policy.example.toml");
+    pub const PINNED: &str = include_str!("../../../../deploy/policy.example.toml");
 
     fn env(name: &str) -> Option<String> {
         Some(match name {

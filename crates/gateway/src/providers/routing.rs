@@ -7,7 +7,7 @@
 //! on the same provider), then the default. The fallback list follows the choice, for when it is
 //! unavailable; an explicit choice gets no fallback.
 
-use crate::policy::Routing;
+use crate::config::Routing;
 use kyc_core::{Arm, RoutingReason};
 use sha2::{Digest, Sha256};
 
@@ -100,7 +100,7 @@ pub fn candidates(
 /// Whether the subject is among the `share` percent of the experiment's subjects sent to the
 /// challenger; depends only on (tenant, experiment, subject), so a retry keeps its arm, and the
 /// experiment's arms do not line up with the split's picks.
-fn in_challenger_share(trial: &crate::policy::Experiment, tenant: &str, subject_id: &str) -> bool {
+fn in_challenger_share(trial: &crate::config::Experiment, tenant: &str, subject_id: &str) -> bool {
     let digest = Sha256::digest(format!("{tenant}\n{}\n{subject_id}", trial.name).as_bytes());
     let point = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) % 100;
     point < u64::from(trial.share)
@@ -131,7 +131,7 @@ fn sticky_pick(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::CountryRule;
+    use crate::config::CountryRule;
 
     fn routing() -> Routing {
         Routing {
@@ -200,7 +200,7 @@ mod tests {
             country: "CL".into(),
             provider: "betrust".into(),
         });
-        r.experiment = Some(crate::policy::Experiment {
+        r.experiment = Some(crate::config::Experiment {
             name: "gu1-in-cl".into(),
             champion: "betrust".into(),
             challenger: "gu1".into(),

@@ -4,7 +4,11 @@
 //! [`kyc_core::AdapterConfig`], and one line in `REGISTRY` (see `docs/adding-a-provider.md`).
 //! Nothing else in the gateway knows a provider's settings, secrets or wire format.
 
-use crate::policy::ProviderConfig;
+pub mod circuit;
+pub mod limits;
+pub mod routing;
+
+use crate::config::ProviderConfig;
 use kyc_core::outbound::Outbound;
 use kyc_core::{AdapterConfig, Provider};
 use std::sync::Arc;
@@ -108,7 +112,7 @@ fn build<C: AdapterConfig>(
         serde_path_to_error::deserialize(toml::Value::Table(settings)).map_err(|e| {
             BuildError::Setting {
                 key: e.path().to_string(),
-                message: crate::policy::describe_serde_error(&e.into_inner().to_string()),
+                message: crate::config::describe_serde_error(&e.into_inner().to_string()),
             }
         })?;
     Ok(config.build(name, outbound)?)
@@ -118,10 +122,10 @@ fn build<C: AdapterConfig>(
 mod tests {
     use super::*;
     use crate::app::Runtime;
-    use crate::policy::Policy;
+    use crate::config::Policy;
 
     /// The pinned example policy: it has an instance of every registered kind.
-    const EXAMPLE: &str = include_str!("../../../deploy/policy.example.toml");
+    const EXAMPLE: &str = include_str!("../../../../deploy/policy.example.toml");
 
     fn env(name: &str) -> Option<String> {
         Some(if name == "PAYMENTS_WEBHOOK_SECRET" {

@@ -4,14 +4,14 @@
 //! - hyper's header-read timer (`header_read_timeout_ms`) closes a connection that has not sent a
 //!   whole request head in time. hyper starts it whenever it waits for a head, so it also closes
 //!   a kept-alive connection that stays silent that long.
-//! - The body and whole-request timeouts are layers on the router (see `crate::server`).
+//! - The body and whole-request timeouts are layers on the router (see `crate::http::server`).
 //! - At most `max_connections` connections are served at once, and never more than the process's
 //!   open-file limit leaves room for (less [`RESERVED_FDS`] for the store, provider clients and
 //!   logs), so accepting never runs out of descriptors and `/healthz` keeps answering. Past the
 //!   cap a new connection gets a `503` problem with `Retry-After` and is closed; when even the
 //!   refusals pile up, it is closed at once.
 
-use crate::error::ApiError;
+use crate::http::problem::ApiError;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::IntoResponse;

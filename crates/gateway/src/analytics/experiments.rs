@@ -1,11 +1,11 @@
 //! Champion-challenger experiments: a tenant's routing sends a share of the subjects of some
-//! countries to a challenger instance (see [`crate::routing`]); this module measures both arms
+//! countries to a challenger instance (see [`crate::providers::routing`]); this module measures both arms
 //! from the store and gives the verdict.
 //!
 //! An arm counts the verifications the experiment routed to it (a fallback away from its
 //! instance is not counted). Its metric is a proportion: `approval_rate` is approved out of those
 //! that reached a final status, `conversion` approved out of all started. The statistics are in
-//! [`crate::significance`]: each arm's value with its Wilson interval, the difference
+//! [`crate::analytics::significance`]: each arm's value with its Wilson interval, the difference
 //! (challenger − champion) with Newcombe's interval, and the pooled two-proportion z-test.
 //!
 //! Verdict: `collecting` while either arm's sample is below `min_sample`; then
@@ -17,10 +17,10 @@
 //! records the stop in the store so that every replica sends the experiment's subjects to the
 //! champion from then on.
 
+use crate::analytics::significance::{self, Comparison, Proportion};
 use crate::app::App;
-use crate::policy::{Experiment, Metric};
-use crate::service::ServiceError;
-use crate::significance::{self, Comparison, Proportion};
+use crate::config::{Experiment, Metric};
+use crate::lifecycle::ServiceError;
 use crate::store::ArmCount;
 use kyc_core::{Arm, Status};
 use serde::Serialize;

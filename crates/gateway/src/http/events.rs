@@ -2,9 +2,9 @@
 //! `POST /v1/events/{id}/redeliver` and `POST /v1/events/recover`.
 
 use crate::app::AppState;
-use crate::error::{ApiError, AuthProblems, BodyProblems, Problem, QueryProblems};
-use crate::extract::{Tenant, ValidJson, ValidPath, ValidQuery, split_page};
-use crate::input::{EventParams, RecoverEvents};
+use crate::http::extract::{Tenant, ValidJson, ValidPath, ValidQuery, split_page};
+use crate::http::input::{EventParams, RecoverEvents};
+use crate::http::problem::{ApiError, AuthProblems, BodyProblems, Problem, QueryProblems};
 use crate::store::{EventRecord, now};
 use axum::Json;
 use axum::extract::State;

@@ -9,8 +9,8 @@
 //! `POST /_sandbox/events`: it checks each event's Standard Webhooks signature as a tenant's own
 //! receiver would, prints a line per event, and lists what it got at `GET /_sandbox/events`.
 
-use crate::policy::{Policy, PolicyError};
-use crate::server::{ServeError, bind, serve_on};
+use crate::config::{Policy, PolicyError};
+use crate::http::server::{ServeError, bind, serve_on};
 use axum::Json;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
@@ -29,7 +29,7 @@ const SCENARIO_ROUTING: &str = "fallback = [\"betrust-sandbox\"]\n\
     \"gu1-sandbox\", share = 40, countries = [\"CL\"], min_sample = 50, guardrail_pp = 15 }\n";
 
 /// BeTrust in the scenario: approves fewer, decides slowly, rarely fails.
-const BETRUST: crate::scenario::Profile = crate::scenario::Profile {
+const BETRUST: crate::devtools::scenario::Profile = crate::devtools::scenario::Profile {
     approve_percent: 76,
     decision_minutes: 20,
     spread_minutes: 90,
@@ -37,7 +37,7 @@ const BETRUST: crate::scenario::Profile = crate::scenario::Profile {
 };
 
 /// gu1 in the scenario: approves more, decides fast, fails a little more often.
-const GU1: crate::scenario::Profile = crate::scenario::Profile {
+const GU1: crate::devtools::scenario::Profile = crate::devtools::scenario::Profile {
     approve_percent: 94,
     decision_minutes: 3,
     spread_minutes: 25,
@@ -45,7 +45,7 @@ const GU1: crate::scenario::Profile = crate::scenario::Profile {
 };
 
 /// Each sandbox instance's profile in the scenario.
-fn profiles() -> std::collections::BTreeMap<String, crate::scenario::Profile> {
+fn profiles() -> std::collections::BTreeMap<String, crate::devtools::scenario::Profile> {
     [
         ("betrust-sandbox".to_string(), BETRUST),
         ("gu1-sandbox".to_string(), GU1),
@@ -55,7 +55,7 @@ fn profiles() -> std::collections::BTreeMap<String, crate::scenario::Profile> {
 
 /// A profile as a live simulator's autopilot: minutes become seconds, so that new verifications
 /// end while a person watches.
-fn live(profile: crate::scenario::Profile) -> kyc_sandbox::Autopilot {
+fn live(profile: crate::devtools::scenario::Profile) -> kyc_sandbox::Autopilot {
     kyc_sandbox::Autopilot {
         approve_percent: profile.approve_percent,
         decision_ms: (profile.decision_minutes as u64 + 2) * 1000,
@@ -183,7 +183,7 @@ fn own_policy(
     {
         for (name, tenant) in tenants.iter_mut() {
             if let Some(tenant) = tenant.as_table_mut() {
-                let hash = crate::policy::hash_api_key(&tenant_key(name));
+                let hash = crate::config::hash_api_key(&tenant_key(name));
                 tenant.insert("api_keys".into(), toml::Value::Array(vec![hash.into()]));
                 tenant.insert("webhook_url".into(), receiver_url.into());
                 tenant.insert(
@@ -208,7 +208,7 @@ fn own_policy(
 ///
 /// With `scenario`, the demo tenant runs an experiment in Chile (gu1-sandbox against
 /// betrust-sandbox) with a fallback, the store starts with [`HISTORY`] verifications of the past
-/// two weeks (see [`crate::scenario`]), and the simulators end new verifications by themselves as
+/// two weeks (see [`crate::devtools::scenario`]), and the simulators end new verifications by themselves as
 /// their history does: the two providers differ in approval rate, time to decision and errors.
 pub async fn run(listen: &str, own: Option<&str>, scenario: bool) -> Result<(), ServeError> {
     let dir = tempfile::Builder::new()
@@ -264,7 +264,7 @@ every_seconds = 10
         client_id = betrust_config.client_id,
         company_id = betrust_config.company_id,
         gu1_base = gu1.base_url(),
-        key_hash = crate::policy::hash_api_key(DEMO_API_KEY),
+        key_hash = crate::config::hash_api_key(DEMO_API_KEY),
         db = db.display(),
         experiment = if scenario { SCENARIO_ROUTING } else { "" },
     );
@@ -315,7 +315,7 @@ every_seconds = 10
     let policy = Policy::parse(&text, env)?;
     let history = if scenario {
         let store = crate::store::SqlStore::connect_with(&policy.store).await?;
-        crate::scenario::generate(
+        crate::devtools::scenario::generate(
             &store,
             &policy,
             "demo",

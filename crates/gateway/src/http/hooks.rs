@@ -4,18 +4,18 @@
 //! check (gu1's signature). The body's status is never trusted: the lifecycle service re-reads the
 //! verification from the provider and records that, so a forged, duplicated or stale event changes
 //! nothing. Unknown verifications are acknowledged and ignored, so the provider stops retrying.
-//! Each instance's hook takes at most [`crate::limits::HOOK_LIMIT`] requests, verified or not
+//! Each instance's hook takes at most [`crate::providers::limits::HOOK_LIMIT`] requests, verified or not
 //! (429 past it; the reconciler catches up on whatever a refused webhook announced); names the
-//! policy does not have share one small budget, [`crate::limits::UNKNOWN_HOOK_LIMIT`].
+//! policy does not have share one small budget, [`crate::providers::limits::UNKNOWN_HOOK_LIMIT`].
 //!
 //! Refusals are counted in `kyc_webhook_refusals_total{reason}` and logged at most once per
 //! reason every [`LOG_EVERY`], with how many there were since: a flood of forged webhooks cannot
 //! flood the log.
 
 use crate::app::AppState;
-use crate::error::ApiError;
-use crate::extract::{LimitedBody, ValidPath};
-use crate::service;
+use crate::http::extract::{LimitedBody, ValidPath};
+use crate::http::problem::ApiError;
+use crate::lifecycle;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use kyc_core::{IncomingWebhook, Source};
@@ -61,9 +61,9 @@ pub async fn receive(
         _ => &runtime.unknown_hook_limit,
     };
     let shown = if known { provider_name.as_str() } else { "?" };
-    if let crate::limits::Admission::Refused { retry_after } = limiter.admit() {
+    if let crate::providers::limits::Admission::Refused { retry_after } = limiter.admit() {
         refused("budget spent", shown);
-        crate::telemetry::rate_limited("hooks");
+        crate::infra::telemetry::rate_limited("hooks");
         return Err(ApiError::HooksRateLimited(retry_after));
     }
     if !known {
@@ -105,6 +105,6 @@ pub async fn receive(
         tracing::info!(provider = ?provider_name, "webhook for an unknown verification ignored");
         return Ok(StatusCode::OK);
     };
-    service::sync(&state, &runtime, stored, Source::Webhook).await?;
+    lifecycle::sync(&state, &runtime, stored, Source::Webhook).await?;
     Ok(StatusCode::OK)
 }

@@ -3,10 +3,11 @@
 //! listening socket.
 
 use crate::app::{App, AppState, Runtime};
-use crate::error::{ApiError, REQUEST_ID};
-use crate::policy::{Policy, PolicyError};
+use crate::config::{Policy, PolicyError};
+use crate::http::problem::{ApiError, REQUEST_ID};
+use crate::http::{hooks, openapi};
+use crate::jobs;
 use crate::store::{SqlStore, Store, StoreError};
-use crate::{hooks, jobs, openapi};
 use axum::Json;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -57,9 +58,9 @@ pub fn router(state: AppState) -> Router {
     )
     .route(
         "/metrics",
-        axum::routing::get(crate::telemetry::serve_metrics),
+        axum::routing::get(crate::infra::telemetry::serve_metrics),
     )
-    .merge(crate::dashboard::router())
+    .merge(crate::http::dashboard::router())
     .fallback(|| async { ApiError::NotFound("no such endpoint; see /docs".into()) })
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
     .layer(axum::middleware::from_fn(size_limits))
@@ -217,12 +218,12 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
         trace_id = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
-    crate::telemetry::name_span(
+    crate::infra::telemetry::name_span(
         &span,
         format_args!("{} {route}", request.method()),
         "server",
     );
-    crate::telemetry::continue_trace(&span, request.headers());
+    crate::infra::telemetry::continue_trace(&span, request.headers());
     span
 }
 
@@ -258,7 +259,7 @@ async fn request_context(mut request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_string();
-    let note = crate::extract::RequestNote::default();
+    let note = crate::http::extract::RequestNote::default();
     request.extensions_mut().insert(note.clone());
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
     let mut response = REQUEST_ID.scope(id, next.run(request)).await;
@@ -346,7 +347,7 @@ pub async fn serve_on(
     extra: Router,
     on_listening: impl FnOnce(&str),
 ) -> Result<(), ServeError> {
-    crate::telemetry::metrics();
+    crate::infra::telemetry::metrics();
     let store = SqlStore::connect_with(&policy.store).await?;
     let base = format!("http://{}", listener.local_addr()?);
     let public_url = policy
@@ -354,7 +355,7 @@ pub async fn serve_on(
         .public_url
         .clone()
         .unwrap_or_else(|| base.clone());
-    let limits = crate::listener::ConnectionLimits {
+    let limits = crate::http::listener::ConnectionLimits {
         header_read_timeout: std::time::Duration::from_millis(policy.server.header_read_timeout_ms),
         max_connections: policy.server.max_connections,
     };
@@ -384,7 +385,7 @@ pub async fn serve_on(
         // The jobs stop taking work while the open requests drain.
         stopping.cancel();
     };
-    crate::listener::serve(listener, service, limits, signal).await;
+    crate::http::listener::serve(listener, service, limits, signal).await;
     let jobs = async {
         for worker in workers {
             let _ = worker.await;

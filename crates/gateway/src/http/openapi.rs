@@ -9,7 +9,7 @@
 //!   `subject.provider_refs`, so Swagger UI offers them and a fuzzer never sends a name the policy
 //!   does not have.
 
-use crate::{api, events};
+use crate::http::{events, verifications as api};
 use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -58,7 +58,7 @@ pub fn router_and_document() -> (axum::Router<crate::app::AppState>, utoipa::ope
     utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api::router())
         .merge(events::router())
-        .merge(crate::tenant_policy::router())
+        .merge(crate::http::policy::router())
         .split_for_parts()
 }
 
@@ -71,13 +71,13 @@ pub fn document() -> Value {
 /// The handlers' entries made into the published document.
 pub fn complete(entries: utoipa::openapi::OpenApi) -> Value {
     let mut spec = serde_json::to_value(entries).expect("the spec serializes");
-    let countries = serde_json::json!(crate::policy::country_codes());
+    let countries = serde_json::json!(crate::config::country_codes());
     let schemas = &mut spec["components"]["schemas"];
     schemas["Subject"]["properties"]["country"]["enum"] = countries.clone();
     schemas["CountryRule"]["properties"]["country"]["enum"] = countries.clone();
     schemas["Experiment"]["properties"]["countries"]["items"]["enum"] = countries;
     schemas["Routing"]["properties"]["split"]["additionalProperties"] = serde_json::json!({
-        "type": "integer", "minimum": 0, "maximum": crate::policy::MAX_WEIGHT
+        "type": "integer", "minimum": 0, "maximum": crate::config::MAX_WEIGHT
     });
     spec
 }
@@ -117,7 +117,7 @@ pub fn served<'a>(document: &Value, providers: impl IntoIterator<Item = &'a str>
 mod tests {
     #[test]
     fn the_committed_spec_is_current() {
-        let committed = include_str!("../../../openapi/openapi.json");
+        let committed = include_str!("../../../../openapi/openapi.json");
         assert!(
             committed == super::document_json(),
             "openapi/openapi.json differs from the spec the gateway serves; regenerate it with:\n\

@@ -4,8 +4,8 @@
 //! Internal errors are logged with their context and answered without details. Provider errors are
 //! mapped to our codes; a provider's body never reaches the caller.
 
-use crate::routing::RoutingError;
-use crate::service::ServiceError;
+use crate::lifecycle::ServiceError;
+use crate::providers::routing::RoutingError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kyc_core::ProviderError;
@@ -241,7 +241,7 @@ pub enum ApiError {
     Store(#[from] crate::store::StoreError),
     /// No provider instance could be chosen for a create.
     #[error(transparent)]
-    Routing(#[from] crate::routing::RoutingError),
+    Routing(#[from] crate::providers::routing::RoutingError),
     /// The gateway is not ready to serve (no policy, store down).
     #[error("{0}")]
     Unavailable(String),
@@ -534,7 +534,7 @@ impl IntoResponse for ApiError {
             | ApiError::InProgress(wait) => {
                 headers.insert(
                     header::RETRY_AFTER,
-                    HeaderValue::from(crate::limits::ceil_seconds(wait)),
+                    HeaderValue::from(crate::providers::limits::ceil_seconds(wait)),
                 );
             }
             _ => {}

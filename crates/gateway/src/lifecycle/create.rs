@@ -43,9 +43,9 @@
 //! does not cut it off half way.
 
 use crate::app::{App, Runtime};
-use crate::input::CreateVerification;
-use crate::routing;
-use crate::service::{Caller, Created, ServiceError, call, count_finished};
+use crate::http::input::CreateVerification;
+use crate::lifecycle::{Caller, Created, ServiceError, call, count_finished};
+use crate::providers::routing;
 use crate::store::{
     AttemptState, CreateAttempt, Inserted, NewChange, Reserved, StoredVerification, now,
 };
@@ -372,7 +372,7 @@ impl Attempt<'_> {
             .policy
             .providers
             .get(&name)
-            .map_or(crate::policy::DEFAULT_LOOKUP_GRACE_SECONDS, |p| {
+            .map_or(crate::config::DEFAULT_LOOKUP_GRACE_SECONDS, |p| {
                 p.lookup_grace_seconds
             });
         let since = self.held.ambiguous_at.unwrap_or(self.held.updated_at);

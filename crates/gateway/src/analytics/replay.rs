@@ -11,8 +11,8 @@
 //! Each destination comes with its observed approval rate and cost per approved verification over
 //! the same days (from the stats rollups, all countries): what the period says that provider does.
 
-use crate::policy::{Policy, Routing};
-use crate::stats::{self, StatsGroup};
+use crate::analytics::stats::{self, StatsGroup};
+use crate::config::{Policy, Routing};
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use kyc_core::RoutingReason;
@@ -104,7 +104,7 @@ pub async fn preview(
             let to = if routed.reason == Some(RoutingReason::Override) {
                 routed.provider.clone()
             } else {
-                crate::routing::candidates(
+                crate::providers::routing::candidates(
                     draft,
                     tenant,
                     &routed.subject_id,

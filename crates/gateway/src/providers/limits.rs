@@ -5,7 +5,7 @@
 //! the same, so a reload neither resets nor doubles anyone's budget. Tenants and instances each
 //! have their own limiter: one cannot spend another's budget.
 
-use crate::policy::RateLimit;
+use crate::config::RateLimit;
 use axum::http::{HeaderName, HeaderValue};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;

@@ -1,0 +1,15 @@
+//! The HTTP surface: the router and its layers, the listener, the spec, the problem answers, the
+//! extractors and input rules, and one module per resource. Handlers parse, call one lifecycle or
+//! analytics function, and answer.
+
+pub mod dashboard;
+pub mod events;
+pub mod extract;
+pub mod hooks;
+pub mod input;
+pub mod listener;
+pub mod openapi;
+pub mod policy;
+pub mod problem;
+pub mod server;
+pub mod verifications;
