@@ -2,10 +2,10 @@
 //! repeated or cut, values replaced) and arbitrary text never panic, and a refusal never repeats
 //! the value that was written. Cases: `PROPTEST_CASES` (256 by default).
 
-use kyc_gateway::circuit::Breakers;
+use kyc_gateway::config::Policy;
 use kyc_gateway::jobs::reconciler::wait_before_next_read;
-use kyc_gateway::limits::Limiter;
-use kyc_gateway::policy::Policy;
+use kyc_gateway::providers::circuit::Breakers;
+use kyc_gateway::providers::limits::Limiter;
 use proptest::prelude::*;
 use std::time::Duration;
 
