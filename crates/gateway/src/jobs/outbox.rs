@@ -35,6 +35,7 @@
 //! - The target is checked against the SSRF rules of [`crate::infra::outbound`].
 
 use crate::app::{App, Runtime};
+use crate::config::signing::signers;
 use crate::infra::outbound::{OutboundClient, OutboundError};
 use crate::store::{Attempt, AttemptOutcome, DueEvent, now};
 use chrono::{DateTime, Duration, Utc};
@@ -113,28 +114,6 @@ impl Pacing {
     fn recovered(&self, tenant: &str, url: &str) {
         self.lock().remove(&(tenant.to_string(), url.to_string()));
     }
-}
-
-/// The signers for a tenant's `webhook_secret`: one `whsec_<base64>` secret, or two separated by a
-/// space while it rotates. `None` when it is not that.
-pub fn signers(secret: &str) -> Option<Vec<Webhook>> {
-    let parts: Vec<&str> = secret.split(' ').filter(|p| !p.is_empty()).collect();
-    if parts.is_empty() || parts.len() > 2 {
-        return None;
-    }
-    parts
-        .into_iter()
-        .map(|p| {
-            let key = p.strip_prefix("whsec_")?;
-            let ok = base64_len_ok(key);
-            ok.then(|| Webhook::new(p).ok()).flatten()
-        })
-        .collect()
-}
-
-/// A secret of at least 16 bytes once decoded (24 base64 characters).
-fn base64_len_ok(key: &str) -> bool {
-    key.len() >= 24
 }
 
 /// The headers of one attempt.

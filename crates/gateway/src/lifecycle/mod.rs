@@ -186,7 +186,7 @@ async fn call_in_turn<T>(
     request: impl std::future::Future<Output = Result<T, ProviderError>>,
 ) -> Result<T, ProviderError> {
     let count = |outcome: &'static str| count_call(name, operation, outcome);
-    let default = crate::providers::circuit::CircuitSettings::default();
+    let default = crate::config::CircuitSettings::default();
     let settings = runtime
         .policy
         .providers

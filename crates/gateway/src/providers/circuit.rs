@@ -9,50 +9,11 @@
 //! it, failure opens it again. The state belongs to the process, not to the policy: a reload
 //! keeps it.
 
+use crate::config::{CircuitSettings, MAX_OPEN_SECONDS};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// When a breaker opens and for how long (`[providers.NAME] circuit_breaker`).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CircuitSettings {
-    /// Consecutive failures that open it. Default 5.
-    #[serde(default = "default_failures")]
-    pub failures: u32,
-    /// Seconds it stays open before a probe. Default 30.
-    #[serde(default = "default_open_seconds")]
-    pub open_seconds: u64,
-}
-
-fn default_failures() -> u32 {
-    5
-}
-fn default_open_seconds() -> u64 {
-    30
-}
-
-impl Default for CircuitSettings {
-    fn default() -> Self {
-        CircuitSettings {
-            failures: default_failures(),
-            open_seconds: default_open_seconds(),
-        }
-    }
-}
-
-/// The most consecutive failures `failures` may be set to.
-pub const MAX_FAILURES: u32 = 1000;
-/// The longest `open_seconds` may be: a day.
-pub const MAX_OPEN_SECONDS: u64 = 86_400;
-
-impl CircuitSettings {
-    /// How long the circuit stays open, within the policy's bound whatever was set.
-    pub fn open_for(&self) -> Duration {
-        Duration::from_secs(self.open_seconds.min(MAX_OPEN_SECONDS))
-    }
-}
 
 /// `at + wait`, or `at` a day on if the clock cannot represent it.
 fn later(at: Instant, wait: Duration) -> Instant {
