@@ -17,10 +17,10 @@
 //! records the stop in the store so that every replica sends the experiment's subjects to the
 //! champion from then on.
 
+use crate::analytics::AnalyticsError;
 use crate::analytics::significance::{self, Comparison, Proportion};
 use crate::app::App;
 use crate::config::{Experiment, Metric};
-use crate::lifecycle::ServiceError;
 use crate::store::ArmCount;
 use kyc_core::{Arm, Status};
 use serde::Serialize;
@@ -173,7 +173,7 @@ pub async fn measure(
     app: &App,
     tenant: &str,
     experiment: &Experiment,
-) -> Result<(ExperimentFigures, Judgement), ServiceError> {
+) -> Result<(ExperimentFigures, Judgement), AnalyticsError> {
     let rows = app
         .store
         .experiment_counts(tenant, &experiment.name)
@@ -226,7 +226,7 @@ pub async fn figures(
     app: &App,
     tenant: &str,
     experiment: &Experiment,
-) -> Result<ExperimentFigures, ServiceError> {
+) -> Result<ExperimentFigures, AnalyticsError> {
     let (mut figures, _) = measure(app, tenant, experiment).await?;
     figures.stopped_at = app
         .store

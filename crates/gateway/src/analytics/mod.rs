@@ -5,3 +5,14 @@ pub mod experiments;
 pub mod replay;
 pub mod significance;
 pub mod stats;
+
+use crate::store::StoreError;
+
+/// Why an analytics query failed: only the store can fail one (a period or a name that matches
+/// nothing is an empty answer, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyticsError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

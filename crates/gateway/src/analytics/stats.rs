@@ -6,15 +6,25 @@
 //! so every replica answers the same, in time that grows with the days asked for, not with the
 //! verifications stored. A verification counts on the UTC day it was created, by where it has
 //! got to since: the figures of a period say what became of the verifications started in it.
+use crate::analytics::AnalyticsError;
 use crate::app::App;
 use crate::config::{Policy, Price};
-use crate::http::input::StatsPeriod;
-use crate::lifecycle::ServiceError;
 use crate::store::{DecisionCount, StatsRow, bucket_seconds};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
+
+/// The checked period (whole UTC days, both included) and grouping of a stats request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsPeriod {
+    /// The first day.
+    pub from: chrono::NaiveDate,
+    /// The last day; before `from` when the request's `from` is after its `to` (no day at all).
+    pub to: chrono::NaiveDate,
+    /// What the counts are summed per.
+    pub by: StatsGroup,
+}
 
 /// What the figures are summed per.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +149,7 @@ pub async fn for_period(
     app: &App,
     tenant: &str,
     period: &StatsPeriod,
-) -> Result<Stats, ServiceError> {
+) -> Result<Stats, AnalyticsError> {
     let (from, to) = (period.from.to_string(), period.to.to_string());
     let rows = app.store.stats(tenant, &from, &to).await?;
     let times = app.store.decision_times(tenant, &from, &to).await?;

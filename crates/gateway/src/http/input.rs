@@ -6,9 +6,11 @@
 //! characters, as JSON Schema does, not bytes. Error texts name the field and the rule, never the
 //! value.
 
-use crate::analytics::stats::StatsGroup;
+use crate::analytics::stats::{StatsGroup, StatsPeriod};
 use crate::config::is_country_code;
 use crate::http::problem::ApiError;
+use crate::lifecycle::ReviewDecision;
+use crate::lifecycle::create::NewVerification;
 use crate::store::{EventFilter, EventState, ListFilter};
 use kyc_core::{Checks, ManualOutcome, Personal, Status, Subject};
 use serde::Deserialize;
@@ -283,6 +285,57 @@ impl CreateVerification {
         check_redirect_url(self.redirect_url.as_deref())?;
         check_metadata(self.metadata.as_ref())
     }
+
+    /// The lifecycle's command for this request; `raw` is the body as sent, hashed so that a
+    /// retry is known by its body without storing the personal fields.
+    pub fn into_command(self, raw: &serde_json::Value) -> NewVerification {
+        NewVerification {
+            reference: self.reference,
+            subject: self.subject,
+            checks: self.checks,
+            redirect_url: self.redirect_url,
+            metadata: self.metadata,
+            provider: self.provider,
+            request_hash: request_hash(raw),
+        }
+    }
+}
+
+/// SHA-256 of the request with object keys sorted, so that key order does not matter.
+fn request_hash(raw: &serde_json::Value) -> String {
+    fn canonical(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<_> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(&map[k], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    use sha2::Digest;
+    let mut text = String::new();
+    canonical(raw, &mut text);
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 /// A page size: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
@@ -434,17 +487,6 @@ pub struct StatsParams {
 /// The first day RFC 3339 can write.
 const YEAR_ZERO: chrono::NaiveDate = chrono::NaiveDate::from_ymd_opt(0, 1, 1).expect("a date");
 
-/// The checked period (whole UTC days, both included) and grouping of a stats request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatsPeriod {
-    /// The first day.
-    pub from: chrono::NaiveDate,
-    /// The last day; before `from` when the request's `from` is after its `to` (no day at all).
-    pub to: chrono::NaiveDate,
-    /// What the counts are summed per.
-    pub by: StatsGroup,
-}
-
 impl StatsParams {
     /// Checks every parameter.
     pub fn check(self, now: chrono::DateTime<chrono::Utc>) -> Result<StatsPeriod, ApiError> {
@@ -500,6 +542,15 @@ pub struct ManualDecision {
 }
 
 impl ManualDecision {
+    /// The lifecycle's command for this decision, made with the key named `by`.
+    pub fn into_command(self, by: &str) -> ReviewDecision {
+        ReviewDecision {
+            outcome: self.outcome,
+            reason: self.reason,
+            by: by.to_string(),
+        }
+    }
+
     /// Checks the reason as the spec states it.
     pub fn check(&self) -> Result<(), ApiError> {
         let count = self.reason.chars().count();
@@ -573,6 +624,15 @@ mod tests {
     //! The code and the published schema give the same verdict on the same body.
 
     use super::*;
+
+    #[test]
+    fn request_hash_ignores_key_order_but_not_values() {
+        let a = serde_json::json!({"reference": "r", "subject": {"id": "s", "country": "CL"}});
+        let b = serde_json::json!({"subject": {"country": "CL", "id": "s"}, "reference": "r"});
+        let c = serde_json::json!({"subject": {"country": "AR", "id": "s"}, "reference": "r"});
+        assert_eq!(request_hash(&a), request_hash(&b));
+        assert_ne!(request_hash(&a), request_hash(&c));
+    }
     use serde_json::{Value, json};
 
     const PROVIDERS: [&str; 2] = ["betrust-sandbox", "gu1-sandbox"];

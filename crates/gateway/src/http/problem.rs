@@ -4,6 +4,7 @@
 //! Internal errors are logged with their context and answered without details. Provider errors are
 //! mapped to our codes; a provider's body never reaches the caller.
 
+use crate::analytics::AnalyticsError;
 use crate::lifecycle::ServiceError;
 use crate::providers::routing::RoutingError;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -428,6 +429,14 @@ impl ApiError {
             ApiError::InProgress(_) => "a create with this reference and the same body is under \
                  way; retry after the Retry-After seconds to get its verification"
                 .into(),
+        }
+    }
+}
+
+impl From<AnalyticsError> for ApiError {
+    fn from(error: AnalyticsError) -> Self {
+        match error {
+            AnalyticsError::Store(e) => ApiError::Store(e),
         }
     }
 }

@@ -84,8 +84,7 @@ async fn create_verification(
             state.0.clone(),
             runtime.clone(),
             tenant.name.clone(),
-            body,
-            &raw,
+            body.into_command(&raw),
         )
         .await?
         {
@@ -263,8 +262,7 @@ async fn decide_verification(
         &tenant.runtime,
         &tenant.name,
         &id,
-        &body,
-        &tenant.key_name,
+        body.into_command(&tenant.key_name),
     )
     .await?;
     Ok(Json(decided.verification))

@@ -8,10 +8,10 @@
 //! have a `webhook_url`, and logged. Ending an experiment is a policy edit; a stopped one stays
 //! stopped under its name.
 
+use crate::analytics::AnalyticsError;
 use crate::analytics::experiments::{self, EXPERIMENT_STOPPED};
 use crate::app::App;
 use crate::config::Experiment;
-use crate::lifecycle::ServiceError;
 use crate::store::{NewEvent, now};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ pub async fn run(app: Arc<App>) {
 }
 
 /// One check of every tenant's experiment.
-async fn check(app: &App) -> Result<(), ServiceError> {
+async fn check(app: &App) -> Result<(), AnalyticsError> {
     let mut stopped: HashSet<(String, String)> = app
         .store
         .stopped_experiments()

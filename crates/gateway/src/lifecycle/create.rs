@@ -43,7 +43,6 @@
 //! does not cut it off half way.
 
 use crate::app::{App, Runtime};
-use crate::http::input::CreateVerification;
 use crate::lifecycle::{Caller, Created, ServiceError, call, count_finished};
 use crate::providers::routing;
 use crate::store::{
@@ -66,17 +65,35 @@ pub const LEASE: Duration = Duration::from_secs(3);
 /// `in_progress`: longer than [`LEASE`], so one wait sees a dead holder through.
 pub const WAIT: Duration = Duration::from_secs(4);
 
+/// A create as the lifecycle takes it: what the caller asked for, checked at the edge, and the
+/// SHA-256 of the request's canonical body (so a retry is recognised without storing the body).
+#[derive(Debug, Clone)]
+pub struct NewVerification {
+    /// The caller's reference: unique per tenant, and the idempotency key.
+    pub reference: String,
+    /// The person to verify.
+    pub subject: kyc_core::Subject,
+    /// Checks to run (the provider's default when absent).
+    pub checks: Option<kyc_core::Checks>,
+    /// Where the provider sends the person when done.
+    pub redirect_url: Option<String>,
+    /// The caller's labels, stored and returned as given.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// An instance the caller asked for (honoured where the tenant allows it).
+    pub provider: Option<String>,
+    /// The hash of the request's canonical body.
+    pub request_hash: String,
+}
+
 /// Starts a verification for `tenant`, or answers the one its reference already has (see the
-/// module's docs). `raw` is the request as sent, for the body hash (so the personal fields need
-/// not be stored to compare).
+/// module's docs).
 pub async fn create(
     app: Arc<App>,
     runtime: Arc<Runtime>,
     tenant: String,
-    body: CreateVerification,
-    raw: &serde_json::Value,
+    body: NewVerification,
 ) -> Result<Created, ServiceError> {
-    let hash = request_hash(raw);
+    let hash = body.request_hash.clone();
     let attempt = async move { reserve_and_run(&app, &runtime, &tenant, &body, hash).await };
     tokio::spawn(attempt.in_current_span())
         .await
@@ -87,7 +104,7 @@ async fn reserve_and_run(
     app: &App,
     runtime: &Runtime,
     tenant: &str,
-    body: &CreateVerification,
+    body: &NewVerification,
     hash: String,
 ) -> Result<Created, ServiceError> {
     // A reservation settled while this create looked at it is looked at once more.
@@ -161,7 +178,7 @@ fn route(
     app: &App,
     runtime: &Runtime,
     tenant: &str,
-    body: &CreateVerification,
+    body: &NewVerification,
 ) -> Result<routing::Route, ServiceError> {
     let routing = &runtime.policy.tenants[tenant].routing;
     let stopped = routing
@@ -286,7 +303,7 @@ pub(crate) enum Resolved {
 pub(crate) struct Attempt<'a> {
     pub(crate) app: &'a App,
     pub(crate) runtime: &'a Runtime,
-    pub(crate) body: Option<&'a CreateVerification>,
+    pub(crate) body: Option<&'a NewVerification>,
     pub(crate) held: CreateAttempt,
 }
 
@@ -620,42 +637,6 @@ fn replay(existing: StoredVerification, hash: &str) -> Result<Created, ServiceEr
     }
 }
 
-/// SHA-256 of the request with object keys sorted, so that key order does not matter.
-pub(crate) fn request_hash(raw: &serde_json::Value) -> String {
-    fn canonical(v: &serde_json::Value, out: &mut String) {
-        match v {
-            serde_json::Value::Object(map) => {
-                let mut keys: Vec<_> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
-                    out.push(':');
-                    canonical(&map[k], out);
-                }
-                out.push('}');
-            }
-            serde_json::Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    canonical(item, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    let mut text = String::new();
-    canonical(raw, &mut text);
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
 /// The provider-side idempotency key of a reservation's attempt at one instance: the same on
 /// every retry of the same request, and different for another body (so another person's request
 /// can never be handed this one's provider object).
@@ -673,15 +654,6 @@ pub(crate) fn idempotency_key(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_hash_ignores_key_order_but_not_values() {
-        let a = serde_json::json!({"reference": "r", "subject": {"id": "s", "country": "CL"}});
-        let b = serde_json::json!({"subject": {"country": "CL", "id": "s"}, "reference": "r"});
-        let c = serde_json::json!({"subject": {"country": "AR", "id": "s"}, "reference": "r"});
-        assert_eq!(request_hash(&a), request_hash(&b));
-        assert_ne!(request_hash(&a), request_hash(&c));
-    }
 
     #[test]
     fn idempotency_key_is_stable_and_scoped_to_the_body() {

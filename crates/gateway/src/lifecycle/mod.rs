@@ -10,7 +10,6 @@
 pub mod create;
 
 use crate::app::{App, Runtime};
-use crate::http::input::ManualDecision;
 use crate::providers::routing::RoutingError;
 use crate::store::{NewChange, NewEvent, StoreError, StoredVerification, now};
 use chrono::Duration;
@@ -375,6 +374,17 @@ pub async fn cancel(
     record(app, runtime, stored, &answer, Source::Cancel, None).await
 }
 
+/// A reviewer's decision on a verification in review, as the lifecycle takes it.
+#[derive(Debug, Clone)]
+pub struct ReviewDecision {
+    /// Approve or reject.
+    pub outcome: kyc_core::ManualOutcome,
+    /// Why, in the reviewer's words (checked at the edge).
+    pub reason: String,
+    /// The name of the API key that decided, recorded with the change.
+    pub by: String,
+}
+
 /// A person's approve or reject of a verification in review, made through the gateway where the
 /// provider takes manual decisions: the provider is synced first (it may have decided already),
 /// then told. The change is recorded with source `decision` and the deciding key's name; later
@@ -384,9 +394,9 @@ pub async fn decide(
     runtime: &Runtime,
     tenant: &str,
     id: &str,
-    decision: &ManualDecision,
-    key_name: &str,
+    decision: ReviewDecision,
 ) -> Result<StoredVerification, ServiceError> {
+    let key_name = decision.by.as_str();
     let stored = load(app, tenant, id).await?;
     let provider = provider_of(runtime, &stored)?;
     let name = stored.verification.provider.clone();
