@@ -15,7 +15,7 @@ use kyc_core::{Source, Status, StatusChange, Verification};
 use kyc_gateway::app::{App, AppState, Runtime};
 use kyc_gateway::config::{Policy, RateLimit, hash_api_key};
 use kyc_gateway::providers::limits::Limiter;
-use kyc_gateway::store::{NewChange, SqlStore, Store, StoredVerification};
+use kyc_gateway::store::{NewChange, SqlStore, Store, StoredVerification, VerificationStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;

@@ -5,7 +5,7 @@
 //! Run: `cargo bench -p kyc-gateway --bench store_at_scale`
 
 use kyc_core::Status;
-use kyc_gateway::store::{ListFilter, SqlStore, Store};
+use kyc_gateway::store::{ListFilter, SqlStore, SubjectStore, VerificationStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,7 @@
 //! and the newest migrations applied while a writer using the previous release's statements keeps
 //! writing, on a SQLite file and on PostgreSQL.
 
+use super::setup::{migrate, migrations};
 use super::*;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;

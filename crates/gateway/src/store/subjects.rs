@@ -1,0 +1,96 @@
+//! A subject's verifications over time, and the ids providers gave the subject.
+
+use super::*;
+
+/// What the store knows of a subject across verifications.
+#[async_trait]
+pub trait SubjectStore: Send + Sync {
+    /// The subject's newest verification, and its newest approved one.
+    async fn subject_history(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+    ) -> Result<(Option<Verification>, Option<Verification>), StoreError>;
+
+    /// The provider's id for a tenant's subject, if remembered.
+    async fn subject_ref(
+        &self,
+        tenant: &str,
+        provider: &str,
+        subject_id: &str,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Remembers the provider's id for a tenant's subject (first one wins).
+    async fn remember_subject_ref(
+        &self,
+        tenant: &str,
+        provider: &str,
+        subject_id: &str,
+        subject_ref: &str,
+    ) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl SubjectStore for SqlStore {
+    async fn subject_history(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+    ) -> Result<(Option<Verification>, Option<Verification>), StoreError> {
+        let latest = self
+            .fetch_one_where(SUBJECT_LATEST, &[tenant, subject_id])
+            .await?;
+        let approved = self
+            .fetch_one_where(SUBJECT_APPROVED, &[tenant, subject_id])
+            .await?;
+        Ok((
+            latest.map(|s| s.verification),
+            approved.map(|s| s.verification),
+        ))
+    }
+
+    async fn subject_ref(
+        &self,
+        tenant: &str,
+        provider: &str,
+        subject_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        const SUBJECT_REF: &str = "SELECT subject_ref FROM subject_refs \
+             WHERE tenant = $1 AND provider = $2 AND subject_id = $3";
+        if let Some(read) = self.inline.as_ref().and_then(|inline| {
+            inline.first_row(SUBJECT_REF, &[tenant, provider, subject_id], |row| {
+                Ok(row.get(0)?)
+            })
+        }) {
+            return read;
+        }
+        let row = sqlx::query(SUBJECT_REF)
+            .bind(tenant)
+            .bind(provider)
+            .bind(subject_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("subject_ref")).transpose()?)
+    }
+
+    async fn remember_subject_ref(
+        &self,
+        tenant: &str,
+        provider: &str,
+        subject_id: &str,
+        subject_ref: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO subject_refs (tenant, provider, subject_id, subject_ref, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, provider, subject_id) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(provider)
+        .bind(subject_id)
+        .bind(subject_ref)
+        .bind(ts(Utc::now()))
+        .execute(&self.writes)
+        .await?;
+        Ok(())
+    }
+}
