@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("infra", 1),
 ];
 
+const MAX_FILE_LINES: usize = 700;
 const MAX_FUNCTION_LINES: usize = 120;
 
 type Module = Vec<String>;
@@ -528,6 +529,28 @@ fn no_modules_form_a_cycle() {
             .map(|g| g.join(" <-> "))
             .collect::<Vec<_>>()
             .join("\n")
+    );
+}
+
+#[test]
+fn no_file_or_function_is_too_long() {
+    let sources = gateway_sources();
+    let long_files: Vec<String> = sources
+        .iter()
+        .filter(|s| s.code.len() > MAX_FILE_LINES)
+        .map(|s| format!("{}: {} lines", s.file, s.code.len()))
+        .collect();
+    let long_functions: Vec<String> = sources
+        .iter()
+        .flat_map(long_functions)
+        .map(|(file, name, lines)| format!("{file}: fn {name}, {lines} lines"))
+        .collect();
+    assert!(
+        long_files.is_empty() && long_functions.is_empty(),
+        "files over {MAX_FILE_LINES} lines outside tests:\n{}\nfunctions over \
+         {MAX_FUNCTION_LINES} lines:\n{}",
+        long_files.join("\n"),
+        long_functions.join("\n")
     );
 }
 

@@ -221,7 +221,51 @@ pub async fn run(listen: &str, own: Option<&str>, scenario: bool) -> Result<(), 
     let gu1_config = Gu1SimConfig::default();
     let betrust = BetrustSim::start(betrust_config.clone()).await?;
     let gu1 = Gu1Sim::start(gu1_config.clone()).await?;
-    let text = format!(
+    let text = demo_policy(&db, &base, (&betrust, &betrust_config), &gu1, scenario);
+    let env = |name: &str| match name {
+        "SANDBOX_BETRUST_CLIENT_SECRET" => Some(betrust_config.client_secret.clone()),
+        "SANDBOX_GU1_API_KEY" => Some(gu1_config.api_key.clone()),
+        "SANDBOX_GU1_WEBHOOK_SECRET" => Some(gu1_config.webhook_secret.clone()),
+        "SANDBOX_DEMO_WEBHOOK_SECRET" => Some(DEMO_WEBHOOK_SECRET.to_string()),
+        _ => None,
+    };
+    if let Some(path) = own {
+        return run_own_policy(listener, path, &text, env, &base, &db).await;
+    }
+    let policy = Policy::parse(&text, env)?;
+    let history = if scenario {
+        seed_scenario(&policy, &betrust, &gu1).await?
+    } else {
+        "  Comparing:    `kyc-gateway sandbox --scenario` starts with two weeks of history and an\n                \
+         experiment, for the dashboard\n"
+            .to_string()
+    };
+    serve_on(listener, policy, None, receiver(), |base| {
+        println!(
+            "\nkyc-gateway sandbox is running.\n\
+             \n  Swagger UI:   {base}/docs\n  Dashboard:    {base}/dashboard\n  \
+             API key:      {DEMO_API_KEY}   (tenant \"demo\")\n  \
+             Providers:    betrust-sandbox (default), gu1-sandbox (country AR, or \"provider\": \"gu1-sandbox\")\n  \
+             Store:        {db} (new for this run, removed on exit)\n  \
+             Events:       signed and sent to {base}/_sandbox/events (GET it to see them)\n\
+             {history}\nCreate a verification, open its verification_url, press Approve, then GET it again.\n\
+             The simulators' identity data is fake; never send a real person's data.\n",
+            db = db.display(),
+        );
+    })
+    .await
+}
+
+/// The demo policy: both simulators as instances, the demo tenant, and with `scenario` an
+/// experiment; secrets as `${VAR}`, as a real policy has them.
+fn demo_policy(
+    db: &std::path::Path,
+    base: &str,
+    (betrust, betrust_config): (&BetrustSim, &BetrustSimConfig),
+    gu1: &Gu1Sim,
+    scenario: bool,
+) -> String {
+    format!(
         r#"
 [server]
 outbound_allow = ["127.0.0.1"]
@@ -267,87 +311,78 @@ every_seconds = 10
         key_hash = crate::config::hash_api_key(DEMO_API_KEY),
         db = db.display(),
         experiment = if scenario { SCENARIO_ROUTING } else { "" },
-    );
-    let env = |name: &str| match name {
-        "SANDBOX_BETRUST_CLIENT_SECRET" => Some(betrust_config.client_secret.clone()),
-        "SANDBOX_GU1_API_KEY" => Some(gu1_config.api_key.clone()),
-        "SANDBOX_GU1_WEBHOOK_SECRET" => Some(gu1_config.webhook_secret.clone()),
-        "SANDBOX_DEMO_WEBHOOK_SECRET" => Some(DEMO_WEBHOOK_SECRET.to_string()),
-        _ => None,
-    };
-    if let Some(path) = own {
-        let mine = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-            path: path.to_string(),
-            source,
-        })?;
-        // The demo policy's pieces, as the simulators' settings for each kind.
-        let demo: toml::Table =
-            toml::from_str(&text).map_err(|e| PolicyError::Syntax(e.message().to_string()))?;
-        let section = |name: &str| demo["providers"][name].clone();
-        let sims: toml::Table = [
-            ("betrust".to_string(), section("betrust-sandbox")),
-            ("gu1".to_string(), section("gu1-sandbox")),
-        ]
-        .into_iter()
-        .collect();
-        let (mut table, tenants) = own_policy(&mine, &sims, &format!("{base}/_sandbox/events"))?;
-        for kept in ["server", "store"] {
-            table.insert(kept.into(), demo[kept].clone());
-        }
-        let text = toml::to_string(&table).map_err(|e| PolicyError::Syntax(e.to_string()))?;
-        let policy = Policy::parse(&text, env)?;
-        return serve_on(listener, policy, None, receiver(), |base| {
-            let keys: String = tenants
-                .iter()
-                .map(|t| format!("\n    {t}: {}", tenant_key(t)))
-                .collect();
-            println!(
-                "\nkyc-gateway sandbox is running your policy ({path}) against the simulators.\n\
-                 \n  Swagger UI:   {base}/docs\n  API keys:{keys}\n  \
-                 Store:        {db} (new for this run, removed on exit)\n  \
-                 Events:       signed and sent to {base}/_sandbox/events (GET it to see them)\n\
-                 \nThe simulators' identity data is fake; never send a real person's data.\n",
-                db = db.display(),
-            );
-        })
-        .await;
+    )
+}
+
+/// Serves the caller's own policy (`--config`) against the simulators: each of its instances
+/// of a simulated kind is pointed at that simulator.
+async fn run_own_policy(
+    listener: tokio::net::TcpListener,
+    path: &str,
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+    base: &str,
+    db: &std::path::Path,
+) -> Result<(), ServeError> {
+    let mine = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        path: path.to_string(),
+        source,
+    })?;
+    // The demo policy's pieces, as the simulators' settings for each kind.
+    let demo: toml::Table =
+        toml::from_str(text).map_err(|e| PolicyError::Syntax(e.message().to_string()))?;
+    let section = |name: &str| demo["providers"][name].clone();
+    let sims: toml::Table = [
+        ("betrust".to_string(), section("betrust-sandbox")),
+        ("gu1".to_string(), section("gu1-sandbox")),
+    ]
+    .into_iter()
+    .collect();
+    let (mut table, tenants) = own_policy(&mine, &sims, &format!("{base}/_sandbox/events"))?;
+    for kept in ["server", "store"] {
+        table.insert(kept.into(), demo[kept].clone());
     }
+    let text = toml::to_string(&table).map_err(|e| PolicyError::Syntax(e.to_string()))?;
     let policy = Policy::parse(&text, env)?;
-    let history = if scenario {
-        let store = crate::store::SqlStore::connect_with(&policy.store).await?;
-        crate::devtools::scenario::generate(
-            &store,
-            &policy,
-            "demo",
-            &profiles(),
-            HISTORY,
-            crate::store::now(),
-        )
-        .await?;
-        betrust.set_autopilot(Some(live(BETRUST)));
-        gu1.set_autopilot(Some(live(GU1)));
-        format!(
-            "  History:      {HISTORY} verifications of the past two weeks (generated), and an\n                \
-             experiment in Chile: GET /v1/experiments/gu1-in-cl, or see the dashboard\n                \
-             (new verifications end by themselves within half a minute)\n"
-        )
-    } else {
-        "  Comparing:    `kyc-gateway sandbox --scenario` starts with two weeks of history and an\n                \
-         experiment, for the dashboard\n"
-            .to_string()
-    };
     serve_on(listener, policy, None, receiver(), |base| {
+        let keys: String = tenants
+            .iter()
+            .map(|t| format!("\n    {t}: {}", tenant_key(t)))
+            .collect();
         println!(
-            "\nkyc-gateway sandbox is running.\n\
-             \n  Swagger UI:   {base}/docs\n  Dashboard:    {base}/dashboard\n  \
-             API key:      {DEMO_API_KEY}   (tenant \"demo\")\n  \
-             Providers:    betrust-sandbox (default), gu1-sandbox (country AR, or \"provider\": \"gu1-sandbox\")\n  \
+            "\nkyc-gateway sandbox is running your policy ({path}) against the simulators.\n\
+             \n  Swagger UI:   {base}/docs\n  API keys:{keys}\n  \
              Store:        {db} (new for this run, removed on exit)\n  \
              Events:       signed and sent to {base}/_sandbox/events (GET it to see them)\n\
-             {history}\nCreate a verification, open its verification_url, press Approve, then GET it again.\n\
-             The simulators' identity data is fake; never send a real person's data.\n",
+             \nThe simulators' identity data is fake; never send a real person's data.\n",
             db = db.display(),
         );
     })
     .await
+}
+
+/// Writes two weeks of generated history into the sandbox's store, and lets the simulators
+/// finish new verifications by themselves; what to print about it.
+async fn seed_scenario(
+    policy: &Policy,
+    betrust: &BetrustSim,
+    gu1: &Gu1Sim,
+) -> Result<String, ServeError> {
+    let store = crate::store::SqlStore::connect_with(&policy.store).await?;
+    crate::devtools::scenario::generate(
+        &store,
+        policy,
+        "demo",
+        &profiles(),
+        HISTORY,
+        crate::store::now(),
+    )
+    .await?;
+    betrust.set_autopilot(Some(live(BETRUST)));
+    gu1.set_autopilot(Some(live(GU1)));
+    Ok(format!(
+        "  History:      {HISTORY} verifications of the past two weeks (generated), and an\n                \
+         experiment in Chile: GET /v1/experiments/gu1-in-cl, or see the dashboard\n                \
+         (new verifications end by themselves within half a minute)\n"
+    ))
 }

@@ -36,7 +36,7 @@
 
 use crate::app::{App, Runtime};
 use crate::config::signing::signers;
-use crate::infra::outbound::{OutboundClient, OutboundError};
+use crate::infra::outbound::{Answer, OutboundClient, OutboundError};
 use crate::store::{Attempt, AttemptOutcome, DueEvent, now};
 use chrono::{DateTime, Duration, Utc};
 use secrecy::ExposeSecret;
@@ -308,40 +308,10 @@ async fn deliver(
     token: &str,
 ) {
     let tenant = &event.tenant;
-    let endpoint = runtime.policy.tenants.get(tenant).and_then(|t| {
-        let secret = t.webhook_secret.as_ref()?;
-        Some((t.webhook_url.clone()?, signers(secret.expose_secret())?))
-    });
-    let paused = match &endpoint {
-        None => true,
-        Some((url, _)) => app
-            .store
-            .endpoint_disabled(tenant, url)
-            .await
-            .map_or(true, |d| d.is_some()),
-    };
-    let Some((url, signers)) = endpoint.filter(|_| !paused) else {
-        if let Err(error) = app.store.park_event(&event.id, token).await {
-            tracing::warn!(%error, "outbox: could not park an event");
-        }
+    let Some((url, signers, at)) = cleared_to_send(app, runtime, pacing, &event, token).await
+    else {
         return;
     };
-    let at = now();
-    let limited = runtime
-        .webhook_limits
-        .get(tenant)
-        .and_then(|limiter| match limiter.admit() {
-            crate::providers::limits::Admission::Refused { retry_after } => {
-                Some(at + Duration::from_std(retry_after).unwrap_or(Duration::seconds(1)))
-            }
-            crate::providers::limits::Admission::Allowed { .. } => None,
-        });
-    if let Some(until) = pacing.held_until(tenant, &url, at).or(limited) {
-        if let Err(error) = app.store.defer_event(&event.id, token, until).await {
-            tracing::warn!(%error, "outbox: could not put an event off");
-        }
-        return;
-    }
     let headers = signed_headers(&event.id, &event.payload, &signers, at);
     let headers: Vec<(&str, String)> = headers.into_iter().collect();
     let started = std::time::Instant::now();
@@ -366,30 +336,14 @@ async fn deliver(
     };
     let (attempt, outcome) = match result {
         Ok(answer) => {
-            let status = answer.status;
-            if matches!(status, 429 | 502 | 504) {
-                tracing::info!(%tenant, status, "outbox: the endpoint asks to slow down");
-                pacing.slow_down(tenant, &url, answer.retry_after, now());
-            }
-            let outcome = if (200..300).contains(&status) {
-                pacing.recovered(tenant, &url);
+            let outcome = if took(app, pacing, tenant, &url, at, &answer).await {
                 AttemptOutcome::Delivered
             } else {
-                if status == 410 {
-                    tracing::warn!(%tenant, "outbox: webhook_url answered 410 Gone; disabled until the policy changes");
-                    if let Err(error) = app
-                        .store
-                        .disable_endpoint(tenant, &url, at, "gone", None)
-                        .await
-                    {
-                        tracing::warn!(%error, "outbox: could not disable the endpoint");
-                    }
-                }
                 next(answer.retry_after)
             };
             let attempt = Attempt {
                 at,
-                status_code: Some(status),
+                status_code: Some(answer.status),
                 latency_ms: answer.latency.as_millis() as u64,
                 error: None,
             };
@@ -407,17 +361,110 @@ async fn deliver(
         }
     };
     count_attempt(tenant, &event.payload, outcome);
+    record(app, runtime, &event, token, &url, &attempt, outcome).await;
+}
+
+/// The endpoint, its signers and the attempt's time when `event` may be sent now. Otherwise the
+/// event is parked (no endpoint, or one disabled) or put off (the endpoint asked to slow down, or
+/// the tenant's delivery rate is spent), and `None`.
+async fn cleared_to_send(
+    app: &App,
+    runtime: &Runtime,
+    pacing: &Pacing,
+    event: &DueEvent,
+    token: &str,
+) -> Option<(String, Vec<Webhook>, DateTime<Utc>)> {
+    let tenant = &event.tenant;
+    let endpoint = runtime.policy.tenants.get(tenant).and_then(|t| {
+        let secret = t.webhook_secret.as_ref()?;
+        Some((t.webhook_url.clone()?, signers(secret.expose_secret())?))
+    });
+    let paused = match &endpoint {
+        None => true,
+        Some((url, _)) => app
+            .store
+            .endpoint_disabled(tenant, url)
+            .await
+            .map_or(true, |d| d.is_some()),
+    };
+    let Some((url, signers)) = endpoint.filter(|_| !paused) else {
+        if let Err(error) = app.store.park_event(&event.id, token).await {
+            tracing::warn!(%error, "outbox: could not park an event");
+        }
+        return None;
+    };
+    let at = now();
+    let limited = runtime
+        .webhook_limits
+        .get(tenant)
+        .and_then(|limiter| match limiter.admit() {
+            crate::providers::limits::Admission::Refused { retry_after } => {
+                Some(at + Duration::from_std(retry_after).unwrap_or(Duration::seconds(1)))
+            }
+            crate::providers::limits::Admission::Allowed { .. } => None,
+        });
+    if let Some(until) = pacing.held_until(tenant, &url, at).or(limited) {
+        if let Err(error) = app.store.defer_event(&event.id, token, until).await {
+            tracing::warn!(%error, "outbox: could not put an event off");
+        }
+        return None;
+    }
+    Some((url, signers, at))
+}
+
+/// Whether the endpoint took the event (a 2xx), pacing it by what it answered: a 429, 502 or 504
+/// slows it down, a 2xx ends that, and a 410 Gone disables it until the policy changes.
+async fn took(
+    app: &App,
+    pacing: &Pacing,
+    tenant: &str,
+    url: &str,
+    at: DateTime<Utc>,
+    answer: &Answer,
+) -> bool {
+    let status = answer.status;
+    if matches!(status, 429 | 502 | 504) {
+        tracing::info!(%tenant, status, "outbox: the endpoint asks to slow down");
+        pacing.slow_down(tenant, url, answer.retry_after, now());
+    }
+    if (200..300).contains(&status) {
+        pacing.recovered(tenant, url);
+        return true;
+    }
+    if status == 410 {
+        tracing::warn!(%tenant, "outbox: webhook_url answered 410 Gone; disabled until the policy changes");
+        if let Err(error) = app
+            .store
+            .disable_endpoint(tenant, url, at, "gone", None)
+            .await
+        {
+            tracing::warn!(%error, "outbox: could not disable the endpoint");
+        }
+    }
+    false
+}
+
+/// Records an attempt's outcome under the event's claim; disables an endpoint failing too long.
+async fn record(
+    app: &App,
+    runtime: &Runtime,
+    event: &DueEvent,
+    token: &str,
+    url: &str,
+    attempt: &Attempt,
+    outcome: AttemptOutcome,
+) {
     match app
         .store
-        .record_attempt(&event, token, &url, &attempt, outcome)
+        .record_attempt(event, token, url, attempt, outcome)
         .await
     {
         Ok(recorded) => {
             if let Some(since) = recorded.failing_since {
-                disable_if_failing_too_long(app, runtime, tenant, &url, since).await;
+                disable_if_failing_too_long(app, runtime, &event.tenant, url, since).await;
             }
             if !recorded.stood {
-                stale(tenant, &event.id);
+                stale(&event.tenant, &event.id);
             }
         }
         Err(error) => {

@@ -3,7 +3,7 @@
 //! replicas). On SQLite, reads by key are made on the calling thread ([`inline`]) and writes take
 //! turns on one connection.
 //!
-//! The store only queries; the rules are the service's. A change is written compare-and-set on the
+//! The store only queries; the rules are the lifecycle's. A change is written compare-and-set on the
 //! status the service read, together with its history row and its outbox event in one
 //! transaction, so a change is never recorded without its event nor the other way round.
 
@@ -17,17 +17,16 @@ mod plans;
 mod reconcile;
 mod setup;
 mod subjects;
+mod tenant_events;
 mod verifications;
 
 pub use attempts::{AttemptState, AttemptStore, CreateAttempt, Reserved};
 pub use experiments::*;
 pub use figures::*;
-pub use outbox::{
-    Attempt, AttemptOutcome, DisabledEndpoint, DueEvent, EventFilter, EventRecord, EventState,
-    EventStore, Recorded,
-};
+pub use outbox::{AttemptOutcome, DisabledEndpoint, DueEvent, EventState, EventStore, Recorded};
 pub use reconcile::*;
 pub use subjects::*;
+pub use tenant_events::*;
 pub use verifications::*;
 
 use async_trait::async_trait;
@@ -127,6 +126,7 @@ pub trait Store:
     + FigureStore
     + ExperimentStore
     + EventStore
+    + TenantEventStore
     + AttemptStore
     + Send
     + Sync

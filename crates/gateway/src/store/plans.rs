@@ -2,7 +2,8 @@
 //! test reads each query's plan and fails on a scan of a whole table or index, or on a sort of all
 //! the matching rows (the query would slow down as the table grows).
 
-use super::outbox::{DUE_EVENTS, EVENT_COLUMNS, LINE_HEAD, list_events_query};
+use super::outbox::{DUE_EVENTS, LINE_HEAD};
+use super::tenant_events::{EVENT_COLUMNS, list_events_query};
 use super::*;
 
 /// Each read, by name, with binds of the right shape.
