@@ -132,6 +132,17 @@ impl App {
         Ok(needs_restart)
     }
 
+    /// Whether the store answers now (readiness); why not is logged, never answered.
+    pub async fn store_answers(&self) -> bool {
+        match self.store.ping().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "readiness: store unavailable");
+                false
+            }
+        }
+    }
+
     /// The policy snapshot in force now.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.read().expect("runtime lock poisoned").clone()

@@ -11,9 +11,11 @@
 //! Each destination comes with its observed approval rate and cost per approved verification over
 //! the same days (from the stats rollups, all countries): what the period says that provider does.
 
+use crate::analytics::AnalyticsError;
 use crate::analytics::stats::{self, StatsGroup};
+use crate::app::App;
 use crate::config::{Policy, Routing};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, now};
 use chrono::{DateTime, Utc};
 use kyc_core::RoutingReason;
 use serde::Serialize;
@@ -66,6 +68,19 @@ pub struct Destination {
     /// The currency of `cost_per_approved`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
+}
+
+/// Replays `tenant`'s verifications of the past `days` days through `draft`.
+pub async fn preview_past_days(
+    app: &App,
+    policy: &Policy,
+    tenant: &str,
+    draft: &Routing,
+    days: f64,
+) -> Result<Preview, AnalyticsError> {
+    let until = now();
+    let since = until - chrono::Duration::days(days as i64);
+    Ok(preview(app.store.as_ref(), policy, tenant, draft, since, until).await?)
 }
 
 /// Replays `tenant`'s verifications created from `since` to `until` through `draft`; prices

@@ -5,7 +5,8 @@ use crate::app::AppState;
 use crate::http::extract::{Tenant, ValidJson, ValidPath, ValidQuery, split_page};
 use crate::http::input::{EventParams, RecoverEvents};
 use crate::http::problem::{ApiError, AuthProblems, BodyProblems, Problem, QueryProblems};
-use crate::store::{EventRecord, now};
+use crate::lifecycle;
+use crate::store::EventRecord;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -33,9 +34,6 @@ pub struct Recovered {
     /// enabled again.
     pub endpoint_enabled: bool,
 }
-
-/// The longest a recover reaches back.
-const RECOVER_DAYS: i64 = 14;
 
 /// A page of events.
 #[derive(Debug, Serialize, ToSchema)]
@@ -79,7 +77,7 @@ async fn list_events(
     let mut filter = params.check().map_err(ApiError::in_query)?;
     let limit = filter.limit;
     filter.limit += 1;
-    let rows = state.store.list_events(&tenant.name, &filter).await?;
+    let rows = lifecycle::events::list(&state, &tenant.name, &filter).await?;
     let (items, next_cursor) = split_page(rows, limit, |e: &EventRecord| &e.id);
     Ok(Json(EventPage { items, next_cursor }))
 }
@@ -106,31 +104,14 @@ async fn recover_events(
     tenant: Tenant,
     ValidJson { body, .. }: ValidJson<RecoverEvents>,
 ) -> Result<(StatusCode, Json<Recovered>), ApiError> {
-    let at = now();
-    let since = body.since.max(at - chrono::Duration::days(RECOVER_DAYS));
-    let url = tenant.config().webhook_url.clone();
-    let endpoint_enabled = match &url {
-        Some(url) => state
-            .store
-            .endpoint_disabled(&tenant.name, url)
-            .await?
-            .is_some(),
-        None => false,
-    };
-    let recovered = state
-        .store
-        .recover_events(&tenant.name, url.as_deref(), since, at)
-        .await?;
-    if endpoint_enabled {
-        metrics::gauge!("kyc_webhook_endpoint_disabled", "tenant" => tenant.name.clone()).set(0.0);
-    }
-    state.outbox_wake.notify_one();
+    let recovery =
+        lifecycle::events::recover(&state, &tenant.runtime, &tenant.name, body.since).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Recovered {
-            recovered,
-            since,
-            endpoint_enabled,
+            recovered: recovery.recovered,
+            since: recovery.since,
+            endpoint_enabled: recovery.endpoint_enabled,
         }),
     ))
 }
@@ -154,15 +135,6 @@ async fn redeliver_event(
     tenant: Tenant,
     ValidPath(id): ValidPath<String>,
 ) -> Result<(StatusCode, Json<EventRecord>), ApiError> {
-    let not_found = || ApiError::NotFound("no such event for this tenant".into());
-    if !state.store.redeliver(&tenant.name, &id, now()).await? {
-        return Err(not_found());
-    }
-    state.outbox_wake.notify_one();
-    let event = state
-        .store
-        .get_event(&tenant.name, &id)
-        .await?
-        .ok_or_else(not_found)?;
+    let event = lifecycle::events::redeliver(&state, &tenant.name, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(event)))
 }

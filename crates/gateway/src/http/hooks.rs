@@ -1,9 +1,10 @@
 //! Provider webhooks in: `POST /hooks/{provider}/{token}`.
 //!
 //! The URL token (unguessable, per provider instance) is checked first, then the adapter's own
-//! check (gu1's signature). The body's status is never trusted: the lifecycle service re-reads the
-//! verification from the provider and records that, so a forged, duplicated or stale event changes
-//! nothing. Unknown verifications are acknowledged and ignored, so the provider stops retrying.
+//! check (gu1's signature), in [`lifecycle::webhooks::on_webhook`]. The body's status is never
+//! trusted: the lifecycle re-reads the verification from the provider and records that, so a
+//! forged, duplicated or stale event changes nothing. Unknown verifications are acknowledged and
+//! ignored, so the provider stops retrying.
 //! Each instance's hook takes at most [`crate::providers::limits::HOOK_LIMIT`] requests, verified or not
 //! (429 past it; the reconciler catches up on whatever a refused webhook announced); names the
 //! policy does not have share one small budget, [`crate::providers::limits::UNKNOWN_HOOK_LIMIT`].
@@ -15,10 +16,10 @@
 use crate::app::AppState;
 use crate::http::extract::{LimitedBody, ValidPath};
 use crate::http::problem::ApiError;
-use crate::lifecycle;
+use crate::lifecycle::{self, ServiceError};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use kyc_core::{IncomingWebhook, Source};
+use kyc_core::IncomingWebhook;
 
 /// How often a refusal reason may write a log line.
 const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -74,20 +75,16 @@ pub async fn receive(
         refused("wrong token", shown);
         return Err(not_found());
     }
-    let provider = runtime
-        .providers
-        .get(&provider_name)
-        .ok_or_else(not_found)?;
     let headers: Vec<(String, String)> = headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
-    let provider_reference = provider
-        .verify_webhook(IncomingWebhook {
-            headers: &headers,
-            body: &body,
-        })
-        .map_err(|e| {
+    let webhook = IncomingWebhook {
+        headers: &headers,
+        body: &body,
+    };
+    match lifecycle::webhooks::on_webhook(&state, &runtime, &provider_name, webhook).await {
+        Err(ServiceError::WebhookRefused(e)) => {
             refused(
                 match e {
                     kyc_core::WebhookError::BadSignature => "bad signature",
@@ -95,16 +92,9 @@ pub async fn receive(
                 },
                 shown,
             );
-            ApiError::Unauthorized
-        })?;
-    let Some(stored) = state
-        .store
-        .find_by_provider_reference(&provider_name, &provider_reference)
-        .await?
-    else {
-        tracing::info!(provider = ?provider_name, "webhook for an unknown verification ignored");
-        return Ok(StatusCode::OK);
-    };
-    lifecycle::sync(&state, &runtime, stored, Source::Webhook).await?;
-    Ok(StatusCode::OK)
+            Err(ApiError::Unauthorized)
+        }
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(StatusCode::OK),
+    }
 }

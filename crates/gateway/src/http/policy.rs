@@ -7,6 +7,7 @@ use crate::http::extract::Tenant;
 use crate::http::extract::ValidJson;
 use crate::http::problem::Problem;
 use crate::http::problem::{ApiError, AuthProblems, BodyProblems};
+use crate::lifecycle;
 use crate::providers::circuit::CircuitState;
 use axum::Json;
 use axum::extract::State;
@@ -72,15 +73,12 @@ async fn preview_policy(
     }
     let policy = &tenant.runtime.policy;
     check_draft(policy, &tenant.name, &body.routing)?;
-    let until = crate::store::now();
-    let since = until - chrono::Duration::days(days as i64);
-    let preview = crate::analytics::replay::preview(
-        state.store.as_ref(),
+    let preview = crate::analytics::replay::preview_past_days(
+        &state,
         policy,
         &tenant.name,
         &body.routing,
-        since,
-        until,
+        days,
     )
     .await?;
     Ok(Json(preview))
@@ -201,10 +199,12 @@ async fn get_policy(
         verification_valid_days: config.verification_valid_days,
         webhook_configured: config.webhook_url.is_some(),
         webhook_rate_limit: config.webhook_rate_limit.clone(),
-        webhook_disabled: match &config.webhook_url {
-            Some(url) => state.store.endpoint_disabled(&tenant.name, url).await?,
-            None => None,
-        },
+        webhook_disabled: lifecycle::events::endpoint_disabled(
+            &state,
+            &tenant.runtime,
+            &tenant.name,
+        )
+        .await?,
         api_keys: config
             .api_keys
             .iter()

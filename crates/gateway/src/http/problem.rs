@@ -7,6 +7,7 @@
 use crate::analytics::AnalyticsError;
 use crate::lifecycle::ServiceError;
 use crate::providers::routing::RoutingError;
+use crate::store::StoreError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kyc_core::ProviderError;
@@ -218,37 +219,49 @@ pub enum ApiError {
     /// A handler panicked; answered without details (the panic is logged).
     #[error("internal error")]
     Internal,
-    /// No such resource for this tenant.
+    /// No such resource (a hook, a route).
     #[error("{0}")]
     NotFound(String),
-    /// The request clashes with what exists.
-    #[error("{detail}")]
-    Conflict {
-        /// Stable code (`conflict`, `not_cancellable`).
-        code: &'static str,
-        /// What clashes.
-        detail: String,
-    },
-    /// A provider failed; `provider` is the instance name.
-    #[error("provider {provider}: {error}")]
-    Provider {
-        /// The provider instance.
-        provider: String,
-        /// What it did.
-        error: ProviderError,
-    },
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    /// No provider instance could be chosen for a create.
-    #[error(transparent)]
-    Routing(#[from] crate::providers::routing::RoutingError),
     /// The gateway is not ready to serve (no policy, store down).
     #[error("{0}")]
     Unavailable(String),
-    /// A create of the same reference and body is under way elsewhere.
-    #[error("in progress")]
-    InProgress(std::time::Duration),
+    /// A lifecycle operation did not happen.
+    #[error(transparent)]
+    Lifecycle(#[from] ServiceError),
+    /// An analytics query failed.
+    #[error(transparent)]
+    Analytics(#[from] AnalyticsError),
+}
+
+/// What a problem answer says, but for the request id.
+struct Said {
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: String,
+    field: Option<String>,
+}
+
+impl Said {
+    fn new(
+        status: StatusCode,
+        code: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Said {
+        Said {
+            status,
+            code,
+            title,
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    fn field(mut self, field: Option<String>) -> Said {
+        self.field = field;
+        self
+    }
 }
 
 impl ApiError {
@@ -260,218 +273,225 @@ impl ApiError {
         }
     }
 
-    /// A provider failure, tagged with the instance name.
-    pub fn provider(provider: &str, error: ProviderError) -> Self {
-        ApiError::Provider {
-            provider: provider.to_string(),
-            error,
-        }
-    }
-
-    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+    /// The one mapping from an error to its problem: status, code, title, detail and field.
+    fn said(&self) -> Said {
         use StatusCode as S;
         match self {
-            ApiError::BadRequest { .. } => (S::BAD_REQUEST, "invalid_request", "Invalid request"),
-            ApiError::Invalid { .. } => (
+            ApiError::BadRequest { field, detail } => {
+                Said::new(S::BAD_REQUEST, "invalid_request", "Invalid request", detail)
+                    .field(field.clone())
+            }
+            ApiError::Invalid { field, detail } => Said::new(
                 S::UNPROCESSABLE_ENTITY,
                 "invalid_request",
                 "Invalid request",
+                detail,
+            )
+            .field(Some(field.clone())),
+            ApiError::Unauthorized => Said::new(
+                S::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                "a valid API key is required: send `Authorization: Bearer <key>`",
             ),
-            ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "Unauthorized"),
-            ApiError::AuthRateLimited(_)
-            | ApiError::TenantRateLimited(_)
-            | ApiError::HooksRateLimited(_) => {
-                (S::TOO_MANY_REQUESTS, "rate_limited", "Too many requests")
-            }
-            ApiError::TooLarge => (
+            ApiError::AuthRateLimited(_) => rate_limited(format!(
+                "too many failed authentications from this address{RETRY}"
+            )),
+            ApiError::HooksRateLimited(_) => rate_limited(format!(
+                "too many webhooks for this provider instance{RETRY}"
+            )),
+            ApiError::TenantRateLimited(_) => rate_limited(format!(
+                "this tenant's request rate limit is spent{RETRY} (the RateLimit headers show \
+                 the budget)"
+            )),
+            ApiError::TooLarge => Said::new(
                 S::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "Payload too large",
+                "the body is over the 64 KiB limit",
             ),
-            ApiError::BodyTimeout => (S::REQUEST_TIMEOUT, "request_timeout", "Request timeout"),
-            ApiError::UnsupportedMediaType => (
+            ApiError::BodyTimeout => Said::new(
+                S::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Request timeout",
+                "the body did not arrive in time; send it whole",
+            ),
+            ApiError::UnsupportedMediaType => Said::new(
                 S::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "Unsupported media type",
+                "send the body as JSON with `Content-Type: application/json`",
             ),
-            ApiError::UriTooLong => (S::URI_TOO_LONG, "uri_too_long", "URI too long"),
-            ApiError::HeadersTooLarge => (
+            ApiError::UriTooLong => Said::new(
+                S::URI_TOO_LONG,
+                "uri_too_long",
+                "URI too long",
+                "the path and query are over the 8 KiB limit",
+            ),
+            ApiError::HeadersTooLarge => Said::new(
                 S::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers_too_large",
                 "Request header fields too large",
+                "the headers are over the 16 KiB limit",
             ),
-            ApiError::MethodNotAllowed => (
+            ApiError::MethodNotAllowed => Said::new(
                 S::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "Method not allowed",
+                "this path does not take that method",
             ),
-            ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal_error", "Internal error"),
-            ApiError::NotFound(_) => (S::NOT_FOUND, "not_found", "Not found"),
-            ApiError::Conflict { code, .. } => (S::CONFLICT, code, "Conflict"),
-            ApiError::Provider { error, .. } => match error {
-                ProviderError::Unavailable(_)
-                | ProviderError::Ambiguous(_)
-                | ProviderError::Config(_) => (
-                    S::SERVICE_UNAVAILABLE,
-                    "provider_unavailable",
-                    "Provider unavailable",
-                ),
-                ProviderError::BadResponse(_) | ProviderError::Unauthorized => {
-                    (S::BAD_GATEWAY, "provider_error", "Provider error")
-                }
-                ProviderError::Rejected { .. } => (
-                    S::UNPROCESSABLE_ENTITY,
-                    "provider_rejected",
-                    "Provider rejected the request",
-                ),
-                ProviderError::NotFound => (S::NOT_FOUND, "not_found", "Not found"),
-                ProviderError::SubjectConflict(_) => {
-                    (S::CONFLICT, "subject_conflict", "Subject conflict")
-                }
-                ProviderError::NotOurs(_) => (S::CONFLICT, "conflict", "Conflict"),
-                ProviderError::Unsupported(_) => (
-                    S::CONFLICT,
-                    "not_supported",
-                    "Not supported by the provider",
-                ),
-            },
-            ApiError::Store(e) if e.is_transient() => {
-                (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
-            }
-            ApiError::Store(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", "Internal error"),
-            ApiError::Routing(RoutingError::NoDefault) => {
-                (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
-            }
-            ApiError::Routing(_) => (
-                S::UNPROCESSABLE_ENTITY,
-                "invalid_request",
-                "Invalid request",
-            ),
-            ApiError::Unavailable(_) => {
-                (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
-            }
-            ApiError::InProgress(_) => (S::CONFLICT, "in_progress", "In progress"),
-        }
-    }
-
-    fn detail(&self) -> String {
-        match self {
-            ApiError::BadRequest { detail, .. } | ApiError::Invalid { detail, .. } => {
-                detail.clone()
-            }
-            ApiError::Unauthorized => {
-                "a valid API key is required: send `Authorization: Bearer <key>`".into()
-            }
-            ApiError::AuthRateLimited(_) => {
-                "too many failed authentications from this address; retry after the Retry-After seconds".into()
-            }
-            ApiError::HooksRateLimited(_) => {
-                "too many webhooks for this provider instance; retry after the Retry-After seconds".into()
-            }
-            ApiError::TenantRateLimited(_) => {
-                "this tenant's request rate limit is spent; retry after the Retry-After seconds (the RateLimit headers show the budget)".into()
-            }
-            ApiError::TooLarge => "the body is over the 64 KiB limit".into(),
-            ApiError::BodyTimeout => "the body did not arrive in time; send it whole".into(),
-            ApiError::UnsupportedMediaType => {
-                "send the body as JSON with `Content-Type: application/json`".into()
-            }
-            ApiError::UriTooLong => "the path and query are over the 8 KiB limit".into(),
-            ApiError::HeadersTooLarge => "the headers are over the 16 KiB limit".into(),
-            ApiError::MethodNotAllowed => "this path does not take that method".into(),
-            ApiError::Internal => "internal error; the request id identifies it in our logs".into(),
-            ApiError::NotFound(what) => what.clone(),
-            ApiError::Conflict { detail, .. } => detail.clone(),
-            ApiError::Provider { provider, error } => match error {
-                ProviderError::Unavailable(why) => {
-                    format!("provider {provider} is unavailable ({why}); retry later")
-                }
-                ProviderError::Ambiguous(why) => format!(
-                    "provider {provider} may have taken the request but gave no usable answer \
-                     ({why}); retry the same request later: it resumes at {provider} and never \
-                     starts a second verification"
-                ),
-                ProviderError::NotOurs(_) => format!(
-                    "provider {provider} holds a verification under this request's key that \
-                     was started for another request; it was not bound to this one"
-                ),
-                ProviderError::Config(_) => {
-                    format!(
-                        "provider {provider} is misconfigured; the operators are told in the log"
-                    )
-                }
-                ProviderError::BadResponse(_) => {
-                    format!("provider {provider} answered something the gateway cannot read")
-                }
-                ProviderError::Unauthorized => {
-                    format!("provider {provider} refused the gateway's credentials")
-                }
-                ProviderError::Rejected { message, .. } => {
-                    format!("provider {provider} refused the request: {message}")
-                }
-                ProviderError::NotFound => {
-                    format!("provider {provider} has no data for this verification")
-                }
-                ProviderError::SubjectConflict(message) => message.clone(),
-                ProviderError::Unsupported(op) => {
-                    format!("provider {provider} does not support {op}")
-                }
-            },
-            ApiError::Store(e) if e.is_timeout() => {
-                "the store did not answer in time; retry shortly".into()
-            }
-            ApiError::Store(e) if e.is_conflict() => {
-                "the store was busy with a conflicting write; retry shortly".into()
-            }
-            ApiError::Store(_) => "internal error; the request id identifies it in our logs".into(),
-            ApiError::Routing(error) => error.to_string(),
-            ApiError::Unavailable(why) => why.clone(),
-            ApiError::InProgress(_) => "a create with this reference and the same body is under \
-                 way; retry after the Retry-After seconds to get its verification"
-                .into(),
+            ApiError::Internal => internal(),
+            ApiError::NotFound(what) => not_found(what.clone()),
+            ApiError::Unavailable(why) => unavailable(why.clone()),
+            ApiError::Lifecycle(e) => lifecycle_said(e),
+            ApiError::Analytics(AnalyticsError::Store(e)) => store_said(e),
         }
     }
 }
 
-impl From<AnalyticsError> for ApiError {
-    fn from(error: AnalyticsError) -> Self {
-        match error {
-            AnalyticsError::Store(e) => ApiError::Store(e),
-        }
+/// A lifecycle error's problem.
+fn lifecycle_said(error: &ServiceError) -> Said {
+    use StatusCode as S;
+    let conflict = |code, detail: String| Said::new(S::CONFLICT, code, "Conflict", detail);
+    match error {
+        ServiceError::Interrupted => internal(),
+        e @ (ServiceError::NotFound | ServiceError::EventNotFound) => not_found(e.to_string()),
+        ServiceError::WebhookRefused(_) => ApiError::Unauthorized.said(),
+        e @ ServiceError::ReferenceConflict => conflict("conflict", e.to_string()),
+        e @ ServiceError::NotCancellable(_) => conflict("not_cancellable", e.to_string()),
+        e @ ServiceError::NotInReview(_) => conflict("not_in_review", e.to_string()),
+        e @ ServiceError::NotReady { .. } => conflict("not_ready", e.to_string()),
+        ServiceError::InProgress => Said::new(
+            S::CONFLICT,
+            "in_progress",
+            "In progress",
+            format!(
+                "a create with this reference and the same body is under way{RETRY} to get its \
+                 verification"
+            ),
+        ),
+        e @ (ServiceError::ProviderGone(_)
+        | ServiceError::NoProviderAvailable
+        | ServiceError::Routing(RoutingError::NoDefault)) => unavailable(e.to_string()),
+        ServiceError::Routing(e) => Said::new(
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "Invalid request",
+            e.to_string(),
+        )
+        .field(Some("provider".into())),
+        ServiceError::Provider { provider, error } => provider_said(provider, error),
+        ServiceError::Store(e) => store_said(e),
     }
 }
 
-impl From<ServiceError> for ApiError {
-    fn from(error: ServiceError) -> Self {
-        match error {
-            ServiceError::NotFound => {
-                ApiError::NotFound("no such verification for this tenant".into())
-            }
-            e @ ServiceError::ReferenceConflict => ApiError::Conflict {
-                code: "conflict",
-                detail: e.to_string(),
-            },
-            e @ ServiceError::NotCancellable(_) => ApiError::Conflict {
-                code: "not_cancellable",
-                detail: e.to_string(),
-            },
-            e @ ServiceError::NotInReview(_) => ApiError::Conflict {
-                code: "not_in_review",
-                detail: e.to_string(),
-            },
-            e @ ServiceError::NotReady { .. } => ApiError::Conflict {
-                code: "not_ready",
-                detail: e.to_string(),
-            },
-            e @ (ServiceError::ProviderGone(_) | ServiceError::NoProviderAvailable) => {
-                ApiError::Unavailable(e.to_string())
-            }
-            ServiceError::InProgress => ApiError::InProgress(std::time::Duration::from_secs(1)),
-            ServiceError::Interrupted => ApiError::Internal,
-            ServiceError::Provider { provider, error } => ApiError::Provider { provider, error },
-            ServiceError::Routing(e) => ApiError::Routing(e),
-            ServiceError::Store(e) => ApiError::Store(e),
-        }
+/// A store failure's problem: a timeout or a lost conflict is worth retrying (503); anything
+/// else is an internal error, answered without details.
+fn store_said(error: &StoreError) -> Said {
+    if error.is_timeout() {
+        unavailable("the store did not answer in time; retry shortly".into())
+    } else if error.is_conflict() {
+        unavailable("the store was busy with a conflicting write; retry shortly".into())
+    } else {
+        internal()
+    }
+}
+
+/// How a refusal worth retrying ends its detail.
+const RETRY: &str = "; retry after the Retry-After seconds";
+
+fn internal() -> Said {
+    Said::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "Internal error",
+        "internal error; the request id identifies it in our logs",
+    )
+}
+
+fn unavailable(detail: String) -> Said {
+    Said::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "Service unavailable",
+        detail,
+    )
+}
+
+fn rate_limited(detail: String) -> Said {
+    Said::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "Too many requests",
+        detail,
+    )
+}
+
+fn not_found(detail: String) -> Said {
+    Said::new(StatusCode::NOT_FOUND, "not_found", "Not found", detail)
+}
+
+/// A provider's failure, in our words (its body never reaches the caller).
+fn provider_said(provider: &str, error: &ProviderError) -> Said {
+    use StatusCode as S;
+    let unavailable = |detail: String| {
+        Said::new(
+            S::SERVICE_UNAVAILABLE,
+            "provider_unavailable",
+            "Provider unavailable",
+            detail,
+        )
+    };
+    let bad_gateway =
+        |detail: String| Said::new(S::BAD_GATEWAY, "provider_error", "Provider error", detail);
+    match error {
+        ProviderError::Unavailable(why) => unavailable(format!(
+            "provider {provider} is unavailable ({why}); retry later"
+        )),
+        ProviderError::Ambiguous(why) => unavailable(format!(
+            "provider {provider} may have taken the request but gave no usable answer ({why}); \
+             retry the same request later: it resumes at {provider} and never starts a second \
+             verification"
+        )),
+        ProviderError::Config(_) => unavailable(format!(
+            "provider {provider} is misconfigured; the operators are told in the log"
+        )),
+        ProviderError::BadResponse(_) => bad_gateway(format!(
+            "provider {provider} answered something the gateway cannot read"
+        )),
+        ProviderError::Unauthorized => bad_gateway(format!(
+            "provider {provider} refused the gateway's credentials"
+        )),
+        ProviderError::Rejected { message, .. } => Said::new(
+            S::UNPROCESSABLE_ENTITY,
+            "provider_rejected",
+            "Provider rejected the request",
+            format!("provider {provider} refused the request: {message}"),
+        ),
+        ProviderError::NotFound => not_found(format!(
+            "provider {provider} has no data for this verification"
+        )),
+        ProviderError::SubjectConflict(message) => Said::new(
+            S::CONFLICT,
+            "subject_conflict",
+            "Subject conflict",
+            message.clone(),
+        ),
+        ProviderError::NotOurs(_) => Said::new(
+            S::CONFLICT,
+            "conflict",
+            "Conflict",
+            format!(
+                "provider {provider} holds a verification under this request's key that was \
+                 started for another request; it was not bound to this one"
+            ),
+        ),
+        ProviderError::Unsupported(op) => Said::new(
+            S::CONFLICT,
+            "not_supported",
+            "Not supported by the provider",
+            format!("provider {provider} does not support {op}"),
+        ),
     }
 }
 
@@ -491,62 +511,58 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, title) = self.parts();
+        let said = self.said();
         match &self {
-            ApiError::Store(e) => tracing::error!(error = %e, "store failure"),
-            ApiError::Provider { provider, error } => {
+            ApiError::Lifecycle(ServiceError::Store(e))
+            | ApiError::Analytics(AnalyticsError::Store(e)) => {
+                tracing::error!(error = %e, "store failure")
+            }
+            ApiError::Lifecycle(ServiceError::Provider { provider, error }) => {
                 tracing::warn!(provider = %provider, error = %error, "provider call failed")
             }
             _ => {}
         }
         let problem = Problem {
-            problem_type: format!("https://kyc-gateway.dev/problems/{code}"),
-            title: title.to_string(),
-            status: status.as_u16(),
-            detail: self.detail(),
-            code: code.to_string(),
-            field: match &self {
-                ApiError::Invalid { field, .. } => Some(field.clone()),
-                ApiError::Routing(
-                    RoutingError::OverrideNotAllowed | RoutingError::UnknownProvider,
-                ) => Some("provider".into()),
-                ApiError::BadRequest { field, .. } => field.clone(),
-                _ => None,
-            },
+            problem_type: format!("https://kyc-gateway.dev/problems/{}", said.code),
+            title: said.title.to_string(),
+            status: said.status.as_u16(),
+            detail: said.detail,
+            code: said.code.to_string(),
+            field: said.field,
             provider_code: match &self {
-                ApiError::Provider {
+                ApiError::Lifecycle(ServiceError::Provider {
                     error: ProviderError::Rejected { code, .. },
                     ..
-                } => Some(code.clone()),
+                }) => Some(code.clone()),
                 _ => None,
             },
             request_id: current_request_id(),
         };
-        let mut response = (status, axum::Json(problem)).into_response();
+        let mut response = (said.status, axum::Json(problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        match self {
-            ApiError::Unauthorized => {
+        let retry_after = match &self {
+            ApiError::Unauthorized | ApiError::Lifecycle(ServiceError::WebhookRefused(_)) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                None
             }
-            ApiError::Provider { error, .. } if error.is_unavailable() => {
-                // The provider's own wait is not known: a short one, as for a create in
-                // progress.
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
+            // The provider's own wait is not known: a short one, as for a create in progress.
+            ApiError::Lifecycle(ServiceError::Provider { error, .. }) if error.is_unavailable() => {
+                Some(1)
             }
+            ApiError::Lifecycle(ServiceError::InProgress) => Some(1),
             ApiError::AuthRateLimited(wait)
             | ApiError::TenantRateLimited(wait)
-            | ApiError::HooksRateLimited(wait)
-            | ApiError::InProgress(wait) => {
-                headers.insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(crate::providers::limits::ceil_seconds(wait)),
-                );
+            | ApiError::HooksRateLimited(wait) => {
+                Some(crate::providers::limits::ceil_seconds(*wait))
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -115,12 +115,8 @@ async fn list_verifications(
     let mut filter = params.check().map_err(ApiError::in_query)?;
     let limit = filter.limit;
     filter.limit += 1;
-    let rows = state.store.list(&tenant.name, &filter).await?;
-    let (items, next_cursor) = split_page(
-        rows.into_iter().map(|s| s.verification).collect(),
-        limit,
-        |v: &Verification| &v.id,
-    );
+    let rows = lifecycle::list(&state, &tenant.name, &filter).await?;
+    let (items, next_cursor) = split_page(rows, limit, |v: &Verification| &v.id);
     Ok(Json(VerificationPage { items, next_cursor }))
 }
 
@@ -286,8 +282,7 @@ async fn verification_history(
     tenant: Tenant,
     ValidPath(id): ValidPath<String>,
 ) -> Result<Json<Vec<StatusChange>>, ApiError> {
-    lifecycle::load(&state, &tenant.name, &id).await?;
-    Ok(Json(state.store.history(&tenant.name, &id).await?))
+    Ok(Json(lifecycle::history(&state, &tenant.name, &id).await?))
 }
 
 /// How each provider instance (or country) did with the verifications started in a period.
@@ -398,10 +393,9 @@ async fn healthz() -> Json<Health> {
         (status = 503, description = "Not ready", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
-    state.store.ping().await.map_err(|e| {
-        tracing::warn!(error = %e, "readiness: store unavailable");
-        ApiError::Unavailable("the store is not reachable".into())
-    })?;
+    if !state.store_answers().await {
+        return Err(ApiError::Unavailable("the store is not reachable".into()));
+    }
     let providers = state
         .runtime()
         .providers

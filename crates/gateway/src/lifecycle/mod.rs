@@ -8,10 +8,12 @@
 //! (a duplicate, a stale or out-of-order answer) writes nothing and emits nothing.
 
 pub mod create;
+pub mod events;
+pub mod webhooks;
 
 use crate::app::{App, Runtime};
 use crate::providers::routing::RoutingError;
-use crate::store::{NewChange, NewEvent, StoreError, StoredVerification, now};
+use crate::store::{ListFilter, NewChange, NewEvent, StoreError, StoredVerification, now};
 use chrono::Duration;
 use kyc_core::{
     Identity, Provider, ProviderError, ProviderVerification, Source, Status, StatusChange,
@@ -29,6 +31,12 @@ pub enum ServiceError {
     /// The tenant has no such verification.
     #[error("no such verification for this tenant")]
     NotFound,
+    /// The tenant has no such event.
+    #[error("no such event for this tenant")]
+    EventNotFound,
+    /// The adapter refused a webhook: a bad signature or an unreadable body.
+    #[error("webhook refused: {0}")]
+    WebhookRefused(kyc_core::WebhookError),
     /// The reference was already used with a different request body.
     #[error("this reference was already used with a different request body")]
     ReferenceConflict,
@@ -98,6 +106,22 @@ pub async fn load(app: &App, tenant: &str, id: &str) -> Result<StoredVerificatio
         .get(tenant, id)
         .await?
         .ok_or(ServiceError::NotFound)
+}
+
+/// A page of the tenant's verifications, as `filter` asks.
+pub async fn list(
+    app: &App,
+    tenant: &str,
+    filter: &ListFilter,
+) -> Result<Vec<Verification>, ServiceError> {
+    let rows = app.store.list(tenant, filter).await?;
+    Ok(rows.into_iter().map(|s| s.verification).collect())
+}
+
+/// A verification's status changes, oldest first.
+pub async fn history(app: &App, tenant: &str, id: &str) -> Result<Vec<StatusChange>, ServiceError> {
+    load(app, tenant, id).await?;
+    Ok(app.store.history(tenant, id).await?)
 }
 
 /// The provider instance that runs a stored verification.
