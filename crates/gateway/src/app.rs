@@ -7,6 +7,7 @@
 use crate::config::{ApiKey, Policy, PolicyError, ProviderConfig, RateLimit};
 use crate::infra::auth_failures::AuthFailures;
 use crate::providers::BuildError;
+use crate::providers::guarded::Guard;
 use crate::providers::limits::{HOOK_LIMIT, Limiter, UNKNOWN_HOOK_LIMIT};
 use crate::store::Store;
 use hmac::{Hmac, KeyInit, Mac};
@@ -130,6 +131,22 @@ impl App {
         let next = Runtime::build_next(policy, Some(&current))?;
         *self.runtime.write().expect("runtime lock poisoned") = Arc::new(next);
         Ok(needs_restart)
+    }
+
+    /// The guard of provider instance `name` under `runtime`'s settings.
+    pub fn guard<'a>(&'a self, runtime: &'a Runtime, name: &'a str) -> Guard<'a> {
+        static DEFAULT: std::sync::LazyLock<crate::config::CircuitSettings> =
+            std::sync::LazyLock::new(Default::default);
+        Guard {
+            name,
+            breakers: &self.breakers,
+            settings: runtime
+                .policy
+                .providers
+                .get(name)
+                .map_or(&DEFAULT, |p| &p.circuit_breaker),
+            limiter: runtime.provider_limits.get(name).map(|l| l.as_ref()),
+        }
     }
 
     /// Whether the store answers now (readiness); why not is logged, never answered.

@@ -2,6 +2,7 @@
 //! extractors and input rules, and one module per resource. Handlers parse, call one lifecycle or
 //! analytics function, and answer.
 
+pub mod analytics;
 pub mod dashboard;
 pub mod events;
 pub mod extract;
@@ -9,7 +10,9 @@ pub mod hooks;
 pub mod input;
 pub mod listener;
 pub mod openapi;
+pub mod ops;
 pub mod policy;
 pub mod problem;
 pub mod server;
+pub mod subjects;
 pub mod verifications;

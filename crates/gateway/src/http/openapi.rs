@@ -9,7 +9,7 @@
 //!   `subject.provider_refs`, so Swagger UI offers them and a fuzzer never sends a name the policy
 //!   does not have.
 
-use crate::http::{events, verifications as api};
+use crate::http::{analytics, events, ops, subjects, verifications};
 use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -56,7 +56,10 @@ impl Modify for BearerAuth {
 /// The routes of the public API with the document that describes them.
 pub fn router_and_document() -> (axum::Router<crate::app::AppState>, utoipa::openapi::OpenApi) {
     utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(api::router())
+        .merge(verifications::router())
+        .merge(subjects::router())
+        .merge(analytics::router())
+        .merge(ops::router())
         .merge(events::router())
         .merge(crate::http::policy::router())
         .split_for_parts()

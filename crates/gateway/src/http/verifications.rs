@@ -1,9 +1,10 @@
-//! The normalized v1 API. Each handler carries its own OpenAPI entry (utoipa-axum `routes!`), so
-//! the published spec cannot drift from the code.
+//! Verifications: create, list, read, refresh, identity, cancel, history and manual decisions.
+//! Each handler carries its own OpenAPI entry (utoipa-axum `routes!`), so the published spec
+//! cannot drift from the code.
 
 use crate::app::AppState;
 use crate::http::extract::{Tenant, ValidJson, ValidPath, ValidQuery, split_page};
-use crate::http::input::{CreateVerification, ListParams, ManualDecision, StatsParams};
+use crate::http::input::{CreateVerification, ListParams, ManualDecision};
 use crate::http::problem::{
     ApiError, AuthProblems, BodyProblems, Problem, ProviderFailures, ProviderRefused,
     QueryProblems, VerificationNotFound,
@@ -13,13 +14,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kyc_core::{Identity, Source, StatusChange, SubjectStanding, Verification};
+use kyc_core::{Identity, Source, StatusChange, Verification};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// The routes of the public API, with their OpenAPI entries.
+/// The verifications' routes, with their OpenAPI entries.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_verification, list_verifications))
@@ -29,11 +30,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel_verification))
         .routes(routes!(verification_history))
         .routes(routes!(decide_verification))
-        .routes(routes!(subject_kyc))
-        .routes(routes!(get_stats))
-        .routes(routes!(get_experiment))
-        .routes(routes!(healthz))
-        .routes(routes!(readyz))
 }
 
 /// A page of verifications.
@@ -43,13 +39,6 @@ pub struct VerificationPage {
     pub items: Vec<Verification>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
-}
-
-/// Liveness or readiness.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Health {
-    /// `ok` or `ready`.
-    pub status: &'static str,
 }
 
 /// Start a verification; the tenant policy picks the provider.
@@ -283,146 +272,4 @@ async fn verification_history(
     ValidPath(id): ValidPath<String>,
 ) -> Result<Json<Vec<StatusChange>>, ApiError> {
     Ok(Json(lifecycle::history(&state, &tenant.name, &id).await?))
-}
-
-/// How each provider instance (or country) did with the verifications started in a period.
-///
-/// Each verification counts on the UTC day it was created, by the status it has reached since;
-/// `from` and `to` are widened to whole UTC days. Read from daily counts kept with each change,
-/// so every replica answers the same.
-#[utoipa::path(
-    get,
-    path = "/v1/stats",
-    tag = "stats",
-    params(StatsParams),
-    responses(
-        (status = 200, description = "The figures per group", body = crate::analytics::stats::Stats),
-        QueryProblems,
-        AuthProblems,
-    ),
-    security(("api_key" = []))
-)]
-async fn get_stats(
-    State(state): State<AppState>,
-    tenant: Tenant,
-    ValidQuery(params): ValidQuery<StatsParams>,
-) -> Result<Json<crate::analytics::stats::Stats>, ApiError> {
-    let period = params
-        .check(chrono::Utc::now())
-        .map_err(ApiError::in_query)?;
-    Ok(Json(
-        crate::analytics::stats::for_period(&state, &tenant.name, &period).await?,
-    ))
-}
-
-/// A champion-challenger experiment of the tenant's routing: each arm's sample, approval rate
-/// (or conversion) and 95 % interval, the difference, the p-value of a two-proportion z-test, and
-/// the verdict.
-///
-/// The verdict is `collecting` until each arm has `min_sample` verifications counted, then
-/// `challenger_better`, `champion_better` (significant at 5 %) or `no_difference`. `stopped` is
-/// true once the guardrail has sent all of the experiment's subjects to the champion.
-#[utoipa::path(
-    get,
-    path = "/v1/experiments/{name}",
-    tag = "experiments",
-    params(("name" = String, Path, description = "The experiment's name in the tenant's routing")),
-    responses(
-        (status = 200, description = "The experiment's figures", body = crate::analytics::experiments::ExperimentFigures),
-        (status = 404, description = "The tenant's policy has no experiment by that name", body = Problem, content_type = "application/problem+json"),
-        AuthProblems,
-    ),
-    security(("api_key" = []))
-)]
-async fn get_experiment(
-    State(state): State<AppState>,
-    tenant: Tenant,
-    ValidPath(name): ValidPath<String>,
-) -> Result<Json<crate::analytics::experiments::ExperimentFigures>, ApiError> {
-    let experiment = tenant
-        .config()
-        .routing
-        .experiment
-        .clone()
-        .filter(|e| e.name == name)
-        .ok_or_else(|| {
-            ApiError::NotFound("the tenant's policy has no experiment by that name".into())
-        })?;
-    Ok(Json(
-        crate::analytics::experiments::figures(&state, &tenant.name, &experiment).await?,
-    ))
-}
-
-/// The subject's standing: verified or not, and its latest verification.
-///
-/// Computed from the store: `verified` when the subject's newest approval is younger than the
-/// tenant's `verification_valid_days`. Where that approval's provider keeps its own view of the
-/// subject (gu1), its `isVerified`, `expiresAt` and `needsReverification` are used instead.
-#[utoipa::path(
-    get,
-    path = "/v1/subjects/{subject_id}/kyc",
-    tag = "subjects",
-    params(("subject_id" = String, Path, description = "Your subject id")),
-    responses(
-        (status = 200, description = "The subject's standing", body = SubjectStanding),
-        AuthProblems,
-    ),
-    security(("api_key" = []))
-)]
-async fn subject_kyc(
-    State(state): State<AppState>,
-    tenant: Tenant,
-    ValidPath(subject_id): ValidPath<String>,
-) -> Result<Json<SubjectStanding>, ApiError> {
-    let standing = lifecycle::standing(&state, &tenant.runtime, &tenant.name, &subject_id).await?;
-    Ok(Json(standing))
-}
-
-/// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "Alive", body = Health)))]
-async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
-}
-
-/// Readiness: the store answers and a policy is loaded. It also shows each provider instance's
-/// circuit breaker; an open circuit does not make the gateway unready (fallbacks may serve).
-#[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses(
-        (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "Not ready", body = Problem, content_type = "application/problem+json"),
-    ))]
-async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
-    if !state.store_answers().await {
-        return Err(ApiError::Unavailable("the store is not reachable".into()));
-    }
-    let providers = state
-        .runtime()
-        .providers
-        .keys()
-        .map(|name| {
-            let circuit = state.breakers.state(name);
-            (name.clone(), InstanceReadiness { circuit })
-        })
-        .collect();
-    Ok(Json(Readiness {
-        status: "ready",
-        providers,
-    }))
-}
-
-/// The readiness answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Readiness {
-    /// `ready`.
-    pub status: &'static str,
-    /// Each provider instance of the policy, by name.
-    pub providers: std::collections::BTreeMap<String, InstanceReadiness>,
-}
-
-/// One provider instance, as readiness shows it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct InstanceReadiness {
-    /// Its circuit breaker.
-    pub circuit: crate::providers::circuit::CircuitState,
 }

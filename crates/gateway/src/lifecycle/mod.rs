@@ -12,6 +12,7 @@ pub mod events;
 pub mod webhooks;
 
 use crate::app::{App, Runtime};
+use crate::providers::guarded::Guarded;
 use crate::providers::routing::RoutingError;
 use crate::store::{ListFilter, NewChange, NewEvent, StoreError, StoredVerification, now};
 use chrono::Duration;
@@ -20,7 +21,6 @@ use kyc_core::{
     SubjectStanding, Verification,
 };
 use std::sync::Arc;
-use tracing::Instrument;
 
 /// The one event type tenants receive.
 pub const VERIFICATION_UPDATED: &str = "verification.updated";
@@ -167,10 +167,9 @@ impl<'a> Caller<'a> {
     }
 }
 
-/// Makes one call, `operation`, to provider instance `name`: after its outbound rate limit gives
-/// a turn, and only while its circuit breaker lets calls through; the outcome is recorded on the
-/// breaker and in the metrics, and a failure of the provider's (unavailable, unreadable, our
-/// credentials refused) in the store's daily figures, with the time its circuit opens.
+/// Makes one call, `operation`, to provider instance `name` through its [`Guard`](crate::providers::guarded::Guard)
+/// (rate limit, circuit, span, metrics), and writes down what the guard reports: a failure of
+/// the provider's in the tenant's daily figures, and the time its circuit opens.
 pub(crate) async fn call<T>(
     app: &App,
     runtime: &Runtime,
@@ -179,27 +178,11 @@ pub(crate) async fn call<T>(
     operation: &'static str,
     request: impl std::future::Future<Output = Result<T, ProviderError>>,
 ) -> Result<T, ProviderError> {
-    if let Err(limited) = outbound_turn(runtime, name).await {
-        crate::infra::telemetry::rate_limited("provider");
-        count_call(name, operation, "rate_limited");
-        count_failure(app, on, name).await;
-        return Err(limited);
-    }
-    call_in_turn(app, runtime, on, name, operation, request).await
+    let guarded = app.guard(runtime, name).call(operation, request).await;
+    write_down(app, on, name, guarded).await
 }
 
-/// `kyc_provider_calls_total{provider, operation, outcome}`.
-fn count_call(name: &str, operation: &'static str, outcome: &'static str) {
-    metrics::counter!(
-        "kyc_provider_calls_total",
-        "provider" => name.to_string(),
-        "operation" => operation,
-        "outcome" => outcome
-    )
-    .increment(1);
-}
-
-/// [`call`] for a caller that already has its turn at the instance's outbound rate limit.
+/// [`call`] for a caller that already had its turn at the instance's outbound rate limit.
 async fn call_in_turn<T>(
     app: &App,
     runtime: &Runtime,
@@ -208,51 +191,25 @@ async fn call_in_turn<T>(
     operation: &'static str,
     request: impl std::future::Future<Output = Result<T, ProviderError>>,
 ) -> Result<T, ProviderError> {
-    let count = |outcome: &'static str| count_call(name, operation, outcome);
-    let default = crate::config::CircuitSettings::default();
-    let settings = runtime
-        .policy
-        .providers
-        .get(name)
-        .map_or(&default, |p| &p.circuit_breaker);
-    if !app.breakers.allow(name, settings) {
-        count("circuit_open");
-        count_failure(app, on, name).await;
-        return Err(ProviderError::Unavailable(
-            "its circuit breaker is open after repeated failures".into(),
-        ));
-    }
-    let span = tracing::info_span!(
-        "provider call",
-        otel.name = tracing::field::Empty,
-        otel.kind = tracing::field::Empty,
-        provider = %name,
-        operation,
-        outcome = tracing::field::Empty,
-    );
-    crate::infra::telemetry::name_span(&span, format_args!("{name} {operation}"), "client");
-    let trace = crate::infra::telemetry::trace_headers(&span);
-    let started = std::time::Instant::now();
-    let result = kyc_core::trace::with_context(trace, request)
-        .instrument(span.clone())
+    let guarded = app
+        .guard(runtime, name)
+        .call_in_turn(operation, request)
         .await;
-    let outcome = crate::infra::telemetry::outcome(result.as_ref().map(|_| ()));
-    span.record("outcome", outcome);
-    metrics::histogram!(
-        "kyc_provider_call_duration_seconds",
-        "provider" => name.to_string(),
-        "operation" => operation
-    )
-    .record(started.elapsed().as_secs_f64());
-    count(outcome);
-    let failed = result
-        .as_ref()
-        .err()
-        .is_some_and(ProviderError::is_unavailable);
-    if app.breakers.record(name, settings, failed) {
+    write_down(app, on, name, guarded).await
+}
+
+/// Records a circuit's opening and counts a failed call in the tenant's daily figures (on the day
+/// it failed). A store that cannot take them is logged, not passed on: the call's own result is
+/// what the caller needs.
+async fn write_down<T>(
+    app: &App,
+    on: Caller<'_>,
+    name: &str,
+    guarded: Guarded<T>,
+) -> Result<T, ProviderError> {
+    if let Some(open_for) = guarded.opened_for {
         let opened_at = now();
-        let closes_at =
-            opened_at + Duration::from_std(settings.open_for()).unwrap_or(Duration::seconds(1));
+        let closes_at = opened_at + Duration::from_std(open_for).unwrap_or(Duration::seconds(1));
         if let Err(error) = app
             .store
             .record_circuit_opening(name, opened_at, closes_at)
@@ -261,37 +218,16 @@ async fn call_in_turn<T>(
             tracing::warn!(provider = %name, %error, "could not record the circuit's opening");
         }
     }
-    if result.as_ref().err().is_some_and(ProviderError::is_failure) {
-        count_failure(app, on, name).await;
-    }
-    result
-}
-
-/// Counts a failed call in the tenant's daily figures (on the day it failed). A store that cannot
-/// take it is logged, not passed on: the call's own error is what the caller needs.
-async fn count_failure(app: &App, on: Caller<'_>, name: &str) {
-    if let Err(error) = app
-        .store
-        .count_provider_error(on.tenant, name, on.country, now())
-        .await
+    if guarded.failed
+        && let Err(error) = app
+            .store
+            .count_provider_error(on.tenant, name, on.country, now())
+            .await
     {
         tracing::warn!(provider = %name, %error, "could not count a provider error");
     }
+    guarded.result
 }
-
-/// Waits for a cell of the instance's outbound rate limit, up to [`OUTBOUND_WAIT`]; past it the
-/// instance counts as unavailable (a create then goes to the fallback).
-async fn outbound_turn(runtime: &Runtime, name: &str) -> Result<(), ProviderError> {
-    match runtime.provider_limits.get(name) {
-        Some(limiter) if !limiter.wait(OUTBOUND_WAIT).await => Err(ProviderError::Unavailable(
-            "the instance's outbound rate limit is spent".into(),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// The longest a call waits for its provider instance's rate limit.
-const OUTBOUND_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reads the provider now and records what it says. A caller's refresh asks the provider to bring
 /// its own view up to date first (gu1 sync); webhooks and the reconciler read it as it is.

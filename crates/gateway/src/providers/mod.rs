@@ -5,6 +5,7 @@
 //! Nothing else in the gateway knows a provider's settings, secrets or wire format.
 
 pub mod circuit;
+pub mod guarded;
 pub mod limits;
 pub mod routing;
 
