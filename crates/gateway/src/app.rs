@@ -133,22 +133,6 @@ impl App {
         Ok(needs_restart)
     }
 
-    /// The guard of provider instance `name` under `runtime`'s settings.
-    pub fn guard<'a>(&'a self, runtime: &'a Runtime, name: &'a str) -> Guard<'a> {
-        static DEFAULT: std::sync::LazyLock<crate::config::CircuitSettings> =
-            std::sync::LazyLock::new(Default::default);
-        Guard {
-            name,
-            breakers: &self.breakers,
-            settings: runtime
-                .policy
-                .providers
-                .get(name)
-                .map_or(&DEFAULT, |p| &p.circuit_breaker),
-            limiter: runtime.provider_limits.get(name).map(|l| l.as_ref()),
-        }
-    }
-
     /// Whether the store answers now (readiness); why not is logged, never answered.
     pub async fn store_answers(&self) -> bool {
         match self.store.ping().await {
@@ -188,6 +172,8 @@ pub struct Runtime {
     pub tenant_limits: BTreeMap<String, Arc<Limiter>>,
     /// Each provider instance's outbound limit, for instances that have one.
     pub provider_limits: BTreeMap<String, Arc<Limiter>>,
+    /// Each provider instance's guard (rate limit, circuit, span, metrics).
+    pub guards: BTreeMap<String, Guard>,
     /// The part of each limited instance's outbound limit that reconciler reads may use
     /// (`reconciler.rate_limit_share`); a read takes a cell here, then one of the instance's.
     pub reconciler_limits: BTreeMap<String, Arc<Limiter>>,
@@ -316,6 +302,18 @@ impl Runtime {
                 .filter_map(|(n, p)| Some((n, p.rate_limit.as_ref()?))),
             previous.map(|p| &p.provider_limits),
         );
+        let guards = policy
+            .providers
+            .iter()
+            .map(|(name, config)| {
+                let guard = Guard {
+                    name: name.clone(),
+                    settings: config.circuit_breaker.clone(),
+                    limiter: provider_limits.get(name).cloned(),
+                };
+                (name.clone(), guard)
+            })
+            .collect();
         let share = policy.reconciler.rate_limit_share;
         let reconciler_shares: BTreeMap<&String, RateLimit> = policy
             .providers
@@ -351,6 +349,7 @@ impl Runtime {
             auth_failures,
             tenant_limits,
             provider_limits,
+            guards,
             reconciler_limits,
             hook_limits,
             unknown_hook_limit,

@@ -167,9 +167,9 @@ impl<'a> Caller<'a> {
     }
 }
 
-/// Makes one call, `operation`, to provider instance `name` through its [`Guard`](crate::providers::guarded::Guard)
-/// (rate limit, circuit, span, metrics), and writes down what the guard reports: a failure of
-/// the provider's in the tenant's daily figures, and the time its circuit opens.
+/// Makes one call, `operation`, to provider instance `name` through its guard (rate limit,
+/// circuit, span, metrics: [`crate::providers::guarded::Guard`]), and writes down what the guard reports: a failure of the
+/// provider's in the tenant's daily figures, and the time its circuit opens.
 pub(crate) async fn call<T>(
     app: &App,
     runtime: &Runtime,
@@ -178,7 +178,10 @@ pub(crate) async fn call<T>(
     operation: &'static str,
     request: impl std::future::Future<Output = Result<T, ProviderError>>,
 ) -> Result<T, ProviderError> {
-    let guarded = app.guard(runtime, name).call(operation, request).await;
+    let guarded = match runtime.guards.get(name) {
+        Some(guard) => guard.call(&app.breakers, operation, request).await,
+        None => Guarded::gone(name),
+    };
     write_down(app, on, name, guarded).await
 }
 
@@ -191,10 +194,10 @@ async fn call_in_turn<T>(
     operation: &'static str,
     request: impl std::future::Future<Output = Result<T, ProviderError>>,
 ) -> Result<T, ProviderError> {
-    let guarded = app
-        .guard(runtime, name)
-        .call_in_turn(operation, request)
-        .await;
+    let guarded = match runtime.guards.get(name) {
+        Some(guard) => guard.call_in_turn(&app.breakers, operation, request).await,
+        None => Guarded::gone(name),
+    };
     write_down(app, on, name, guarded).await
 }
 

@@ -1,31 +1,31 @@
 //! One provider call, guarded: the instance's outbound rate limit, its circuit breaker, a span
 //! whose trace context goes to the provider, the call metrics, and the judgement of what counts
-//! as the provider's failure. Every call to a provider goes through a [`Guard`]; the caller writes
-//! down what the guard reports (a failure for the tenant's figures, a circuit that opened), since
-//! the figures live in the store.
+//! as the provider's failure. Each policy snapshot builds one [`Guard`] per instance, and every
+//! call to a provider goes through it; the caller writes down what the guard reports (a failure
+//! for the tenant's figures, a circuit that opened), since the figures live in the store, and
+//! attributes it to the tenant whose verification the call was for.
 
 use crate::config::CircuitSettings;
 use crate::infra::telemetry;
 use crate::providers::circuit::Breakers;
 use crate::providers::limits::Limiter;
 use kyc_core::ProviderError;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
 /// The longest a call waits for its provider instance's rate limit.
 const OUTBOUND_WAIT: Duration = Duration::from_secs(1);
 
-/// The guard of one provider instance, from the policy snapshot's settings and the process's
-/// breakers (which outlive reloads).
-pub struct Guard<'a> {
+/// The guard of one provider instance, built with each policy snapshot from its settings. The
+/// circuit breakers belong to the process (they outlive reloads), so a call is given them.
+pub struct Guard {
     /// The instance.
-    pub name: &'a str,
-    /// The process's circuit breakers.
-    pub breakers: &'a Breakers,
+    pub name: String,
     /// When this instance's circuit opens, and for how long.
-    pub settings: &'a CircuitSettings,
+    pub settings: CircuitSettings,
     /// The instance's outbound rate limit, if it has one.
-    pub limiter: Option<&'a Limiter>,
+    pub limiter: Option<Arc<Limiter>>,
 }
 
 /// What a guarded call did, beside its result.
@@ -41,6 +41,17 @@ pub struct Guarded<T> {
 }
 
 impl<T> Guarded<T> {
+    /// A call to an instance the snapshot does not have (removed by a reload meanwhile).
+    pub fn gone(name: &str) -> Self {
+        Guarded {
+            result: Err(ProviderError::Config(format!(
+                "instance {name} is no longer in the policy"
+            ))),
+            failed: false,
+            opened_for: None,
+        }
+    }
+
     fn refused(error: ProviderError) -> Self {
         Guarded {
             result: Err(error),
@@ -50,16 +61,17 @@ impl<T> Guarded<T> {
     }
 }
 
-impl Guard<'_> {
+impl Guard {
     /// Makes the call `operation` once the instance's outbound rate limit gives a turn (waiting up
     /// to [`OUTBOUND_WAIT`]; past it the instance counts as unavailable, so a create goes to its
     /// fallback).
     pub async fn call<T>(
         &self,
+        breakers: &Breakers,
         operation: &'static str,
         request: impl Future<Output = Result<T, ProviderError>>,
     ) -> Guarded<T> {
-        if let Some(limiter) = self.limiter
+        if let Some(limiter) = &self.limiter
             && !limiter.wait(OUTBOUND_WAIT).await
         {
             telemetry::rate_limited("provider");
@@ -68,17 +80,18 @@ impl Guard<'_> {
                 "the instance's outbound rate limit is spent".into(),
             ));
         }
-        self.call_in_turn(operation, request).await
+        self.call_in_turn(breakers, operation, request).await
     }
 
     /// [`Guard::call`] for a caller that already had its turn at the rate limit.
     pub async fn call_in_turn<T>(
         &self,
+        breakers: &Breakers,
         operation: &'static str,
         request: impl Future<Output = Result<T, ProviderError>>,
     ) -> Guarded<T> {
-        let name = self.name;
-        if !self.breakers.allow(name, self.settings) {
+        let name = self.name.as_str();
+        if !breakers.allow(name, &self.settings) {
             self.count(operation, "circuit_open");
             return Guarded::refused(ProviderError::Unavailable(
                 "its circuit breaker is open after repeated failures".into(),
@@ -109,7 +122,7 @@ impl Guard<'_> {
         self.count(operation, outcome);
         let error = result.as_ref().err();
         let unavailable = error.is_some_and(ProviderError::is_unavailable);
-        let opened = self.breakers.record(name, self.settings, unavailable);
+        let opened = breakers.record(name, &self.settings, unavailable);
         Guarded {
             failed: error.is_some_and(ProviderError::is_failure),
             opened_for: opened.then(|| self.settings.open_for()),
