@@ -131,6 +131,9 @@ pub struct Stats {
     pub p99_us: u64,
     /// Largest latency, microseconds.
     pub max_us: u64,
+    /// CPU time (user and system) the serving process used over the window, per request
+    /// counted, microseconds.
+    pub cpu_us_per_request: f64,
 }
 
 impl Stats {
@@ -145,16 +148,18 @@ impl Stats {
             "p50_us": self.p50_us,
             "p99_us": self.p99_us,
             "max_us": self.max_us,
+            "cpu_us_per_request": (self.cpu_us_per_request * 10.0).round() / 10.0,
         })
     }
 
     /// `7.1k/s p50 0.52 ms p99 2.10 ms`.
     pub fn short(&self) -> String {
         format!(
-            "{}/s p50 {} p99 {}",
+            "{}/s p50 {} p99 {} cpu {:.0} µs/req",
             rate(self.rps),
             ms(self.p50_us),
-            ms(self.p99_us)
+            ms(self.p99_us),
+            self.cpu_us_per_request
         )
     }
 }
@@ -181,17 +186,25 @@ struct TaskResult {
 }
 
 /// Runs `conns` closed-loop tasks against `addr` for `timing.warmup + timing.measure`, recording
-/// the requests that start inside the measured window and finish before it ends.
+/// the requests that start inside the measured window and finish before it ends, and the CPU
+/// time process `serving` used over the window.
 pub async fn cell(
     addr: SocketAddr,
     key: Option<&str>,
     conns: usize,
     timing: Timing,
     make: MakeReq,
+    serving: u32,
 ) -> Result<Stats, Error> {
     let start = Instant::now();
     let window_start = start + timing.warmup;
     let window_end = window_start + timing.measure;
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(window_start.into()).await;
+        let before = crate::procs::cpu_us(serving)?;
+        tokio::time::sleep_until(window_end.into()).await;
+        Ok::<u64, Error>(crate::procs::cpu_us(serving)?.saturating_sub(before))
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..conns {
         let make = make.clone();
@@ -274,7 +287,9 @@ pub async fn cell(
             first_error = done.first_error;
         }
     }
+    let cpu_us = cpu.await??;
     Ok(Stats {
+        cpu_us_per_request: cpu_us as f64 / count.max(1) as f64,
         conns,
         count,
         errors,

@@ -44,12 +44,19 @@
 //! - (a) GET by id (random seeded ids among 1,000 rows) through the gateway and through the bare
 //!   handler, at 1 and 64 connections, on SQLite and PostgreSQL, bare and gateway back to back.
 //!   Targets apply at 64 connections: throughput at least 0.6 (SQLite) / 0.35 (PostgreSQL) of the
-//!   bare handler's, p99 at most 2 ms / 5 ms. The 1-connection figures are shown without target.
+//!   bare handler's, p99 at most 2 ms / 5 ms, and the gateway's CPU per request at most 2.5
+//!   times the bare handler's. The 1-connection figures are shown without target.
 //! - (b) creates through the gateway (SQLite, unique references) against creates straight to the
 //!   BeTrust simulator sending what the adapter sends (one token fetched first, then `POST
 //!   /transactions` with a unique `transaction_id`), at 1 and 16 callers: added p50 and p99 (the
 //!   gateway's minus the direct ones) and the throughput ratio. Targets at 16 callers: added
-//!   p50 at most 2 ms, added p99 at most 10 ms, ratio at least 0.7.
+//!   p50 at most 2 ms, added p99 at most 10 ms, ratio at least 0.7, and the gateway's CPU per
+//!   create at most 0.35 ms.
+//! - CPU per request, in every cell: the user and system time of the process that serves it (the
+//!   gateway, the bare handler, or the simulators' process for direct creates), read from
+//!   `/proc/PID/stat` at the start and the end of the measured window, over the requests counted
+//!   in it (10 ms ticks; a window of seconds makes that fine enough). It varies far less with the
+//!   machine than throughput does.
 //! - (c) a fresh gateway takes 1,000 creates from 50 concurrent tasks; the BeTrust simulator's
 //!   token endpoint calls are counted before the gateway starts and after the creates. Target:
 //!   exactly 1 (and every create answered 201).
@@ -542,10 +549,11 @@ impl Ctx {
         key: Option<&str>,
         conns: usize,
         make: MakeReq,
+        serving: u32,
     ) -> Result<Stats, Error> {
-        let stats = self
-            .rt
-            .block_on(cell(addr, key, conns, self.settings.timing, make))?;
+        let stats =
+            self.rt
+                .block_on(cell(addr, key, conns, self.settings.timing, make, serving))?;
         eprintln!(
             "  {name}: {}{}",
             stats.short(),
@@ -654,6 +662,7 @@ fn part_a(ctx: &mut Ctx) -> Result<(), Error> {
                 Some(TENANT_KEY),
                 conns,
                 get_by_id(rows),
+                bare.pid(),
             )?;
             let g = ctx.measure(
                 &format!("a/gateway/{backend}/{conns}"),
@@ -661,6 +670,7 @@ fn part_a(ctx: &mut Ctx) -> Result<(), Error> {
                 Some(TENANT_KEY),
                 conns,
                 get_by_id(rows),
+                gateway.pid(),
             )?;
             let ratio = g.rps / b.rps.max(1e-9);
             let shown = format!("{ratio:.2} ({}/s vs {}/s)", rate(g.rps), rate(b.rps));
@@ -696,10 +706,28 @@ fn part_a(ctx: &mut Ctx) -> Result<(), Error> {
             };
             ctx.figures.push(guard(ratio_fig, &[&g, &b]));
             ctx.figures.push(guard(p99_fig, &[&g, &b]));
+            let cpu = g.cpu_us_per_request / b.cpu_us_per_request.max(1e-9);
+            let cpu_shown = format!(
+                "{cpu:.2} ({:.0} µs vs {:.0} µs)",
+                g.cpu_us_per_request, b.cpu_us_per_request
+            );
+            let cpu_name = format!("{name}: CPU per request, gateway/bare");
+            let cpu_fig = if conns == 64 {
+                Figure::at_most("a", cpu_name, cpu, "ratio", MAX_GET_CPU_RATIO, cpu_shown)
+            } else {
+                Figure::info("a", cpu_name, Some(cpu), "ratio", cpu_shown)
+            };
+            ctx.figures.push(guard(cpu_fig, &[&g, &b]));
         }
     }
     Ok(())
 }
+
+/// The most CPU a GET may take in the gateway, as a multiple of bare axum's for the same answer.
+const MAX_GET_CPU_RATIO: f64 = 2.5;
+
+/// The most gateway CPU a create may take, ms (user and system, over the measured window).
+const MAX_CREATE_CPU_MS: f64 = 0.35;
 
 /// (b) creates through the gateway against straight to the simulator.
 fn part_b(ctx: &mut Ctx) -> Result<(), Error> {
@@ -730,6 +758,7 @@ fn part_b(ctx: &mut Ctx) -> Result<(), Error> {
             Some(&token),
             conns,
             direct_create(webhook.clone()),
+            ctx.sims.pid(),
         )?;
         let g = ctx.measure(
             &format!("b/gateway/{conns}"),
@@ -737,6 +766,7 @@ fn part_b(ctx: &mut Ctx) -> Result<(), Error> {
             Some(TENANT_KEY),
             conns,
             gateway_create(),
+            gateway.pid(),
         )?;
         let added_p50 = (g.p50_us as f64 - d.p50_us as f64) / 1000.0;
         let added_p99 = (g.p99_us as f64 - d.p99_us as f64) / 1000.0;
@@ -800,6 +830,18 @@ fn part_b(ctx: &mut Ctx) -> Result<(), Error> {
         for figure in figures {
             ctx.figures.push(guard(figure, &[&g, &d]));
         }
+        let cpu = g.cpu_us_per_request / 1000.0;
+        let cpu_shown = format!(
+            "{cpu:.3} ms (simulator {:.3} ms)",
+            d.cpu_us_per_request / 1000.0
+        );
+        let cpu_name = format!("{name}: gateway CPU per create");
+        let cpu_fig = if conns == 16 {
+            Figure::at_most("b", cpu_name, cpu, "ms", MAX_CREATE_CPU_MS, cpu_shown)
+        } else {
+            Figure::info("b", cpu_name, Some(cpu), "ms", cpu_shown)
+        };
+        ctx.figures.push(guard(cpu_fig, &[&g, &d]));
     }
     Ok(())
 }
@@ -929,7 +971,14 @@ fn part_d(ctx: &mut Ctx) -> Result<(), Error> {
             _ => stand(task, seq),
         })
     };
-    let warm = ctx.measure("d/reads", gateway.addr, Some(TENANT_KEY), 16, reads)?;
+    let warm = ctx.measure(
+        "d/reads",
+        gateway.addr,
+        Some(TENANT_KEY),
+        16,
+        reads,
+        gateway.pid(),
+    )?;
     let after = gateway.rss_kb()? as f64;
     eprintln!("  after {rows} rows and reads: {}", mb(after));
     ctx.figures.push(guard(
@@ -973,6 +1022,7 @@ fn part_d(ctx: &mut Ctx) -> Result<(), Error> {
                 measure: soak,
             },
             mixed,
+            pid,
         ));
         let mut samples = Vec::new();
         let start = Instant::now();
@@ -1117,18 +1167,36 @@ fn part_e(ctx: &mut Ctx) -> Result<(), Error> {
                 let cell = format!("e/{backend}/{}/{}", name.replace(' ', "_"), size);
                 match rule {
                     Rule::Flat => {
-                        let stats =
-                            ctx.measure(&cell, gateway.addr, Some(TENANT_KEY), 16, make(size))?;
+                        let stats = ctx.measure(
+                            &cell,
+                            gateway.addr,
+                            Some(TENANT_KEY),
+                            16,
+                            make(size),
+                            gateway.pid(),
+                        )?;
                         by_read[i].push(stats);
                     }
                     Rule::Under(_) => {
                         let one = format!("{cell}/1");
-                        let stats =
-                            ctx.measure(&one, gateway.addr, Some(TENANT_KEY), 1, make(size))?;
+                        let stats = ctx.measure(
+                            &one,
+                            gateway.addr,
+                            Some(TENANT_KEY),
+                            1,
+                            make(size),
+                            gateway.pid(),
+                        )?;
                         by_read[i].push(stats);
                         let many = format!("{cell}/16");
-                        let stats =
-                            ctx.measure(&many, gateway.addr, Some(TENANT_KEY), 16, make(size))?;
+                        let stats = ctx.measure(
+                            &many,
+                            gateway.addr,
+                            Some(TENANT_KEY),
+                            16,
+                            make(size),
+                            gateway.pid(),
+                        )?;
                         busy[i].push(stats);
                     }
                 }

@@ -206,7 +206,7 @@ impl Gateway {
         })
     }
 
-    /// The process id, to read its memory.
+    /// The process id, to read its memory and CPU time.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -233,6 +233,26 @@ pub fn rss_kb(pid: u32) -> Result<u64, Error> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| "no VmRSS in /proc/PID/status".into())
+}
+
+/// The CPU time a process has used so far, user and system, in microseconds (`utime` and
+/// `stime` of `/proc/PID/stat`, counted in USER_HZ ticks, which Linux fixes at 100 a second).
+pub fn cpu_us(pid: u32) -> Result<u64, Error> {
+    const USER_HZ: u64 = 100;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses: the fields start after its last `)`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| -> Result<u64, Error> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| "no utime or stime in /proc/PID/stat".into())
+    };
+    // After the name: state is field 3 of the man page, utime 14 and stime 15.
+    Ok((ticks(14 - 3)? + ticks(15 - 3)?) * 1_000_000 / USER_HZ)
 }
 
 fn unique() -> u64 {
@@ -311,6 +331,11 @@ pub struct Simulators {
 }
 
 impl Simulators {
+    /// The process id, to read its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts them.
     pub fn start() -> Result<Simulators, Error> {
         let mut child = Command::new(std::env::current_exe()?)
@@ -399,6 +424,11 @@ impl Bare {
         };
         let addr = addr_of(base)?;
         Ok(Bare { child, addr })
+    }
+
+    /// The process id, to read its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
