@@ -66,6 +66,22 @@ fn the_harness_runs_every_part_and_writes_figures_with_numbers() {
             );
         }
     }
+    // Every load cell says how much CPU its serving process used per request, and the CPU
+    // figures of parts a and b are in the table.
+    let cells: Vec<_> = report["cells"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, cell)| cell.get("rps").is_some())
+        .collect();
+    assert!(cells.len() > 10, "{report}");
+    for (name, cell) in cells {
+        let cpu = cell["cpu_us_per_request"].as_f64();
+        assert!(cpu.is_some_and(|c| c >= 0.0), "{name}: {cell}");
+    }
+    for name in ["CPU per request, gateway/bare", "gateway CPU per create"] {
+        assert!(stdout.contains(name), "{stdout}");
+    }
     // Without PostgreSQL its figures say so, with no number.
     let skipped: Vec<_> = figures
         .iter()
