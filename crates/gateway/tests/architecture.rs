@@ -598,8 +598,7 @@ fn the_check_finds_an_upward_import_and_a_cycle() {
     let found = layer_violations(&edges(&read_sources(&upward)));
     assert_eq!(found, vec!["store imports http::b".to_string()]);
 
-    let grouped = crate_files("");
-    let mut grouped = grouped;
+    let mut grouped = crate_files("");
     grouped[5].1 = "use crate::{store, http::{a, b}};\n".to_string();
     let found = layer_violations(&edges(&read_sources(&grouped)));
     assert_eq!(
@@ -607,8 +606,7 @@ fn the_check_finds_an_upward_import_and_a_cycle() {
         vec!["store::rows imports http::a", "store::rows imports http::b"]
     );
 
-    let cyclic = crate_files("use crate::http::a;\n");
-    let mut cyclic = cyclic;
+    let mut cyclic = crate_files("use crate::http::a;\n");
     cyclic[2].1 = "fn f() { super::b::g(); }\n".to_string();
     let found = cycles(&edges(&read_sources(&cyclic)));
     assert_eq!(

@@ -304,20 +304,18 @@ impl Policy {
         }
     }
 
+    /// `key` names `provider`, which must be an instance of this policy.
+    fn check_known(&self, key: String, provider: &str, problems: &mut Vec<PolicyError>) {
+        if !self.providers.contains_key(provider) {
+            problems.push(invalid(key, "names no provider instance of this policy"));
+        }
+    }
+
     /// A tenant's routing: every instance it names exists, rules can match, weights are sane.
     fn check_routing(&self, name: &str, routing: &Routing, problems: &mut Vec<PolicyError>) {
         let at = |k: &str| format!("tenants.{name}.{k}");
-        let known = |key: String, provider: &str| {
-            if self.providers.contains_key(provider) {
-                Ok(())
-            } else {
-                Err(invalid(key, "names no provider instance of this policy"))
-            }
-        };
-        if let Some(default) = &routing.default
-            && let Err(e) = known(at("routing.default"), default)
-        {
-            problems.push(e);
+        if let Some(default) = &routing.default {
+            self.check_known(at("routing.default"), default, problems);
         }
         if routing.default.is_none() && routing.split.is_empty() {
             problems.push(invalid(
@@ -335,12 +333,8 @@ impl Policy {
                     format!("can never match: rules[{first}] takes the same country first"),
                 ));
             }
-            if let Err(e) = known(
-                format!("{}[{i}].provider", at("routing.rules")),
-                &rule.provider,
-            ) {
-                problems.push(e);
-            }
+            let key = format!("{}[{i}].provider", at("routing.rules"));
+            self.check_known(key, &rule.provider, problems);
             if !is_country_code(&rule.country) {
                 problems.push(invalid(
                     format!("{}[{i}].country", at("routing.rules")),
@@ -349,9 +343,11 @@ impl Policy {
             }
         }
         for provider in routing.split.keys() {
-            if let Err(e) = known(format!("{}.{provider}", at("routing.split")), provider) {
-                problems.push(e);
-            }
+            self.check_known(
+                format!("{}.{provider}", at("routing.split")),
+                provider,
+                problems,
+            );
         }
         if !routing.split.is_empty() && routing.split.values().all(|w| *w == 0) {
             problems.push(invalid(at("routing.split"), "weights must not all be 0"));
@@ -365,9 +361,11 @@ impl Policy {
             }
         }
         for (i, provider) in routing.fallback.iter().enumerate() {
-            if let Err(e) = known(format!("{}[{i}]", at("routing.fallback")), provider) {
-                problems.push(e);
-            }
+            self.check_known(
+                format!("{}[{i}]", at("routing.fallback")),
+                provider,
+                problems,
+            );
         }
     }
 
@@ -378,13 +376,6 @@ impl Policy {
         experiment: &Experiment,
         problems: &mut Vec<PolicyError>,
     ) {
-        let known = |key: String, provider: &str| {
-            if self.providers.contains_key(provider) {
-                Ok(())
-            } else {
-                Err(invalid(key, "names no provider instance of this policy"))
-            }
-        };
         let at = |k: &str| format!("tenants.{name}.routing.experiment.{k}");
         let name_ok = !experiment.name.is_empty()
             && experiment.name.len() <= 64
@@ -402,9 +393,7 @@ impl Policy {
             ("champion", &experiment.champion),
             ("challenger", &experiment.challenger),
         ] {
-            if let Err(e) = known(at(key), provider) {
-                problems.push(e);
-            }
+            self.check_known(at(key), provider, problems);
         }
         if experiment.champion == experiment.challenger {
             problems.push(invalid(

@@ -221,7 +221,7 @@ pub async fn run(listen: &str, own: Option<&str>, scenario: bool) -> Result<(), 
     let gu1_config = Gu1SimConfig::default();
     let betrust = BetrustSim::start(betrust_config.clone()).await?;
     let gu1 = Gu1Sim::start(gu1_config.clone()).await?;
-    let text = demo_policy(&db, &base, (&betrust, &betrust_config), &gu1, scenario);
+    let text = demo_policy(&db, &base, &betrust, &betrust_config, &gu1, scenario);
     let env = |name: &str| match name {
         "SANDBOX_BETRUST_CLIENT_SECRET" => Some(betrust_config.client_secret.clone()),
         "SANDBOX_GU1_API_KEY" => Some(gu1_config.api_key.clone()),
@@ -261,7 +261,8 @@ pub async fn run(listen: &str, own: Option<&str>, scenario: bool) -> Result<(), 
 fn demo_policy(
     db: &std::path::Path,
     base: &str,
-    (betrust, betrust_config): (&BetrustSim, &BetrustSimConfig),
+    betrust: &BetrustSim,
+    betrust_config: &BetrustSimConfig,
     gu1: &Gu1Sim,
     scenario: bool,
 ) -> String {

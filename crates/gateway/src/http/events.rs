@@ -6,6 +6,7 @@ use crate::http::extract::{Tenant, ValidJson, ValidPath, ValidQuery, split_page}
 use crate::http::input::{EventParams, RecoverEvents};
 use crate::http::problem::{ApiError, AuthProblems, BodyProblems, Problem, QueryProblems};
 use crate::lifecycle;
+use crate::lifecycle::events::Recovered;
 use crate::store::EventRecord;
 use axum::Json;
 use axum::extract::State;
@@ -21,18 +22,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_events))
         .routes(routes!(redeliver_event))
         .routes(routes!(recover_events))
-}
-
-/// What a recover did.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Recovered {
-    /// How many failed events were queued again.
-    pub recovered: u64,
-    /// From when: the `since` asked, or 14 days ago if that is later.
-    pub since: chrono::DateTime<chrono::Utc>,
-    /// Whether the tenant's `webhook_url` had been disabled (after failing, or a 410) and is
-    /// enabled again.
-    pub endpoint_enabled: bool,
 }
 
 /// A page of events.
@@ -106,14 +95,7 @@ async fn recover_events(
 ) -> Result<(StatusCode, Json<Recovered>), ApiError> {
     let recovery =
         lifecycle::events::recover(&state, &tenant.runtime, &tenant.name, body.since).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Recovered {
-            recovered: recovery.recovered,
-            since: recovery.since,
-            endpoint_enabled: recovery.endpoint_enabled,
-        }),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(recovery)))
 }
 
 /// Sends an event again: it becomes due now, with a fresh retry schedule, and keeps its id (the

@@ -6,18 +6,21 @@ use super::ServiceError;
 use crate::app::{App, Runtime};
 use crate::store::{DisabledEndpoint, EventFilter, EventRecord, now};
 use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// The longest a recover reaches back.
 pub const RECOVER_DAYS: i64 = 14;
 
 /// What a recover did.
-#[derive(Debug, Clone, Copy)]
-pub struct Recovery {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Recovered {
     /// How many failed events were queued again.
     pub recovered: u64,
-    /// From when: the `since` asked, or [`RECOVER_DAYS`] ago if that is later.
-    pub since: DateTime<Utc>,
-    /// Whether the tenant's `webhook_url` had been disabled and is enabled again.
+    /// From when: the `since` asked, or 14 days ago if that is later.
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// Whether the tenant's `webhook_url` had been disabled (after failing, or a 410) and is
+    /// enabled again.
     pub endpoint_enabled: bool,
 }
 
@@ -49,14 +52,10 @@ pub async fn recover(
     runtime: &Runtime,
     tenant: &str,
     since: DateTime<Utc>,
-) -> Result<Recovery, ServiceError> {
+) -> Result<Recovered, ServiceError> {
     let at = now();
     let since = since.max(at - chrono::Duration::days(RECOVER_DAYS));
-    let url = runtime
-        .policy
-        .tenants
-        .get(tenant)
-        .and_then(|t| t.webhook_url.clone());
+    let url = webhook_url(runtime, tenant).map(str::to_owned);
     let endpoint_enabled = match &url {
         Some(url) => app.store.endpoint_disabled(tenant, url).await?.is_some(),
         None => false,
@@ -69,7 +68,7 @@ pub async fn recover(
         metrics::gauge!("kyc_webhook_endpoint_disabled", "tenant" => tenant.to_string()).set(0.0);
     }
     app.outbox_wake.notify_one();
-    Ok(Recovery {
+    Ok(Recovered {
         recovered,
         since,
         endpoint_enabled,
@@ -82,13 +81,13 @@ pub async fn endpoint_disabled(
     runtime: &Runtime,
     tenant: &str,
 ) -> Result<Option<DisabledEndpoint>, ServiceError> {
-    let url = runtime
-        .policy
-        .tenants
-        .get(tenant)
-        .and_then(|t| t.webhook_url.as_deref());
-    Ok(match url {
+    Ok(match webhook_url(runtime, tenant) {
         Some(url) => app.store.endpoint_disabled(tenant, url).await?,
         None => None,
     })
+}
+
+/// The tenant's `webhook_url` in this policy snapshot, if it sets one.
+fn webhook_url<'a>(runtime: &'a Runtime, tenant: &str) -> Option<&'a str> {
+    runtime.policy.tenants.get(tenant)?.webhook_url.as_deref()
 }

@@ -168,8 +168,9 @@ impl<'a> Caller<'a> {
 }
 
 /// Makes one call, `operation`, to provider instance `name` through its guard (rate limit,
-/// circuit, span, metrics: [`crate::providers::guarded::Guard`]), and writes down what the guard reports: a failure of the
-/// provider's in the tenant's daily figures, and the time its circuit opens.
+/// circuit, span, metrics: [`crate::providers::guarded::Guard`]), and writes down what the guard
+/// reports: a failure of the provider's in the tenant's daily figures, and the time its circuit
+/// opens.
 pub(crate) async fn call<T>(
     app: &App,
     runtime: &Runtime,

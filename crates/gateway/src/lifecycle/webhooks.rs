@@ -36,7 +36,7 @@ pub async fn on_webhook(
         .find_by_provider_reference(provider, &provider_reference)
         .await?
     else {
-        tracing::info!(provider, "webhook for an unknown verification ignored");
+        tracing::info!(provider = ?provider, "webhook for an unknown verification ignored");
         return Ok(Heard::Unknown);
     };
     sync(app, runtime, stored, Source::Webhook).await?;
