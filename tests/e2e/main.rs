@@ -11,6 +11,7 @@ mod dashboard;
 mod events;
 mod experiments;
 mod first_run;
+mod group_commit;
 mod gu1_entities;
 mod harness;
 mod limits;

@@ -5,7 +5,7 @@
 //! fence that lets one attempt at a time act, and the pulse by which others see that its holder
 //! died (a beat that stops moving), without comparing replicas' clocks.
 
-use super::{SqlStore, StoreError, from_json, parse_ts, ts};
+use super::{SqlStore, StoreError, args, from_json, parse_ts, ts};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use kyc_core::RoutingRecord;
@@ -152,29 +152,36 @@ fn routing_json(routing: &RoutingRecord) -> String {
 #[async_trait]
 impl AttemptStore for SqlStore {
     async fn reserve(&self, attempt: &CreateAttempt) -> Result<Reserved, StoreError> {
-        let written = sqlx::query(
-            "INSERT INTO create_attempts (tenant, reference, request_hash, state, provider, \
-             routing, beat, subject_id, country, metadata, ambiguous_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'calling', $4, $5, 0, $6, $7, $8, NULL, $9, $9) \
-             ON CONFLICT (tenant, reference) DO NOTHING",
-        )
-        .bind(&attempt.tenant)
-        .bind(&attempt.reference)
-        .bind(&attempt.request_hash)
-        .bind(&attempt.provider)
-        .bind(routing_json(&attempt.routing))
-        .bind(&attempt.subject_id)
-        .bind(&attempt.country)
-        .bind(
+        let args = args![
+            &attempt.tenant,
+            &attempt.reference,
+            &attempt.request_hash,
+            &attempt.provider,
+            routing_json(&attempt.routing),
+            &attempt.subject_id,
+            &attempt.country,
             attempt
                 .metadata
                 .as_ref()
                 .map(|m| serde_json::to_string(m).expect("a JSON object serializes")),
-        )
-        .bind(ts(attempt.created_at))
-        .execute(&self.writes)
-        .await?;
-        if written.rows_affected() == 1 {
+            ts(attempt.created_at),
+        ];
+        let written = self
+            .write(move |tx| {
+                Box::pin(async move {
+                    tx.execute(
+                        "INSERT INTO create_attempts (tenant, reference, request_hash, state, \
+                         provider, routing, beat, subject_id, country, metadata, ambiguous_at, \
+                         created_at, updated_at) \
+                         VALUES ($1, $2, $3, 'calling', $4, $5, 0, $6, $7, $8, NULL, $9, $9) \
+                         ON CONFLICT (tenant, reference) DO NOTHING",
+                        &args,
+                    )
+                    .await
+                })
+            })
+            .await?;
+        if written == 1 {
             return Ok(Reserved::Fresh);
         }
         match self.attempt(&attempt.tenant, &attempt.reference).await? {
@@ -189,15 +196,20 @@ impl AttemptStore for SqlStore {
         reference: &str,
         beat: i64,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM create_attempts WHERE tenant = $1 AND reference = $2 AND beat = $3",
-        )
-        .bind(tenant)
-        .bind(reference)
-        .bind(beat)
-        .execute(&self.writes)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let args = args![tenant, reference, beat];
+        let done = self
+            .write(move |tx| {
+                Box::pin(async move {
+                    tx.execute(
+                        "DELETE FROM create_attempts WHERE tenant = $1 AND reference = $2 \
+                         AND beat = $3",
+                        &args,
+                    )
+                    .await
+                })
+            })
+            .await?;
+        Ok(done == 1)
     }
 
     async fn attempt(
@@ -221,22 +233,30 @@ impl AttemptStore for SqlStore {
         next: &CreateAttempt,
         expected: i64,
     ) -> Result<bool, StoreError> {
-        let written = sqlx::query(
-            "UPDATE create_attempts SET state = $3, provider = $4, routing = $5, \
-             ambiguous_at = $6, updated_at = $7, beat = beat + 1 \
-             WHERE tenant = $1 AND reference = $2 AND beat = $8",
-        )
-        .bind(&next.tenant)
-        .bind(&next.reference)
-        .bind(next.state.as_str())
-        .bind(&next.provider)
-        .bind(routing_json(&next.routing))
-        .bind(next.ambiguous_at.map(ts))
-        .bind(ts(next.updated_at))
-        .bind(expected)
-        .execute(&self.writes)
-        .await?;
-        Ok(written.rows_affected() == 1)
+        let args = args![
+            &next.tenant,
+            &next.reference,
+            next.state.as_str(),
+            &next.provider,
+            routing_json(&next.routing),
+            next.ambiguous_at.map(ts),
+            ts(next.updated_at),
+            expected,
+        ];
+        let written = self
+            .write(move |tx| {
+                Box::pin(async move {
+                    tx.execute(
+                        "UPDATE create_attempts SET state = $3, provider = $4, routing = $5, \
+                         ambiguous_at = $6, updated_at = $7, beat = beat + 1 \
+                         WHERE tenant = $1 AND reference = $2 AND beat = $8",
+                        &args,
+                    )
+                    .await
+                })
+            })
+            .await?;
+        Ok(written == 1)
     }
 
     async fn unsettled_attempts(&self, limit: u32) -> Result<Vec<CreateAttempt>, StoreError> {

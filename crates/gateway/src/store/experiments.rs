@@ -79,25 +79,27 @@ impl ExperimentStore for SqlStore {
         at: DateTime<Utc>,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.writes.begin().await?;
-        let stopped = sqlx::query(
-            "INSERT INTO experiment_stops (tenant, name, stopped_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (tenant, name) DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(experiment)
-        .bind(ts(at))
-        .execute(&mut *tx)
-        .await?;
-        if stopped.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        if let Some(event) = event {
-            insert_event(&mut tx, event).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        let args = args![tenant, experiment, ts(at)];
+        let event = event.cloned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let stopped = tx
+                    .execute(
+                        "INSERT INTO experiment_stops (tenant, name, stopped_at) \
+                         VALUES ($1, $2, $3) ON CONFLICT (tenant, name) DO NOTHING",
+                        &args,
+                    )
+                    .await?;
+                if stopped != 1 {
+                    return Ok(false);
+                }
+                if let Some(event) = &event {
+                    insert_event(tx, event).await?;
+                }
+                Ok(true)
+            })
+        })
+        .await
     }
 
     async fn stopped_experiments(

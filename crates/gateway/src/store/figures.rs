@@ -259,18 +259,20 @@ impl FigureStore for SqlStore {
         country: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO stats_daily (tenant, day, provider, country, provider_errors) \
-             VALUES ($1, $2, $3, $4, 1) ON CONFLICT (tenant, day, provider, country) \
-             DO UPDATE SET provider_errors = stats_daily.provider_errors + 1",
-        )
-        .bind(tenant)
-        .bind(at.date_naive().to_string())
-        .bind(provider)
-        .bind(country)
-        .execute(&self.writes)
-        .await?;
-        Ok(())
+        let args = args![tenant, at.date_naive().to_string(), provider, country];
+        self.write(move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO stats_daily (tenant, day, provider, country, provider_errors) \
+                     VALUES ($1, $2, $3, $4, 1) ON CONFLICT (tenant, day, provider, country) \
+                     DO UPDATE SET provider_errors = stats_daily.provider_errors + 1",
+                    &args,
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn record_circuit_opening(
@@ -279,15 +281,19 @@ impl FigureStore for SqlStore {
         opened_at: DateTime<Utc>,
         closes_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO circuit_openings (provider, opened_at, closes_at) VALUES ($1, $2, $3)",
-        )
-        .bind(provider)
-        .bind(ts(opened_at))
-        .bind(ts(closes_at))
-        .execute(&self.writes)
-        .await?;
-        Ok(())
+        let args = args![provider, ts(opened_at), ts(closes_at)];
+        self.write(move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO circuit_openings (provider, opened_at, closes_at) \
+                     VALUES ($1, $2, $3)",
+                    &args,
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn circuit_openings(
@@ -355,69 +361,70 @@ impl FigureStore for SqlStore {
     }
 }
 
-impl SqlStore {
-    /// Counts a verification that reached a final status in its creation day's row: the status,
-    /// and its decision time merged into the row's `decision_times` (read, then written, with
-    /// the row locked on PostgreSQL, so replicas finishing verifications of one day at once
-    /// take turns).
-    pub(super) async fn count_decision(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        tenant: &str,
-        next: &Verification,
-    ) -> Result<(), StoreError> {
-        // One of the five final statuses' names.
-        let column = next.status.as_str();
-        let took = next.completed_at.unwrap_or(next.updated_at) - next.created_at;
-        let bucket = decision_bucket(took.num_milliseconds());
-        let lock = if self.postgres {
-            " FOR UPDATE OF s"
-        } else {
-            ""
-        };
-        let day = sqlx::query(AssertSqlSafe(format!(
-            "SELECT s.day, s.provider, s.country, s.decision_times FROM verifications v \
-             JOIN stats_daily s ON s.tenant = v.tenant AND s.day = substr(v.created_at, 1, 10) \
-             AND s.provider = v.provider AND s.country = COALESCE(v.country, '') \
-             WHERE v.tenant = $1 AND v.id = $2{lock}"
-        )))
-        .bind(tenant)
-        .bind(&next.id)
-        .fetch_optional(&mut **tx)
+/// Counts a verification that reached a final status in its creation day's row: the status,
+/// and its decision time merged into the row's `decision_times` (read, then written, with the row
+/// locked on PostgreSQL, so replicas finishing verifications of one day at once take turns).
+pub(super) async fn count_decision(
+    tx: &mut dyn WriteTx,
+    tenant: &str,
+    next: &Verification,
+) -> Result<(), StoreError> {
+    // One of the five final statuses' names.
+    let column = next.status.as_str();
+    let took = next.completed_at.unwrap_or(next.updated_at) - next.created_at;
+    let bucket = decision_bucket(took.num_milliseconds());
+    let lock = if tx.postgres() {
+        " FOR UPDATE OF s"
+    } else {
+        ""
+    };
+    let day = tx
+        .fetch_optional(
+            &format!(
+                "SELECT s.day, s.provider, s.country, s.decision_times FROM verifications v \
+                 JOIN stats_daily s ON s.tenant = v.tenant AND s.day = substr(v.created_at, 1, 10) \
+                 AND s.provider = v.provider AND s.country = COALESCE(v.country, '') \
+                 WHERE v.tenant = $1 AND v.id = $2{lock}"
+            ),
+            &args![tenant, &next.id],
+        )
         .await?;
-        if let Some(day) = day {
-            let times: String = day.try_get(3)?;
-            sqlx::query(AssertSqlSafe(format!(
+    if let Some(day) = day {
+        let times = day.text(3, "decision_times")?;
+        tx.execute(
+            &format!(
                 "UPDATE stats_daily SET {column} = {column} + 1, decision_times = $5 \
                  WHERE tenant = $1 AND day = $2 AND provider = $3 AND country = $4"
-            )))
-            .bind(tenant)
-            .bind(day.try_get::<String, _>(0)?)
-            .bind(day.try_get::<String, _>(1)?)
-            .bind(day.try_get::<String, _>(2)?)
-            .bind(with_decision_time(&times, bucket))
-            .execute(&mut **tx)
-            .await?;
-        } else {
-            // The day's row is made with the verification; one missing (a store restored in
-            // part, say) is made now.
-            sqlx::query(AssertSqlSafe(format!(
+            ),
+            &args![
+                tenant,
+                day.text(0, "day")?,
+                day.text(1, "provider")?,
+                day.text(2, "country")?,
+                with_decision_time(&times, bucket),
+            ],
+        )
+        .await?;
+    } else {
+        // The day's row is made with the verification; one missing (a store restored in part,
+        // say) is made now.
+        tx.execute(
+            &format!(
                 "INSERT INTO stats_daily (tenant, day, provider, country, {column}, \
                  decision_times) \
                  SELECT tenant, substr(created_at, 1, 10), provider, COALESCE(country, ''), 1, $3 \
                  FROM verifications WHERE tenant = $1 AND id = $2 \
                  ON CONFLICT (tenant, day, provider, country) DO UPDATE SET \
                  {column} = stats_daily.{column} + 1"
-            )))
-            .bind(tenant)
-            .bind(&next.id)
-            .bind(with_decision_time("", bucket))
-            .execute(&mut **tx)
-            .await?;
-        }
-        Ok(())
+            ),
+            &args![tenant, &next.id, with_decision_time("", bucket)],
+        )
+        .await?;
     }
+    Ok(())
+}
 
+impl SqlStore {
     /// The rows of a rollup query over a tenant's days: `[tenant, from, to]` bind `$1` to `$3`.
     pub(super) async fn days_of(
         &self,

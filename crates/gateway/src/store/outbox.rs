@@ -2,7 +2,7 @@
 //! endpoints. Events are written by [`super::VerificationStore::save_change`], in the change's own
 //! transaction. The tenant's view of its events is [`super::tenant_events`].
 
-use super::{Attempt, NewEvent, SqlStore, StoreError, parse_ts, ts};
+use super::{Attempt, NewEvent, SqlStore, StoreError, WriteTx, args, parse_ts, ts};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -187,17 +187,17 @@ pub(super) const LINE_HEAD: &str = "SELECT id FROM events WHERE tenant = $1 AND 
 
 /// Makes the line's head due at its `next_attempt_at`, unless it is parked or already due.
 pub(super) async fn promote_head(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut dyn WriteTx,
     tenant: &str,
     line: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(AssertSqlSafe(format!(
-        "UPDATE events SET due_at = next_attempt_at WHERE id = ({LINE_HEAD}) \
-         AND due_at IS NULL AND parked = 0"
-    )))
-    .bind(tenant)
-    .bind(line)
-    .execute(&mut **tx)
+    tx.execute(
+        &format!(
+            "UPDATE events SET due_at = next_attempt_at WHERE id = ({LINE_HEAD}) \
+             AND due_at IS NULL AND parked = 0"
+        ),
+        &args![tenant, line],
+    )
     .await?;
     Ok(())
 }
@@ -209,28 +209,25 @@ pub(super) fn corrupt(column: &'static str) -> StoreError {
     }
 }
 
-impl SqlStore {
-    /// Takes the lock a change of the line's verification takes (its row), so that choosing the
-    /// line's next head and a change adding an event to the line take turns: otherwise, on
-    /// PostgreSQL, an event added while the head is being delivered could see the head still
-    /// pending (and wait behind it) while the delivery does not yet see it (and promotes
-    /// nothing), leaving it waiting for good. A tenant-level line has no such row, and holds one
-    /// event at most (an experiment stops once). SQLite has one writer at a time.
-    pub(super) async fn lock_line(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        tenant: &str,
-        line: &str,
-    ) -> Result<(), StoreError> {
-        if self.postgres {
-            sqlx::query("SELECT 1 FROM verifications WHERE tenant = $1 AND id = $2 FOR UPDATE")
-                .bind(tenant)
-                .bind(line)
-                .fetch_optional(&mut **tx)
-                .await?;
-        }
-        Ok(())
+/// Takes the lock a change of the line's verification takes (its row), so that choosing the
+/// line's next head and a change adding an event to the line take turns: otherwise, on
+/// PostgreSQL, an event added while the head is being delivered could see the head still pending
+/// (and wait behind it) while the delivery does not yet see it (and promotes nothing), leaving it
+/// waiting for good. A tenant-level line has no such row, and holds one event at most (an
+/// experiment stops once). SQLite has one writer at a time.
+pub(super) async fn lock_line(
+    tx: &mut dyn WriteTx,
+    tenant: &str,
+    line: &str,
+) -> Result<(), StoreError> {
+    if tx.postgres() {
+        tx.fetch_optional(
+            "SELECT 1 FROM verifications WHERE tenant = $1 AND id = $2 FOR UPDATE",
+            &args![tenant, line],
+        )
+        .await?;
     }
+    Ok(())
 }
 
 #[async_trait]
@@ -267,30 +264,36 @@ impl EventStore for SqlStore {
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         // While claimed, the head is due again when the claim runs out.
-        let done = sqlx::query(
-            "UPDATE events SET claimed_until = $1, claim = $2, due_at = $1 \
-             WHERE id = $3 AND state = 'pending' AND generation = $4 AND due_at <= $5",
-        )
-        .bind(ts(until))
-        .bind(token)
-        .bind(&event.id)
-        .bind(event.generation)
-        .bind(ts(now))
-        .execute(&self.writes)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let args = args![ts(until), token, &event.id, event.generation, ts(now)];
+        let done = self
+            .write(move |tx| {
+                Box::pin(async move {
+                    tx.execute(
+                        "UPDATE events SET claimed_until = $1, claim = $2, due_at = $1 \
+                         WHERE id = $3 AND state = 'pending' AND generation = $4 AND due_at <= $5",
+                        &args,
+                    )
+                    .await
+                })
+            })
+            .await?;
+        Ok(done == 1)
     }
 
     async fn park_event(&self, id: &str, token: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE events SET claimed_until = NULL, claim = NULL, due_at = NULL, parked = 1 \
-             WHERE id = $1 AND claim = $2",
-        )
-        .bind(id)
-        .bind(token)
-        .execute(&self.writes)
-        .await?;
-        Ok(())
+        let args = args![id, token];
+        self.write(move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "UPDATE events SET claimed_until = NULL, claim = NULL, due_at = NULL, \
+                     parked = 1 WHERE id = $1 AND claim = $2",
+                    &args,
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn defer_event(
@@ -299,28 +302,34 @@ impl EventStore for SqlStore {
         token: &str,
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE events SET claimed_until = NULL, claim = NULL, due_at = $1, \
-             next_attempt_at = $1 WHERE id = $2 AND claim = $3",
-        )
-        .bind(ts(until))
-        .bind(id)
-        .bind(token)
-        .execute(&self.writes)
-        .await?;
-        Ok(())
+        let args = args![ts(until), id, token];
+        self.write(move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "UPDATE events SET claimed_until = NULL, claim = NULL, due_at = $1, \
+                     next_attempt_at = $1 WHERE id = $2 AND claim = $3",
+                    &args,
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn resume_parked(&self, tenant: &str) -> Result<u64, StoreError> {
-        super::retrying_conflicts(|| async {
-            let done = sqlx::query(
-                "UPDATE events SET parked = 0, due_at = next_attempt_at \
-                 WHERE tenant = $1 AND parked = 1",
-            )
-            .bind(tenant)
-            .execute(&self.writes)
-            .await?;
-            Ok(done.rows_affected())
+        super::retrying_conflicts(|| {
+            let args = args![tenant];
+            self.write(move |tx| {
+                Box::pin(async move {
+                    tx.execute(
+                        "UPDATE events SET parked = 0, due_at = next_attempt_at \
+                         WHERE tenant = $1 AND parked = 1",
+                        &args,
+                    )
+                    .await
+                })
+            })
         })
         .await
     }
@@ -336,22 +345,24 @@ impl EventStore for SqlStore {
         for row in strays {
             let (id, tenant, line): (String, String, String) =
                 (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            let mut tx = self.writes.begin().await?;
-            self.lock_line(&mut tx, &tenant, &line).await?;
-            done += sqlx::query(
-                "UPDATE events SET seq = (SELECT COALESCE(MAX(p.seq), 0) + 1 FROM events p \
-                 WHERE p.tenant = $1 AND p.verification_id = $2), \
-                 tries = CASE WHEN attempts > tries THEN attempts ELSE tries END \
-                 WHERE id = $3 AND seq = 0",
-            )
-            .bind(&tenant)
-            .bind(&line)
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            promote_head(&mut tx, &tenant, &line).await?;
-            tx.commit().await?;
+            done += self
+                .write(move |tx| {
+                    Box::pin(async move {
+                        lock_line(tx, &tenant, &line).await?;
+                        let done = tx
+                            .execute(
+                                "UPDATE events SET seq = (SELECT COALESCE(MAX(p.seq), 0) + 1 \
+                                 FROM events p WHERE p.tenant = $1 AND p.verification_id = $2), \
+                                 tries = CASE WHEN attempts > tries THEN attempts ELSE tries END \
+                                 WHERE id = $3 AND seq = 0",
+                                &args![&tenant, &line, &id],
+                            )
+                            .await?;
+                        promote_head(tx, &tenant, &line).await?;
+                        Ok(done)
+                    })
+                })
+                .await?;
         }
         Ok(done)
     }
@@ -364,110 +375,117 @@ impl EventStore for SqlStore {
         attempt: &Attempt,
         outcome: AttemptOutcome,
     ) -> Result<Recorded, StoreError> {
-        let mut tx = self.writes.begin().await?;
-        // Numbered from a counter on the event's row, which the update also locks: two
-        // attempts never take one number. Past the attempts already recorded, too: a replica of
-        // a release before migration 0013 numbers its attempts by `attempts` alone.
-        let row = sqlx::query(
-            "UPDATE events SET tries = (SELECT CASE WHEN COALESCE(MAX(a.attempt), 0) > events.tries \
-             THEN MAX(a.attempt) ELSE events.tries END FROM event_attempts a \
-             WHERE a.event_id = events.id) + 1 WHERE id = $1 \
-             RETURNING tries, tenant, verification_id",
-        )
-        .bind(&event.id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let (number, tenant, line): (i64, String, String) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        sqlx::query(
-            "INSERT INTO event_attempts (event_id, attempt, at, status_code, latency_ms, error) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&event.id)
-        .bind(number)
-        .bind(ts(attempt.at))
-        .bind(attempt.status_code.map(i64::from))
-        .bind(i64::try_from(attempt.latency_ms).unwrap_or(i64::MAX))
-        .bind(&attempt.error)
-        .execute(&mut *tx)
-        .await?;
-        let written = match outcome {
-            // A delivery is a fact: it stands unless the event was redelivered since.
-            AttemptOutcome::Delivered => {
-                sqlx::query(
-                    "UPDATE events SET state = 'delivered', attempts = attempts + 1, \
-                     next_attempt_at = NULL, claimed_until = NULL, claim = NULL, due_at = NULL \
-                     WHERE id = $1 AND generation = $2 AND state = 'pending'",
+        let (id, generation, token, url) = (
+            event.id.clone(),
+            event.generation,
+            token.to_owned(),
+            url.to_owned(),
+        );
+        let attempt = attempt.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                // Numbered from a counter on the event's row, which the update also locks: two
+                // attempts never take one number. Past the attempts already recorded, too: a
+                // replica of a release before migration 0013 numbers its attempts by `attempts`
+                // alone.
+                let row = tx
+                    .fetch_optional(
+                        "UPDATE events SET tries = (SELECT CASE WHEN COALESCE(MAX(a.attempt), 0) \
+                         > events.tries THEN MAX(a.attempt) ELSE events.tries END \
+                         FROM event_attempts a WHERE a.event_id = events.id) + 1 WHERE id = $1 \
+                         RETURNING tries, tenant, verification_id",
+                        &args![&id],
+                    )
+                    .await?
+                    .ok_or(corrupt("id"))?;
+                let number = row.int(0, "tries")?;
+                let tenant = row.text(1, "tenant")?;
+                let line = row.text(2, "verification_id")?;
+                tx.execute(
+                    "INSERT INTO event_attempts (event_id, attempt, at, status_code, latency_ms, \
+                     error) VALUES ($1, $2, $3, $4, $5, $6)",
+                    &args![
+                        &id,
+                        number,
+                        ts(attempt.at),
+                        attempt.status_code.map(i64::from),
+                        i64::try_from(attempt.latency_ms).unwrap_or(i64::MAX),
+                        &attempt.error,
+                    ],
                 )
-                .bind(&event.id)
-                .bind(event.generation)
-                .execute(&mut *tx)
-                .await?
-            }
-            AttemptOutcome::Failed => {
-                sqlx::query(
-                    "UPDATE events SET state = 'failed', attempts = attempts + 1, \
-                     next_attempt_at = NULL, claimed_until = NULL, claim = NULL, due_at = NULL \
-                     WHERE id = $1 AND claim = $2",
-                )
-                .bind(&event.id)
-                .bind(token)
-                .execute(&mut *tx)
-                .await?
-            }
-            // Due again, if still its line's head (a redeliver of an earlier event may have
-            // taken that place meanwhile).
-            AttemptOutcome::RetryAt(at) => {
-                sqlx::query(AssertSqlSafe(format!(
-                    "UPDATE events SET attempts = attempts + 1, next_attempt_at = $1, \
-                     claimed_until = NULL, claim = NULL, \
-                     due_at = CASE WHEN EXISTS ({EARLIER_PENDING}) THEN NULL ELSE $1 END \
-                     WHERE id = $2 AND claim = $3"
-                )))
-                .bind(ts(at))
-                .bind(&event.id)
-                .bind(token)
-                .execute(&mut *tx)
-                .await?
-            }
-        };
-        let stood = written.rows_affected() == 1;
-        if stood && !matches!(outcome, AttemptOutcome::RetryAt(_)) {
-            self.lock_line(&mut tx, &tenant, &line).await?;
-            promote_head(&mut tx, &tenant, &line).await?;
-        }
-        let failing_since = if matches!(outcome, AttemptOutcome::Delivered) {
-            sqlx::query("DELETE FROM failing_endpoints WHERE tenant = $1 AND url = $2")
-                .bind(&tenant)
-                .bind(url)
-                .execute(&mut *tx)
                 .await?;
-            None
-        } else {
-            sqlx::query(
-                "INSERT INTO failing_endpoints (tenant, url, failing_since) VALUES ($1, $2, $3) \
-                 ON CONFLICT (tenant, url) DO NOTHING",
-            )
-            .bind(&tenant)
-            .bind(url)
-            .bind(ts(attempt.at))
-            .execute(&mut *tx)
-            .await?;
-            let since: String = sqlx::query(
-                "SELECT failing_since FROM failing_endpoints WHERE tenant = $1 AND url = $2",
-            )
-            .bind(&tenant)
-            .bind(url)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-            parse_ts(Some(since), "failing_since")?
-        };
-        tx.commit().await?;
-        Ok(Recorded {
-            stood,
-            failing_since,
+                let written = match outcome {
+                    // A delivery is a fact: it stands unless the event was redelivered since.
+                    AttemptOutcome::Delivered => {
+                        tx.execute(
+                            "UPDATE events SET state = 'delivered', attempts = attempts + 1, \
+                             next_attempt_at = NULL, claimed_until = NULL, claim = NULL, \
+                             due_at = NULL WHERE id = $1 AND generation = $2 AND state = 'pending'",
+                            &args![&id, generation],
+                        )
+                        .await?
+                    }
+                    AttemptOutcome::Failed => {
+                        tx.execute(
+                            "UPDATE events SET state = 'failed', attempts = attempts + 1, \
+                             next_attempt_at = NULL, claimed_until = NULL, claim = NULL, \
+                             due_at = NULL WHERE id = $1 AND claim = $2",
+                            &args![&id, &token],
+                        )
+                        .await?
+                    }
+                    // Due again, if still its line's head (a redeliver of an earlier event may
+                    // have taken that place meanwhile).
+                    AttemptOutcome::RetryAt(at) => {
+                        tx.execute(
+                            &format!(
+                                "UPDATE events SET attempts = attempts + 1, next_attempt_at = $1, \
+                                 claimed_until = NULL, claim = NULL, \
+                                 due_at = CASE WHEN EXISTS ({EARLIER_PENDING}) THEN NULL ELSE $1 END \
+                                 WHERE id = $2 AND claim = $3"
+                            ),
+                            &args![ts(at), &id, &token],
+                        )
+                        .await?
+                    }
+                };
+                let stood = written == 1;
+                if stood && !matches!(outcome, AttemptOutcome::RetryAt(_)) {
+                    lock_line(tx, &tenant, &line).await?;
+                    promote_head(tx, &tenant, &line).await?;
+                }
+                let failing_since = if matches!(outcome, AttemptOutcome::Delivered) {
+                    tx.execute(
+                        "DELETE FROM failing_endpoints WHERE tenant = $1 AND url = $2",
+                        &args![&tenant, &url],
+                    )
+                    .await?;
+                    None
+                } else {
+                    tx.execute(
+                        "INSERT INTO failing_endpoints (tenant, url, failing_since) \
+                         VALUES ($1, $2, $3) ON CONFLICT (tenant, url) DO NOTHING",
+                        &args![&tenant, &url, ts(attempt.at)],
+                    )
+                    .await?;
+                    let since = tx
+                        .fetch_optional(
+                            "SELECT failing_since FROM failing_endpoints \
+                             WHERE tenant = $1 AND url = $2",
+                            &args![&tenant, &url],
+                        )
+                        .await?
+                        .ok_or(corrupt("failing_since"))?
+                        .text(0, "failing_since")?;
+                    parse_ts(Some(since), "failing_since")?
+                };
+                Ok(Recorded {
+                    stood,
+                    failing_since,
+                })
+            })
         })
+        .await
     }
 
     async fn disable_endpoint(
@@ -478,23 +496,25 @@ impl EventStore for SqlStore {
         reason: &str,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.writes.begin().await?;
-        let written = sqlx::query(
-            "INSERT INTO disabled_endpoints (tenant, url, disabled_at, reason) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, url) DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(url)
-        .bind(ts(at))
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
-        let new = written.rows_affected() == 1;
-        if new && let Some(event) = event {
-            super::insert_event(&mut tx, event).await?;
-        }
-        tx.commit().await?;
-        Ok(new)
+        let args = args![tenant, url, ts(at), reason];
+        let event = event.cloned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let new = tx
+                    .execute(
+                        "INSERT INTO disabled_endpoints (tenant, url, disabled_at, reason) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, url) DO NOTHING",
+                        &args,
+                    )
+                    .await?
+                    == 1;
+                if new && let Some(event) = &event {
+                    super::insert_event(tx, event).await?;
+                }
+                Ok(new)
+            })
+        })
+        .await
     }
 
     async fn endpoint_disabled(

@@ -230,7 +230,8 @@ async fn plans(store: &SqlStore, explain: &str) -> Vec<(String, Vec<String>)> {
         }
     }
     let mut out = Vec::new();
-    for (name, sql, binds) in reads(store.postgres) {
+    let postgres = matches!(store.writer, super::Writer::Postgres);
+    for (name, sql, binds) in reads(postgres) {
         let mut query = sqlx::query(AssertSqlSafe(format!("{explain} {sql}")));
         for b in binds {
             query = query.bind(b);

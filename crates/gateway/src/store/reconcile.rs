@@ -37,16 +37,18 @@ impl ReconcileStore for SqlStore {
         until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<StoredVerification>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(claim_unfinished_sql(self.postgres, limit)))
-            .bind(provider)
-            .bind(after_id)
-            .bind(ts(now))
-            .bind(ts(until))
-            .fetch_all(&self.writes)
+        let args = args![provider, after_id, ts(now), ts(until)];
+        let rows = self
+            .write(move |tx| {
+                Box::pin(async move {
+                    let sql = claim_unfinished_sql(tx.postgres(), limit);
+                    tx.fetch_all(&sql, &args).await
+                })
+            })
             .await?;
         let mut claimed = rows
             .iter()
-            .map(row_to_stored)
+            .map(|row| stored_from(|i| row.opt_text(i, "a verification's column")))
             .collect::<Result<Vec<_>, _>>()?;
         // RETURNING keeps no order; the caller pages on the last id.
         claimed.sort_by(|a, b| a.verification.id.cmp(&b.verification.id));
@@ -57,16 +59,20 @@ impl ReconcileStore for SqlStore {
         if next.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writes.begin().await?;
-        for (id, at) in next {
-            sqlx::query("UPDATE verifications SET reconcile_at = $1 WHERE id = $2")
-                .bind(ts(*at))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let next = next.to_vec();
+        self.write(move |tx| {
+            Box::pin(async move {
+                for (id, at) in &next {
+                    tx.execute(
+                        "UPDATE verifications SET reconcile_at = $1 WHERE id = $2",
+                        &args![ts(*at), id],
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn unfinished_count(&self, provider: &str) -> Result<u64, StoreError> {

@@ -172,32 +172,29 @@ impl SqlStore {
                     })
                 })
         };
-        let (pool, writes) = if sqlite {
-            let writes = pool(1).connect(&url).await?;
-            (pool(4).connect(&url).await?, writes)
-        } else {
-            let pool = pool(16).connect(&url).await?;
-            (pool.clone(), pool)
-        };
-        migrate(&writes, &migrations(sqlite), None, Some(&limits)).await?;
-        let inline = if sqlite {
+        let pool = pool(if sqlite { 4 } else { 16 }).connect(&url).await?;
+        migrate(&pool, &migrations(sqlite), None, Some(&limits)).await?;
+        let (writer, inline) = if sqlite {
             let options: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
             let path = options.get_filename();
             let in_memory = path.as_os_str().is_empty() || path.as_os_str() == ":memory:";
+            if in_memory {
+                // The writer and the readers are connections of their own: they must share a file.
+                return Err(StoreError::NeedsFile);
+            }
             // As many as the runtime has threads to read on.
             let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
-            (!in_memory)
-                .then(|| inline::InlineReads::open(path, threads))
-                .transpose()?
+            (
+                Writer::Sqlite(group_commit::GroupCommit::open(path)?),
+                Some(inline::InlineReads::open(path, threads)?),
+            )
         } else {
-            None
+            (Writer::Postgres, None)
         };
         Ok(SqlStore {
             pool,
-            writes,
+            writer,
             inline,
-            insert_sql: insert_sql(!sqlite),
-            postgres: !sqlite,
         })
     }
 }

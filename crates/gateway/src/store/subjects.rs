@@ -80,17 +80,19 @@ impl SubjectStore for SqlStore {
         subject_id: &str,
         subject_ref: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO subject_refs (tenant, provider, subject_id, subject_ref, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, provider, subject_id) DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(provider)
-        .bind(subject_id)
-        .bind(subject_ref)
-        .bind(ts(Utc::now()))
-        .execute(&self.writes)
-        .await?;
-        Ok(())
+        let args = args![tenant, provider, subject_id, subject_ref, ts(Utc::now())];
+        self.write(move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO subject_refs (tenant, provider, subject_id, subject_ref, \
+                     created_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (tenant, provider, subject_id) DO NOTHING",
+                    &args,
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 }

@@ -1,7 +1,7 @@
 //! The tenant's view of its events: list, read one with its attempts, redeliver one, and recover
 //! every event since a time. The delivery worker's queries are in [`super::outbox`].
 
-use super::outbox::{EARLIER_PENDING, EventState, corrupt, promote_head};
+use super::outbox::{EARLIER_PENDING, EventState, corrupt, lock_line, promote_head};
 use super::*;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -135,35 +135,36 @@ impl TenantEventStore for SqlStore {
         id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.writes.begin().await?;
-        let line: Option<String> = sqlx::query(
-            "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = $1, \
-             claimed_until = NULL, claim = NULL, parked = 0, generation = generation + 1 \
-             WHERE tenant = $2 AND id = $3 RETURNING verification_id",
-        )
-        .bind(ts(now))
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|row| row.try_get(0))
-        .transpose()?;
-        let Some(line) = line else {
-            return Ok(false);
-        };
-        // It may now come before the line's head: the head is chosen again.
-        self.lock_line(&mut tx, tenant, &line).await?;
-        sqlx::query(
-            "UPDATE events SET due_at = NULL WHERE tenant = $1 AND verification_id = $2 \
-             AND state = 'pending' AND due_at IS NOT NULL AND claim IS NULL",
-        )
-        .bind(tenant)
-        .bind(&line)
-        .execute(&mut *tx)
-        .await?;
-        promote_head(&mut tx, tenant, &line).await?;
-        tx.commit().await?;
-        Ok(true)
+        let args = args![ts(now), tenant, id];
+        let tenant = tenant.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let line = tx
+                    .fetch_optional(
+                        "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = $1, \
+                         claimed_until = NULL, claim = NULL, parked = 0, \
+                         generation = generation + 1 \
+                         WHERE tenant = $2 AND id = $3 RETURNING verification_id",
+                        &args,
+                    )
+                    .await?;
+                let Some(line) = line else {
+                    return Ok(false);
+                };
+                let line = line.text(0, "verification_id")?;
+                // It may now come before the line's head: the head is chosen again.
+                lock_line(tx, &tenant, &line).await?;
+                tx.execute(
+                    "UPDATE events SET due_at = NULL WHERE tenant = $1 AND verification_id = $2 \
+                     AND state = 'pending' AND due_at IS NOT NULL AND claim IS NULL",
+                    &args![&tenant, &line],
+                )
+                .await?;
+                promote_head(tx, &tenant, &line).await?;
+                Ok(true)
+            })
+        })
+        .await
     }
 }
 
@@ -176,49 +177,50 @@ impl SqlStore {
         since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.writes.begin().await?;
-        if let Some(url) = url {
-            for table in ["disabled_endpoints", "failing_endpoints"] {
-                sqlx::query(AssertSqlSafe(format!(
-                    "DELETE FROM {table} WHERE tenant = $1 AND url = $2"
-                )))
-                .bind(tenant)
-                .bind(url)
-                .execute(&mut *tx)
+        let (tenant, url) = (tenant.to_owned(), url.map(str::to_owned));
+        self.write(move |tx| {
+            Box::pin(async move {
+                if let Some(url) = &url {
+                    for table in ["disabled_endpoints", "failing_endpoints"] {
+                        tx.execute(
+                            &format!("DELETE FROM {table} WHERE tenant = $1 AND url = $2"),
+                            &args![&tenant, url],
+                        )
+                        .await?;
+                    }
+                }
+                let recovered = tx
+                    .execute(
+                        "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = $1, \
+                         claimed_until = NULL, claim = NULL, parked = 0, due_at = NULL, \
+                         generation = generation + 1 \
+                         WHERE tenant = $2 AND state = 'failed' AND created_at >= $3",
+                        &args![ts(now), &tenant, ts(since)],
+                    )
+                    .await?;
+                // The heads of the tenant's lines, chosen again: recovered events take their
+                // places by sequence, and parked ones go out now that the URL is enabled.
+                tx.execute(
+                    &format!(
+                        "UPDATE events SET parked = 0, due_at = next_attempt_at \
+                         WHERE tenant = $1 AND state = 'pending' AND claim IS NULL \
+                         AND NOT EXISTS ({EARLIER_PENDING})"
+                    ),
+                    &args![&tenant],
+                )
                 .await?;
-            }
-        }
-        let recovered = sqlx::query(
-            "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = $1, \
-             claimed_until = NULL, claim = NULL, parked = 0, due_at = NULL, \
-             generation = generation + 1 \
-             WHERE tenant = $2 AND state = 'failed' AND created_at >= $3",
-        )
-        .bind(ts(now))
-        .bind(tenant)
-        .bind(ts(since))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // The heads of the tenant's lines, chosen again: recovered events take their places by
-        // sequence, and parked ones go out now that the URL is enabled.
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE events SET parked = 0, due_at = next_attempt_at \
-             WHERE tenant = $1 AND state = 'pending' AND claim IS NULL \
-             AND NOT EXISTS ({EARLIER_PENDING})"
-        )))
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE events SET due_at = NULL WHERE tenant = $1 AND state = 'pending' \
-             AND due_at IS NOT NULL AND claim IS NULL AND EXISTS ({EARLIER_PENDING})"
-        )))
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(recovered)
+                tx.execute(
+                    &format!(
+                        "UPDATE events SET due_at = NULL WHERE tenant = $1 AND state = 'pending' \
+                         AND due_at IS NOT NULL AND claim IS NULL AND EXISTS ({EARLIER_PENDING})"
+                    ),
+                    &args![&tenant],
+                )
+                .await?;
+                Ok(recovered)
+            })
+        })
+        .await
     }
 
     /// Reads event rows and their attempts: the attempts of the whole page in one query.

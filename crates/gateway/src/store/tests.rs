@@ -7,7 +7,7 @@
 use super::*;
 use kyc_core::{Decision, Reason};
 
-fn sample(tenant: &str, reference: &str, subject: &str) -> StoredVerification {
+pub(super) fn sample(tenant: &str, reference: &str, subject: &str) -> StoredVerification {
     let t = now();
     StoredVerification {
         tenant: tenant.into(),
@@ -33,7 +33,7 @@ fn sample(tenant: &str, reference: &str, subject: &str) -> StoredVerification {
     }
 }
 
-fn created(row: &StoredVerification) -> NewChange {
+pub(super) fn created(row: &StoredVerification) -> NewChange {
     change(row, None, row.verification.status, Source::Create)
 }
 
@@ -67,7 +67,7 @@ fn moved(row: &StoredVerification, status: Status) -> Verification {
     }
 }
 
-async fn count(store: &SqlStore, table: &str, verification_id: &str) -> i64 {
+pub(super) async fn count(store: &SqlStore, table: &str, verification_id: &str) -> i64 {
     let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE verification_id = $1");
     sqlx::query(AssertSqlSafe(sql))
         .bind(verification_id)
@@ -1035,7 +1035,7 @@ async fn sqlite_store() {
          INSERT INTO stats_decisions SELECT tenant, day, provider, country, 9, 1 FROM stats_daily; \
          INSERT INTO stats_decisions SELECT tenant, day, provider, country, 7, 2 FROM stats_daily",
     )
-    .execute(&again.writes)
+    .execute(&again.pool)
     .await
     .unwrap();
     drop(again);
@@ -1058,7 +1058,7 @@ async fn sqlite_store() {
         "DELETE FROM _sqlx_migrations WHERE version = 7; DROP TABLE stats_daily; \
          ALTER TABLE verifications DROP COLUMN country",
     )
-    .execute(&again.writes)
+    .execute(&again.pool)
     .await
     .unwrap();
     drop(again);

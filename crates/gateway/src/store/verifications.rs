@@ -173,12 +173,16 @@ pub(super) const HISTORY: &str = "SELECT from_status, to_status, source, actor, 
      WHERE tenant = $1 AND verification_id = $2 ORDER BY id";
 
 /// A new verification ($1 to $18, the [`COLUMNS`], then $19 and $20, its experiment and arm),
-/// its first history row ($21 to $28: id, tenant, verification id, from, to, source, actor, at)
-/// and its count in `stats_daily` ($29: 1 when it went to a fallback), all or nothing, in one
-/// round trip: on PostgreSQL one statement, on SQLite one batch that the connection's worker
-/// runs at once (a transaction statement by statement was five hand-offs to that thread, with the
-/// one writer connection held throughout).
-pub(super) fn insert_sql(postgres: bool) -> String {
+/// its first history row ($21 to $28: id, tenant, verification id, from, to, source, actor, at),
+/// its count in `stats_daily` ($29: 1 when it went to a fallback) and the settling of its
+/// reservation, all or nothing: on PostgreSQL one statement (one round trip), on SQLite four
+/// statements run by the writer in the write's transaction. Built once per backend.
+pub(super) fn insert_statements(postgres: bool) -> &'static [String] {
+    static STATEMENTS: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
+    &STATEMENTS.get_or_init(|| [insert_sql(false), insert_sql(true)])[usize::from(postgres)]
+}
+
+fn insert_sql(postgres: bool) -> Vec<String> {
     let verification = format!(
         "INSERT INTO verifications ({COLUMNS}, experiment, arm) VALUES \
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
@@ -212,40 +216,38 @@ pub(super) fn insert_sql(postgres: bool) -> String {
     let settled = "DELETE FROM create_attempts WHERE tenant = $2 AND reference = $3";
     if postgres {
         // Selected from `created`, so nothing is counted when the verification is not written.
-        format!(
+        vec![format!(
             "WITH created AS ({verification} RETURNING id), \
              history AS ({change} SELECT $21, $22, $23, $24, $25, $26, $27, $28 FROM created), \
              settled AS ({settled} AND EXISTS (SELECT 1 FROM created)) \
              {stats} SELECT {counts} FROM created {add}"
-        )
+        )]
     } else {
-        format!(
-            "BEGIN IMMEDIATE; {verification}; \
-             {change} VALUES ($21, $22, $23, $24, $25, $26, $27, $28); \
-             {settled}; \
-             {stats} VALUES ({counts}) {add}; COMMIT"
-        )
+        vec![
+            verification,
+            format!("{change} VALUES ($21, $22, $23, $24, $25, $26, $27, $28)"),
+            settled.to_owned(),
+            format!("{stats} VALUES ({counts}) {add}"),
+        ]
     }
 }
 
 /// Writes one history row inside a transaction. Its id is a ULID, so history reads in time order.
-pub(super) async fn insert_change(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    c: &NewChange,
-) -> Result<(), StoreError> {
-    sqlx::query(
+pub(super) async fn insert_change(tx: &mut dyn WriteTx, c: &NewChange) -> Result<(), StoreError> {
+    tx.execute(
         "INSERT INTO status_changes (id, tenant, verification_id, from_status, to_status, source, \
          actor, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &args![
+            format!("chg_{}", ulid::Ulid::generate()),
+            &c.tenant,
+            &c.verification_id,
+            c.change.from.map(Status::as_str),
+            c.change.to.as_str(),
+            c.change.source.as_str(),
+            &c.change.actor,
+            ts(c.change.at),
+        ],
     )
-    .bind(format!("chg_{}", ulid::Ulid::generate()))
-    .bind(&c.tenant)
-    .bind(&c.verification_id)
-    .bind(c.change.from.map(Status::as_str))
-    .bind(c.change.to.as_str())
-    .bind(c.change.source.as_str())
-    .bind(&c.change.actor)
-    .bind(ts(c.change.at))
-    .execute(&mut **tx)
     .await?;
     Ok(())
 }
@@ -327,73 +329,63 @@ impl VerificationStore for SqlStore {
     ) -> Result<Inserted, StoreError> {
         let v = &row.verification;
         let c = &created.change;
-        let query = sqlx::query(AssertSqlSafe(self.insert_sql.clone()))
-            .bind(v.id.clone())
-            .bind(row.tenant.clone())
-            .bind(v.reference.clone())
-            .bind(v.subject_id.clone())
-            .bind(v.provider.clone())
-            .bind(v.provider_reference.clone())
-            .bind(v.status.as_str())
-            .bind(to_json(&v.reason))
-            .bind(v.verification_url.clone())
-            .bind(v.expires_at.map(ts))
-            .bind(to_json(&v.decision))
-            .bind(to_json(&v.metadata))
-            .bind(row.request_hash.clone())
-            .bind(ts(v.created_at))
-            .bind(ts(v.updated_at))
-            .bind(v.completed_at.map(ts))
-            .bind(to_json(&v.routing))
-            .bind(row.country.clone())
-            .bind(v.routing.as_ref().and_then(|r| r.experiment.clone()))
-            .bind(
+        let args = args![
+            &v.id,
+            &row.tenant,
+            &v.reference,
+            &v.subject_id,
+            &v.provider,
+            &v.provider_reference,
+            v.status.as_str(),
+            to_json(&v.reason),
+            &v.verification_url,
+            v.expires_at.map(ts),
+            to_json(&v.decision),
+            to_json(&v.metadata),
+            &row.request_hash,
+            ts(v.created_at),
+            ts(v.updated_at),
+            v.completed_at.map(ts),
+            to_json(&v.routing),
+            &row.country,
+            v.routing.as_ref().and_then(|r| r.experiment.clone()),
+            v.routing
+                .as_ref()
+                .and_then(|r| r.arm)
+                .map(kyc_core::Arm::as_str),
+            format!("chg_{}", ulid::Ulid::generate()),
+            &created.tenant,
+            &created.verification_id,
+            c.from.map(Status::as_str),
+            c.to.as_str(),
+            c.source.as_str(),
+            &c.actor,
+            ts(c.at),
+            i64::from(
                 v.routing
                     .as_ref()
-                    .and_then(|r| r.arm)
-                    .map(kyc_core::Arm::as_str),
-            )
-            .bind(format!("chg_{}", ulid::Ulid::generate()))
-            .bind(created.tenant.clone())
-            .bind(created.verification_id.clone())
-            .bind(c.from.map(Status::as_str))
-            .bind(c.to.as_str())
-            .bind(c.source.as_str())
-            .bind(c.actor.clone())
-            .bind(ts(c.at))
-            .bind(i64::from(v.routing.as_ref().is_some_and(|r| {
-                r.reason == kyc_core::RoutingReason::Fallback
-            })));
-        let writes = self.writes.clone();
-        let sqlite = !self.postgres;
-        // A task of its own, so that a request given up half way (a timeout, a caller gone)
-        // cannot leave a SQLite batch stopped inside its transaction.
-        let result = tokio::spawn(async move {
-            let mut connection = writes.acquire().await?;
-            let result = query.execute(&mut *connection).await;
-            if result.is_err() && sqlite {
-                // The batch stopped at the failing statement, inside its transaction.
-                if sqlx::query("ROLLBACK")
-                    .execute(&mut *connection)
-                    .await
-                    .is_err()
-                {
-                    connection.close_on_drop();
-                }
-            }
-            result
-        })
-        .await
-        .map_err(|_| StoreError::Interrupted)?;
-        match result {
-            Ok(_) => Ok(Inserted::Created),
-            Err(e) if is_unique_violation(&e) => {
+                    .is_some_and(|r| r.reason == kyc_core::RoutingReason::Fallback),
+            ),
+        ];
+        let written = self
+            .write(move |tx| {
+                Box::pin(async move {
+                    for statement in insert_statements(tx.postgres()) {
+                        tx.execute(statement, &args).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await;
+        match written {
+            Ok(()) => Ok(Inserted::Created),
+            Err(e) if e.is_unique_violation() => {
                 match self.find_by_reference(&row.tenant, &v.reference).await? {
                     Some(existing) => Ok(Inserted::Exists(Box::new(existing))),
-                    None => Err(e.into()),
+                    None => Err(e),
                 }
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -437,39 +429,45 @@ impl VerificationStore for SqlStore {
         change: Option<&NewChange>,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.writes.begin().await?;
-        let done = sqlx::query(
-            "UPDATE verifications SET status = $1, reason = $2, verification_url = $3, \
-             expires_at = $4, decision = $5, updated_at = $6, completed_at = $7 \
-             WHERE tenant = $8 AND id = $9 AND status = $10",
-        )
-        .bind(next.status.as_str())
-        .bind(to_json(&next.reason))
-        .bind(&next.verification_url)
-        .bind(next.expires_at.map(ts))
-        .bind(to_json(&next.decision))
-        .bind(ts(next.updated_at))
-        .bind(next.completed_at.map(ts))
-        .bind(tenant)
-        .bind(&next.id)
-        .bind(expected.as_str())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        if let Some(change) = change {
-            insert_change(&mut tx, change).await?;
-        }
-        if next.status.is_final() && !expected.is_final() {
-            self.count_decision(&mut tx, tenant, next).await?;
-        }
-        if let Some(event) = event {
-            insert_event(&mut tx, event).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        let (tenant, next) = (tenant.to_owned(), next.clone());
+        let (change, event) = (change.cloned(), event.cloned());
+        self.write(move |tx| {
+            Box::pin(async move {
+                let done = tx
+                    .execute(
+                        "UPDATE verifications SET status = $1, reason = $2, \
+                         verification_url = $3, expires_at = $4, decision = $5, updated_at = $6, \
+                         completed_at = $7 WHERE tenant = $8 AND id = $9 AND status = $10",
+                        &args![
+                            next.status.as_str(),
+                            to_json(&next.reason),
+                            &next.verification_url,
+                            next.expires_at.map(ts),
+                            to_json(&next.decision),
+                            ts(next.updated_at),
+                            next.completed_at.map(ts),
+                            &tenant,
+                            &next.id,
+                            expected.as_str(),
+                        ],
+                    )
+                    .await?;
+                if done != 1 {
+                    return Ok(false);
+                }
+                if let Some(change) = &change {
+                    insert_change(tx, change).await?;
+                }
+                if next.status.is_final() && !expected.is_final() {
+                    count_decision(tx, &tenant, &next).await?;
+                }
+                if let Some(event) = &event {
+                    insert_event(tx, event).await?;
+                }
+                Ok(true)
+            })
+        })
+        .await
     }
 
     async fn attribute_change(
@@ -481,20 +479,27 @@ impl VerificationStore for SqlStore {
         source: Source,
         actor: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE status_changes SET source = $1, actor = $2 \
-             WHERE tenant = $3 AND verification_id = $4 AND to_status = $5 AND at >= $6 \
-             AND source IN ('webhook', 'refresh', 'reconciler')",
-        )
-        .bind(source.as_str())
-        .bind(actor)
-        .bind(tenant)
-        .bind(verification_id)
-        .bind(to.as_str())
-        .bind(ts(since))
-        .execute(&self.writes)
-        .await?;
-        Ok(())
+        let args = args![
+            source.as_str(),
+            actor,
+            tenant,
+            verification_id,
+            to.as_str(),
+            ts(since),
+        ];
+        self.write(move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "UPDATE status_changes SET source = $1, actor = $2 \
+                     WHERE tenant = $3 AND verification_id = $4 AND to_status = $5 AND at >= $6 \
+                     AND source IN ('webhook', 'refresh', 'reconciler')",
+                    &args,
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn history(
