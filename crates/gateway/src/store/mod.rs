@@ -13,6 +13,7 @@ mod attempts;
 mod experiments;
 mod figures;
 mod group_commit;
+mod held_reads;
 mod inline;
 mod outbox;
 #[cfg(test)]
@@ -163,6 +164,8 @@ pub struct SqlStore {
     writer: Writer,
     /// On a SQLite file, reads by key made on the calling thread.
     inline: Option<inline::InlineReads>,
+    /// On PostgreSQL, reads by key on connections kept outside the pool.
+    held_reads: Option<held_reads::HeldReads>,
 }
 
 /// Where a store's writes go.
@@ -362,6 +365,9 @@ mod conflict_tests;
 
 #[cfg(test)]
 mod group_commit_tests;
+
+#[cfg(test)]
+mod held_reads_tests;
 
 #[cfg(test)]
 mod tests;

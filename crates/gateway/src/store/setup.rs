@@ -191,10 +191,12 @@ impl SqlStore {
         } else {
             (Writer::Postgres, None)
         };
+        let held_reads = (!sqlite).then(|| held_reads::HeldReads::new(pool.clone(), limits));
         Ok(SqlStore {
             pool,
             writer,
             inline,
+            held_reads,
         })
     }
 }

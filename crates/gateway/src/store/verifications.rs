@@ -549,10 +549,14 @@ impl SqlStore {
         }) {
             return read;
         }
-        bound(sql, binds.iter().map(|b| b.to_string()).collect())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| row_to_stored(&r))
-            .transpose()
+        let row = match &self.held_reads {
+            Some(held) => held.fetch_optional(&sql, binds).await?,
+            None => {
+                bound(sql, binds.iter().map(|b| b.to_string()).collect())
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+        };
+        row.map(|r| row_to_stored(&r)).transpose()
     }
 }
