@@ -284,11 +284,18 @@ impl SqliteTx {
     fn commit_batch(&mut self, batch: Vec<Box<dyn Pending>>) {
         let mut kept: Vec<Box<dyn Pending>> = Vec::with_capacity(batch.len());
         let mut open = false;
-        for mut write in batch {
+        let mut writes = batch.into_iter();
+        while let Some(mut write) = writes.next() {
             if !open {
                 if let Err(e) = self.control("BEGIN IMMEDIATE") {
-                    write.answer(Err(&BatchFailure::of(e)));
-                    continue;
+                    // The database cannot be written now (another process has held it past the
+                    // busy timeout, say): the rest of the batch would wait as long, each in turn.
+                    let failure = BatchFailure::of(e);
+                    write.answer(Err(&failure));
+                    for write in writes {
+                        write.answer(Err(&failure));
+                    }
+                    return;
                 }
                 open = true;
             }
