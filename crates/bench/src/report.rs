@@ -95,6 +95,36 @@ impl Figure {
         }
     }
 
+    /// A figure held to at least `min` where it has a target, shown without one where not.
+    pub fn at_least_if(
+        part: &'static str,
+        name: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        min: Option<f64>,
+        shown: String,
+    ) -> Figure {
+        match min {
+            Some(min) => Figure::at_least(part, name, value, unit, min, shown),
+            None => Figure::info(part, name, Some(value), unit, shown),
+        }
+    }
+
+    /// A figure held to at most `max` where it has a target, shown without one where not.
+    pub fn at_most_if(
+        part: &'static str,
+        name: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        max: Option<f64>,
+        shown: String,
+    ) -> Figure {
+        match max {
+            Some(max) => Figure::at_most(part, name, value, unit, max, shown),
+            None => Figure::info(part, name, Some(value), unit, shown),
+        }
+    }
+
     /// A figure without a target.
     pub fn info(
         part: &'static str,

@@ -53,20 +53,21 @@ impl ToSql for Arg {
     }
 }
 
-/// `$1`…`$n`, the names SQLite gives the store's numbered parameters.
-fn parameter_name(i: usize) -> String {
-    format!("${i}")
-}
-
 impl SqliteTx {
     /// The statement `sql`, cached, with `args` bound by number: SQLite numbers `$n` parameters
-    /// in the order they first appear, so each is bound by its name, and a statement binds only
-    /// the ones it uses.
+    /// in the order they first appear, so each parameter is bound by its name (`$3` takes
+    /// `args[2]`), and one that names no argument is an error, as on PostgreSQL.
     fn prepared(&self, sql: &str, args: &[Arg]) -> rusqlite::Result<rusqlite::CachedStatement<'_>> {
         let mut statement = self.connection.prepare_cached(sql)?;
-        for (i, arg) in args.iter().enumerate() {
-            if let Some(index) = statement.parameter_index(&parameter_name(i + 1))? {
-                statement.raw_bind_parameter(index, arg)?;
+        for index in 1..=statement.parameter_count() {
+            let name = statement.parameter_name(index).unwrap_or_default();
+            let arg = name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| args.get(n.checked_sub(1)?));
+            match arg {
+                Some(arg) => statement.raw_bind_parameter(index, arg)?,
+                None => return Err(rusqlite::Error::InvalidParameterName(name.to_owned())),
             }
         }
         Ok(statement)

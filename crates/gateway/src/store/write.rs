@@ -152,7 +152,8 @@ pub(super) trait WriteTx: Send {
 /// A PostgreSQL transaction from the pool.
 struct PgTx(sqlx::Transaction<'static, sqlx::Any>);
 
-fn bound<'q>(
+/// `sql` with `args` bound in order, `$1` first.
+fn with_args<'q>(
     sql: &str,
     args: &[Arg],
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
@@ -172,14 +173,14 @@ impl WriteTx for PgTx {
     }
 
     async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, StoreError> {
-        Ok(bound(sql, args)
+        Ok(with_args(sql, args)
             .execute(&mut *self.0)
             .await?
             .rows_affected())
     }
 
     async fn fetch_all(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>, StoreError> {
-        let rows = bound(sql, args).fetch_all(&mut *self.0).await?;
+        let rows = with_args(sql, args).fetch_all(&mut *self.0).await?;
         Ok(rows
             .iter()
             .map(|row| {
