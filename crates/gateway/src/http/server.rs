@@ -15,10 +15,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 use utoipa_swagger_ui::SwaggerUi;
 
 /// Why the server could not start.
@@ -63,24 +60,11 @@ pub fn router(state: AppState) -> Router {
     .merge(crate::http::dashboard::router())
     .fallback(|| async { ApiError::NotFound("no such endpoint; see /docs".into()) })
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-    .layer(axum::middleware::from_fn(size_limits))
     .layer(axum::middleware::from_fn_with_state(
         state.clone(),
-        time_limits,
+        around_request,
     ))
-    .layer(axum::middleware::from_fn(request_context))
-    .layer(
-        TraceLayer::new_for_http()
-            .make_span_with(request_span)
-            .on_request(())
-            .on_response(log_served)
-            .on_eos(())
-            .on_failure(()),
-    )
     .layer(tower_http::compression::CompressionLayer::new())
-    .layer(PropagateRequestIdLayer::x_request_id())
-    .layer(SetRequestIdLayer::x_request_id(RequestUlid))
-    .layer(axum::middleware::from_fn(drop_unusable_request_id))
     .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
     .layer(tower_http::catch_panic::CatchPanicLayer::custom(
         answer_panic,
@@ -101,25 +85,113 @@ const MAX_URI_BYTES: usize = 8 * 1024;
 /// Most header bytes (names and values) served.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-/// Refuses, as problems, a request target or headers over the limits (beyond them, what is left
+/// What every request goes through, as one layer: its id, its span and log line, the size and
+/// time limits, the `RateLimit` headers and the request counter. One layer, not six: each layer
+/// of its own boxed the request's future and cloned the service behind it, per request, and
+/// together they were about a fifth of the CPU of a `GET` (issue 24).
+async fn around_request(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let id = usable_request_id(request.headers()).unwrap_or_else(new_request_id);
+    request.headers_mut().insert(X_REQUEST_ID, id.clone());
+    let span = request_span(&request, &id);
+    let started = std::time::Instant::now();
+    let mut response = within_limits(state, request, next, id.to_str().unwrap_or("-"))
+        .instrument(span.clone())
+        .await;
+    response.headers_mut().insert(X_REQUEST_ID, id);
+    log_served(&response, started.elapsed(), &span);
+    response
+}
+
+/// The request id header, read and answered.
+const X_REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
+/// The caller's `x-request-id` when it is usable: one, not empty, at most 64 characters, made of
+/// letters, digits, `-` and `_`. It goes into every log line and the answer, so it must be short
+/// and inert; otherwise the request gets a new one.
+fn usable_request_id(headers: &axum::http::HeaderMap) -> Option<HeaderValue> {
+    let mut ids = headers.get_all(X_REQUEST_ID).iter();
+    let (Some(id), None) = (ids.next(), ids.next()) else {
+        return None;
+    };
+    let bytes = id.as_bytes();
+    let usable = !bytes.is_empty()
+        && bytes.len() <= 64
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
+    usable.then(|| id.clone())
+}
+
+/// A new request id, `req_<ULID>`.
+fn new_request_id() -> HeaderValue {
+    let mut ulid = [0u8; ulid::ULID_LEN];
+    let mut id = [0u8; 4 + ulid::ULID_LEN];
+    id[..4].copy_from_slice(b"req_");
+    id[4..].copy_from_slice(ulid::Ulid::generate().array_to_str(&mut ulid).as_bytes());
+    HeaderValue::from_bytes(&id).expect("ASCII")
+}
+
+/// Runs the request under the size and time limits, with its id at hand for problem documents,
+/// counts it in `kyc_http_requests_total`, and puts the calling tenant's `RateLimit` headers
+/// (noted by the `Tenant` extractor) on the answer, whatever it is.
+async fn within_limits(state: AppState, mut request: Request, next: Next, id: &str) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let note = crate::http::extract::RequestNote::default();
+    request.extensions_mut().insert(note.clone());
+    let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    let answer = async {
+        match oversized(&request) {
+            Some(refusal) => refusal.into_response(),
+            None => in_time(&state, request, next).await,
+        }
+    };
+    let mut response = REQUEST_ID.scope(id.to_string(), answer).await;
+    let refused_hook = route.starts_with("/hooks/") && !response.status().is_success();
+    if (read && (response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED))
+        || response.status() == StatusCode::TOO_MANY_REQUESTS
+        || refused_hook
+    {
+        response.extensions_mut().insert(SucceededRead);
+    }
+    let noted = note.take();
+    // The calling tenant's rate limit, on whatever the answer is.
+    if let Some(headers) = noted.rate_limit {
+        response.headers_mut().extend(headers);
+    }
+    metrics::counter!(
+        "kyc_http_requests_total",
+        "tenant" => noted.tenant.unwrap_or_else(|| "-".into()),
+        "route" => route,
+        "status" => response.status().as_str().to_string()
+    )
+    .increment(1);
+    response
+}
+
+/// A request target or headers over the limits, refused as a problem (beyond them, what is left
 /// is the HTTP server's own, much larger, buffer limit).
-async fn size_limits(request: Request, next: Next) -> Response {
+fn oversized(request: &Request) -> Option<ApiError> {
     let uri = request
         .uri()
         .path_and_query()
         .map_or(0, |pq| pq.as_str().len());
     if uri > MAX_URI_BYTES {
-        return ApiError::UriTooLong.into_response();
+        return Some(ApiError::UriTooLong);
     }
     let headers: usize = request
         .headers()
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
-    if headers > MAX_HEADER_BYTES {
-        return ApiError::HeadersTooLarge.into_response();
-    }
-    next.run(request).await
+    (headers > MAX_HEADER_BYTES).then_some(ApiError::HeadersTooLarge)
 }
 
 /// Bounds a request in time by `[server]`: its body must be in within `request_body_timeout_ms`
@@ -127,7 +199,7 @@ async fn size_limits(request: Request, next: Next) -> Response {
 /// `request_timeout_ms` (503 otherwise; a create cut off this way is safe to retry with the same
 /// reference). The body deadline is tower-http's `DeadlineBody`; the request deadline is ours
 /// because tower-http's `TimeoutLayer` answers with an empty body, not a problem document.
-async fn time_limits(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn in_time(state: &AppState, request: Request, next: Next) -> Response {
     let (body_timeout, request_timeout) = {
         let server = &state.runtime().policy.server;
         (
@@ -155,54 +227,9 @@ async fn time_limits(State(state): State<AppState>, request: Request, next: Next
     }
 }
 
-/// Request ids: the caller's `x-request-id` when it is usable (see [`drop_unusable_request_id`]),
-/// otherwise `req_<ULID>`. tower-http's `SetRequestIdLayer` puts it on the request and
-/// `PropagateRequestIdLayer` on the answer.
-#[derive(Clone, Copy)]
-struct RequestUlid;
-
-impl MakeRequestId for RequestUlid {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let id = format!("req_{}", ulid::Ulid::generate());
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
-    }
-}
-
-/// Removes a caller's `x-request-id` that is empty, longer than 64 characters, or not made of
-/// letters, digits, `-` and `_`: it goes into every log line and the answer, so it must be short
-/// and inert. The request then gets a new one.
-async fn drop_unusable_request_id(mut request: Request, next: Next) -> Response {
-    let mut ids = request.headers().get_all("x-request-id").iter();
-    let usable = match (ids.next(), ids.next()) {
-        (None, _) => true,
-        (Some(id), None) => {
-            let id = id.as_bytes();
-            !id.is_empty()
-                && id.len() <= 64
-                && id
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-        }
-        (Some(_), Some(_)) => false,
-    };
-    if !usable {
-        request.headers_mut().remove("x-request-id");
-    }
-    next.run(request).await
-}
-
-/// The request's id, as set by [`RequestUlid`] or the caller.
-fn request_id<B>(request: &axum::http::Request<B>) -> &str {
-    request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-}
-
-/// A request's span (tower-http's `TraceLayer` makes it): its id, method and route template
-/// (never the raw path or query), as an OpenTelemetry server span continuing the caller's trace.
-fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+/// A request's span: its id, method and route template (never the raw path or query), as an
+/// OpenTelemetry server span continuing the caller's trace.
+fn request_span(request: &Request, id: &HeaderValue) -> tracing::Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -211,7 +238,7 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
         "request",
         otel.name = tracing::field::Empty,
         otel.kind = tracing::field::Empty,
-        request_id = %request_id(request),
+        request_id = %id.to_str().unwrap_or("-"),
         method = %request.method(),
         route = %route,
         tenant = tracing::field::Empty,
@@ -228,14 +255,15 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
 }
 
 /// One log line per request, in its span: the status and the time taken. A read that succeeded
-/// (`GET` or `HEAD` answered 2xx or 304; `request_context` marks it) logs at DEBUG: at a busy
+/// (`GET` or `HEAD` answered 2xx or 304; `within_limits` marks it) logs at DEBUG: at a busy
 /// gateway those lines were most of the log and about a tenth of the CPU, and
 /// `kyc_http_requests_total` counts them anyway. So do a 429 and a refused provider webhook:
 /// a flood of them would flood the log, and the limits and the webhook receiver count them
 /// (and the receiver logs a line per reason now and then). Every other answer logs at INFO.
-fn log_served<B>(response: &Response<B>, latency: std::time::Duration, span: &tracing::Span) {
-    span.record("http.response.status_code", response.status().as_u16());
+fn log_served(response: &Response, latency: std::time::Duration, span: &tracing::Span) {
     let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    let _in_span = span.enter();
     let elapsed_ms = latency.as_millis() as u64;
     if response.extensions().get::<SucceededRead>().is_some() {
         tracing::debug!(status, elapsed_ms, "request served");
@@ -248,42 +276,6 @@ fn log_served<B>(response: &Response<B>, latency: std::time::Duration, span: &tr
 /// [`log_served`].
 #[derive(Clone, Copy)]
 struct SucceededRead;
-
-/// Runs the request with its id at hand for problem documents, counts it in
-/// `kyc_http_requests_total`, and puts the calling tenant's `RateLimit` headers (noted by the
-/// `Tenant` extractor) on the answer, whatever it is.
-async fn request_context(mut request: Request, next: Next) -> Response {
-    let id = request_id(&request).to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
-    let note = crate::http::extract::RequestNote::default();
-    request.extensions_mut().insert(note.clone());
-    let read = matches!(*request.method(), Method::GET | Method::HEAD);
-    let mut response = REQUEST_ID.scope(id, next.run(request)).await;
-    let refused_hook = route.starts_with("/hooks/") && !response.status().is_success();
-    if (read && (response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED))
-        || response.status() == StatusCode::TOO_MANY_REQUESTS
-        || refused_hook
-    {
-        response.extensions_mut().insert(SucceededRead);
-    }
-    let noted = note.take();
-    // The calling tenant's rate limit, on whatever the answer is.
-    if let Some(headers) = noted.rate_limit {
-        response.headers_mut().extend(headers);
-    }
-    metrics::counter!(
-        "kyc_http_requests_total",
-        "tenant" => noted.tenant.unwrap_or_else(|| "-".into()),
-        "route" => route,
-        "status" => response.status().as_str().to_string()
-    )
-    .increment(1);
-    response
-}
 
 /// Binds `listen`, a clear error when another process holds it.
 pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, ServeError> {
