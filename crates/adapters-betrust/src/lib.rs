@@ -672,7 +672,8 @@ impl Provider for BetrustProvider {
                 "transaction",
                 tracing::field::display(&verification.provider_reference),
             );
-            tracing::info!(status = %verification.status, "BeTrust transaction ready");
+            // DEBUG: the gateway logs the verification it started from this at INFO.
+            tracing::debug!(status = %verification.status, "BeTrust transaction ready");
             Ok(verification)
         }
         .instrument(span)

@@ -104,6 +104,9 @@ pub fn rate_limited(limit: &'static str) {
     metrics::counter!("kyc_rate_limited_total", "limit" => limit).increment(1);
 }
 
+/// The log thread's buffer: lines waiting together go out in one write of up to this much.
+const LOG_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Whether spans are exported (set once, at start).
 static TRACES_ON: AtomicBool = AtomicBool::new(false);
 
@@ -134,11 +137,16 @@ pub fn init() -> Telemetry {
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let json = std::env::var("KYC_GATEWAY_LOG_FORMAT").as_deref() == Ok("json");
     // Lines go to stderr from a thread of their own, so a request never waits on a write; a
-    // burst beyond the queue (128k lines) makes writers wait rather than lose lines.
+    // burst beyond the queue (128k lines) makes writers wait rather than lose lines. The thread
+    // writes every line waiting in one write and flushes as soon as none is left, so a line is
+    // never held back, and a busy gateway makes one system call per burst, not per line.
     let (stderr, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("kyc-gateway-log")
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(
+            LOG_BUFFER_BYTES,
+            std::io::stderr(),
+        ));
     // A log that cannot be written (stderr closed) is dropped: reporting that would panic
     // (eprintln! on the same closed stderr) inside whatever request was logging.
     let text = (!json).then(|| {
