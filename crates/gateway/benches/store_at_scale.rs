@@ -1,11 +1,15 @@
 //! A quick check of the store's reads at scale (the full benchmark harness is a later issue):
 //! 100,000 verifications over 20 tenants on a SQLite file, then each read timed from 16 tasks at
-//! once, printed beside its floor.
+//! once, printed beside its floor; then a write made alone (one durable commit), beside the
+//! share of a create's budget it may take.
 //!
 //! Run: `cargo bench -p kyc-gateway --bench store_at_scale`
 
-use kyc_core::Status;
-use kyc_gateway::store::{ListFilter, SqlStore, SubjectStore, VerificationStore};
+use chrono::Utc;
+use kyc_core::{Source, Status, StatusChange, Verification};
+use kyc_gateway::store::{
+    ListFilter, NewChange, SqlStore, StoredVerification, SubjectStore, VerificationStore,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +72,63 @@ async fn main() {
     })
     .await;
     report("get by id", &by_id, Duration::from_millis(5));
+
+    // A create makes two durable commits one after the other (its reservation, then its
+    // verification), so half of the create budget of issue 24 (0.35 ms added) is the floor of
+    // one commit made alone, as a lone create makes it: the write handed to the store's writer,
+    // its WAL frames written and synced, and the answer handed back.
+    let mut lone = Vec::new();
+    for i in 0..LONE_WRITES {
+        let (row, change) = verification(i);
+        let started = Instant::now();
+        store.insert(&row, &change).await.unwrap();
+        lone.push(started.elapsed());
+    }
+    lone.sort();
+    report("lone write (one commit)", &lone, Duration::from_micros(175));
+}
+
+/// Writes made one at a time, nothing else waiting, for the lone-commit figure.
+const LONE_WRITES: u32 = 1_000;
+
+/// A new pending verification `n` of tenant `t0` and its first history row.
+fn verification(n: u32) -> (StoredVerification, NewChange) {
+    let at = Utc::now();
+    let id = format!("ver_lone_{n}");
+    let row = StoredVerification {
+        tenant: "t0".into(),
+        request_hash: "h".into(),
+        country: None,
+        verification: Verification {
+            id: id.clone(),
+            reference: format!("lone-{n}"),
+            subject_id: format!("lone-{n}"),
+            provider: "p0".into(),
+            provider_reference: format!("lone-pr-{n}"),
+            status: Status::Pending,
+            reason: None,
+            verification_url: None,
+            expires_at: None,
+            decision: None,
+            metadata: None,
+            routing: None,
+            created_at: at,
+            updated_at: at,
+            completed_at: None,
+        },
+    };
+    let change = NewChange {
+        tenant: "t0".into(),
+        verification_id: id,
+        change: StatusChange {
+            from: None,
+            to: Status::Pending,
+            source: Source::Create,
+            actor: None,
+            at,
+        },
+    };
+    (row, change)
 }
 
 /// Runs `read` from [`TASKS`] tasks, [`PER_TASK`] times each; the sorted latencies.
