@@ -8,14 +8,14 @@
 //!
 //! Run: `cargo bench -p kyc-gateway --bench request_overhead`
 
+mod common;
+
 use axum::body::Body;
 use axum::http::Request;
-use chrono::Utc;
-use kyc_core::{Source, Status, StatusChange, Verification};
 use kyc_gateway::app::{App, AppState, Runtime};
 use kyc_gateway::config::{Policy, RateLimit, hash_api_key};
 use kyc_gateway::providers::limits::Limiter;
-use kyc_gateway::store::{NewChange, SqlStore, Store, StoredVerification, VerificationStore};
+use kyc_gateway::store::{SqlStore, Store, VerificationStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
@@ -71,41 +71,8 @@ async fn setup(db: &str) -> (Arc<App>, axum::Router, Vec<String>) {
     let store = Arc::new(SqlStore::connect(&policy.store.url).await.unwrap());
     let mut ids = Vec::new();
     for tenant in ["open", "limited"] {
-        let at = Utc::now();
         let id = format!("ver_{}", ulid::Ulid::generate());
-        let row = StoredVerification {
-            tenant: tenant.into(),
-            request_hash: "h".into(),
-            country: None,
-            verification: Verification {
-                id: id.clone(),
-                reference: format!("ref-{tenant}"),
-                subject_id: "s".into(),
-                provider: "p".into(),
-                provider_reference: format!("pr-{tenant}"),
-                status: Status::Pending,
-                reason: None,
-                verification_url: None,
-                expires_at: None,
-                decision: None,
-                metadata: None,
-                routing: None,
-                created_at: at,
-                updated_at: at,
-                completed_at: None,
-            },
-        };
-        let change = NewChange {
-            tenant: tenant.into(),
-            verification_id: id.clone(),
-            change: StatusChange {
-                from: None,
-                to: Status::Pending,
-                source: Source::Create,
-                actor: None,
-                at,
-            },
-        };
+        let (row, change) = common::pending(tenant, &id, tenant, "p");
         store.insert(&row, &change).await.unwrap();
         ids.push(id);
     }

@@ -5,11 +5,10 @@
 //!
 //! Run: `cargo bench -p kyc-gateway --bench store_at_scale`
 
-use chrono::Utc;
-use kyc_core::{Source, Status, StatusChange, Verification};
-use kyc_gateway::store::{
-    ListFilter, NewChange, SqlStore, StoredVerification, SubjectStore, VerificationStore,
-};
+mod common;
+
+use kyc_core::Status;
+use kyc_gateway::store::{ListFilter, SqlStore, SubjectStore, VerificationStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,7 +78,8 @@ async fn main() {
     // its WAL frames written and synced, and the answer handed back.
     let mut lone = Vec::new();
     for i in 0..LONE_WRITES {
-        let (row, change) = verification(i);
+        let (row, change) =
+            common::pending("t0", &format!("ver_lone_{i}"), &format!("lone-{i}"), "p0");
         let started = Instant::now();
         store.insert(&row, &change).await.unwrap();
         lone.push(started.elapsed());
@@ -90,46 +90,6 @@ async fn main() {
 
 /// Writes made one at a time, nothing else waiting, for the lone-commit figure.
 const LONE_WRITES: u32 = 1_000;
-
-/// A new pending verification `n` of tenant `t0` and its first history row.
-fn verification(n: u32) -> (StoredVerification, NewChange) {
-    let at = Utc::now();
-    let id = format!("ver_lone_{n}");
-    let row = StoredVerification {
-        tenant: "t0".into(),
-        request_hash: "h".into(),
-        country: None,
-        verification: Verification {
-            id: id.clone(),
-            reference: format!("lone-{n}"),
-            subject_id: format!("lone-{n}"),
-            provider: "p0".into(),
-            provider_reference: format!("lone-pr-{n}"),
-            status: Status::Pending,
-            reason: None,
-            verification_url: None,
-            expires_at: None,
-            decision: None,
-            metadata: None,
-            routing: None,
-            created_at: at,
-            updated_at: at,
-            completed_at: None,
-        },
-    };
-    let change = NewChange {
-        tenant: "t0".into(),
-        verification_id: id,
-        change: StatusChange {
-            from: None,
-            to: Status::Pending,
-            source: Source::Create,
-            actor: None,
-            at,
-        },
-    };
-    (row, change)
-}
 
 /// Runs `read` from [`TASKS`] tasks, [`PER_TASK`] times each; the sorted latencies.
 async fn time<F, Fut>(store: &Arc<SqlStore>, read: F) -> Vec<Duration>
