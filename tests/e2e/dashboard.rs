@@ -339,7 +339,8 @@ const answers = {
     challenger: 'gu1', share: 20, arms: [
       {arm: 'champion', provider: 'betrust-cl', sample: 412, value: 0.8, ci: [0.76, 0.84]},
       {arm: 'challenger', provider: 'gu1', sample: 103, value: 0.85, ci: [0.78, 0.91]}],
-    difference: 0.05, p_value: 0.0123, verdict: 'challenger_better', stopped: false},
+    difference: 0.05, always_valid_p_value: 0.0123, p_value: 0.0009,
+    verdict: 'challenger_better', stopped: false},
   '/v1/policy/preview': {total: 57, moves: [{from: 'betrust-cl', to: 'gu1', country: hostile,
     count: 12}], destinations: [{provider: 'gu1', approval_rate: 0.5}]},
 };
@@ -401,7 +402,9 @@ async fn the_dashboard_renders_experiments_and_replays_as_text() {
         "+5.0 pp"
     );
     assert_eq!(
-        browser.text("#experiment [data-field=p_value]").await,
+        browser
+            .text("#experiment [data-field=always_valid_p_value]")
+            .await,
         "0.0123"
     );
     assert_eq!(browser.text("#experiment [data-field=stopped]").await, "no");

@@ -136,11 +136,23 @@ async fn an_experiment_finds_the_challenger_better_when_its_provider_approves_mo
     // Before any verification: nothing to compare.
     let (_, empty) = w.get(FIGURES, ALPHA_KEY).await;
     assert_eq!(empty["verdict"], "collecting", "{empty}");
+    assert!(empty["always_valid_p_value"].is_null(), "{empty}");
     assert!(empty["p_value"].is_null(), "{empty}");
 
     let stored = run_subjects(&w, "better", 80).await;
     let figures = figures(&w, &stored).await;
     assert_eq!(figures["verdict"], "challenger_better", "{figures}");
+    assert_eq!(figures["verdict_test"], "msprt", "{figures}");
+    assert!(
+        figures["always_valid_p_value"].as_f64().unwrap() < 0.05,
+        "{figures}"
+    );
+    // The confidence sequence holds the difference and lies above 0; the fixed-horizon p-value
+    // is answered beside it, for comparison.
+    let cs = &figures["difference_cs"];
+    let difference = figures["difference"].as_f64().unwrap();
+    assert!(cs[0].as_f64().unwrap() > 0.0, "{figures}");
+    assert!(cs[1].as_f64().unwrap() >= difference, "{figures}");
     assert!(figures["p_value"].as_f64().unwrap() < 0.05, "{figures}");
     assert!(figures["difference"].as_f64().unwrap() > 0.4, "{figures}");
     assert_eq!(figures["stopped"], false);
@@ -164,7 +176,10 @@ async fn an_experiment_sees_no_difference_when_the_providers_approve_alike() {
     let stored = run_subjects(&w, "alike", 80).await;
     let figures = figures(&w, &stored).await;
     assert_eq!(figures["verdict"], "no_difference", "{figures}");
-    assert!(figures["p_value"].as_f64().unwrap() > 0.05, "{figures}");
+    assert!(
+        figures["always_valid_p_value"].as_f64().unwrap() > 0.05,
+        "{figures}"
+    );
 }
 
 #[tokio::test]

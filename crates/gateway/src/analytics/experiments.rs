@@ -5,20 +5,25 @@
 //! An arm counts the verifications the experiment routed to it (a fallback away from its
 //! instance is not counted). Its metric is a proportion: `approval_rate` is approved out of those
 //! that reached a final status, `conversion` approved out of all started. The statistics are in
-//! [`crate::analytics::significance`]: each arm's value with its Wilson interval, the difference
-//! (challenger − champion) with Newcombe's interval, and the pooled two-proportion z-test.
+//! [`crate::analytics::significance`]: each arm's value with its Wilson interval, and the
+//! difference (challenger − champion) twice: with the always-valid test the verdict uses (the
+//! mSPRT's p-value and 95 % confidence sequence), and, for comparison only, with the
+//! fixed-horizon figures (Newcombe's interval and the pooled two-proportion z-test), which are
+//! right only at one sample size chosen in advance.
 //!
 //! Verdict: `collecting` while either arm's sample is below `min_sample`; then
-//! `challenger_better` or `champion_better` when the test is significant at 5 %, else
-//! `no_difference`. The guardrail (`guardrail_pp`) trips when the test is significant and the
-//! whole 95 % interval of the difference lies more than `guardrail_pp` points below zero: the
-//! challenger is then, with that confidence, that much worse. It is checked whatever the sample
-//! (the interval is wide while the sample is small), by [`crate::jobs::experiments`], which
-//! records the stop in the store so that every replica sends the experiment's subjects to the
-//! champion from then on.
+//! `challenger_better` or `champion_better` when the always-valid p-value is below 5 %, else
+//! `no_difference`. The experiment is looked at every `every_seconds`, by people and by the
+//! guardrail, for as long as it runs: a fixed-horizon test looked at that way would call a
+//! difference that is not there in a large share of experiments (see the `monitoring_tests`
+//! simulation), the always-valid one in at most 5 %. The guardrail (`guardrail_pp`) trips once
+//! each arm has `min_sample` and the whole confidence sequence of the difference lies more than
+//! `guardrail_pp` points below zero: the challenger is then, with that confidence, that much
+//! worse. [`crate::jobs::experiments`] checks it and records the stop in the store, so that every
+//! replica sends the experiment's subjects to the champion from then on.
 
 use crate::analytics::AnalyticsError;
-use crate::analytics::significance::{self, Comparison, Proportion};
+use crate::analytics::significance::{self, Comparison, Proportion, Sequential};
 use crate::app::App;
 use crate::config::{Experiment, Metric};
 use crate::store::ArmCount;
@@ -52,10 +57,20 @@ pub struct ExperimentFigures {
     pub arms: Vec<ArmFigures>,
     /// challenger − champion; absent while an arm's sample is empty.
     pub difference: Option<f64>,
-    /// The difference's 95 % interval (Newcombe), `[low, high]`.
+    /// The always-valid p-value of the difference (the mSPRT): the verdict's test, valid at
+    /// every look.
+    pub always_valid_p_value: Option<f64>,
+    /// The difference's 95 % confidence sequence (the mSPRT), `[low, high]`: it holds at every
+    /// look at once; the guardrail reads it.
+    pub difference_cs: Option<[f64; 2]>,
+    /// The difference's fixed-horizon 95 % interval (Newcombe), `[low, high]`, for comparison:
+    /// valid only at a sample size fixed in advance, not for a verdict.
     pub difference_ci: Option<[f64; 2]>,
-    /// The two-sided p-value of the pooled two-proportion z-test.
+    /// The fixed-horizon two-sided p-value (pooled two-proportion z-test), for comparison: not
+    /// the verdict's.
     pub p_value: Option<f64>,
+    /// The test the verdict and the guardrail used.
+    pub verdict_test: VerdictTest,
     /// What the figures say.
     pub verdict: Verdict,
     /// Whether the guardrail has stopped the challenger's traffic.
@@ -97,10 +112,20 @@ pub enum Verdict {
     ChampionBetter,
 }
 
+/// The test behind a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictTest {
+    /// The mixture sequential probability ratio test: always valid, however often it is read.
+    Msprt,
+}
+
 /// The comparison of the two arms, the verdict, and whether the guardrail trips.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Judgement {
-    /// Absent while an arm's sample is empty.
+    /// The always-valid comparison; absent while an arm's sample is empty.
+    pub sequential: Option<Sequential>,
+    /// The fixed-horizon comparison, shown beside it; absent while an arm's sample is empty.
     pub comparison: Option<Comparison>,
     /// The verdict.
     pub verdict: Verdict,
@@ -110,20 +135,21 @@ pub struct Judgement {
 
 /// Judges an experiment on its arms' proportions.
 pub fn judge(experiment: &Experiment, champion: Proportion, challenger: Proportion) -> Judgement {
-    let comparison = significance::compare(champion, challenger);
+    let sequential = significance::sequential(champion, challenger);
     let collecting = champion.sample.min(challenger.sample) < experiment.min_sample;
-    let verdict = match comparison {
+    let verdict = match sequential {
         _ if collecting => Verdict::Collecting,
-        Some(c) if c.significant() && c.difference > 0.0 => Verdict::ChallengerBetter,
-        Some(c) if c.significant() && c.difference < 0.0 => Verdict::ChampionBetter,
+        Some(s) if s.significant() && s.difference > 0.0 => Verdict::ChallengerBetter,
+        Some(s) if s.significant() && s.difference < 0.0 => Verdict::ChampionBetter,
         _ => Verdict::NoDifference,
     };
-    let guardrail_tripped = match (comparison, experiment.guardrail_pp) {
-        (Some(c), Some(pp)) => c.significant() && c.interval.high < -pp / 100.0,
+    let guardrail_tripped = match (sequential, experiment.guardrail_pp) {
+        (Some(s), Some(pp)) => !collecting && s.interval.high < -pp / 100.0,
         _ => false,
     };
     Judgement {
-        comparison,
+        sequential,
+        comparison: significance::compare(champion, challenger),
         verdict,
         guardrail_tripped,
     }
@@ -197,7 +223,7 @@ pub async fn measure(
             ci: proportion.wilson().map(|w| [w.low, w.high]),
         }
     };
-    let comparison = judgement.comparison;
+    let (comparison, sequential) = (judgement.comparison, judgement.sequential);
     let figures = ExperimentFigures {
         name: experiment.name.clone(),
         metric,
@@ -211,9 +237,12 @@ pub async fn measure(
             arm(Arm::Champion, &experiment.champion, champion),
             arm(Arm::Challenger, &experiment.challenger, challenger),
         ],
-        difference: comparison.map(|c| c.difference),
+        difference: sequential.map(|s| s.difference),
+        always_valid_p_value: sequential.map(|s| s.p_value),
+        difference_cs: sequential.map(|s| [s.interval.low, s.interval.high]),
         difference_ci: comparison.map(|c| [c.interval.low, c.interval.high]),
         p_value: comparison.map(|c| c.p_value),
+        verdict_test: VerdictTest::Msprt,
         verdict: judgement.verdict,
         stopped: false,
         stopped_at: None,
@@ -261,37 +290,37 @@ mod tests {
     }
 
     #[test]
-    fn the_verdict_waits_for_the_sample_then_follows_the_test() {
-        let e = experiment(200, None);
-        let j = judge(&e, arm(120, 199), arm(180, 199));
+    fn the_verdict_waits_for_the_sample_then_follows_the_always_valid_test() {
+        let e = experiment(600, None);
+        let j = judge(&e, arm(300, 599), arm(390, 599));
         assert_eq!(j.verdict, Verdict::Collecting);
         assert_eq!(
-            judge(&e, arm(120, 200), arm(140, 200)).verdict,
+            judge(&e, arm(300, 600), arm(390, 600)).verdict,
             Verdict::ChallengerBetter
         );
         assert_eq!(
-            judge(&e, arm(140, 200), arm(120, 200)).verdict,
+            judge(&e, arm(390, 600), arm(300, 600)).verdict,
             Verdict::ChampionBetter
         );
-        assert_eq!(
-            judge(&e, arm(100, 200), arm(104, 200)).verdict,
-            Verdict::NoDifference
-        );
+        // Significant for the fixed-horizon test (p = 0.036), not for the always-valid one.
+        let j = judge(&experiment(200, None), arm(120, 200), arm(140, 200));
+        assert!(j.comparison.unwrap().significant());
+        assert_eq!(j.verdict, Verdict::NoDifference);
     }
 
     #[test]
-    fn the_guardrail_needs_the_whole_interval_below_it() {
-        // 80 % against 50 % on 100 each: the difference's interval is about -0.42 to -0.17.
-        let j = judge(&experiment(1000, Some(10.0)), arm(80, 100), arm(50, 100));
+    fn the_guardrail_waits_for_the_sample_and_needs_the_whole_sequence_below_it() {
+        // 80 % against 50 % on 100 each: the confidence sequence is about -0.50 to -0.10.
+        let j = judge(&experiment(100, Some(5.0)), arm(80, 100), arm(50, 100));
         assert!(j.guardrail_tripped);
-        assert_eq!(j.verdict, Verdict::Collecting);
-        // The same with a 20-point guardrail: the interval reaches above -0.20.
-        assert!(
-            !judge(&experiment(1000, Some(20.0)), arm(80, 100), arm(50, 100)).guardrail_tripped
-        );
+        assert_eq!(j.verdict, Verdict::ChampionBetter);
+        // The same before each arm has `min_sample`: not yet.
+        assert!(!judge(&experiment(101, Some(5.0)), arm(80, 100), arm(50, 100)).guardrail_tripped);
+        // A 10-point guardrail: the sequence reaches above -0.10.
+        assert!(!judge(&experiment(100, Some(10.0)), arm(80, 100), arm(50, 100)).guardrail_tripped);
         // No guardrail, or the challenger better: never.
         assert!(!judge(&experiment(1, None), arm(80, 100), arm(50, 100)).guardrail_tripped);
-        assert!(!judge(&experiment(1, Some(10.0)), arm(50, 100), arm(80, 100)).guardrail_tripped);
+        assert!(!judge(&experiment(1, Some(5.0)), arm(50, 100), arm(80, 100)).guardrail_tripped);
     }
 
     #[test]

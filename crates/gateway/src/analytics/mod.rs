@@ -2,6 +2,8 @@
 //! and the replay of a draft routing over past traffic.
 
 pub mod experiments;
+#[cfg(test)]
+mod monitoring_tests;
 pub mod replay;
 pub mod significance;
 pub mod stats;

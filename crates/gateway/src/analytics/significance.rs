@@ -10,6 +10,16 @@
 //!   (the same as Pearson's chi-square test of the 2×2 table without continuity correction):
 //!   `z = (p₂ − p₁) / √(p̂(1−p̂)(1/n₁ + 1/n₂))`, `p = 2·(1 − Φ(|z|))`, significant below 0.05.
 //!
+//! - Those three are fixed-horizon methods: each is right once, at a sample size chosen in
+//!   advance. An experiment is looked at again and again as its sample grows, and a test
+//!   repeated at every look declares a difference far more often than 5 % of the time when there
+//!   is none (the `monitoring_tests` simulation measures it). The verdict and the guardrail use
+//!   [`sequential`] instead: the mixture sequential probability ratio test (mSPRT; Robbins 1970,
+//!   as applied to A/B tests by Johari, Koomen, Pekelis and Walsh, "Always valid inference",
+//!   2017, and in Optimizely's Stats Engine). Its p-value and its confidence sequence hold at
+//!   every look at once: the chance that they ever show a difference that is not there stays
+//!   below 5 %, however often and for however long the experiment is looked at.
+//!
 //! The normal distribution's CDF comes from `libm`'s `erfc`; the 97.5 % quantile is a constant.
 
 /// The 97.5 % quantile of the standard normal distribution: a two-sided 95 % interval.
@@ -108,6 +118,68 @@ pub fn compare(champion: Proportion, challenger: Proportion) -> Option<Compariso
     })
 }
 
+/// The mSPRT's mixing distribution over the difference is normal around 0 with this standard
+/// deviation: 10 percentage points. The test is most sensitive to differences of about this
+/// size (the kind a provider switch is worth making for) and still finds larger ones sooner and
+/// smaller ones later.
+pub const MIXING_SD: f64 = 0.1;
+
+/// The always-valid comparison of a challenger with a champion (the mSPRT).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sequential {
+    /// challenger − champion.
+    pub difference: f64,
+    /// The always-valid p-value: the inverse of the mixture likelihood ratio, at most 1.
+    pub p_value: f64,
+    /// The difference's 95 % confidence sequence: every value the test does not reject at 5 %.
+    pub interval: Interval,
+}
+
+impl Sequential {
+    /// Whether the arms differ at [`ALPHA`], valid whenever it is looked at.
+    pub fn significant(&self) -> bool {
+        self.p_value < ALPHA
+    }
+}
+
+/// The mSPRT of the difference between two arms; `None` while either sample is empty.
+///
+/// The estimate `d = p₂ − p₁` is taken as normal with variance `V = p̃₁(1−p̃₁)/n₁ +
+/// p̃₂(1−p̃₂)/n₂`, where `p̃ = (successes + ½)/(sample + 1)` keeps `V` above 0 when an arm is all
+/// successes or all failures. Mixed over a difference `θ ~ N(0, τ²)` ([`MIXING_SD`] = τ), the
+/// likelihood ratio of "the arms differ" against "they do not" is
+/// `Λ = √(V/(V+τ²)) · exp(d²τ² / (2V(V+τ²)))`; the p-value is `min(1, 1/Λ)`, and the confidence
+/// sequence is `d ± √(V(V+τ²)/τ² · (2·ln(1/α) + ln((V+τ²)/V)))`, the values of `θ` whose own
+/// ratio stays below `1/α`.
+pub fn sequential(champion: Proportion, challenger: Proportion) -> Option<Sequential> {
+    let difference = challenger.value()? - champion.value()?;
+    let variance = champion.smoothed_variance() + challenger.smoothed_variance();
+    let tau2 = MIXING_SD * MIXING_SD;
+    let wider = variance + tau2;
+    let log_ratio =
+        0.5 * (variance / wider).ln() + difference * difference * tau2 / (2.0 * variance * wider);
+    let half =
+        (variance * wider / tau2 * (2.0 * (1.0 / ALPHA).ln() + (wider / variance).ln())).sqrt();
+    Some(Sequential {
+        difference,
+        p_value: (-log_ratio).exp().min(1.0),
+        interval: Interval {
+            low: (difference - half).max(-1.0),
+            high: (difference + half).min(1.0),
+        },
+    })
+}
+
+impl Proportion {
+    /// The variance of the sample's proportion, with half a success added to it (see
+    /// [`sequential`]); the sample must not be empty.
+    fn smoothed_variance(self) -> f64 {
+        let n = self.sample as f64;
+        let p = (self.successes as f64 + 0.5) / (n + 1.0);
+        p * (1.0 - p) / n
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Reference values computed elsewhere: Newcombe's published examples, and Python's
@@ -178,6 +250,33 @@ mod tests {
         let c = compare(arm(100, 200), arm(104, 200)).unwrap();
         close(c.p_value, 0.689_097_576_817_432_1, 1e-9);
         assert!(!c.significant());
+    }
+
+    #[test]
+    fn the_sequential_test_matches_an_independent_computation() {
+        // The formulas of `sequential`, computed in Python (math.log, math.exp, math.sqrt).
+        let s = sequential(arm(300, 600), arm(390, 600)).unwrap();
+        close(s.difference, 0.15, 1e-12);
+        close(s.p_value, 7.593_907_908_905_278e-6, 1e-12);
+        close(s.interval.low, 0.064_040_131_888_212_9, 1e-9);
+        close(s.interval.high, 0.235_959_868_111_787_15, 1e-9);
+        assert!(s.significant());
+        // 120/200 against 140/200: the fixed-horizon test's p is 0.036, this one's 0.38.
+        let s = sequential(arm(120, 200), arm(140, 200)).unwrap();
+        close(s.p_value, 0.381_042_043_348_021_3, 1e-9);
+        close(s.interval.low, -0.045_636_121_001_977_5, 1e-9);
+        assert!(!s.significant());
+        // No evidence of a difference: the ratio is below 1, the p-value 1.
+        assert_eq!(
+            sequential(arm(100, 200), arm(104, 200)).unwrap().p_value,
+            1.0
+        );
+        // All against nothing: no division by zero, and the sequence stays within -1..1.
+        let s = sequential(arm(20, 20), arm(0, 20)).unwrap();
+        close(s.p_value, 3.592_960_401_075_374e-76, 1e-80);
+        close(s.interval.low, -1.0, 0.0);
+        close(s.interval.high, -0.851_875_446_438_742_9, 1e-9);
+        assert_eq!(sequential(arm(0, 0), arm(3, 4)), None);
     }
 
     #[test]

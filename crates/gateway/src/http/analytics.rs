@@ -47,12 +47,14 @@ async fn get_stats(
 }
 
 /// A champion-challenger experiment of the tenant's routing: each arm's sample, approval rate
-/// (or conversion) and 95 % interval, the difference, the p-value of a two-proportion z-test, and
-/// the verdict.
+/// (or conversion) and 95 % interval, the difference with its always-valid p-value and
+/// confidence sequence (the verdict's test, the mSPRT: valid however often it is read), the
+/// fixed-horizon p-value and interval for comparison, and the verdict.
 ///
 /// The verdict is `collecting` until each arm has `min_sample` verifications counted, then
-/// `challenger_better`, `champion_better` (significant at 5 %) or `no_difference`. `stopped` is
-/// true once the guardrail has sent all of the experiment's subjects to the champion.
+/// `challenger_better`, `champion_better` (always-valid p-value below 5 %) or `no_difference`
+/// (not shown different so far). `stopped` is true once the guardrail has sent all of the
+/// experiment's subjects to the champion.
 #[utoipa::path(
     get,
     path = "/v1/experiments/{name}",

@@ -83,7 +83,7 @@ async fn check(app: &App) -> Result<(), AnalyticsError> {
 }
 
 fn log_stop(tenant: &str, experiment: &Experiment, judgement: &experiments::Judgement) {
-    let difference = judgement.comparison.map_or(0.0, |c| c.difference);
+    let difference = judgement.sequential.map_or(0.0, |s| s.difference);
     tracing::warn!(
         tenant,
         experiment = %experiment.name,
