@@ -20,7 +20,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 /// Verifications in the `--scenario` history.
-pub const HISTORY: u64 = 420;
+pub const HISTORY: u64 = 900;
 
 /// The demo tenant's routing additions with `--scenario`: an experiment in Chile, and a fallback
 /// for gu1's errors.
