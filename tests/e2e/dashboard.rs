@@ -342,7 +342,9 @@ const answers = {
     difference: 0.05, always_valid_p_value: 0.0123, p_value: 0.0009,
     verdict: 'challenger_better', stopped: false},
   '/v1/policy/preview': {total: 57, moves: [{from: 'betrust-cl', to: 'gu1', country: hostile,
-    count: 12}], destinations: [{provider: 'gu1', approval_rate: 0.5}]},
+    count: 12}], destinations: [{provider: 'gu1', approval_rate: 0.5, observations: 40,
+    approval_ci: [0.35, 0.65], countries: [{country: hostile, count: 12, observations: 3,
+    too_few_observations: true}]}]},
 };
 window.sent = [];
 const real = window.fetch;
@@ -419,6 +421,10 @@ async fn the_dashboard_renders_experiments_and_replays_as_text() {
             .await,
         "50.0 %"
     );
+    let cell = |field: &str| format!("#replay tr[data-provider=gu1] [data-field={field}]");
+    assert_eq!(browser.text(&cell("approval_ci")).await, "35.0 % to 65.0 %");
+    assert_eq!(browser.text(&cell("observations")).await, "40");
+    assert!(browser.text(&cell("too_few")).await.contains(hostile));
 
     // Nothing became markup; the calls carried the key as a bearer token, the experiment's name
     // escaped in its path, and the replay its draft and days.

@@ -338,6 +338,65 @@ async fn the_scenario_starts_with_providers_that_differ_and_an_experiment_with_a
     assert_eq!(experiment["verdict"], "challenger_better", "{experiment}");
     assert_eq!(experiment["stopped"], false, "{experiment}");
 
+    // A replay of the history gives each destination's rate per country with the observations
+    // and the 95 % interval behind it, from the same counts as the stats.
+    let preview: Value = http
+        .post(format!("{}/v1/policy/preview", sandbox.base))
+        .bearer_auth("kyc_sandbox_demo_key")
+        .json(&json!({"routing": {"default": "gu1-sandbox"}, "since_days": 30}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stats: Value = get("/v1/stats?group_by=provider,country")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let find = |list: &Value, key: &str, value: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|item| item[key] == value)
+            .unwrap_or_else(|| panic!("{key} {value} in {list}"))
+            .clone()
+    };
+    let gu1 = find(&preview["destinations"], "provider", "gu1-sandbox");
+    let chile = find(&gu1["countries"], "country", "CL");
+    let counted = stats["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["provider"] == "gu1-sandbox" && g["country"] == "CL")
+        .unwrap_or_else(|| panic!("{stats}"))["finished"]
+        .clone();
+    let approved = counted["approved"].as_f64().unwrap();
+    let finished: f64 = counted
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_f64().unwrap())
+        .sum();
+    assert!(finished >= 30.0, "{counted}");
+    assert_eq!(chile["observations"].as_f64().unwrap(), finished, "{chile}");
+    assert_eq!(chile["too_few_observations"], false, "{chile}");
+    let rate = approved / finished;
+    assert!(
+        (chile["approval_rate"].as_f64().unwrap() - rate).abs() < 1e-12,
+        "{chile}"
+    );
+    // Wilson's score interval, written out here apart from the gateway's code.
+    let (z, n) = (1.959_963_984_540_054_f64, finished);
+    let centre = (rate + z * z / (2.0 * n)) / (1.0 + z * z / n);
+    let half = z / (1.0 + z * z / n) * (rate * (1.0 - rate) / n + z * z / (4.0 * n * n)).sqrt();
+    for (bound, expected) in [(0, centre - half), (1, centre + half)] {
+        let got = chile["approval_ci"][bound].as_f64().unwrap();
+        assert!((got - expected).abs() < 1e-9, "{chile}");
+    }
+
     // New verifications end by themselves: an Argentine one at gu1 within seconds.
     let created: Value = http
         .post(format!("{}/v1/verifications", sandbox.base))

@@ -55,16 +55,45 @@ async fn a_draft_routing_replayed_moves_what_a_hand_count_says() {
         json!([{"from": "betrust-cl", "to": "gu1", "country": "CL", "count": 3}])
     );
     // Each destination's figures as observed: gu1 approved 1 of 2 finished, at 0.5 for each
-    // of its 3 started (1.5 per approval); betrust-cl 2 of 3, at 1.25 for each of 4 (2.5).
+    // of its 3 started (1.5 per approval); betrust-cl 2 of 3, at 1.25 for each of 4 (2.5). Each
+    // rate comes with its observations and Wilson interval (Python's statistics.NormalDist:
+    // 2/3 gives 0.20766 to 0.93851, 1/2 gives 0.09453 to 0.90547), and per country, where no
+    // instance finished 30 (betrust-cl none in MX; gu1 2 in AR, none in CL), no rate at all.
+    let mut destinations = preview["destinations"].clone();
+    let intervals: Vec<Value> = destinations
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .map(|d| d.as_object_mut().unwrap().remove("approval_ci").unwrap())
+        .collect();
+    let too_few = |country: &str, count: u64, observations: u64| {
+        json!({"country": country, "count": count, "observations": observations,
+               "too_few_observations": true})
+    };
     assert_eq!(
-        preview["destinations"],
+        destinations,
         json!([
             {"provider": "betrust-cl", "count": 1, "approval_rate": 2.0 / 3.0,
+             "observations": 3, "countries": [too_few("MX", 1, 0)],
              "cost_per_approved": 2.5, "currency": "USD"},
             {"provider": "gu1", "count": 6, "approval_rate": 0.5,
+             "observations": 2, "countries": [too_few("AR", 2, 2), too_few("CL", 4, 0)],
              "cost_per_approved": 1.5, "currency": "USD"},
         ])
     );
+    for (interval, [low, high]) in intervals.iter().zip([
+        [0.207_659_600_802_047_8, 0.938_508_055_279_603_8],
+        [0.094_531_205_734_230_74, 0.905_468_794_265_769_3],
+    ]) {
+        assert!(
+            (interval[0].as_f64().unwrap() - low).abs() < 1e-9,
+            "{interval}"
+        );
+        assert!(
+            (interval[1].as_f64().unwrap() - high).abs() < 1e-9,
+            "{interval}"
+        );
+    }
     // Nothing was sent to a provider, and nothing changed.
     let (_, list) = w.get("/v1/verifications", ALPHA_KEY).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 7);

@@ -324,16 +324,21 @@
       const answer = await api("v1/policy/preview", { routing, since_days: Number($("since-days").value) });
       const moves = (answer.moves || []).map((m) =>
         el("tr", {}, el("td", {}, m.from), el("td", {}, m.to), el("td", {}, m.country), el("td", { "data-field": "count" }, m.count)));
+      const range = (c) => (Array.isArray(c) && typeof c[0] === "number" ? `${pct(c[0])} to ${pct(c[1])}` : DASH);
+      const few = (d) => (d.countries || []).filter((c) => c.too_few_observations).map((c) => c.country || "?");
       const destinations = (answer.destinations || []).map((d) =>
         el("tr", { "data-provider": d.provider }, el("td", {}, d.provider),
           figure("td", d.approval_rate, pct, null, { "data-field": "approval_rate" }),
+          el("td", { "data-field": "approval_ci" }, range(d.approval_ci)),
+          figure("td", d.observations, (v) => String(v), null, { "data-field": "observations" }),
+          el("td", { "data-field": "too_few" }, few(d).length ? "too few finished in " + few(d).join(", ") : ""),
           figure("td", d.cost_per_approved, (v) => v.toFixed(2), null, { "data-field": "cost_per_approved" })));
       target.replaceChildren(
         el("p", {}, "Verifications replayed: ", el("span", { "data-field": "total" }, answer.total)),
         el("h3", {}, "Moves"),
         moves.length ? table("figures", ["From", "To", "Country", "Verifications"], moves) : el("p", { class: "note" }, "None would move."),
         el("h3", {}, "Destinations"),
-        table("figures", ["Provider", "Approval rate", "Cost per approved"], destinations));
+        table("figures", ["Provider", "Approval rate", "95 % interval", "Finished", "Countries with too few to say", "Cost per approved"], destinations));
     } catch (error) {
       say(target, error instanceof Problem && error.status === 404 ? "Replay unavailable." : reason(error), "error");
     }

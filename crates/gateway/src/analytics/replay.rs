@@ -10,12 +10,16 @@
 //!
 //! Each destination comes with its observed approval rate and cost per approved verification over
 //! the same days (from the stats rollups, all countries): what the period says that provider does.
+//! The rate comes with the number of finished verifications behind it and its 95 % Wilson
+//! interval, and again per country the draft sends it verifications from; a country where the
+//! instance finished fewer than [`MIN_OBSERVATIONS`] says so instead of giving a rate.
 
 use crate::analytics::AnalyticsError;
-use crate::analytics::stats::{self, StatsGroup};
+use crate::analytics::significance::Proportion;
+use crate::analytics::stats::{self, StatsGroup, StatsGroupFigures};
 use crate::app::App;
-use crate::config::{Policy, Routing};
-use crate::store::{Store, StoreError, now};
+use crate::config::{Policy, Price, Routing};
+use crate::store::{StatsRow, Store, StoreError, now};
 use chrono::{DateTime, Utc};
 use kyc_core::RoutingReason;
 use serde::Serialize;
@@ -24,6 +28,11 @@ use utoipa::ToSchema;
 
 /// Verifications read from the store at a time.
 const PAGE: u32 = 5_000;
+
+/// Finished verifications an instance needs in a country before a replay gives its rate there:
+/// below 30, the 95 % interval of a rate near 50 % is wider than ±16 points, and a bare rate
+/// would say more than the period knows.
+pub const MIN_OBSERVATIONS: u64 = 30;
 
 /// What a draft routing would have done to a period's verifications.
 #[derive(Debug, Serialize, ToSchema)]
@@ -62,12 +71,55 @@ pub struct Destination {
     /// its verifications finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_rate: Option<f64>,
+    /// Its verifications that finished in the period: the observations behind the rate.
+    pub observations: u64,
+    /// The rate's 95 % interval (Wilson), `[low, high]`; absent when none finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_ci: Option<[f64; 2]>,
+    /// The same per country the draft sends it verifications from (`""`: not stored).
+    pub countries: Vec<DestinationCountry>,
     /// Its observed cost per approved verification over the period, at its price now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_per_approved: Option<f64>,
     /// The currency of `cost_per_approved`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
+}
+
+/// A destination's figures in one country.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DestinationCountry {
+    /// The subjects' country (`""` when not stored).
+    pub country: String,
+    /// How many of the period's verifications of this country the draft sends to the instance.
+    pub count: u64,
+    /// The instance's verifications of this country that finished in the period.
+    pub observations: u64,
+    /// Fewer than [`MIN_OBSERVATIONS`]: no rate is given, the period says too little.
+    pub too_few_observations: bool,
+    /// approved / finished in this country; absent when there are too few observations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_rate: Option<f64>,
+    /// Its 95 % interval (Wilson), `[low, high]`; absent when there are too few observations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_ci: Option<[f64; 2]>,
+}
+
+/// An instance's finished and approved verifications in a stats group: the approval rate's
+/// observations.
+fn observed(group: Option<&StatsGroupFigures>) -> Proportion {
+    group.map_or(Proportion::default(), |g| {
+        let f = &g.finished;
+        Proportion {
+            successes: f.approved,
+            sample: f.approved + f.rejected + f.expired + f.abandoned + f.cancelled,
+        }
+    })
+}
+
+/// The Wilson interval of `p`, as answered.
+fn interval(p: Proportion) -> Option<[f64; 2]> {
+    p.wilson().map(|w| [w.low, w.high])
 }
 
 /// Replays `tenant`'s verifications of the past `days` days through `draft`.
@@ -102,7 +154,8 @@ pub async fn preview(
         None => false,
     };
     let mut moves: BTreeMap<(String, String, String), u64> = BTreeMap::new();
-    let mut arriving: BTreeMap<String, u64> = BTreeMap::new();
+    // Per destination, per country: how many the draft sends there.
+    let mut arriving: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let (mut total, mut unchanged) = (0, 0);
     let mut after = String::new();
     loop {
@@ -130,7 +183,11 @@ pub async fn preview(
                 )
                 .map_or_else(|_| routed.provider.clone(), |r| r.candidates[0].clone())
             };
-            *arriving.entry(to.clone()).or_default() += 1;
+            *arriving
+                .entry(to.clone())
+                .or_default()
+                .entry(country.clone())
+                .or_default() += 1;
             if to == routed.provider {
                 unchanged += 1;
             } else {
@@ -142,30 +199,7 @@ pub async fn preview(
     let rows = store
         .stats(tenant, &from_day.to_string(), &to_day.to_string())
         .await?;
-    let observed = stats::grouped(
-        StatsGroup::Provider,
-        rows,
-        Vec::new(),
-        &stats::prices(policy),
-    );
-    let destinations = arriving
-        .into_iter()
-        .map(|(provider, count)| {
-            let seen = observed
-                .iter()
-                .find(|g| g.provider.as_deref() == Some(provider.as_str()));
-            let cost = seen.and_then(|g| g.cost.as_ref());
-            Destination {
-                count,
-                approval_rate: seen.and_then(|g| g.approval_rate),
-                cost_per_approved: cost.and_then(|c| c.per_approved),
-                currency: cost
-                    .filter(|c| c.per_approved.is_some())
-                    .map(|c| c.currency.clone()),
-                provider,
-            }
-        })
-        .collect();
+    let destinations = destinations(arriving, rows, &stats::prices(policy));
     let mut moves: Vec<Move> = moves
         .into_iter()
         .map(|((from, to, country), count)| Move {
@@ -182,6 +216,69 @@ pub async fn preview(
         moves,
         destinations,
     })
+}
+
+/// Each destination of the draft with what the period's stats (`rows`) show of it, overall and
+/// in each country it gets verifications from (`arriving`: per destination, per country, how
+/// many).
+fn destinations(
+    arriving: BTreeMap<String, BTreeMap<String, u64>>,
+    rows: Vec<StatsRow>,
+    prices: &BTreeMap<String, Price>,
+) -> Vec<Destination> {
+    let by_country = stats::grouped(
+        StatsGroup::ProviderCountry,
+        rows.clone(),
+        Vec::new(),
+        prices,
+    );
+    let by_provider = stats::grouped(StatsGroup::Provider, rows, Vec::new(), prices);
+    arriving
+        .into_iter()
+        .map(|(provider, countries)| {
+            let seen = by_provider
+                .iter()
+                .find(|g| g.provider.as_deref() == Some(provider.as_str()));
+            let cost = seen.and_then(|g| g.cost.as_ref());
+            let all = observed(seen);
+            let countries: Vec<DestinationCountry> = countries
+                .into_iter()
+                .map(|(country, count)| {
+                    let seen = by_country.iter().find(|g| {
+                        g.provider.as_deref() == Some(provider.as_str())
+                            && g.country.as_deref().unwrap_or("") == country
+                    });
+                    let here = observed(seen);
+                    let enough = here.sample >= MIN_OBSERVATIONS;
+                    DestinationCountry {
+                        country,
+                        count,
+                        observations: here.sample,
+                        too_few_observations: !enough,
+                        approval_rate: here.value().filter(|_| enough),
+                        approval_ci: interval(here).filter(|_| enough),
+                    }
+                })
+                .collect();
+            Destination {
+                count: countries_total(&countries),
+                approval_rate: seen.and_then(|g| g.approval_rate),
+                observations: all.sample,
+                approval_ci: interval(all),
+                countries,
+                cost_per_approved: cost.and_then(|c| c.per_approved),
+                currency: cost
+                    .filter(|c| c.per_approved.is_some())
+                    .map(|c| c.currency.clone()),
+                provider,
+            }
+        })
+        .collect()
+}
+
+/// The verifications a destination gets, over its countries.
+fn countries_total(countries: &[DestinationCountry]) -> u64 {
+    countries.iter().map(|c| c.count).sum()
 }
 
 /// The preview as a table for a terminal: the moves, then the destinations.
@@ -214,22 +311,47 @@ pub fn table(preview: &Preview) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<20} {:>8} {:>14} {:>18}",
-        "destination", "count", "approval rate", "cost per approved"
+        "\n{:<20} {:>8} {:>9} {:>14} {:>18} {:>18}",
+        "destination", "count", "finished", "approval rate", "95 % interval", "cost per approved"
     );
+    let percent = |r: f64| format!("{:.1} %", r * 100.0);
+    let range = |ci: Option<[f64; 2]>| {
+        ci.map_or("-".to_string(), |[low, high]| {
+            format!("{} to {}", percent(low), percent(high))
+        })
+    };
     for d in &preview.destinations {
-        let rate = d
-            .approval_rate
-            .map_or("-".to_string(), |r| format!("{:.1} %", r * 100.0));
+        let rate = d.approval_rate.map_or("-".to_string(), percent);
         let cost = match (d.cost_per_approved, &d.currency) {
             (Some(c), Some(currency)) => format!("{c:.2} {currency}"),
             _ => "-".to_string(),
         };
         let _ = writeln!(
             out,
-            "{:<20} {:>8} {rate:>14} {cost:>18}",
-            d.provider, d.count
+            "{:<20} {:>8} {:>9} {rate:>14} {:>18} {cost:>18}",
+            d.provider,
+            d.count,
+            d.observations,
+            range(d.approval_ci)
         );
+        for c in &d.countries {
+            let country = if c.country.is_empty() {
+                "-"
+            } else {
+                &c.country
+            };
+            let rate = match c.approval_rate {
+                Some(r) if !c.too_few_observations => percent(r),
+                _ => "too few".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  {country:<18} {:>8} {:>9} {rate:>14} {:>18}",
+                c.count,
+                c.observations,
+                range(c.approval_ci)
+            );
+        }
     }
     out
 }
