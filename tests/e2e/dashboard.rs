@@ -393,6 +393,9 @@ async fn the_dashboard_renders_experiments_and_replays_as_text() {
         Some("challenger_better")
     );
     assert_eq!(browser.text(verdict).await, "the challenger is better");
+    // Read in plain words, as the docs read it: act now, valid however often it is looked at.
+    let reading = browser.text("#experiment [data-field=reading]").await;
+    assert!(reading.starts_with("You may act on this now"), "{reading}");
     let challenger =
         |field: &str| format!("#experiment tr[data-arm=challenger] [data-field={field}]");
     assert_eq!(browser.text(&challenger("provider")).await, "gu1");

@@ -265,6 +265,17 @@
     champion_better: "the champion is better",
   };
 
+  // What a verdict means, in the words of docs/policy.md ("Comparing providers").
+  const READINGS = {
+    collecting: "Each arm needs its minimum sample before the figures say anything.",
+    no_difference: "Not shown different so far: the longer it runs, the smaller a difference it can find " +
+      "(about 300 to 500 verifications an arm find a 10-point difference, about 2,000 a 5-point one).",
+    challenger_better: "You may act on this now: the test stays valid however often you look, and when the " +
+      "arms do not really differ it says so in fewer than 5 experiments out of 100.",
+    champion_better: "You may act on this now: the test stays valid however often you look, and when the " +
+      "arms do not really differ it says so in fewer than 5 experiments out of 100.",
+  };
+
   async function loadExperiment(routing) {
     const target = $("experiment");
     const running = routing && routing.experiment;
@@ -303,6 +314,8 @@
           typeof figures.always_valid_p_value === "number" ? figures.always_valid_p_value.toFixed(4) : DASH),
         el("dt", {}, "Verdict"),
         el("dd", { "data-field": "verdict", "data-value": figures.verdict }, VERDICTS[figures.verdict] || figures.verdict),
+        el("dt", {}, "What it means"),
+        el("dd", { "data-field": "reading" }, READINGS[figures.verdict] || ""),
         el("dt", {}, "Challenger stopped by the guardrail"),
         el("dd", { "data-field": "stopped" }, figures.stopped ? "yes" : "no")));
   }
