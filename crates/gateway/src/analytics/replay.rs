@@ -108,12 +108,9 @@ pub struct DestinationCountry {
 /// An instance's finished and approved verifications in a stats group: the approval rate's
 /// observations.
 fn observed(group: Option<&StatsGroupFigures>) -> Proportion {
-    group.map_or(Proportion::default(), |g| {
-        let f = &g.finished;
-        Proportion {
-            successes: f.approved,
-            sample: f.approved + f.rejected + f.expired + f.abandoned + f.cancelled,
-        }
+    group.map_or(Proportion::default(), |g| Proportion {
+        successes: g.finished.approved,
+        sample: g.finished.total(),
     })
 }
 
@@ -261,8 +258,8 @@ fn destinations(
                 })
                 .collect();
             Destination {
-                count: countries_total(&countries),
-                approval_rate: seen.and_then(|g| g.approval_rate),
+                count: countries.iter().map(|c| c.count).sum(),
+                approval_rate: all.value(),
                 observations: all.sample,
                 approval_ci: interval(all),
                 countries,
@@ -274,11 +271,6 @@ fn destinations(
             }
         })
         .collect()
-}
-
-/// The verifications a destination gets, over its countries.
-fn countries_total(countries: &[DestinationCountry]) -> u64 {
-    countries.iter().map(|c| c.count).sum()
 }
 
 /// The preview as a table for a terminal: the moves, then the destinations.

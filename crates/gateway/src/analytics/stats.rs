@@ -134,6 +134,13 @@ pub struct Finished {
     pub cancelled: u64,
 }
 
+impl Finished {
+    /// All of them: what an approval rate is out of.
+    pub fn total(&self) -> u64 {
+        self.approved + self.rejected + self.expired + self.abandoned + self.cancelled
+    }
+}
+
 /// The median and the 90th percentile, in seconds, each within 2.5 % of the exact value (the
 /// store keeps times in buckets 5 % wide).
 #[derive(Debug, Serialize, ToSchema)]
@@ -276,14 +283,19 @@ pub(crate) fn grouped(
                 _ => None,
             };
             let (provider, country) = key;
-            let finished =
-                row.approved + row.rejected + row.expired + row.abandoned + row.cancelled;
+            let finished = Finished {
+                approved: row.approved,
+                rejected: row.rejected,
+                expired: row.expired,
+                abandoned: row.abandoned,
+                cancelled: row.cancelled,
+            };
             let rate = |part: u64, whole: u64| (whole > 0).then(|| part as f64 / whole as f64);
             StatsGroupFigures {
                 provider,
                 country,
                 started: row.started,
-                approval_rate: rate(row.approved, finished),
+                approval_rate: rate(row.approved, finished.total()),
                 conversion: rate(row.approved, row.started),
                 abandonment_rate: rate(row.abandoned, row.started),
                 expiry_rate: rate(row.expired, row.started),
@@ -297,13 +309,7 @@ pub(crate) fn grouped(
                 provider_errors: row.provider_errors,
                 circuit_open_s: None,
                 cost,
-                finished: Finished {
-                    approved: row.approved,
-                    rejected: row.rejected,
-                    expired: row.expired,
-                    abandoned: row.abandoned,
-                    cancelled: row.cancelled,
-                },
+                finished,
             }
         })
         .collect()

@@ -96,13 +96,20 @@ async fn around_request(
 ) -> Response {
     let id = usable_request_id(request.headers()).unwrap_or_else(new_request_id);
     request.headers_mut().insert(X_REQUEST_ID, id.clone());
-    let span = request_span(&request, &id);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    let span = request_span(&request, &id, &route);
     let started = std::time::Instant::now();
-    let mut response = within_limits(state, request, next, id.to_str().unwrap_or("-"))
+    let mut response = within_limits(state, request, next, id.to_str().unwrap_or("-"), &route)
         .instrument(span.clone())
         .await;
     response.headers_mut().insert(X_REQUEST_ID, id);
-    log_served(&response, started.elapsed(), &span);
+    let quiet = logged_at_debug(read, &route, response.status());
+    log_served(response.status(), started.elapsed(), quiet, &span);
     response
 }
 
@@ -138,15 +145,15 @@ fn new_request_id() -> HeaderValue {
 /// Runs the request under the size and time limits, with its id at hand for problem documents,
 /// counts it in `kyc_http_requests_total`, and puts the calling tenant's `RateLimit` headers
 /// (noted by the `Tenant` extractor) on the answer, whatever it is.
-async fn within_limits(state: AppState, mut request: Request, next: Next, id: &str) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
+async fn within_limits(
+    state: AppState,
+    mut request: Request,
+    next: Next,
+    id: &str,
+    route: &str,
+) -> Response {
     let note = crate::http::extract::RequestNote::default();
     request.extensions_mut().insert(note.clone());
-    let read = matches!(*request.method(), Method::GET | Method::HEAD);
     let answer = async {
         match oversized(&request) {
             Some(refusal) => refusal.into_response(),
@@ -154,13 +161,6 @@ async fn within_limits(state: AppState, mut request: Request, next: Next, id: &s
         }
     };
     let mut response = REQUEST_ID.scope(id.to_string(), answer).await;
-    let refused_hook = route.starts_with("/hooks/") && !response.status().is_success();
-    if (read && (response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED))
-        || response.status() == StatusCode::TOO_MANY_REQUESTS
-        || refused_hook
-    {
-        response.extensions_mut().insert(SucceededRead);
-    }
     let noted = note.take();
     // The calling tenant's rate limit, on whatever the answer is.
     if let Some(headers) = noted.rate_limit {
@@ -169,7 +169,7 @@ async fn within_limits(state: AppState, mut request: Request, next: Next, id: &s
     metrics::counter!(
         "kyc_http_requests_total",
         "tenant" => noted.tenant.unwrap_or_else(|| "-".into()),
-        "route" => route,
+        "route" => route.to_string(),
         "status" => response.status().as_str().to_string()
     )
     .increment(1);
@@ -229,11 +229,7 @@ async fn in_time(state: &AppState, request: Request, next: Next) -> Response {
 
 /// A request's span: its id, method and route template (never the raw path or query), as an
 /// OpenTelemetry server span continuing the caller's trace.
-fn request_span(request: &Request, id: &HeaderValue) -> tracing::Span {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str());
+fn request_span(request: &Request, id: &HeaderValue, route: &str) -> tracing::Span {
     let span = tracing::info_span!(
         "request",
         otel.name = tracing::field::Empty,
@@ -254,28 +250,30 @@ fn request_span(request: &Request, id: &HeaderValue) -> tracing::Span {
     span
 }
 
-/// One log line per request, in its span: the status and the time taken. A read that succeeded
-/// (`GET` or `HEAD` answered 2xx or 304; `within_limits` marks it) logs at DEBUG: at a busy
-/// gateway those lines were most of the log and about a tenth of the CPU, and
-/// `kyc_http_requests_total` counts them anyway. So do a 429 and a refused provider webhook:
-/// a flood of them would flood the log, and the limits and the webhook receiver count them
-/// (and the receiver logs a line per reason now and then). Every other answer logs at INFO.
-fn log_served(response: &Response, latency: std::time::Duration, span: &tracing::Span) {
-    let status = response.status().as_u16();
+/// One log line per request, in its span: the status and the time taken, at DEBUG when `quiet`
+/// (see [`logged_at_debug`]), else at INFO.
+fn log_served(status: StatusCode, latency: std::time::Duration, quiet: bool, span: &tracing::Span) {
+    let status = status.as_u16();
     span.record("http.response.status_code", status);
     let _in_span = span.enter();
     let elapsed_ms = latency.as_millis() as u64;
-    if response.extensions().get::<SucceededRead>().is_some() {
+    if quiet {
         tracing::debug!(status, elapsed_ms, "request served");
     } else {
         tracing::info!(status, elapsed_ms, "request served");
     }
 }
 
-/// Marks an answer logged at DEBUG (a read that succeeded, a 429, a refused webhook), for
-/// [`log_served`].
-#[derive(Clone, Copy)]
-struct SucceededRead;
+/// Whether a request's line is DEBUG: a read that succeeded (`GET` or `HEAD` answered 2xx or
+/// 304), since at a busy gateway those lines were most of the log and about a tenth of the CPU,
+/// and `kyc_http_requests_total` counts them anyway. So do a 429 and a refused provider webhook:
+/// a flood of them would flood the log, and the limits and the webhook receiver count them (and
+/// the receiver logs a line per reason now and then).
+fn logged_at_debug(read: bool, route: &str, status: StatusCode) -> bool {
+    (read && (status.is_success() || status == StatusCode::NOT_MODIFIED))
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || (route.starts_with("/hooks/") && !status.is_success())
+}
 
 /// Binds `listen`, a clear error when another process holds it.
 pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, ServeError> {
