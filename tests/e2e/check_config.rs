@@ -410,3 +410,35 @@ fn every_other_number_has_a_range() {
         );
     }
 }
+
+/// An experiment's `horizon` is a duration from a second to 90 days; a bad one is refused naming
+/// its key, without echoing what was written.
+#[test]
+fn an_experiments_horizon_is_a_bounded_duration() {
+    for horizon in [
+        "100d",
+        "0s",
+        "forever-and-ever",
+        "-5h",
+        "99999999999999999999h",
+    ] {
+        let (code, stderr) = check(
+            &[(
+                "guardrail_pp = 10 }",
+                &format!("guardrail_pp = 10, horizon = \"{horizon}\" }}"),
+            )],
+            &[],
+        );
+        assert_eq!(code, Some(2), "{horizon}: {stderr}");
+        assert!(
+            stderr.contains("tenants.payments.routing.experiment.horizon: must be a duration"),
+            "{horizon}: {stderr}"
+        );
+        assert!(!stderr.contains(horizon), "{horizon} echoed: {stderr}");
+    }
+    for horizon in ["36h", "2d 12h", "90days"] {
+        let edit = format!("guardrail_pp = 10, horizon = \"{horizon}\" }}");
+        let (code, stderr) = check(&[("guardrail_pp = 10 }", &edit)], &[]);
+        assert_eq!(code, Some(0), "{horizon}: {stderr}");
+    }
+}

@@ -249,6 +249,10 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
         Some("collecting")
     );
     assert!(browser.text("#experiment").await.contains("gu1-in-cl"));
+    let maturing = browser
+        .text("#experiment tr[data-arm=champion] [data-field=maturing]")
+        .await;
+    assert_eq!(maturing, experiment["arms"][0]["maturing"].to_string());
 
     // The replay form starts from the routing in force; its answer is the API's.
     let draft: Value = serde_json::from_str(&browser.value("#draft").await).unwrap();
@@ -334,11 +338,13 @@ const answers = {
   '/v1/policy': {tenant: 'alpha', routing: {default: 'betrust-cl', rules: [], split: {},
     fallback: [], allow_override: false, experiment: {name: hostile, champion: 'betrust-cl',
     challenger: 'gu1', share: 20, countries: ['CL'], metric: 'approval_rate', min_sample: 200,
-    guardrail_pp: 10}}},
+    guardrail_pp: 10, horizon: '48h'}}},
   '/v1/experiments/': {name: hostile, metric: 'approval_rate', champion: 'betrust-cl',
     challenger: 'gu1', share: 20, arms: [
-      {arm: 'champion', provider: 'betrust-cl', sample: 412, value: 0.8, ci: [0.76, 0.84]},
-      {arm: 'challenger', provider: 'gu1', sample: 103, value: 0.85, ci: [0.78, 0.91]}],
+      {arm: 'champion', provider: 'betrust-cl', sample: 412, maturing: 88, value: 0.8,
+        ci: [0.76, 0.84]},
+      {arm: 'challenger', provider: 'gu1', sample: 103, maturing: 21, value: 0.85,
+        ci: [0.78, 0.91]}],
     difference: 0.05, always_valid_p_value: 0.0123, p_value: 0.0009,
     verdict: 'challenger_better', stopped: false},
   '/v1/policy/preview': {total: 57, moves: [{from: 'betrust-cl', to: 'gu1', country: hostile,
@@ -400,6 +406,13 @@ async fn the_dashboard_renders_experiments_and_replays_as_text() {
         |field: &str| format!("#experiment tr[data-arm=challenger] [data-field={field}]");
     assert_eq!(browser.text(&challenger("provider")).await, "gu1");
     assert_eq!(browser.text(&challenger("sample")).await, "103");
+    assert_eq!(browser.text(&challenger("maturing")).await, "21");
+    assert!(
+        browser
+            .text("#experiment")
+            .await
+            .contains("counted at 48h old")
+    );
     assert_eq!(browser.text(&challenger("value")).await, "85.0 %");
     assert_eq!(browser.text(&challenger("ci")).await, "78.0 % to 91.0 %");
     assert_eq!(

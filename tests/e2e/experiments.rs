@@ -31,6 +31,7 @@ fn approve(w: &World, betrust: u8, gu1: u8) {
         Some(Autopilot {
             approve_percent,
             decision_ms: 500,
+            approve_ms: None,
             error_percent: 0,
         })
     };
@@ -39,15 +40,21 @@ fn approve(w: &World, betrust: u8, gu1: u8) {
 }
 
 /// Puts an experiment in tenant alpha's routing by a live policy edit: half of the Chilean
-/// subjects to gu1 (challenger), half to betrust-cl (champion), a verdict from 20 each.
-async fn start_experiment(w: &World, guardrail: &str) {
+/// subjects to gu1 (challenger), half to betrust-cl (champion), a verdict from 20 each, each
+/// verification counted once it is 3 seconds old unless `more` sets another `horizon`.
+async fn start_experiment(w: &World, more: &str) {
+    let more = if more.contains("horizon") {
+        more.to_string()
+    } else {
+        format!("{more}, horizon = \"3s\"")
+    };
     w.edit_policy(|p| {
         p.replace(
             "allow_override = true\n",
             &format!(
                 "allow_override = true\nexperiment = {{ name = \"gu1-in-cl\", champion = \
                  \"betrust-cl\", challenger = \"gu1\", share = 50, countries = [\"CL\"], \
-                 min_sample = 20{guardrail} }}\n"
+                 min_sample = 20{more} }}\n"
             ),
         )
     });
@@ -100,16 +107,30 @@ fn tally(stored: &[Value], arm: &str) -> (u64, u64) {
     (mine.len() as u64, approved as u64)
 }
 
-/// The experiment's figures, checked against the verifications they count.
+/// The experiment's figures once no verification of either arm is younger than the horizon.
+async fn matured_figures(w: &World) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, figures) = w.get(FIGURES, ALPHA_KEY).await;
+        assert_eq!(status, StatusCode::OK, "{figures}");
+        if (0..2).all(|i| figures["arms"][i]["maturing"] == 0) {
+            return figures;
+        }
+        assert!(Instant::now() < deadline, "still maturing: {figures}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The experiment's figures once all have matured, checked against the verifications they
+/// count.
 async fn figures(w: &World, stored: &[Value]) -> Value {
-    let (status, figures) = w.get(FIGURES, ALPHA_KEY).await;
-    assert_eq!(status, StatusCode::OK, "{figures}");
+    let figures = matured_figures(w).await;
     for (index, arm) in ["champion", "challenger"].iter().enumerate() {
         let (started, approved) = tally(stored, arm);
         let figures = &figures["arms"][index];
         assert_eq!(figures["arm"], *arm);
         assert_eq!(figures["started"], started, "{figures}");
-        // Every one has finished: the approval rate's sample is all of them.
+        // Every one was decided within the horizon: the approval rate's sample is all of them.
         assert_eq!(figures["sample"], started, "{figures}");
         assert_eq!(figures["approved"], approved, "{figures}");
         let value = figures["value"].as_f64().unwrap();
@@ -183,6 +204,66 @@ async fn an_experiment_sees_no_difference_when_the_providers_approve_alike() {
 }
 
 #[tokio::test]
+async fn a_challenger_that_rejects_fast_and_approves_slowly_is_judged_at_the_horizon() {
+    let w = world(None).await;
+    // Both approve half. BeTrust decides in 300 ms; gu1 rejects in 300 ms and approves in 5 s.
+    let pilot = |approve_ms| Autopilot {
+        approve_percent: 50,
+        decision_ms: 300,
+        approve_ms,
+        error_percent: 0,
+    };
+    w.betrust.set_autopilot(Some(pilot(None)));
+    w.gu1.set_autopilot(Some(pilot(Some(5_000))));
+    start_experiment(&w, ", guardrail_pp = 10, horizon = \"8s\"").await;
+    let began = Instant::now();
+    let mut made = Vec::new();
+    for i in 0..80 {
+        let reference = format!("slow-{i}");
+        made.push(w.create(person(&reference, &reference, "CL")).await);
+    }
+    // Soon after, every rejection has come in and no approval from gu1 yet: counted as they end,
+    // gu1 would approve none of some twenty against BeTrust's half, and the guardrail would stop
+    // it. Counted at the horizon, none of them counts yet. (Unless the creates took so long on a
+    // loaded machine that gu1's first approvals are already in.)
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut challenger_now = Vec::new();
+    for v in made.iter().filter(|v| v["routing"]["arm"] == "challenger") {
+        let path = format!("/v1/verifications/{}", v["id"].as_str().unwrap());
+        let (_, now) = w.get(&path, ALPHA_KEY).await;
+        challenger_now.push(now["status"].as_str().unwrap().to_string());
+    }
+    let (_, early) = w.get(FIGURES, ALPHA_KEY).await;
+    if began.elapsed() < Duration::from_millis(4_500) {
+        let challenger_ended = &challenger_now;
+        assert!(
+            challenger_ended.iter().filter(|s| *s == "rejected").count() >= 15,
+            "{challenger_ended:?}"
+        );
+        assert!(
+            !challenger_ended.iter().any(|s| s == "approved"),
+            "{challenger_ended:?}"
+        );
+        assert_eq!(early["arms"][1]["sample"], 0, "{early}");
+        assert_eq!(early["verdict"], "collecting", "{early}");
+    }
+
+    let figures = matured_figures(&w).await;
+    assert_eq!(figures["horizon"], "8s", "{figures}");
+    for arm in &figures["arms"].as_array().unwrap()[..] {
+        assert_eq!(arm["sample"], arm["started"], "{figures}");
+        let value = arm["value"].as_f64().unwrap();
+        assert!((value - 0.5).abs() < 0.05, "{figures}");
+    }
+    assert_eq!(figures["verdict"], "no_difference", "{figures}");
+    assert_eq!(figures["stopped"], false, "{figures}");
+    assert!(
+        !w.log().contains("experiment stopped by its guardrail"),
+        "the guardrail stopped a challenger that approves as many"
+    );
+}
+
+#[tokio::test]
 async fn the_guardrail_stops_a_failing_challenger_and_tells_the_tenant() {
     let receiver = Receiver::start(vec![], 200).await;
     let w = world(Some(&receiver)).await;
@@ -246,11 +327,13 @@ async fn the_guardrail_stops_a_failing_challenger_and_tells_the_tenant() {
 }
 
 /// Stores `n` finished verifications of each arm of `tenant`'s experiment `name`: the champion's
-/// all approved, the challenger's all rejected, so its guardrail trips at the next check.
+/// all approved, the challenger's all rejected, three days ago (past the default horizon), so its
+/// guardrail trips at the next check.
 async fn seed_arms(db_url: &str, tenant: &str, name: &str, n: usize) {
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(db_url).await.unwrap();
-    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let at = (chrono::Utc::now() - chrono::Duration::days(3))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     for (arm, provider, status) in [
         ("champion", "betrust-cl", "approved"),
         ("challenger", "gu1", "rejected"),

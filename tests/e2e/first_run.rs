@@ -337,6 +337,18 @@ async fn the_scenario_starts_with_providers_that_differ_and_an_experiment_with_a
         .unwrap();
     assert_eq!(experiment["verdict"], "challenger_better", "{experiment}");
     assert_eq!(experiment["stopped"], false, "{experiment}");
+    // The last two of the fourteen days are younger than the 48-hour horizon: not counted yet.
+    for arm in experiment["arms"].as_array().unwrap() {
+        let (started, maturing) = (
+            arm["started"].as_u64().unwrap(),
+            arm["maturing"].as_u64().unwrap(),
+        );
+        assert!(maturing > 0 && maturing * 4 < started, "{experiment}");
+        assert!(
+            arm["sample"].as_u64().unwrap() <= started - maturing,
+            "{experiment}"
+        );
+    }
 
     // A replay of the history gives each destination's rate per country with the observations
     // and the 95 % interval behind it, from the same counts as the stats.

@@ -15,7 +15,7 @@
 //!   "hang" | "late_answer_ms" | "late_work_ms" | "status_after_work" | "cut", "times"}` and
 //!   `DELETE /_sandbox/faults`;
 //! - `POST /_sandbox/autopilot` with JSON [`Autopilot`] `{"approve_percent", "decision_ms",
-//!   "error_percent"}`, and `DELETE /_sandbox/autopilot`: the simulator ends each new verification
+//!   "approve_ms", "error_percent"}`, and `DELETE /_sandbox/autopilot`: the simulator ends each new verification
 //!   by itself (see [`Autopilot`]).
 //!
 //! Dropping a simulator stops its server.
@@ -282,7 +282,8 @@ pub(crate) struct ApiTraffic {
 }
 
 /// How a simulator ends verifications by itself, for demos and experiments: each new
-/// verification ends `decision_ms` after its creation, approved or else rejected; and a share of
+/// verification ends `decision_ms` after its creation (`approve_ms` for the approved, where it is
+/// set: a provider that rejects fast and approves slowly), approved or else rejected; and a share of
 /// creates fail with 503 (the provider is briefly unavailable). Shares are spread evenly, not
 /// drawn at random: of every 100 verifications exactly `approve_percent` are approved, so tests
 /// and demos see the same figures on every run.
@@ -293,6 +294,9 @@ pub struct Autopilot {
     pub approve_percent: u8,
     /// How long after its creation a verification ends, in milliseconds.
     pub decision_ms: u64,
+    /// How long after its creation an approved one ends, where it differs from `decision_ms`.
+    #[serde(default)]
+    pub approve_ms: Option<u64>,
     /// Percent of the creates answered 503 instead, 0 to 100.
     #[serde(default)]
     pub error_percent: u8,
@@ -361,12 +365,13 @@ impl ApiTraffic {
             return Piloted::Fail;
         }
         state.piloted.1 += 1;
-        let outcome = if in_share(ended, autopilot.approve_percent) {
-            Outcome::Approved
+        let (outcome, after_ms) = if in_share(ended, autopilot.approve_percent) {
+            let after_ms = autopilot.approve_ms.unwrap_or(autopilot.decision_ms);
+            (Outcome::Approved, after_ms)
         } else {
-            Outcome::Rejected
+            (Outcome::Rejected, autopilot.decision_ms)
         };
-        Piloted::EndAfter(Duration::from_millis(autopilot.decision_ms), outcome)
+        Piloted::EndAfter(Duration::from_millis(after_ms), outcome)
     }
 
     pub(crate) fn requests_seen(&self, path_contains: &str) -> usize {

@@ -283,8 +283,8 @@
     const setup = el("p", {},
       `${running.name}: ${running.challenger} (challenger) takes ${running.share} % of `,
       `${(running.countries || []).join(", ") || "all countries"} from ${running.champion} (champion), `,
-      `judged on ${running.metric} with at least ${running.min_sample} per arm; `,
-      `guardrail ${running.guardrail_pp} pp.`);
+      `judged on ${running.metric} with at least ${running.min_sample} per arm, each verification `,
+      `counted at ${running.horizon || "48h"} old as it stood then; guardrail ${running.guardrail_pp} pp.`);
     target.replaceChildren(setup);
     let figures;
     try {
@@ -301,11 +301,12 @@
     const rows = (figures.arms || []).map((a) =>
       el("tr", { "data-arm": a.arm },
         el("td", {}, a.arm), el("td", { "data-field": "provider" }, a.provider),
-        el("td", { "data-field": "sample" }, a.sample), el("td", { "data-field": "value" }, value(a.value)),
-        el("td", { "data-field": "ci" }, ci(a.ci))));
+        el("td", { "data-field": "sample" }, a.sample), el("td", { "data-field": "maturing" }, a.maturing ?? DASH),
+        el("td", { "data-field": "value" }, value(a.value)), el("td", { "data-field": "ci" }, ci(a.ci))));
     const diff = typeof figures.difference !== "number" ? DASH : rate ? pp(figures.difference) : figures.difference.toFixed(3);
     target.append(
-      table("figures", ["Arm", "Provider", "Sample", String(figures.metric).replace(/_/g, " "), "Confidence interval"], rows),
+      table("figures", ["Arm", "Provider", "Sample", "Maturing (younger than the horizon)",
+        String(figures.metric).replace(/_/g, " "), "Confidence interval"], rows),
       el("dl", {},
         el("dt", {}, "Difference (challenger − champion)"), el("dd", { "data-field": "difference" }, diff,
           figures.difference_cs ? ` (${ci(figures.difference_cs)})` : ""),

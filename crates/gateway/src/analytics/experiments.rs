@@ -3,8 +3,13 @@
 //! from the store and gives the verdict.
 //!
 //! An arm counts the verifications the experiment routed to it (a fallback away from its
-//! instance is not counted). Its metric is a proportion: `approval_rate` is approved out of those
-//! that reached a final status, `conversion` approved out of all started. The statistics are in
+//! instance is not counted), once they are older than the experiment's `horizon` (48 hours by
+//! default), each with its outcome as it stood at the horizon; younger ones are `maturing`.
+//! Both arms are so compared at the same age: counting verifications as soon as they end would
+//! favour the provider that decides fastest (one that rejects in seconds and approves in hours
+//! would look worse for hours). The metric is a proportion: `approval_rate` is those approved by
+//! the horizon out of those that reached a final status by then (one still undecided at the
+//! horizon is left out), `conversion` those approved by the horizon out of all. The statistics are in
 //! [`crate::analytics::significance`]: each arm's value with its Wilson interval, and the
 //! difference (challenger − champion) twice: with the always-valid test the verdict uses (the
 //! mSPRT's p-value and 95 % confidence sequence), and, for comparison only, with the
@@ -53,6 +58,9 @@ pub struct ExperimentFigures {
     pub min_sample: u64,
     /// The guardrail, in percentage points, if any.
     pub guardrail_pp: Option<f64>,
+    /// The age at which a verification is counted, as the policy writes it.
+    #[schema(example = "48h")]
+    pub horizon: String,
     /// The champion's arm, then the challenger's.
     pub arms: Vec<ArmFigures>,
     /// challenger − champion; absent while an arm's sample is empty.
@@ -88,9 +96,12 @@ pub struct ArmFigures {
     pub provider: String,
     /// Verifications the experiment routed to it.
     pub started: u64,
-    /// Those the metric counts: finished ones for `approval_rate`, all for `conversion`.
+    /// Of those, the ones younger than the horizon: not counted yet.
+    pub maturing: u64,
+    /// Those the metric counts, all older than the horizon: the ones final by the horizon for
+    /// `approval_rate`, all for `conversion`.
     pub sample: u64,
-    /// Of the sample, the approved.
+    /// Of the sample, the approved by the horizon.
     pub approved: u64,
     /// approved / sample; absent for an empty sample.
     pub value: Option<f64>,
@@ -159,7 +170,12 @@ pub fn judge(experiment: &Experiment, champion: Proportion, challenger: Proporti
 #[derive(Debug, Clone, Copy, Default)]
 struct ArmCounts {
     started: u64,
+    maturing: u64,
+    /// Older than the horizon.
+    matured: u64,
+    /// Of those, final by the horizon.
     finished: u64,
+    /// Of those, approved.
     approved: u64,
 }
 
@@ -169,13 +185,13 @@ impl ArmCounts {
             successes: self.approved,
             sample: match metric {
                 Metric::ApprovalRate => self.finished,
-                Metric::Conversion => self.started,
+                Metric::Conversion => self.matured,
             },
         }
     }
 }
 
-/// The champion's and the challenger's counts.
+/// The champion's and the challenger's counts, each verification as it stood at the horizon.
 fn counts(rows: &[ArmCount]) -> (ArmCounts, ArmCounts) {
     let (mut champion, mut challenger) = (ArmCounts::default(), ArmCounts::default());
     for row in rows {
@@ -184,11 +200,13 @@ fn counts(rows: &[ArmCount]) -> (ArmCounts, ArmCounts) {
             Arm::Challenger => &mut challenger,
         };
         arm.started += row.count;
+        arm.maturing += row.maturing;
+        arm.matured += row.count.saturating_sub(row.maturing);
         if row.status.is_final() {
-            arm.finished += row.count;
-        }
-        if row.status == Status::Approved {
-            arm.approved += row.count;
+            arm.finished += row.final_by_horizon;
+            if row.status == Status::Approved {
+                arm.approved += row.final_by_horizon;
+            }
         }
     }
     (champion, challenger)
@@ -202,7 +220,12 @@ pub async fn measure(
 ) -> Result<(ExperimentFigures, Judgement), AnalyticsError> {
     let rows = app
         .store
-        .experiment_counts(tenant, &experiment.name)
+        .experiment_counts(
+            tenant,
+            &experiment.name,
+            experiment.horizon(),
+            crate::store::now(),
+        )
         .await?;
     let (champion, challenger) = counts(&rows);
     let metric = experiment.metric;
@@ -217,6 +240,7 @@ pub async fn measure(
             arm,
             provider: provider.to_string(),
             started: counts.started,
+            maturing: counts.maturing,
             sample: proportion.sample,
             approved: counts.approved,
             value: proportion.value(),
@@ -233,6 +257,7 @@ pub async fn measure(
         countries: experiment.countries.clone(),
         min_sample: experiment.min_sample,
         guardrail_pp: experiment.guardrail_pp,
+        horizon: experiment.horizon.clone(),
         arms: vec![
             arm(Arm::Champion, &experiment.champion, champion),
             arm(Arm::Challenger, &experiment.challenger, challenger),
@@ -282,6 +307,7 @@ mod tests {
             metric: Metric::ApprovalRate,
             min_sample,
             guardrail_pp,
+            horizon: "48h".into(),
         }
     }
 
@@ -324,18 +350,28 @@ mod tests {
     }
 
     #[test]
-    fn arms_count_their_own_verifications_by_metric() {
-        let row = |arm, status, count| ArmCount { arm, status, count };
+    fn arms_count_their_own_verifications_as_they_stood_at_the_horizon() {
+        let row = |arm, status, count, maturing, final_by_horizon| ArmCount {
+            arm,
+            status,
+            count,
+            maturing,
+            final_by_horizon,
+        };
         let rows = [
-            row(Arm::Champion, Status::Approved, 3),
-            row(Arm::Champion, Status::Rejected, 1),
-            row(Arm::Champion, Status::Pending, 2),
-            row(Arm::Challenger, Status::Approved, 1),
-            row(Arm::Challenger, Status::Expired, 1),
+            // 3 approved by the horizon, 2 after it (undecided then), 5 too young to count.
+            row(Arm::Champion, Status::Approved, 10, 5, 3),
+            row(Arm::Champion, Status::Rejected, 1, 0, 1),
+            row(Arm::Champion, Status::Pending, 1, 0, 0),
+            row(Arm::Challenger, Status::Approved, 1, 0, 1),
+            row(Arm::Challenger, Status::Expired, 1, 0, 1),
+            row(Arm::Challenger, Status::Rejected, 4, 4, 0),
         ];
         let (champion, challenger) = counts(&rows);
+        assert_eq!((champion.started, champion.maturing), (12, 5));
         assert_eq!(champion.proportion(Metric::ApprovalRate), arm(3, 4));
-        assert_eq!(champion.proportion(Metric::Conversion), arm(3, 6));
+        assert_eq!(champion.proportion(Metric::Conversion), arm(3, 7));
+        assert_eq!((challenger.started, challenger.maturing), (6, 4));
         assert_eq!(challenger.proportion(Metric::ApprovalRate), arm(1, 2));
     }
 }

@@ -31,6 +31,7 @@ fn experiment() -> Experiment {
         metric: Metric::ApprovalRate,
         min_sample: MIN_SAMPLE,
         guardrail_pp: Some(5.0),
+        horizon: "48h".into(),
     }
 }
 

@@ -403,6 +403,13 @@ pub struct Experiment {
     #[serde(default)]
     #[schema(exclusive_minimum = 0, maximum = 100)]
     pub guardrail_pp: Option<f64>,
+    /// The age at which a verification is counted, with its outcome as it stood then (approved
+    /// by then or not): both arms are compared at the same age, however fast their providers
+    /// decide. A duration such as `"48h"`, `"2d"` or `"90m"`, from 1 second to 90 days (default
+    /// 48 hours).
+    #[serde(default = "default_horizon")]
+    #[schema(example = "48h")]
+    pub horizon: String,
 }
 
 impl Experiment {
@@ -410,6 +417,30 @@ impl Experiment {
     pub fn covers(&self, country: &str) -> bool {
         self.countries.is_empty() || self.countries.iter().any(|c| c == country)
     }
+
+    /// [`Experiment::horizon`] as a duration; the default for one that does not parse (a loaded
+    /// policy's has been checked).
+    pub fn horizon(&self) -> Duration {
+        parse_horizon(&self.horizon).unwrap_or(DEFAULT_HORIZON)
+    }
+}
+
+/// The default [`Experiment::horizon`]: two days, longer than the providers' slowest decisions
+/// but for the rare manual review.
+pub const DEFAULT_HORIZON: Duration = Duration::from_secs(48 * 3600);
+
+/// The longest [`Experiment::horizon`].
+const MAX_HORIZON: Duration = Duration::from_secs(90 * 86_400);
+
+fn default_horizon() -> String {
+    "48h".into()
+}
+
+/// A horizon from 1 second to [`MAX_HORIZON`], written as a duration such as `"48h"`.
+pub(super) fn parse_horizon(text: &str) -> Option<Duration> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|d| (Duration::from_secs(1)..=MAX_HORIZON).contains(d))
 }
 
 fn default_min_sample() -> u64 {

@@ -4,6 +4,7 @@
 use super::{
     Experiment, MAX_ATTEMPTS, MAX_FAILURES, MAX_MIN_SAMPLE, MAX_OPEN_SECONDS, MAX_RETRY_DELAY,
     MAX_WEIGHT, Policy, PolicyError, ProviderConfig, RateLimit, Routing, TenantConfig, invalid,
+    parse_horizon,
 };
 use secrecy::ExposeSecret;
 use std::collections::HashMap;
@@ -422,6 +423,12 @@ impl Policy {
             problems.push(invalid(
                 at("guardrail_pp"),
                 "must be percentage points above 0, at most 100",
+            ));
+        }
+        if parse_horizon(&experiment.horizon).is_none() {
+            problems.push(invalid(
+                at("horizon"),
+                "must be a duration such as \"48h\" or \"2d\", from 1s to 90 days",
             ));
         }
     }

@@ -59,6 +59,7 @@ fn live(profile: crate::devtools::scenario::Profile) -> kyc_sandbox::Autopilot {
     kyc_sandbox::Autopilot {
         approve_percent: profile.approve_percent,
         decision_ms: (profile.decision_minutes as u64 + 2) * 1000,
+        approve_ms: None,
         error_percent: profile.error_percent,
     }
 }

@@ -209,6 +209,7 @@ mod tests {
             metric: Default::default(),
             min_sample: 200,
             guardrail_pp: None,
+            horizon: "48h".into(),
         });
         let mut challenger = 0;
         for i in 0..1000 {

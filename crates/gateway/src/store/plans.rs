@@ -88,7 +88,11 @@ fn reads(postgres: bool) -> Vec<(String, String, Vec<String>)> {
         )
     };
     reads.extend([
-        plain("experiment counts", EXPERIMENT_COUNTS, &["t1", "e1"]),
+        plain(
+            "experiment counts",
+            &experiment_counts_sql(postgres),
+            &["t1", "e1", "2026-01-01T00:00:00.000000Z", "172800"],
+        ),
         plain(
             "routed since",
             &format!("{ROUTED_SINCE} LIMIT 1000"),

@@ -404,33 +404,71 @@ async fn experiments_replays_and_provider_failures(store: &SqlStore) {
         });
         row
     };
+    // Made three days ago and decided an hour later, or fifty hours later (after a 48-hour
+    // horizon), or not yet; or made an hour ago (younger than the horizon).
+    let at = |row: StoredVerification, created_ago: i64, decided_after: Option<i64>| {
+        let mut row = row;
+        let created_at = now() - chrono::Duration::hours(created_ago);
+        row.verification.created_at = created_at;
+        row.verification.updated_at = created_at;
+        row.verification.completed_at =
+            decided_after.map(|h| created_at + chrono::Duration::hours(h));
+        row
+    };
+    let (champion, challenger) = (kyc_core::Arm::Champion, kyc_core::Arm::Challenger);
     let rows = [
-        in_arm("e1", kyc_core::Arm::Champion, Status::Approved),
-        in_arm("e2", kyc_core::Arm::Champion, Status::Approved),
-        in_arm("e3", kyc_core::Arm::Challenger, Status::Rejected),
+        at(in_arm("e1", champion, Status::Approved), 72, Some(1)),
+        at(in_arm("e2", champion, Status::Approved), 72, Some(50)),
+        at(in_arm("e3", champion, Status::Pending), 72, None),
+        at(in_arm("e4", challenger, Status::Rejected), 1, Some(0)),
         row("plain", Status::Rejected),
     ];
     for row in &rows {
         store.insert(row, &created(row)).await.unwrap();
     }
-    let mut counts = store.experiment_counts(&tenant, &experiment).await.unwrap();
-    counts.sort_by_key(|c| c.arm.as_str());
+    let counts = |horizon_hours: u64| {
+        let horizon = Duration::from_secs(horizon_hours * 3600);
+        let (store, tenant, experiment) = (&store, &tenant, &experiment);
+        async move {
+            let mut counts = store
+                .experiment_counts(tenant, experiment, horizon, now())
+                .await
+                .unwrap();
+            counts.sort_by_key(|c| (c.arm.as_str(), c.status.as_str()));
+            counts
+                .into_iter()
+                .map(|c| (c.arm, c.status, c.count, c.maturing, c.final_by_horizon))
+                .collect::<Vec<_>>()
+        }
+    };
     assert_eq!(
-        counts,
+        counts(48).await,
         [
-            ArmCount {
-                arm: kyc_core::Arm::Challenger,
-                status: Status::Rejected,
-                count: 1
-            },
-            ArmCount {
-                arm: kyc_core::Arm::Champion,
-                status: Status::Approved,
-                count: 2
-            },
+            (challenger, Status::Rejected, 1, 1, 0),
+            (champion, Status::Approved, 2, 0, 1),
+            (champion, Status::Pending, 1, 0, 0),
         ]
     );
-    assert_eq!(store.experiment_counts(&tenant, "other").await.unwrap(), []);
+    // A 96-hour horizon: all still maturing. A two-hour one: e2's decision came after it.
+    assert_eq!(
+        counts(96).await,
+        [
+            (challenger, Status::Rejected, 1, 1, 0),
+            (champion, Status::Approved, 2, 2, 0),
+            (champion, Status::Pending, 1, 1, 0),
+        ]
+    );
+    assert_eq!(
+        counts(2).await,
+        [
+            (challenger, Status::Rejected, 1, 1, 0),
+            (champion, Status::Approved, 2, 0, 1),
+            (champion, Status::Pending, 1, 0, 0),
+        ]
+    );
+    let horizon = Duration::from_secs(3600);
+    let other = store.experiment_counts(&tenant, "other", horizon, now());
+    assert_eq!(other.await.unwrap(), []);
 
     // A stop is written once, with its event; the second writer learns it was first.
     let at = now();
@@ -475,15 +513,15 @@ async fn experiments_replays_and_provider_failures(store: &SqlStore) {
         .routed_page(&tenant, first, until, &after, 3)
         .await
         .unwrap();
-    assert_eq!(rest.len(), 1);
+    assert_eq!(rest.len(), 2);
     assert!(rest[0].id > after);
     routed.extend(rest);
     routed.sort_by(|a, b| a.subject_id.cmp(&b.subject_id));
-    assert_eq!(routed.len(), 4);
+    assert_eq!(routed.len(), 5);
     assert_eq!(routed[0].subject_id, "subject-e1");
     assert_eq!(routed[0].country.as_deref(), Some("CL"));
     assert_eq!(routed[0].reason, Some(kyc_core::RoutingReason::Experiment));
-    assert_eq!(routed[3].reason, None);
+    assert_eq!(routed[4].reason, None);
     let later = now() + chrono::Duration::seconds(1);
     assert_eq!(
         store
