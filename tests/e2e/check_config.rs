@@ -442,3 +442,96 @@ fn an_experiments_horizon_is_a_bounded_duration() {
         assert_eq!(code, Some(0), "{horizon}: {stderr}");
     }
 }
+
+/// Adaptive routing names 2 to 8 priced instances, once each, in one currency; bounds that leave
+/// room for every instance; countries the experiment does not take first; a bounded horizon.
+#[test]
+fn adaptive_routing_is_checked_whole() {
+    let experiment = "guardrail_pp = 10 }\n";
+    let optimize = |spec: &str| format!("guardrail_pp = 10 }}\noptimize = {{ {spec} }}\n");
+    let priced = (
+        "company_id = \"201\"\n",
+        "company_id = \"201\"\nprice_per_verification = { amount = 1.00, currency = \"USD\" }\n",
+    );
+    let cases: &[(String, bool, &[&str])] = &[
+        (
+            optimize("countries = [\"AR\"], among = [\"betrust-cl\", \"gu1\", \"gu1\"]"),
+            false,
+            &[
+                "optimize.among[0]: needs a price_per_verification above 0",
+                "optimize.among[2]: names an instance twice",
+            ],
+        ),
+        (
+            optimize("countries = [\"AR\"], among = [\"gu1\"]"),
+            true,
+            &["optimize.among: must name 2 to 8 instances"],
+        ),
+        (
+            optimize("countries = [\"AR\"], among = [\"nope\", \"gu1\"]"),
+            true,
+            &["optimize.among[0]: names no provider instance of this policy"],
+        ),
+        (
+            optimize("countries = [\"CL\"], among = [\"betrust-cl\", \"gu1\"]"),
+            true,
+            &["optimize.countries: overlap the experiment's"],
+        ),
+        (
+            optimize("among = [\"betrust-cl\", \"gu1\"], min_share = 60, max_share = 4000000000"),
+            true,
+            &[
+                "optimize.countries: overlap the experiment's",
+                "optimize.min_share: min_share and max_share must be percentages",
+            ],
+        ),
+        (
+            optimize(
+                "countries = [\"XX\"], among = [\"betrust-cl\", \"gu1\"], horizon = \"1000d\"",
+            ),
+            true,
+            &[
+                "optimize.countries[0]: must be an ISO 3166-1 alpha-2 code",
+                "optimize.horizon: must be a duration",
+            ],
+        ),
+    ];
+    for (edit, with_price, keys) in cases {
+        let mut edits = vec![(experiment, edit.as_str())];
+        if *with_price {
+            edits.push(priced);
+        }
+        let (code, stderr) = check(&edits, &[]);
+        assert_eq!(code, Some(2), "{edit}: {stderr}");
+        for key in *keys {
+            let key = format!("tenants.payments.routing.{key}");
+            assert!(stderr.contains(&key), "{key} missing from:\n{stderr}");
+        }
+    }
+    // Prices in two currencies.
+    let (code, stderr) = check(
+        &[
+            (
+                experiment,
+                &optimize("countries = [\"AR\"], among = [\"betrust-cl\", \"gu1\"]"),
+            ),
+            (
+                "company_id = \"201\"\n",
+                "company_id = \"201\"\nprice_per_verification = { amount = 900, currency = \"CLP\" }\n",
+            ),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("optimize.among: prices must all be in one currency"),
+        "{stderr}"
+    );
+    // A good one passes.
+    let good = optimize(
+        "countries = [\"AR\", \"MX\"], among = [\"betrust-cl\", \"gu1\"], min_share = 20, \
+         max_share = 80, horizon = \"36h\"",
+    );
+    let (code, stderr) = check(&[(experiment, &good), priced], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+}

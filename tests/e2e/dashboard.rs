@@ -142,9 +142,20 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
     browser.open(&page).await;
     browser.type_into("#api-key", ALPHA_KEY).await;
     browser.click("#key-form button[type=submit]").await;
-    for section in ["comparison", "charts", "by-country", "experiment"] {
+    for section in [
+        "comparison",
+        "charts",
+        "by-country",
+        "allocation",
+        "experiment",
+    ] {
         browser.find(&format!("#{section}[data-state=ready]")).await;
     }
+    let allocation = browser.text("#allocation").await;
+    assert!(
+        allocation.starts_with("No adaptive routing"),
+        "{allocation}"
+    );
 
     // The comparison shows what the API answers for the period the page shows.
     let (from, to) = (browser.value("#from").await, browser.value("#to").await);
@@ -475,4 +486,88 @@ async fn the_dashboard_renders_experiments_and_replays_as_text() {
         .filter(|e| e["level"] == "SEVERE" && e["source"] != "network")
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
+/// The adaptive routing section shows what `GET /v1/stats` answers: the shares in force, each
+/// instance's evidence, and each day's verifications per instance.
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; .ci/run installs them and runs it"]
+async fn the_dashboard_shows_adaptive_routings_shares_and_evidence() {
+    let w = World::start().await;
+    crate::optimize::start_optimizing(&w, "1s").await;
+    let subjects: Vec<String> = (0..12).map(|i| format!("dash-opt-{i}")).collect();
+    crate::optimize::run_subjects(&w, &subjects).await;
+    // Once the twelve are a horizon old and the shares computed from them are in force, the
+    // figures stand still.
+    let stats_path = |from: &str, to: &str| {
+        format!("/v1/stats?from={from}T00:00:00Z&to={to}T00:00:00Z&group_by=provider")
+    };
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = (
+        (today - chrono::Days::new(29)).to_string(),
+        today.to_string(),
+    );
+    let mut last = Value::Null;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let stats = loop {
+        let (_, stats) = w.get(&stats_path(&from, &to), ALPHA_KEY).await;
+        let instances = stats["allocation"]["now"]["instances"].as_array().unwrap();
+        let started: u64 = instances
+            .iter()
+            .map(|i| i["started"].as_u64().unwrap())
+            .sum();
+        if started == 12 && stats["allocation"]["now"]["instances"] == last {
+            break stats;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stats}");
+        last = stats["allocation"]["now"]["instances"].clone();
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    };
+
+    let browser = Browser {
+        driver: Driver::start().await,
+    };
+    browser.resize(1280, 1600).await;
+    browser.open(&format!("{}/dashboard", w.base)).await;
+    browser.type_into("#api-key", ALPHA_KEY).await;
+    browser.click("#key-form button[type=submit]").await;
+    browser.find("#allocation[data-state=ready]").await;
+    assert_eq!(browser.value("#from").await, from);
+    let text = browser.text("#allocation").await;
+    assert!(
+        text.contains("CL: new subjects shared among betrust-cl, gu1"),
+        "{text}"
+    );
+    for instance in stats["allocation"]["now"]["instances"].as_array().unwrap() {
+        let provider = instance["provider"].as_str().unwrap();
+        let cell =
+            |field: &str| format!("#allocation tr[data-provider={provider}] [data-field={field}]");
+        let shown = browser
+            .attribute(&cell("share"), "data-value")
+            .await
+            .unwrap();
+        let share = instance["share"].as_f64().unwrap() / 100.0;
+        assert!(
+            (shown.parse::<f64>().unwrap() - share).abs() < 1e-9,
+            "{provider}: {shown}"
+        );
+        for field in ["started", "approved", "provider_errors"] {
+            let shown = browser.attribute(&cell(field), "data-value").await.unwrap();
+            assert_eq!(shown, instance[field].to_string(), "{provider} {field}");
+        }
+        let day = stats["allocation"]["days"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap();
+        let css = format!(
+            "#allocation tr[data-day='{}'] td[data-provider={provider}]",
+            day["day"].as_str().unwrap()
+        );
+        let started = browser.attribute(&css, "data-value").await.unwrap();
+        assert_eq!(
+            started,
+            day["started"][provider].as_u64().unwrap_or(0).to_string()
+        );
+    }
 }

@@ -70,21 +70,7 @@ async fn run_subjects(w: &World, prefix: &str, n: usize) -> Vec<Value> {
         let reference = format!("{prefix}-{i}");
         made.push(w.create(person(&reference, &reference, "CL")).await);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut stored = Vec::new();
-    for v in &made {
-        let path = format!("/v1/verifications/{}", v["id"].as_str().unwrap());
-        loop {
-            let (_, now) = w.get(&path, ALPHA_KEY).await;
-            if ["approved", "rejected"].contains(&now["status"].as_str().unwrap()) {
-                stored.push(now);
-                break;
-            }
-            assert!(Instant::now() < deadline, "not finished: {now}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    stored
+    w.wait_decided(&made).await
 }
 
 /// (started, approved) of the verifications in `arm`, counted from the verifications themselves.

@@ -456,6 +456,26 @@ impl World {
         assert!(status.success());
     }
 
+    /// Waits up to 60 s until each of tenant alpha's verifications `made` is approved or
+    /// rejected; answers them as stored then.
+    pub async fn wait_decided(&self, made: &[Value]) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut stored = Vec::new();
+        for v in made {
+            let path = format!("/v1/verifications/{}", v["id"].as_str().unwrap());
+            loop {
+                let (_, now) = self.get(&path, ALPHA_KEY).await;
+                if ["approved", "rejected"].contains(&now["status"].as_str().unwrap()) {
+                    stored.push(now);
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "not decided: {now}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        stored
+    }
+
     /// Waits up to 10 s for `verification` (of the tenant with `key`) to read `status`.
     pub async fn wait_status(&self, verification: &Value, key: &str, status: &str) {
         let path = format!("/v1/verifications/{}", verification["id"].as_str().unwrap());

@@ -17,6 +17,7 @@ mod harness;
 mod limits;
 mod metrics;
 mod operations;
+mod optimize;
 mod policy_view;
 mod reconciler;
 mod reload;

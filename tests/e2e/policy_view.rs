@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use std::time::Duration;
 
 /// `explain`'s provider and reason for tenant alpha, and its whole text.
-fn explained(w: &World, country: &str, subject: &str) -> (String, String, String) {
+pub(crate) fn explained(w: &World, country: &str, subject: &str) -> (String, String, String) {
     let out = w.command(&[
         "explain",
         "--config",

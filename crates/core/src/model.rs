@@ -294,7 +294,7 @@ pub struct Identity {
 }
 
 /// Why a verification went where it went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RoutingRecord {
     /// What chose the instance that runs it.
     pub reason: RoutingReason,
@@ -306,6 +306,10 @@ pub struct RoutingRecord {
     /// For reason `experiment`, the arm the subject is in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arm: Option<Arm>,
+    /// For reason `optimize`, each instance's share of new subjects (percent) when this one was
+    /// routed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shares: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 /// An arm of a champion-challenger experiment.
@@ -351,6 +355,8 @@ pub enum RoutingReason {
     Fallback,
     /// A champion-challenger experiment of the tenant's routing (see `arm`).
     Experiment,
+    /// Adaptive routing by approvals per cost (see `shares`).
+    Optimize,
 }
 
 /// A verification as callers see it: the gateway's record of one attempt at one provider.

@@ -9,6 +9,7 @@ use crate::infra::auth_failures::AuthFailures;
 use crate::providers::BuildError;
 use crate::providers::guarded::Guard;
 use crate::providers::limits::{HOOK_LIMIT, Limiter, UNKNOWN_HOOK_LIMIT};
+use crate::providers::routing::Shares;
 use crate::store::Store;
 use hmac::{Hmac, KeyInit, Mac};
 use kyc_core::Provider;
@@ -42,6 +43,8 @@ pub struct App {
     /// (tenant, experiment) of the experiments a guardrail has stopped, as last read from the
     /// store by [`crate::jobs::experiments`].
     stopped_experiments: RwLock<std::collections::HashSet<(String, String)>>,
+    /// Each tenant's adaptive routing shares, as last computed by [`crate::jobs::experiments`].
+    shares: RwLock<HashMap<String, Arc<Shares>>>,
     runtime: RwLock<Arc<Runtime>>,
 }
 
@@ -76,6 +79,7 @@ impl App {
             breakers: crate::providers::circuit::Breakers::default(),
             stopping: tokio_util::sync::CancellationToken::new(),
             stopped_experiments: RwLock::default(),
+            shares: RwLock::default(),
             runtime: RwLock::new(Arc::new(runtime)),
         }
     }
@@ -94,6 +98,20 @@ impl App {
             .stopped_experiments
             .write()
             .expect("stopped experiments lock poisoned") = stopped;
+    }
+
+    /// The tenant's adaptive routing shares, once computed.
+    pub fn shares(&self, tenant: &str) -> Option<Arc<Shares>> {
+        self.shares
+            .read()
+            .expect("shares lock poisoned")
+            .get(tenant)
+            .cloned()
+    }
+
+    /// Replaces every tenant's adaptive routing shares.
+    pub fn set_shares(&self, shares: HashMap<String, Arc<Shares>>) {
+        *self.shares.write().expect("shares lock poisoned") = shares;
     }
 
     /// Puts `policy` in force for every request that starts from now on; requests under way keep

@@ -87,12 +87,64 @@ enum Command {
     },
 }
 
+/// `explain`; where the tenant's adaptive routing takes the country, with its shares and the
+/// subject's earlier instance read from the policy's store, as the gateway reads them.
+async fn explain_command(
+    config: &str,
+    tenant: &str,
+    country: &str,
+    subject: Option<&str>,
+) -> Result<String, String> {
+    let policy = Policy::load(config).map_err(|e| e.to_string())?;
+    let optimize = policy
+        .tenants
+        .get(tenant)
+        .and_then(|t| t.routing.optimize.clone())
+        .filter(|o| o.covers(country));
+    let Some(optimize) = optimize else {
+        return explain(&policy, tenant, country, subject, None);
+    };
+    let store = kyc_gateway::store::SqlStore::connect_with(&policy.store)
+        .await
+        .map_err(|e| format!("store: {e}"))?;
+    let now = kyc_gateway::store::now();
+    let allocation =
+        kyc_gateway::analytics::optimize::allocate(&store, &policy, tenant, &optimize, now)
+            .await
+            .map_err(|e| format!("store: {e}"))?;
+    let before = match subject {
+        Some(subject) => {
+            use kyc_gateway::store::SubjectStore;
+            let (latest, _) = store
+                .subject_history(tenant, subject)
+                .await
+                .map_err(|e| format!("store: {e}"))?;
+            latest
+                .filter(|v| {
+                    v.routing
+                        .as_ref()
+                        .is_some_and(|r| r.reason == kyc_core::RoutingReason::Optimize)
+                })
+                .map(|v| v.provider)
+        }
+        None => None,
+    };
+    let shares = allocation.shares();
+    let live = kyc_gateway::providers::routing::Live {
+        experiment_stopped: false,
+        shares: Some(&shares),
+        optimized_before: before.as_deref(),
+    };
+    explain(&policy, tenant, country, subject, Some(live))
+}
+
 /// The text of `explain`: where a create for `tenant` in `country` (for `subject`) goes, and why.
 fn explain(
     policy: &Policy,
     tenant: &str,
     country: &str,
     subject: Option<&str>,
+    live: Option<kyc_gateway::providers::routing::Live<'_>>,
 ) -> Result<String, String> {
     let config = policy
         .tenants
@@ -107,7 +159,8 @@ fn explain(
         .experiment
         .as_ref()
         .is_some_and(|e| e.covers(country));
-    if (in_experiment || !by_rule && !routing.split.is_empty()) && subject.is_none() {
+    let optimized = !in_experiment && routing.optimize.as_ref().is_some_and(|o| o.covers(country));
+    if (in_experiment || optimized || !by_rule && !routing.split.is_empty()) && subject.is_none() {
         return Err(format!(
             "tenant {tenant} splits by subject: pass --subject to see where one subject goes"
         ));
@@ -120,7 +173,7 @@ fn explain(
         None,
         |n| policy.providers.contains_key(n),
         // The policy alone does not say whether a guardrail has stopped the experiment.
-        false,
+        live.unwrap_or_default(),
     )
     .map_err(|e| e.to_string())?;
     let why = match route.reason {
@@ -134,6 +187,19 @@ fn explain(
             ),
             None => "an experiment".into(),
         },
+        kyc_core::RoutingReason::Optimize => {
+            let shares = route.shares.iter().flatten();
+            let shares: Vec<String> = shares.map(|(n, s)| format!("{n} {s:.1} %")).collect();
+            let before = live.and_then(|l| l.optimized_before);
+            format!(
+                "adaptive routing by approvals per cost; shares now: {}; {}",
+                shares.join(", "),
+                match before {
+                    Some(_) => "this subject went there before and stays",
+                    None => "a new subject is drawn by the shares",
+                }
+            )
+        }
         other => format!("{other:?}"),
     };
     let reason = serde_json::to_value(route.reason)
@@ -166,9 +232,7 @@ async fn main() -> ExitCode {
             subject,
         }) => printed(
             &config,
-            Policy::load(&config)
-                .map_err(|e| e.to_string())
-                .and_then(|p| explain(&p, &tenant, &country, subject.as_deref())),
+            explain_command(&config, &tenant, &country, subject.as_deref()).await,
         ),
         Some(Command::Replay {
             config,

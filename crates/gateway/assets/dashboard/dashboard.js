@@ -256,6 +256,43 @@
     for (const chart of charts) chart.setSize({ width: Math.max(320, $("charts").clientWidth - 16), height: 220 });
   });
 
+  // ---- adaptive routing -------------------------------------------------------------------
+
+  function renderAllocation(stats) {
+    const target = $("allocation");
+    const a = stats.allocation;
+    if (!a) return say(target, "No adaptive routing (optimize) in this tenant's routing.");
+    const names = a.now.instances.map((i) => i.provider);
+    const setup = el("p", {},
+      `${(a.now.countries || []).join(", ") || "All countries"}: new subjects shared among ${names.join(", ")} `,
+      `by approvals per cost, each between ${a.now.min_share} % and ${a.now.max_share} %; outcomes read at `,
+      `${a.now.horizon} old, from the verifications started ${a.now.evidence_since.slice(0, 10)} to `,
+      `${a.now.evidence_until.slice(0, 10)}.`);
+    const rows = a.now.instances.map((i) =>
+      el("tr", { "data-provider": i.provider },
+        el("th", { scope: "row" }, i.provider),
+        figure("td", i.share / 100, pct, null, { "data-field": "share" }),
+        figure("td", i.best_probability / 100, pct, null, { "data-field": "best_probability" }),
+        figure("td", i.started, count, null, { "data-field": "started" }),
+        figure("td", i.approved, count, null, { "data-field": "approved" }),
+        figure("td", i.provider_errors, count, null, { "data-field": "provider_errors" }),
+        figure("td", i.approval_rate, pct, null, { "data-field": "approval_rate" }),
+        el("td", { "data-field": "price" }, `${i.price.toFixed(2)} ${i.currency}`),
+        figure("td", i.approvals_per_cost, (v) => v.toFixed(3), null, { "data-field": "approvals_per_cost" })));
+    const days = a.days.map((d) => {
+      const total = names.reduce((sum, n) => sum + (d.started[n] || 0), 0);
+      return el("tr", { "data-day": d.day },
+        el("th", { scope: "row" }, d.day),
+        ...names.map((n) => el("td", { "data-provider": n, "data-value": String(d.started[n] || 0) },
+          `${d.started[n] || 0} (${total ? pct((d.started[n] || 0) / total) : DASH})`)));
+    });
+    target.replaceChildren(setup,
+      table("shares", ["Instance", "Share now", "Chance it is the best", "Started", "Approved by the horizon",
+        "Provider errors", "Approval rate (estimate)", "Price", "Approvals per unit"], rows),
+      el("h3", {}, "Started per day in these countries (share of the day)"),
+      days.length ? table("days", ["Day", ...names], days) : el("p", { class: "note" }, "None in the period."));
+  }
+
   // ---- experiment -------------------------------------------------------------------------
 
   const VERDICTS = {
@@ -388,8 +425,11 @@
       $("period-error").textContent = "Choose a start day on or before the end day.";
       return;
     }
+    const byProvider = api(statsPath(from, to, "provider"));
+    byProvider.catch(() => {}); // each section below reports its own failure
     await Promise.all([
-      section("comparison", async () => renderComparison(await api(statsPath(from, to, "provider")))),
+      section("comparison", async () => renderComparison(await byProvider)),
+      section("allocation", async () => renderAllocation(await byProvider)),
       section("by-country", async () => renderCountries(await api(statsPath(from, to, "provider,country")))),
       section("charts", () => loadCharts(from, to)),
     ]);
@@ -413,7 +453,7 @@
     sessionStorage.removeItem(KEY);
     $("content").hidden = true;
     charts.splice(0).forEach((c) => c.destroy());
-    for (const id of ["comparison", "charts", "by-country", "experiment", "replay"]) {
+    for (const id of ["comparison", "charts", "by-country", "allocation", "experiment", "replay"]) {
       $(id).replaceChildren();
       $(id).dataset.state = "empty";
     }

@@ -19,6 +19,7 @@ use crate::analytics::significance::Proportion;
 use crate::analytics::stats::{self, StatsGroup, StatsGroupFigures};
 use crate::app::App;
 use crate::config::{Policy, Price, Routing};
+use crate::providers::routing::Live;
 use crate::store::{StatsRow, Store, StoreError, now};
 use chrono::{DateTime, Utc};
 use kyc_core::RoutingReason;
@@ -176,7 +177,14 @@ pub async fn preview(
                     &country,
                     None,
                     |n| policy.providers.contains_key(n),
-                    stopped,
+                    Live {
+                        experiment_stopped: stopped,
+                        // A draft's adaptive routing at even shares; a subject it routed keeps
+                        // its instance.
+                        shares: None,
+                        optimized_before: (routed.reason == Some(RoutingReason::Optimize))
+                            .then_some(routed.provider.as_str()),
+                    },
                 )
                 .map_or_else(|_| routed.provider.clone(), |r| r.candidates[0].clone())
             };

@@ -55,6 +55,30 @@ pub struct Stats {
     pub to: NaiveDate,
     /// One per provider instance, country, or both, as grouped; ordered by them.
     pub groups: Vec<StatsGroupFigures>,
+    /// Where the tenant's routing has adaptive routing (`optimize`): its shares now, and how it
+    /// shared the period's subjects day by day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<AllocationOverTime>,
+}
+
+/// Adaptive routing's shares now, and the verifications each of its instances started in its
+/// countries on each day of the period (all reasons: fallbacks and overrides included).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AllocationOverTime {
+    /// The shares this replica routes by now (recomputed every `[experiments] every_seconds`),
+    /// with the evidence as it stands (which the next computation will use).
+    pub now: crate::analytics::optimize::Allocation,
+    /// Each day of the period with any, in order.
+    pub days: Vec<AllocationDay>,
+}
+
+/// One day's verifications per instance of the adaptive routing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AllocationDay {
+    /// The UTC day.
+    pub day: NaiveDate,
+    /// Verifications started at each instance in the routing's countries.
+    pub started: BTreeMap<String, u64>,
 }
 
 /// The figures of one provider instance, country, or both.
@@ -182,7 +206,49 @@ pub async fn for_period(
         from: period.from,
         to: period.to,
         groups,
+        allocation: allocation(app, tenant, &from, &to).await?,
     })
+}
+
+/// The tenant's adaptive routing now and over the period's days, where it has one.
+async fn allocation(
+    app: &App,
+    tenant: &str,
+    from: &str,
+    to: &str,
+) -> Result<Option<AllocationOverTime>, AnalyticsError> {
+    let runtime = app.runtime();
+    let Some(optimize) = runtime
+        .policy
+        .tenants
+        .get(tenant)
+        .and_then(|t| t.routing.optimize.as_ref())
+    else {
+        return Ok(None);
+    };
+    let now = crate::analytics::optimize::allocate(
+        app.store.as_ref(),
+        &runtime.policy,
+        tenant,
+        optimize,
+        crate::store::now(),
+    )
+    .await?
+    .with_shares_in_force(app.shares(tenant).as_deref());
+    let mut days: BTreeMap<NaiveDate, BTreeMap<String, u64>> = BTreeMap::new();
+    for (day, provider, country, started) in app.store.started_per_day(tenant, from, to).await? {
+        let Ok(day) = day.parse::<NaiveDate>() else {
+            continue;
+        };
+        if optimize.among.contains(&provider) && optimize.covers(&country) {
+            *days.entry(day).or_default().entry(provider).or_default() += started;
+        }
+    }
+    let days = days
+        .into_iter()
+        .map(|(day, started)| AllocationDay { day, started })
+        .collect();
+    Ok(Some(AllocationOverTime { now, days }))
 }
 
 /// Each priced instance's `price_per_verification`.

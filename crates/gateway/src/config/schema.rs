@@ -371,7 +371,75 @@ pub struct Routing {
     /// named countries' subjects goes to the challenger (sticky per subject).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment: Option<Experiment>,
+    /// Adaptive routing: after the experiment and before the rules, the named countries'
+    /// new subjects go to the instances `among`, in shares that follow their approvals per cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimize: Option<Optimize>,
 }
+
+/// Adaptive routing: new subjects of some countries are shared among instances by Thompson
+/// sampling on their matured outcomes (see [`crate::analytics::optimize`]), within bounds.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Optimize {
+    /// The subject countries it routes; empty or absent, every country.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// The instances it shares them among: 2 to 8, each with a `price_per_verification`, all in
+    /// one currency.
+    pub among: Vec<String>,
+    /// What it maximises.
+    #[serde(default)]
+    pub objective: Objective,
+    /// The least share of new subjects each instance keeps, in percent (default 10): it goes on
+    /// learning about each.
+    #[serde(default = "default_min_share")]
+    #[schema(minimum = 0, maximum = 100)]
+    pub min_share: u32,
+    /// The most share of new subjects one instance takes, in percent (default 90).
+    #[serde(default = "default_max_share")]
+    #[schema(minimum = 0, maximum = 100)]
+    pub max_share: u32,
+    /// The age at which a verification's outcome is read (approved by then or not), as for an
+    /// experiment: a duration such as `"48h"`, from 1 second to 90 days (default 48 hours).
+    #[serde(default = "default_horizon")]
+    #[schema(example = "48h")]
+    pub horizon: String,
+}
+
+impl Optimize {
+    /// Whether subjects of `country` are routed by it.
+    pub fn covers(&self, country: &str) -> bool {
+        self.countries.is_empty() || self.countries.iter().any(|c| c == country)
+    }
+
+    /// [`Optimize::horizon`] as a duration (see [`Experiment::horizon`]).
+    pub fn horizon(&self) -> Duration {
+        parse_horizon(&self.horizon).unwrap_or(DEFAULT_HORIZON)
+    }
+}
+
+/// What adaptive routing maximises.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Approved verifications per unit of money spent: approval rate / price per verification.
+    #[default]
+    ApprovalsPerCost,
+}
+
+fn default_min_share() -> u32 {
+    10
+}
+
+fn default_max_share() -> u32 {
+    90
+}
+
+/// The most instances adaptive routing shares among.
+pub const MAX_OPTIMIZED: usize = 8;
 
 /// A champion-challenger experiment: a share of traffic sent to a challenger, measured against
 /// the champion.

@@ -2,12 +2,12 @@
 //! but probably not meant (warnings).
 
 use super::{
-    Experiment, MAX_ATTEMPTS, MAX_FAILURES, MAX_MIN_SAMPLE, MAX_OPEN_SECONDS, MAX_RETRY_DELAY,
-    MAX_WEIGHT, Policy, PolicyError, ProviderConfig, RateLimit, Routing, TenantConfig, invalid,
-    parse_horizon,
+    Experiment, MAX_ATTEMPTS, MAX_FAILURES, MAX_MIN_SAMPLE, MAX_OPEN_SECONDS, MAX_OPTIMIZED,
+    MAX_RETRY_DELAY, MAX_WEIGHT, Optimize, Policy, PolicyError, ProviderConfig, RateLimit, Routing,
+    TenantConfig, invalid, parse_horizon,
 };
 use secrecy::ExposeSecret;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 impl Policy {
     /// What in the policy is legal but may not be meant: a default no subject reaches because a
@@ -32,6 +32,9 @@ impl Policy {
             used.extend(routing.fallback.iter().cloned());
             if let Some(experiment) = &routing.experiment {
                 used.extend([experiment.champion.clone(), experiment.challenger.clone()]);
+            }
+            if let Some(optimize) = &routing.optimize {
+                used.extend(optimize.among.iter().cloned());
             }
         }
         for name in self.providers.keys() {
@@ -62,6 +65,9 @@ impl Policy {
             self.check_routing(name, &tenant.routing, &mut problems);
             if let Some(experiment) = &tenant.routing.experiment {
                 self.check_experiment(name, experiment, &mut problems);
+            }
+            if let Some(optimize) = &tenant.routing.optimize {
+                self.check_optimize(name, &tenant.routing, optimize, &mut problems);
             }
         }
         problems
@@ -430,6 +436,82 @@ impl Policy {
                 at("horizon"),
                 "must be a duration such as \"48h\" or \"2d\", from 1s to 90 days",
             ));
+        }
+    }
+}
+
+impl Policy {
+    /// A tenant's adaptive routing: instances known, priced in one currency, bounds that leave
+    /// room for every instance, countries not taken by the experiment first.
+    fn check_optimize(
+        &self,
+        name: &str,
+        routing: &Routing,
+        optimize: &Optimize,
+        problems: &mut Vec<PolicyError>,
+    ) {
+        let at = |k: &str| format!("tenants.{name}.routing.optimize.{k}");
+        let n = optimize.among.len();
+        if !(2..=MAX_OPTIMIZED).contains(&n) {
+            problems.push(invalid(at("among"), "must name 2 to 8 instances"));
+        }
+        let mut currencies = BTreeSet::new();
+        for (i, provider) in optimize.among.iter().enumerate() {
+            let key = format!("{}[{i}]", at("among"));
+            if optimize.among[..i].contains(provider) {
+                problems.push(invalid(key, "names an instance twice"));
+                continue;
+            }
+            let Some(config) = self.providers.get(provider) else {
+                self.check_known(key, provider, problems);
+                continue;
+            };
+            match &config.price_per_verification {
+                Some(price) if price.amount > 0.0 => {
+                    currencies.insert(price.currency.clone());
+                }
+                _ => problems.push(invalid(
+                    key,
+                    "needs a price_per_verification above 0 (the objective is approvals per cost)",
+                )),
+            }
+        }
+        if currencies.len() > 1 {
+            problems.push(invalid(at("among"), "prices must all be in one currency"));
+        }
+        for (i, country) in optimize.countries.iter().enumerate() {
+            if !is_country_code(country) {
+                problems.push(invalid(
+                    format!("{}[{i}]", at("countries")),
+                    "must be an ISO 3166-1 alpha-2 code such as \"CL\"",
+                ));
+            }
+        }
+        let (min, max) = (u64::from(optimize.min_share), u64::from(optimize.max_share));
+        let n = n.max(1) as u64;
+        if min > 100 || max > 100 || min > max || min * n > 100 || max * n < 100 {
+            problems.push(invalid(
+                at("min_share"),
+                "min_share and max_share must be percentages with min_share <= max_share, \
+                 min_share times the instances at most 100 and max_share times them at least 100",
+            ));
+        }
+        if parse_horizon(&optimize.horizon).is_none() {
+            problems.push(invalid(
+                at("horizon"),
+                "must be a duration such as \"48h\" or \"2d\", from 1s to 90 days",
+            ));
+        }
+        if let Some(experiment) = &routing.experiment {
+            let overlap = experiment.countries.is_empty()
+                || optimize.countries.is_empty()
+                || optimize.countries.iter().any(|c| experiment.covers(c));
+            if overlap {
+                problems.push(invalid(
+                    at("countries"),
+                    "overlap the experiment's, which takes them first: give each its own countries",
+                ));
+            }
         }
     }
 }

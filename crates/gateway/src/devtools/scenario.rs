@@ -70,7 +70,7 @@ pub async fn generate(
             country,
             None,
             |n| policy.providers.contains_key(n),
-            false,
+            crate::providers::routing::Live::default(),
         ) else {
             continue;
         };
@@ -88,6 +88,7 @@ pub async fn generate(
                 tried: vec![chosen.clone()],
                 experiment: None,
                 arm: None,
+                shares: None,
             };
             (route.candidates[1].clone(), routing)
         } else {
@@ -96,6 +97,7 @@ pub async fn generate(
                 tried: Vec::new(),
                 experiment: route.experiment.as_ref().map(|(name, _)| name.clone()),
                 arm: route.experiment.as_ref().map(|(_, arm)| *arm),
+                shares: route.shares.clone(),
             };
             (chosen.clone(), routing)
         };

@@ -1,5 +1,6 @@
-//! Watches each tenant's experiment against its guardrail, and keeps this replica's view of which
-//! experiments are stopped.
+//! Watches each tenant's experiment against its guardrail, keeps this replica's view of which
+//! experiments are stopped, and recomputes each tenant's adaptive routing shares (see
+//! [`crate::analytics::optimize`]) from the store, so that every replica routes by the same.
 //!
 //! Every `experiments.every_seconds` (and once at start), it reads the stopped experiments from
 //! the store, so that a stop recorded by any replica reaches this one's routing within a period,
@@ -10,10 +11,11 @@
 
 use crate::analytics::AnalyticsError;
 use crate::analytics::experiments::{self, EXPERIMENT_STOPPED};
+use crate::analytics::optimize;
 use crate::app::App;
 use crate::config::Experiment;
 use crate::store::{NewEvent, now};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +24,12 @@ pub async fn run(app: Arc<App>) {
     loop {
         if let Err(error) = check(&app).await {
             tracing::warn!(%error, "experiments: check failed; trying again next period");
+        }
+        if let Err(error) = allocate(&app).await {
+            tracing::warn!(
+                %error,
+                "adaptive routing: shares not recomputed; the last ones stand until next period"
+            );
         }
         let every = app.runtime().policy.experiments.every_seconds;
         tokio::select! {
@@ -79,6 +87,26 @@ async fn check(app: &App) -> Result<(), AnalyticsError> {
         stopped.insert(key);
     }
     app.set_stopped_experiments(stopped);
+    Ok(())
+}
+
+/// Recomputes the adaptive routing shares of every tenant whose routing has one; a tenant whose
+/// policy no longer has one loses its shares.
+async fn allocate(app: &App) -> Result<(), AnalyticsError> {
+    let runtime = app.runtime();
+    let mut all = HashMap::new();
+    for (tenant, config) in &runtime.policy.tenants {
+        let Some(optimize) = &config.routing.optimize else {
+            continue;
+        };
+        let allocation =
+            optimize::allocate(app.store.as_ref(), &runtime.policy, tenant, optimize, now())
+                .await?;
+        let shares = allocation.shares();
+        tracing::debug!(tenant, shares = ?shares.percent(), "adaptive routing: shares recomputed");
+        all.insert(tenant.clone(), Arc::new(shares));
+    }
+    app.set_shares(all);
     Ok(())
 }
 

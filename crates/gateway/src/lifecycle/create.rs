@@ -112,7 +112,8 @@ async fn reserve_and_run(
         if let Some(existing) = app.store.find_by_reference(tenant, &body.reference).await? {
             return replay(existing, &hash);
         }
-        let route = route(app, runtime, tenant, body)?;
+        let before = optimized_before(app, runtime, tenant, body).await?;
+        let route = route(app, runtime, tenant, body, before.as_deref())?;
         let first = route.candidates[0].clone();
         let at = now();
         let fresh = CreateAttempt {
@@ -173,18 +174,51 @@ async fn reserve_and_run(
     Err(ServiceError::InProgress)
 }
 
+/// Where adaptive routing sent this create's subject before, when the tenant's routing
+/// optimizes the subject's country (one read of the subject's latest verification).
+async fn optimized_before(
+    app: &App,
+    runtime: &Runtime,
+    tenant: &str,
+    body: &NewVerification,
+) -> Result<Option<String>, ServiceError> {
+    let routing = &runtime.policy.tenants[tenant].routing;
+    if !routing
+        .optimize
+        .as_ref()
+        .is_some_and(|o| o.covers(&body.subject.country))
+    {
+        return Ok(None);
+    }
+    let (latest, _) = app.store.subject_history(tenant, &body.subject.id).await?;
+    Ok(latest
+        .filter(|v| {
+            v.routing
+                .as_ref()
+                .is_some_and(|r| r.reason == RoutingReason::Optimize)
+        })
+        .map(|v| v.provider))
+}
+
 /// Where the policy sends this create now; instances not in the runtime are left out.
 fn route(
     app: &App,
     runtime: &Runtime,
     tenant: &str,
     body: &NewVerification,
+    optimized_before: Option<&str>,
 ) -> Result<routing::Route, ServiceError> {
     let routing = &runtime.policy.tenants[tenant].routing;
     let stopped = routing
         .experiment
         .as_ref()
         .is_some_and(|e| app.experiment_stopped(tenant, &e.name));
+    let shares = app.shares(tenant);
+    let live = routing::Live {
+        experiment_stopped: stopped,
+        shares: shares.as_deref(),
+        optimized_before,
+    };
     let mut route = routing::candidates(
         routing,
         tenant,
@@ -192,7 +226,7 @@ fn route(
         &body.subject.country,
         body.provider.as_deref(),
         |n| runtime.providers.contains_key(n),
-        stopped,
+        live,
     )?;
     route
         .candidates
@@ -212,6 +246,7 @@ fn record_of(route: &routing::Route, index: usize, tried: Vec<String>) -> Routin
             tried,
             experiment: route.experiment.as_ref().map(|(name, _)| name.clone()),
             arm: route.experiment.as_ref().map(|(_, arm)| *arm),
+            shares: route.shares.clone(),
         }
     } else {
         RoutingRecord {
@@ -219,6 +254,7 @@ fn record_of(route: &routing::Route, index: usize, tried: Vec<String>) -> Routin
             tried,
             experiment: None,
             arm: None,
+            shares: None,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Experiments' arm counts, and the stops their guardrail makes.
+//! Experiments' arm counts and the stops their guardrail makes, and what adaptive routing reads:
+//! each instance's outcomes at the horizon.
 
 use super::*;
 
@@ -23,17 +24,74 @@ pub struct ArmCount {
 /// horizon ago), and of the others those that ended within `$4` seconds of their creation. Only
 /// the arithmetic on stored times differs between the backends.
 pub(super) fn experiment_counts_sql(postgres: bool) -> String {
-    let age_at_end = if postgres {
-        "EXTRACT(EPOCH FROM (CAST(completed_at AS timestamptz) - CAST(created_at AS timestamptz)))"
-    } else {
-        "(julianday(completed_at) - julianday(created_at)) * 86400.0"
-    };
+    let age_at_end = age_at_end(postgres);
     format!(
         "SELECT arm, status, COUNT(*), SUM(CASE WHEN created_at > $3 THEN 1 ELSE 0 END), \
          SUM(CASE WHEN created_at <= $3 AND completed_at IS NOT NULL \
          AND {age_at_end} <= CAST($4 AS DOUBLE PRECISION) THEN 1 ELSE 0 END) \
          FROM verifications WHERE tenant = $1 AND experiment = $2 AND arm IS NOT NULL \
          GROUP BY arm, status"
+    )
+}
+
+/// Seconds from a verification's creation to its final status: the only arithmetic on stored
+/// times, which the backends write differently.
+fn age_at_end(postgres: bool) -> &'static str {
+    if postgres {
+        "EXTRACT(EPOCH FROM (CAST(completed_at AS timestamptz) - CAST(created_at AS timestamptz)))"
+    } else {
+        "(julianday(completed_at) - julianday(created_at)) * 86400.0"
+    }
+}
+
+/// What one instance did with a tenant's verifications of some countries created in a period
+/// that ended a horizon ago, each as it stood at the horizon.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceOutcomes {
+    /// Verifications created in the period.
+    pub started: u64,
+    /// Of those, approved within the horizon of their creation.
+    pub approved: u64,
+    /// Of those, cancelled by the tenant within the horizon: not the instance's doing.
+    pub cancelled: u64,
+    /// Failed calls to the instance for the tenant's subjects of those countries on the days of
+    /// the period.
+    pub provider_errors: u64,
+}
+
+/// `country IN ($first, ...)` for `count` countries, or nothing for all.
+fn countries_in(first: usize, count: usize) -> String {
+    if count == 0 {
+        return String::new();
+    }
+    let binds: Vec<String> = (first..first + count).map(|i| format!("${i}")).collect();
+    format!(" AND country IN ({})", binds.join(", "))
+}
+
+/// One instance's verifications of a tenant created in a period (ids from `$2` to `$3`, the
+/// ULID's time; times from `$4` to `$5`, found on the (tenant, id) index), with those approved
+/// and those cancelled within `$6` seconds of their creation; countries from `$8`.
+pub(super) fn instance_outcomes_sql(postgres: bool, countries: usize) -> String {
+    let age = age_at_end(postgres);
+    let within = format!("completed_at IS NOT NULL AND {age} <= CAST($6 AS DOUBLE PRECISION)");
+    format!(
+        "SELECT COUNT(*), \
+         CAST(COALESCE(SUM(CASE WHEN status = 'approved' AND {within} THEN 1 ELSE 0 END), 0) \
+         AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN status = 'cancelled' AND {within} THEN 1 ELSE 0 END), 0) \
+         AS BIGINT) \
+         FROM verifications WHERE tenant = $1 AND id >= $2 AND id < $3 AND created_at >= $4 \
+         AND created_at < $5 AND provider = $7{}",
+        countries_in(8, countries)
+    )
+}
+
+/// One instance's failed calls for a tenant on the days from `$2` to `$3`; countries from `$5`.
+pub(super) fn instance_errors_sql(countries: usize) -> String {
+    format!(
+        "SELECT CAST(COALESCE(SUM(provider_errors), 0) AS BIGINT) FROM stats_daily \
+         WHERE tenant = $1 AND day >= $2 AND day <= $3 AND provider = $4{}",
+        countries_in(5, countries)
     )
 }
 
@@ -64,6 +122,18 @@ pub trait ExperimentStore: Send + Sync {
     /// Every stopped experiment: (tenant, experiment, when).
     async fn stopped_experiments(&self)
     -> Result<Vec<(String, String, DateTime<Utc>)>, StoreError>;
+
+    /// What instance `provider` did with the tenant's verifications of `countries` (empty: all)
+    /// created from `since` to `until`, each as it stood `horizon` after its creation.
+    async fn instance_outcomes(
+        &self,
+        tenant: &str,
+        provider: &str,
+        countries: &[String],
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        horizon: Duration,
+    ) -> Result<InstanceOutcomes, StoreError>;
 }
 
 #[async_trait]
@@ -149,5 +219,50 @@ impl ExperimentStore for SqlStore {
                 Ok((row.try_get(0)?, row.try_get(1)?, at))
             })
             .collect()
+    }
+
+    async fn instance_outcomes(
+        &self,
+        tenant: &str,
+        provider: &str,
+        countries: &[String],
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        horizon: Duration,
+    ) -> Result<InstanceOutcomes, StoreError> {
+        let postgres = matches!(self.writer, Writer::Postgres);
+        let sql = instance_outcomes_sql(postgres, countries.len());
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(first_id_at(since))
+            .bind(first_id_at(until + chrono::Duration::milliseconds(1)))
+            .bind(ts(since))
+            .bind(ts(until))
+            .bind(horizon.as_secs_f64())
+            .bind(provider);
+        for country in countries {
+            query = query.bind(country);
+        }
+        let row = query.fetch_one(&self.pool).await?;
+        let count = |i| {
+            row.try_get::<i64, _>(i)
+                .map(|n| u64::try_from(n).unwrap_or(0))
+        };
+        let (started, approved, cancelled) = (count(0)?, count(1)?, count(2)?);
+        let mut query = sqlx::query(AssertSqlSafe(instance_errors_sql(countries.len())))
+            .bind(tenant)
+            .bind(since.date_naive().to_string())
+            .bind(until.date_naive().to_string())
+            .bind(provider);
+        for country in countries {
+            query = query.bind(country);
+        }
+        let errors: i64 = query.fetch_one(&self.pool).await?.try_get(0)?;
+        Ok(InstanceOutcomes {
+            started,
+            approved,
+            cancelled,
+            provider_errors: u64::try_from(errors).unwrap_or(0),
+        })
     }
 }

@@ -121,6 +121,15 @@ pub trait FigureStore: Send + Sync {
     /// both included), per provider instance and country.
     async fn stats(&self, tenant: &str, from: &str, to: &str) -> Result<Vec<StatsRow>, StoreError>;
 
+    /// A tenant's verifications created on each UTC day `from` to `to`, per provider instance
+    /// and country: (day, provider, country, started).
+    async fn started_per_day(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<(String, String, String, u64)>, StoreError>;
+
     /// How long those of them that reached a final status took, as counts per provider instance,
     /// country and [`decision_bucket`].
     async fn decision_times(
@@ -171,6 +180,28 @@ pub trait FigureStore: Send + Sync {
 
 #[async_trait]
 impl FigureStore for SqlStore {
+    async fn started_per_day(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<(String, String, String, u64)>, StoreError> {
+        let sql = "SELECT day, provider, country, started FROM stats_daily \
+                   WHERE tenant = $1 AND day >= $2 AND day <= $3 AND started > 0";
+        let rows = self.days_of(sql.into(), [tenant, from, to]).await?;
+        rows.iter()
+            .map(|row| {
+                let started: i64 = row.try_get(3)?;
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    u64::try_from(started).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
     async fn stats(&self, tenant: &str, from: &str, to: &str) -> Result<Vec<StatsRow>, StoreError> {
         let sum = |column: &str| format!("CAST(SUM({column}) AS BIGINT) AS {column}");
         let sums = [
@@ -330,16 +361,10 @@ impl FigureStore for SqlStore {
         after_id: &str,
         limit: u32,
     ) -> Result<Vec<Routed>, StoreError> {
-        // Ids are `ver_` + ULID, whose first part is the creation time: the (tenant, id) index
-        // finds the period; created_at decides within the millisecond.
-        let first_id = |t: DateTime<Utc>| {
-            let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
-            format!("ver_{}", ulid::Ulid::from_parts(ms, 0))
-        };
         let rows = sqlx::query(AssertSqlSafe(format!("{ROUTED_SINCE} LIMIT {limit}")))
             .bind(tenant)
-            .bind(first_id(since))
-            .bind(first_id(until + chrono::Duration::milliseconds(1)))
+            .bind(first_id_at(since))
+            .bind(first_id_at(until + chrono::Duration::milliseconds(1)))
             .bind(ts(since))
             .bind(ts(until))
             .bind(after_id)

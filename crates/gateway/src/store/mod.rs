@@ -219,6 +219,13 @@ fn clock_offset() -> chrono::Duration {
     })
 }
 
+/// The least verification id made at `t`: ids are `ver_` + ULID, whose first part is the
+/// creation time, so the (tenant, id) index finds a period by them.
+fn first_id_at(t: DateTime<Utc>) -> String {
+    let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
+    format!("ver_{}", ulid::Ulid::from_parts(ms, 0))
+}
+
 /// Timestamps are stored in one fixed form so that text order is time order.
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)

@@ -94,6 +94,26 @@ fn reads(postgres: bool) -> Vec<(String, String, Vec<String>)> {
             &["t1", "e1", "2026-01-01T00:00:00.000000Z", "172800"],
         ),
         plain(
+            "an instance's outcomes",
+            &instance_outcomes_sql(postgres, 2),
+            &[
+                "t1",
+                "ver_1000401",
+                "ver_1005000",
+                "2026-01-01T00:00:00.000000Z",
+                "2026-02-01T00:00:00.000000Z",
+                "172800",
+                "p1",
+                "CL",
+                "AR",
+            ],
+        ),
+        plain(
+            "an instance's failed calls",
+            &instance_errors_sql(1),
+            &["t1", "2026-01-01", "2026-01-31", "p1", "CL"],
+        ),
+        plain(
             "routed since",
             &format!("{ROUTED_SINCE} LIMIT 1000"),
             &[

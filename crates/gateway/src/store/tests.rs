@@ -380,6 +380,83 @@ async fn claims_are_disjoint(store: &SqlStore) {
     assert_eq!(all, ids, "each row claimed once: {a:?} {b:?}");
 }
 
+/// What adaptive routing reads: one instance's verifications of some countries created in a
+/// period, each as it stood at the horizon, and its failed calls on those days.
+async fn instance_outcomes_at_the_horizon(store: &SqlStore) {
+    let tenant = format!("o_{}", ulid::Ulid::generate());
+    let row = |n: usize, provider: &str, country: &str, status: Status, ago: i64, after: i64| {
+        let mut row = sample(&tenant, &format!("o{n}"), &format!("subject-o{n}"));
+        let created_at = now() - chrono::Duration::hours(ago);
+        let v = &mut row.verification;
+        v.id = format!(
+            "ver_{}",
+            ulid::Ulid::from_parts(created_at.timestamp_millis() as u64, n as u128)
+        );
+        v.provider = provider.into();
+        v.status = status;
+        v.created_at = created_at;
+        v.updated_at = created_at;
+        v.completed_at = status
+            .is_final()
+            .then(|| created_at + chrono::Duration::hours(after));
+        row.country = Some(country.into());
+        row
+    };
+    let rows = [
+        row(1, "o-p1", "CL", Status::Approved, 72, 1),
+        // Approved after the 48-hour horizon: not approved then.
+        row(2, "o-p1", "CL", Status::Approved, 72, 50),
+        row(3, "o-p1", "CL", Status::Cancelled, 72, 1),
+        row(4, "o-p1", "CL", Status::Rejected, 72, 1),
+        // Younger than the horizon, another country, another instance.
+        row(5, "o-p1", "CL", Status::Approved, 1, 0),
+        row(6, "o-p1", "AR", Status::Approved, 72, 1),
+        row(7, "o-p2", "CL", Status::Approved, 72, 1),
+    ];
+    for row in &rows {
+        store.insert(row, &created(row)).await.unwrap();
+    }
+    let three_days_ago = now() - chrono::Duration::days(3);
+    for country in ["CL", "CL", "AR"] {
+        store
+            .count_provider_error(&tenant, "o-p1", country, three_days_ago)
+            .await
+            .unwrap();
+    }
+    let horizon = Duration::from_secs(48 * 3600);
+    let (since, until) = (
+        now() - chrono::Duration::days(30),
+        now() - chrono::Duration::hours(48),
+    );
+    let outcomes = |countries: Vec<String>| {
+        let (store, tenant) = (&store, &tenant);
+        async move {
+            store
+                .instance_outcomes(tenant, "o-p1", &countries, since, until, horizon)
+                .await
+                .unwrap()
+        }
+    };
+    let chile = outcomes(vec!["CL".into()]).await;
+    let expected = InstanceOutcomes {
+        started: 4,
+        approved: 1,
+        cancelled: 1,
+        provider_errors: 2,
+    };
+    assert_eq!(chile, expected);
+    let everywhere = outcomes(Vec::new()).await;
+    let expected = InstanceOutcomes {
+        started: 5,
+        approved: 2,
+        cancelled: 1,
+        provider_errors: 3,
+    };
+    assert_eq!(everywhere, expected);
+    let both = outcomes(vec!["AR".into(), "CL".into()]).await;
+    assert_eq!(both, everywhere);
+}
+
 /// `stats_daily` counts each verification once, on its creation day, by how it ended. Its
 /// instances are its own: the suite counts `p1`'s and `p2`'s rows in a shared database.
 /// What experiments, replays and the provider figures read and write: arms counted by
@@ -401,6 +478,7 @@ async fn experiments_replays_and_provider_failures(store: &SqlStore) {
             tried: Vec::new(),
             experiment: Some(experiment.clone()),
             arm: Some(arm),
+            shares: None,
         });
         row
     };
@@ -587,6 +665,7 @@ async fn stats_count_what_was_started_and_how_it_ended(store: &SqlStore) {
         tried: vec!["stats-p1".into()],
         experiment: None,
         arm: None,
+        shares: None,
     });
     for r in [&a, &b, &c] {
         store.insert(r, &created(r)).await.unwrap();
@@ -981,6 +1060,7 @@ async fn create_reservations(store: &SqlStore) {
             tried: Vec::new(),
             experiment: None,
             arm: None,
+            shares: None,
         },
         beat: 0,
         subject_id: "sub-r".into(),
@@ -1057,6 +1137,7 @@ async fn sqlite_store() {
     tenant_lines(&store).await;
     stats_count_what_was_started_and_how_it_ended(&store).await;
     experiments_replays_and_provider_failures(&store).await;
+    instance_outcomes_at_the_horizon(&store).await;
     // Reopening runs the migrations again harmlessly and keeps the data.
     drop(store);
     let again = SqlStore::connect(&url).await.unwrap();
@@ -1180,4 +1261,5 @@ async fn postgres_store() {
     tenant_lines(&store).await;
     stats_count_what_was_started_and_how_it_ended(&store).await;
     experiments_replays_and_provider_failures(&store).await;
+    instance_outcomes_at_the_horizon(&store).await;
 }
