@@ -187,13 +187,13 @@ fn an_unknown_field_in_a_key_table_is_refused_naming_it() {
     let (code, stderr) = check(
         &[(
             "expires_at = \"2027-06-30T00:00:00Z\" }",
-            "expires_at = \"2027-06-30T00:00:00Z\", scope = \"read\" }",
+            "expires_at = \"2027-06-30T00:00:00Z\", scopes = \"read\" }",
         )],
         &[],
     );
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("tenants.payments.api_keys[1].scope: unknown field"),
+        stderr.contains("tenants.payments.api_keys[1].scopes: unknown field"),
         "{stderr}"
     );
 }
@@ -533,5 +533,19 @@ fn adaptive_routing_is_checked_whole() {
          max_share = 80, horizon = \"36h\"",
     );
     let (code, stderr) = check(&[(experiment, &good), priced], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// A key's `scope` is `full` or `read`; anything else is refused naming the key, not echoed.
+#[test]
+fn a_keys_scope_is_full_or_read() {
+    let (code, stderr) = check(
+        &[("scope = \"read\" }", "scope = \"admin-everything\" }")],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("tenants.payments.api_keys"), "{stderr}");
+    assert!(!stderr.contains("admin-everything"), "{stderr}");
+    let (code, stderr) = check(&[("scope = \"read\" }", "scope = \"full\" }")], &[]);
     assert_eq!(code, Some(0), "{stderr}");
 }

@@ -2,7 +2,7 @@
 //! the key in the tab, and works offline under a strict Content-Security-Policy.
 
 use crate::browser::{Browser, Driver};
-use crate::harness::{ALPHA_KEY, World, person};
+use crate::harness::{ALPHA_KEY, ALPHA_READ_KEY, World, person};
 use kyc_sandbox::Outcome;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -156,6 +156,9 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
         allocation.starts_with("No adaptive routing"),
         "{allocation}"
     );
+    // A full-access key works, and the page says a read-only one is enough.
+    let key_state = browser.text("#key-state").await;
+    assert!(key_state.contains("a read-only key"), "{key_state}");
 
     // The comparison shows what the API answers for the period the page shows.
     let (from, to) = (browser.value("#from").await, browser.value("#to").await);
@@ -570,4 +573,39 @@ async fn the_dashboard_shows_adaptive_routings_shares_and_evidence() {
             day["started"][provider].as_u64().unwrap_or(0).to_string()
         );
     }
+}
+
+/// A read-only key (`scope = "read"`) is all the page needs: every section loads, and nothing
+/// suggests another key.
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; .ci/run installs them and runs it"]
+async fn the_dashboard_works_with_a_read_only_key() {
+    let w = World::start().await;
+    w.create(person("ro-dash", "ro-dash", "CL")).await;
+    let browser = Browser {
+        driver: Driver::start().await,
+    };
+    browser.open(&format!("{}/dashboard", w.base)).await;
+    browser.type_into("#api-key", ALPHA_READ_KEY).await;
+    browser.click("#key-form button[type=submit]").await;
+    for section in [
+        "comparison",
+        "charts",
+        "by-country",
+        "allocation",
+        "experiment",
+    ] {
+        browser.find(&format!("#{section}[data-state=ready]")).await;
+    }
+    let key_state = browser.text("#key-state").await;
+    assert_eq!(key_state, "Key kept for this tab only.");
+    let started = browser
+        .attribute(
+            "#comparison td[data-provider=\"betrust-cl\"][data-field=\"started\"]",
+            "data-value",
+        )
+        .await;
+    assert_eq!(started.as_deref(), Some("1"));
+    browser.click("#replay-form button[type=submit]").await;
+    browser.find("#replay[data-state=ready]").await;
 }

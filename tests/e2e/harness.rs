@@ -15,6 +15,8 @@ pub const BETA_KEY: &str = "beta-secret-api-key-0002";
 pub const ALPHA_CI_KEY: &str = "alpha-ci-api-key-0003";
 /// A key of tenant alpha that expired in 2020.
 pub const ALPHA_EXPIRED_KEY: &str = "alpha-expired-api-key-0004";
+/// Tenant alpha's read-only key (`scope = "read"`).
+pub const ALPHA_READ_KEY: &str = "alpha-read-api-key-0005";
 pub const BETRUST_SECRET: &str = "betrust-client-secret-e2e";
 pub const GU1_API_KEY: &str = "gk_test_e2e_api_key";
 pub const GU1_WEBHOOK_SECRET: &str = "gu1-webhook-secret-e2e";
@@ -178,7 +180,8 @@ connect_timeout_ms = 1000
 {grace}
 [tenants.alpha]
 api_keys = ["{alpha}", {{ name = "alpha-ci", hash = "{alpha_ci}" }},
-            {{ name = "old", hash = "{alpha_expired}", expires_at = "2020-01-01T00:00:00Z" }}]
+            {{ name = "old", hash = "{alpha_expired}", expires_at = "2020-01-01T00:00:00Z" }},
+            {{ name = "pm", hash = "{alpha_read}", scope = "read" }}]
 {alpha_webhook}
 [tenants.alpha.routing]
 default = "betrust-cl"
@@ -223,6 +226,7 @@ every_seconds = 1
         beta = kyc_gateway::config::hash_api_key(BETA_KEY),
         alpha_ci = kyc_gateway::config::hash_api_key(ALPHA_CI_KEY),
         alpha_expired = kyc_gateway::config::hash_api_key(ALPHA_EXPIRED_KEY),
+        alpha_read = kyc_gateway::config::hash_api_key(ALPHA_READ_KEY),
     )
 }
 

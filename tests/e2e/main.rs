@@ -19,6 +19,7 @@ mod metrics;
 mod operations;
 mod optimize;
 mod policy_view;
+mod read_only;
 mod reconciler;
 mod reload;
 mod replay;

@@ -174,7 +174,7 @@ async fn a_key_table_with_an_unknown_field_is_refused_by_a_reload() {
     w.edit_policy(|p| {
         p.replacen(
             "{ name = \"alpha-ci\", hash",
-            "{ name = \"alpha-ci\", scope = \"read\", hash",
+            "{ name = \"alpha-ci\", scopes = \"read\", hash",
             1,
         )
     });
@@ -182,7 +182,7 @@ async fn a_key_table_with_an_unknown_field_is_refused_by_a_reload() {
         .await;
     let log = w.log();
     let line = log.lines().find(|l| l.contains("policy refused")).unwrap();
-    assert!(line.contains("tenants.alpha.api_keys[1].scope"), "{line}");
+    assert!(line.contains("tenants.alpha.api_keys[1].scopes"), "{line}");
     // The last good policy serves, that key included.
     let (status, _) = w.get("/v1/verifications", ALPHA_CI_KEY).await;
     assert_eq!(status, reqwest::StatusCode::OK);

@@ -443,6 +443,10 @@
       loadPeriod(),
       section("experiment", async () => {
         const policy = await api("v1/policy");
+        if (policy.calling_key && policy.calling_key.scope === "full") {
+          $("key-state").textContent = "Key kept for this tab only. This key can also create and change " +
+            "verifications; a read-only key (scope = \"read\" in the policy) is enough for this page.";
+        }
         $("draft").value = JSON.stringify(policy.routing, null, 2);
         await loadExperiment(policy.routing);
       }),

@@ -206,9 +206,9 @@ pub struct TenantConfig {
 }
 
 /// One API key of a tenant: its hash alone, or with a name (shown as the actor of manual
-/// decisions) and an expiry. Read by hand rather than as an untagged enum, so that a key table
-/// with a field it does not know (a `scope` not built yet, a typo) is refused naming the field,
-/// instead of silently serving as a full-access key.
+/// decisions), an expiry and a scope. Read by hand rather than as an untagged enum, so that a key
+/// table with a field it does not know (a typo of `scope`) is refused naming the field, instead
+/// of silently serving as a full-access key.
 #[derive(Debug, Clone)]
 pub enum ApiKey {
     /// `"sha256:<hex>"`.
@@ -221,7 +221,23 @@ pub enum ApiKey {
         hash: String,
         /// When the key stops working; absent, never.
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// What it may do.
+        scope: Scope,
     },
+}
+
+/// What an API key may do.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Everything the API offers the tenant.
+    #[default]
+    Full,
+    /// Only the figures: stats, experiments, the policy, previews (and so the dashboard); no
+    /// verification, identity or event, and no change.
+    Read,
 }
 
 /// The table form of an [`ApiKey`].
@@ -232,6 +248,8 @@ struct NamedKey {
     hash: String,
     #[serde(default)]
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    scope: Scope,
 }
 
 impl<'de> Deserialize<'de> for ApiKey {
@@ -240,7 +258,7 @@ impl<'de> Deserialize<'de> for ApiKey {
         impl<'de> serde::de::Visitor<'de> for KeyVisitor {
             type Value = ApiKey;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("\"sha256:<hex>\" or a table { name, hash, expires_at }")
+                f.write_str("\"sha256:<hex>\" or a table { name, hash, expires_at, scope }")
             }
             fn visit_str<E: serde::de::Error>(self, hash: &str) -> Result<ApiKey, E> {
                 Ok(ApiKey::Hash(hash.to_string()))
@@ -251,6 +269,7 @@ impl<'de> Deserialize<'de> for ApiKey {
                     name: key.name,
                     hash: key.hash,
                     expires_at: key.expires_at,
+                    scope: key.scope,
                 })
             }
         }
@@ -271,6 +290,14 @@ impl ApiKey {
         match self {
             ApiKey::Named { name, .. } => name.clone(),
             ApiKey::Hash(hash) => hash.chars().take("sha256:".len() + 12).collect(),
+        }
+    }
+
+    /// What it may do: a bare hash may do everything.
+    pub fn scope(&self) -> Scope {
+        match self {
+            ApiKey::Named { scope, .. } => *scope,
+            ApiKey::Hash(_) => Scope::Full,
         }
     }
 

@@ -1,9 +1,9 @@
 //! What the tenant's verifications say: `GET /v1/stats` and `GET /v1/experiments/{name}`.
 
 use crate::app::AppState;
-use crate::http::extract::{Tenant, ValidPath, ValidQuery};
+use crate::http::extract::{Reader, ValidPath, ValidQuery};
 use crate::http::input::StatsParams;
-use crate::http::problem::{ApiError, AuthProblems, Problem, QueryProblems};
+use crate::http::problem::{ApiError, Problem, QueryProblems, ReadAuthProblems};
 use axum::Json;
 use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
@@ -29,13 +29,13 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 200, description = "The figures per group", body = crate::analytics::stats::Stats),
         QueryProblems,
-        AuthProblems,
+        ReadAuthProblems,
     ),
     security(("api_key" = []))
 )]
 async fn get_stats(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Reader(tenant): Reader,
     ValidQuery(params): ValidQuery<StatsParams>,
 ) -> Result<Json<crate::analytics::stats::Stats>, ApiError> {
     let period = params
@@ -63,13 +63,13 @@ async fn get_stats(
     responses(
         (status = 200, description = "The experiment's figures", body = crate::analytics::experiments::ExperimentFigures),
         (status = 404, description = "The tenant's policy has no experiment by that name", body = Problem, content_type = "application/problem+json"),
-        AuthProblems,
+        ReadAuthProblems,
     ),
     security(("api_key" = []))
 )]
 async fn get_experiment(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Reader(tenant): Reader,
     ValidPath(name): ValidPath<String>,
 ) -> Result<Json<crate::analytics::experiments::ExperimentFigures>, ApiError> {
     let experiment = tenant

@@ -1,9 +1,10 @@
-//! Request extractors: the authenticated [`Tenant`] (authorization shows in a handler's
-//! signature, so no handler can forget it) and [`ValidJson`] (a body whose every error names the
-//! field at fault, without echoing the value).
+//! Request extractors: the authenticated [`Tenant`] with a full-access key, or a [`Reader`] with
+//! any key (authorization shows in a handler's signature, so no handler can forget it, and a new
+//! handler needs a full-access key unless it says otherwise), and [`ValidJson`] (a body whose
+//! every error names the field at fault, without echoing the value).
 
 use crate::app::{AppState, Runtime};
-use crate::config::{TenantConfig, describe_serde_error, hash_api_key};
+use crate::config::{Scope, TenantConfig, describe_serde_error, hash_api_key};
 use crate::http::problem::ApiError;
 use crate::providers::limits::{Admission, RateLimitHeaders};
 use axum::body::Bytes;
@@ -18,6 +19,8 @@ pub struct Tenant {
     pub name: String,
     /// The name of the API key the request came with (see [`crate::config::ApiKey::name`]).
     pub key_name: String,
+    /// What that key may do.
+    pub scope: Scope,
     /// The policy snapshot for this request.
     pub runtime: Arc<Runtime>,
 }
@@ -29,45 +32,68 @@ impl Tenant {
     }
 }
 
-impl FromRequestParts<AppState> for Tenant {
+/// A tenant with a key of any scope: for the operations a read-only key may call (the figures,
+/// the policy, previews).
+pub struct Reader(pub Tenant);
+
+impl FromRequestParts<AppState> for Reader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let source = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|info| info.0.ip());
-        let runtime = state.runtime();
-        let budget = runtime.auth_failures.clone();
-        if let Some(wait) = source.and_then(|ip| budget.blocked_for(ip)) {
-            crate::infra::telemetry::rate_limited("auth");
-            return Err(ApiError::AuthRateLimited(wait));
-        }
-        let tenant = authenticate(parts, runtime);
-        if tenant.is_err()
-            && let Some(ip) = source
-            && let Some(wait) = budget.record(ip)
-        {
-            crate::infra::telemetry::rate_limited("auth");
-            return Err(ApiError::AuthRateLimited(wait));
-        }
-        let tenant = tenant?;
-        let note = parts.extensions.get::<RequestNote>();
-        if let Some(note) = note {
-            note.with(|n| n.tenant = Some(tenant.name.clone()));
-        }
-        if let Some(limiter) = tenant.runtime.tenant_limits.get(&tenant.name) {
-            let admission = limiter.admit();
-            if let Some(note) = note {
-                note.with(|n| n.rate_limit = Some(limiter.headers(admission)));
-            }
-            if let Admission::Refused { retry_after } = admission {
-                crate::infra::telemetry::rate_limited("tenant");
-                return Err(ApiError::TenantRateLimited(retry_after));
-            }
+        authenticated(parts, state).await.map(Reader)
+    }
+}
+
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+
+    /// The tenant, once its key is known to have full access: a read-only key is refused (403).
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let tenant = authenticated(parts, state).await?;
+        if tenant.scope != Scope::Full {
+            return Err(ApiError::ReadOnlyKey);
         }
         Ok(tenant)
     }
+}
+
+/// The tenant of the request's key, after the budget of failed authentications and the tenant's
+/// rate limit.
+async fn authenticated(parts: &mut Parts, state: &AppState) -> Result<Tenant, ApiError> {
+    let source = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    let runtime = state.runtime();
+    let budget = runtime.auth_failures.clone();
+    if let Some(wait) = source.and_then(|ip| budget.blocked_for(ip)) {
+        crate::infra::telemetry::rate_limited("auth");
+        return Err(ApiError::AuthRateLimited(wait));
+    }
+    let tenant = authenticate(parts, runtime);
+    if tenant.is_err()
+        && let Some(ip) = source
+        && let Some(wait) = budget.record(ip)
+    {
+        crate::infra::telemetry::rate_limited("auth");
+        return Err(ApiError::AuthRateLimited(wait));
+    }
+    let tenant = tenant?;
+    let note = parts.extensions.get::<RequestNote>();
+    if let Some(note) = note {
+        note.with(|n| n.tenant = Some(tenant.name.clone()));
+    }
+    if let Some(limiter) = tenant.runtime.tenant_limits.get(&tenant.name) {
+        let admission = limiter.admit();
+        if let Some(note) = note {
+            note.with(|n| n.rate_limit = Some(limiter.headers(admission)));
+        }
+        if let Admission::Refused { retry_after } = admission {
+            crate::infra::telemetry::rate_limited("tenant");
+            return Err(ApiError::TenantRateLimited(retry_after));
+        }
+    }
+    Ok(tenant)
 }
 
 /// What the [`Tenant`] extractor learns that the layer around the request needs once the answer
@@ -119,14 +145,15 @@ fn authenticate(parts: &Parts, runtime: Arc<Runtime>) -> Result<Tenant, ApiError
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .ok_or(ApiError::Unauthorized)?;
-    let (name, key_name) = runtime
+    let (name, key_name, scope) = runtime
         .tenant_by_key_hash(&hash_api_key(key))
-        .map(|(name, key)| (name.to_string(), key.name()))
+        .map(|(name, key)| (name.to_string(), key.name(), key.scope()))
         .ok_or(ApiError::Unauthorized)?;
     tracing::Span::current().record("tenant", name.as_str());
     Ok(Tenant {
         name,
         key_name,
+        scope,
         runtime,
     })
 }

@@ -3,10 +3,10 @@
 
 use crate::app::AppState;
 use crate::config::{Policy, PolicyError, RateLimit, Routing};
-use crate::http::extract::Tenant;
+use crate::http::extract::Reader;
 use crate::http::extract::ValidJson;
 use crate::http::problem::Problem;
-use crate::http::problem::{ApiError, AuthProblems, BodyProblems};
+use crate::http::problem::{ApiError, BodyProblems, ReadAuthProblems};
 use crate::lifecycle;
 use crate::providers::circuit::CircuitState;
 use axum::Json;
@@ -58,13 +58,13 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D
         (status = 200, description = "The replay", body = crate::analytics::replay::Preview),
         (status = 422, description = "A field is invalid, or the draft routing is inconsistent in a way no schema states (no default and no split, a country ruled twice, an experiment whose challenger is its champion, split weights all 0); `field` names it", body = Problem, content_type = "application/problem+json"),
         BodyProblems,
-        AuthProblems,
+        ReadAuthProblems,
     ),
     security(("api_key" = []))
 )]
 async fn preview_policy(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Reader(tenant): Reader,
     ValidJson { body, .. }: ValidJson<PreviewRequest>,
 ) -> Result<Json<crate::analytics::replay::Preview>, ApiError> {
     let days = body.since_days.unwrap_or(30.0);
@@ -121,8 +121,10 @@ pub struct TenantPolicy {
     /// When and why the `webhook_url` was disabled, if it is: nothing goes there until the policy
     /// names another URL or `POST /v1/events/recover` enables it again.
     pub webhook_disabled: Option<crate::store::DisabledEndpoint>,
-    /// The tenant's API keys by name (never their hashes), with their expiry.
+    /// The tenant's API keys by name (never their hashes), with their expiry and scope.
     pub api_keys: Vec<KeyView>,
+    /// The key this request came with.
+    pub calling_key: Option<KeyView>,
     /// The instances the tenant's routing names, by name.
     pub providers: BTreeMap<String, InstanceView>,
 }
@@ -134,6 +136,18 @@ pub struct KeyView {
     pub name: String,
     /// When it stops working; absent, never.
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// What it may do: `full`, or `read` (stats, experiments, the policy and previews only).
+    pub scope: crate::config::Scope,
+}
+
+impl KeyView {
+    fn of(key: &crate::config::ApiKey) -> KeyView {
+        KeyView {
+            name: key.name(),
+            expires_at: key.expires_at(),
+            scope: key.scope(),
+        }
+    }
 }
 
 /// One provider instance, as the tenant may see it.
@@ -156,13 +170,13 @@ pub struct InstanceView {
     tag = "policy",
     responses(
         (status = 200, description = "The tenant's effective policy", body = TenantPolicy),
-        AuthProblems,
+        ReadAuthProblems,
     ),
     security(("api_key" = []))
 )]
 async fn get_policy(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Reader(tenant): Reader,
 ) -> Result<Json<TenantPolicy>, ApiError> {
     let config = tenant.config();
     let routing = &config.routing;
@@ -177,7 +191,8 @@ async fn get_policy(
                 .experiment
                 .iter()
                 .flat_map(|e| [&e.champion, &e.challenger]),
-        );
+        )
+        .chain(routing.optimize.iter().flat_map(|o| o.among.iter()));
     let mut providers = BTreeMap::new();
     for name in named {
         if let Some(instance) = tenant.runtime.policy.providers.get(name) {
@@ -205,14 +220,12 @@ async fn get_policy(
             &tenant.name,
         )
         .await?,
-        api_keys: config
+        api_keys: config.api_keys.iter().map(KeyView::of).collect(),
+        calling_key: config
             .api_keys
             .iter()
-            .map(|k| KeyView {
-                name: k.name(),
-                expires_at: k.expires_at(),
-            })
-            .collect(),
+            .find(|k| k.name() == tenant.key_name)
+            .map(KeyView::of),
         providers,
     }))
 }

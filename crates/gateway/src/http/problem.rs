@@ -54,10 +54,38 @@ pub struct Problem {
     pub request_id: Option<String>,
 }
 
-/// The problems every authenticated operation can answer before it runs, for its OpenAPI entry.
+/// The problems every operation that needs a full-access key can answer before it runs, for its
+/// OpenAPI entry.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // it only describes answers for the spec; nothing builds one
 pub enum AuthProblems {
+    /// No valid API key.
+    #[response(
+        status = 401,
+        description = "No valid API key",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    /// A read-only key.
+    #[response(
+        status = 403,
+        description = "The API key is read-only (`scope = \"read\"`); this operation needs a full-access key",
+        content_type = "application/problem+json"
+    )]
+    ReadOnlyKey(Problem),
+    /// Too many failed authentications, or the tenant's rate limit is spent.
+    #[response(
+        status = 429,
+        description = "Too many failed authentications from this address, or the tenant's rate limit is spent (see `Retry-After`, and the `RateLimit` and `RateLimit-Policy` headers that every answer to a limited tenant carries)",
+        content_type = "application/problem+json"
+    )]
+    RateLimited(Problem),
+}
+
+/// The problems an operation any key may call (a read-only one too) can answer before it runs.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // it only describes answers for the spec; nothing builds one
+pub enum ReadAuthProblems {
     /// No valid API key.
     #[response(
         status = 401,
@@ -189,6 +217,9 @@ pub enum ApiError {
     /// No valid API key.
     #[error("unauthorized")]
     Unauthorized,
+    /// The key is read-only (`scope = "read"`) and the operation needs full access.
+    #[error("forbidden")]
+    ReadOnlyKey,
     /// Too many failed authentications from this address; try again after the wait.
     #[error("rate limited")]
     AuthRateLimited(std::time::Duration),
@@ -293,6 +324,13 @@ impl ApiError {
                 "unauthorized",
                 "Unauthorized",
                 "a valid API key is required: send `Authorization: Bearer <key>`",
+            ),
+            ApiError::ReadOnlyKey => Said::new(
+                S::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                "this API key is read-only (scope = \"read\"): it reads stats, experiments, the \
+                 policy and previews; this operation needs a full-access key",
             ),
             ApiError::AuthRateLimited(_) => rate_limited(format!(
                 "too many failed authentications from this address{RETRY}"
