@@ -156,6 +156,13 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
         allocation.starts_with("No adaptive routing"),
         "{allocation}"
     );
+    // Each rate is defined where it is shown.
+    let definitions = browser.text("#comparison [data-field=definitions]").await;
+    assert!(
+        definitions.contains("Approval rate = approved ÷ decided")
+            && definitions.contains("completion rate = finished ÷ started"),
+        "{definitions}"
+    );
     // A full-access key works, and the page says a read-only one is enough.
     let key_state = browser.text("#key-state").await;
     assert!(key_state.contains("a read-only key"), "{key_state}");

@@ -386,22 +386,18 @@ async fn the_scenario_starts_with_providers_that_differ_and_an_experiment_with_a
         .unwrap_or_else(|| panic!("{stats}"))["finished"]
         .clone();
     let approved = counted["approved"].as_f64().unwrap();
-    let finished: f64 = counted
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|n| n.as_f64().unwrap())
-        .sum();
-    assert!(finished >= 30.0, "{counted}");
-    assert_eq!(chile["observations"].as_f64().unwrap(), finished, "{chile}");
+    // Decided: approved or rejected (expired and abandoned sessions were never decided).
+    let decided = approved + counted["rejected"].as_f64().unwrap();
+    assert!(decided >= 30.0, "{counted}");
+    assert_eq!(chile["observations"].as_f64().unwrap(), decided, "{chile}");
     assert_eq!(chile["too_few_observations"], false, "{chile}");
-    let rate = approved / finished;
+    let rate = approved / decided;
     assert!(
         (chile["approval_rate"].as_f64().unwrap() - rate).abs() < 1e-12,
         "{chile}"
     );
     // Wilson's score interval, written out here apart from the gateway's code.
-    let (z, n) = (1.959_963_984_540_054_f64, finished);
+    let (z, n) = (1.959_963_984_540_054_f64, decided);
     let centre = (rate + z * z / (2.0 * n)) / (1.0 + z * z / n);
     let half = z / (1.0 + z * z / n) * (rate * (1.0 - rate) / n + z * z / (4.0 * n * n)).sqrt();
     for (bound, expected) in [(0, centre - half), (1, centre + half)] {

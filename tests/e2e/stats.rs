@@ -50,7 +50,10 @@ async fn stats_count_per_provider_and_country_what_was_started_and_how_it_ended(
         betrust["finished"],
         json!({"approved": 1, "rejected": 1, "expired": 1, "abandoned": 0, "cancelled": 0})
     );
-    assert_eq!(betrust["approval_rate"].as_f64().unwrap(), 1.0 / 3.0);
+    // Approved of decided (approved or rejected): the expired one was never decided.
+    assert_eq!(betrust["approval_rate"], 0.5);
+    // Finished of started, and approved of started.
+    assert_eq!(betrust["completion_rate"], 0.75);
     assert_eq!(betrust["conversion"], 0.25);
     assert_eq!(betrust["expiry_rate"], 0.25);
     assert_eq!(betrust["abandonment_rate"], 0.0);
@@ -93,8 +96,11 @@ async fn stats_count_per_provider_and_country_what_was_started_and_how_it_ended(
             .get("provider")
             .is_none()
     );
-    // MX's one verification expired: none approved of one finished.
-    assert_eq!(group(&by_country, "country", "MX")["approval_rate"], 0.0);
+    // MX's one verification expired: finished, never decided, so no approval rate.
+    let mexico = group(&by_country, "country", "MX");
+    assert!(mexico.get("approval_rate").is_none(), "{mexico}");
+    assert_eq!(mexico["completion_rate"], 1.0);
+    assert_eq!(mexico["conversion"], 0.0);
 
     let (_, both) = w
         .get("/v1/stats?group_by=provider,country", ALPHA_KEY)

@@ -121,8 +121,9 @@
     ["finished.expired", "Expired", count],
     ["finished.abandoned", "Abandoned", count],
     ["finished.cancelled", "Cancelled", count],
-    ["approval_rate", "Approval rate (approved / finished)", pct],
-    ["conversion", "Conversion (approved / started)", pct],
+    ["approval_rate", "Approval rate (approved ÷ decided)", pct],
+    ["completion_rate", "Completion rate (finished ÷ started)", pct],
+    ["conversion", "Conversion (approved ÷ started)", pct],
     ["abandonment_rate", "Abandonment rate", pct],
     ["expiry_rate", "Expiry rate", pct],
     ["time_to_decision_s.p50", "Time to decision, median", seconds],
@@ -144,7 +145,11 @@
         el("tr", {}, el("th", { scope: "row" }, label),
           ...stats.groups.map((g) =>
             figure("td", pick(g, field), format, g, { "data-provider": g.provider, "data-field": field }))));
-      target.replaceChildren(table("figures", head, rows));
+      target.replaceChildren(table("figures", head, rows),
+        el("p", { class: "note", "data-field": "definitions" },
+          "Decided: approved or rejected by the provider. Finished: decided, expired, abandoned or " +
+          "cancelled. Approval rate = approved ÷ decided; completion rate = finished ÷ started; " +
+          "conversion = approved ÷ started. Each verification counts on the day it started."));
     }
   }
 

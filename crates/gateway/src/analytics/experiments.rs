@@ -8,8 +8,8 @@
 //! Both arms are so compared at the same age: counting verifications as soon as they end would
 //! favour the provider that decides fastest (one that rejects in seconds and approves in hours
 //! would look worse for hours). The metric is a proportion: `approval_rate` is those approved by
-//! the horizon out of those that reached a final status by then (one still undecided at the
-//! horizon is left out), `conversion` those approved by the horizon out of all. The statistics are in
+//! the horizon out of those decided (approved or rejected) by then (one still undecided at the
+//! horizon, or expired, abandoned or cancelled, is left out), `conversion` those approved by the horizon out of all. The statistics are in
 //! [`crate::analytics::significance`]: each arm's value with its Wilson interval, and the
 //! difference (challenger − champion) twice: with the always-valid test the verdict uses (the
 //! mSPRT's p-value and 95 % confidence sequence), and, for comparison only, with the
@@ -98,8 +98,8 @@ pub struct ArmFigures {
     pub started: u64,
     /// Of those, the ones younger than the horizon: not counted yet.
     pub maturing: u64,
-    /// Those the metric counts, all older than the horizon: the ones final by the horizon for
-    /// `approval_rate`, all for `conversion`.
+    /// Those the metric counts, all older than the horizon: the ones decided (approved or
+    /// rejected) by the horizon for `approval_rate`, all for `conversion`.
     pub sample: u64,
     /// Of the sample, the approved by the horizon.
     pub approved: u64,
@@ -173,8 +173,8 @@ struct ArmCounts {
     maturing: u64,
     /// Older than the horizon.
     matured: u64,
-    /// Of those, final by the horizon.
-    finished: u64,
+    /// Of those, approved or rejected by the horizon.
+    decided: u64,
     /// Of those, approved.
     approved: u64,
 }
@@ -184,7 +184,7 @@ impl ArmCounts {
         Proportion {
             successes: self.approved,
             sample: match metric {
-                Metric::ApprovalRate => self.finished,
+                Metric::ApprovalRate => self.decided,
                 Metric::Conversion => self.matured,
             },
         }
@@ -202,8 +202,8 @@ fn counts(rows: &[ArmCount]) -> (ArmCounts, ArmCounts) {
         arm.started += row.count;
         arm.maturing += row.maturing;
         arm.matured += row.count.saturating_sub(row.maturing);
-        if row.status.is_final() {
-            arm.finished += row.final_by_horizon;
+        if matches!(row.status, Status::Approved | Status::Rejected) {
+            arm.decided += row.final_by_horizon;
             if row.status == Status::Approved {
                 arm.approved += row.final_by_horizon;
             }
@@ -372,6 +372,8 @@ mod tests {
         assert_eq!(champion.proportion(Metric::ApprovalRate), arm(3, 4));
         assert_eq!(champion.proportion(Metric::Conversion), arm(3, 7));
         assert_eq!((challenger.started, challenger.maturing), (6, 4));
-        assert_eq!(challenger.proportion(Metric::ApprovalRate), arm(1, 2));
+        // An expired one was never decided: not in the approval rate, in the conversion.
+        assert_eq!(challenger.proportion(Metric::ApprovalRate), arm(1, 1));
+        assert_eq!(challenger.proportion(Metric::Conversion), arm(1, 2));
     }
 }

@@ -10,9 +10,9 @@
 //!
 //! Each destination comes with its observed approval rate and cost per approved verification over
 //! the same days (from the stats rollups, all countries): what the period says that provider does.
-//! The rate comes with the number of finished verifications behind it and its 95 % Wilson
+//! The rate comes with the number of decided (approved or rejected) verifications behind it and its 95 % Wilson
 //! interval, and again per country the draft sends it verifications from; a country where the
-//! instance finished fewer than [`MIN_OBSERVATIONS`] says so instead of giving a rate.
+//! instance decided fewer than [`MIN_OBSERVATIONS`] says so instead of giving a rate.
 
 use crate::analytics::AnalyticsError;
 use crate::analytics::significance::Proportion;
@@ -68,13 +68,14 @@ pub struct Destination {
     pub provider: String,
     /// How many of the period's verifications the draft sends to it.
     pub count: u64,
-    /// Its observed approval rate over the period (approved / finished); absent when none of
-    /// its verifications finished.
+    /// Its observed approval rate over the period (approved ÷ decided); absent when none of
+    /// its verifications was decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_rate: Option<f64>,
-    /// Its verifications that finished in the period: the observations behind the rate.
+    /// Its verifications decided (approved or rejected) in the period: the observations behind
+    /// the rate.
     pub observations: u64,
-    /// The rate's 95 % interval (Wilson), `[low, high]`; absent when none finished.
+    /// The rate's 95 % interval (Wilson), `[low, high]`; absent when none was decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_ci: Option<[f64; 2]>,
     /// The same per country the draft sends it verifications from (`""`: not stored).
@@ -94,11 +95,11 @@ pub struct DestinationCountry {
     pub country: String,
     /// How many of the period's verifications of this country the draft sends to the instance.
     pub count: u64,
-    /// The instance's verifications of this country that finished in the period.
+    /// The instance's verifications of this country decided (approved or rejected) in the period.
     pub observations: u64,
     /// Fewer than [`MIN_OBSERVATIONS`]: no rate is given, the period says too little.
     pub too_few_observations: bool,
-    /// approved / finished in this country; absent when there are too few observations.
+    /// approved ÷ decided in this country; absent when there are too few observations.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_rate: Option<f64>,
     /// Its 95 % interval (Wilson), `[low, high]`; absent when there are too few observations.
@@ -106,12 +107,12 @@ pub struct DestinationCountry {
     pub approval_ci: Option<[f64; 2]>,
 }
 
-/// An instance's finished and approved verifications in a stats group: the approval rate's
+/// An instance's decided and approved verifications in a stats group: the approval rate's
 /// observations.
 fn observed(group: Option<&StatsGroupFigures>) -> Proportion {
     group.map_or(Proportion::default(), |g| Proportion {
         successes: g.finished.approved,
-        sample: g.finished.total(),
+        sample: g.finished.decided(),
     })
 }
 
@@ -312,7 +313,7 @@ pub fn table(preview: &Preview) -> String {
     let _ = writeln!(
         out,
         "\n{:<20} {:>8} {:>9} {:>14} {:>18} {:>18}",
-        "destination", "count", "finished", "approval rate", "95 % interval", "cost per approved"
+        "destination", "count", "decided", "approval rate", "95 % interval", "cost per approved"
     );
     let percent = |r: f64| format!("{:.1} %", r * 100.0);
     let range = |ci: Option<[f64; 2]>| {

@@ -95,10 +95,14 @@ pub struct StatsGroupFigures {
     pub started: u64,
     /// Of those, how many reached each final status.
     pub finished: Finished,
-    /// approved / finished; absent while none has finished.
+    /// approved ÷ decided, decided being approved + rejected (an expired, abandoned or
+    /// cancelled session was never decided); absent while none is decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_rate: Option<f64>,
-    /// approved / started; absent when none started.
+    /// finished ÷ started: the share that reached any final status; absent when none started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_rate: Option<f64>,
+    /// approved ÷ started; absent when none started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conversion: Option<f64>,
     /// abandoned / started (the person gave up); absent when none started.
@@ -159,9 +163,15 @@ pub struct Finished {
 }
 
 impl Finished {
-    /// All of them: what an approval rate is out of.
+    /// All of them: what a completion rate counts.
     pub fn total(&self) -> u64 {
         self.approved + self.rejected + self.expired + self.abandoned + self.cancelled
+    }
+
+    /// Those a provider decided, approved or rejected: what an approval rate is out of (an
+    /// expired, abandoned or cancelled session was never decided).
+    pub fn decided(&self) -> u64 {
+        self.approved + self.rejected
     }
 }
 
@@ -361,7 +371,8 @@ pub(crate) fn grouped(
                 provider,
                 country,
                 started: row.started,
-                approval_rate: rate(row.approved, finished.total()),
+                approval_rate: rate(row.approved, finished.decided()),
+                completion_rate: rate(finished.total(), row.started),
                 conversion: rate(row.approved, row.started),
                 abandonment_rate: rate(row.abandoned, row.started),
                 expiry_rate: rate(row.expired, row.started),

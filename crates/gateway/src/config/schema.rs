@@ -554,7 +554,7 @@ pub const MAX_WEIGHT: u32 = 10_000;
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
-    /// approved / finished: of the verifications that reached a final status, the approved.
+    /// approved ÷ decided: of the verifications a provider approved or rejected, the approved.
     #[default]
     ApprovalRate,
     /// approved / started.
