@@ -147,6 +147,7 @@ impl App {
             needs_restart.push("server.max_connections");
         }
         let next = Runtime::build_next(policy, Some(&current))?;
+        start_series(&next.policy, false);
         *self.runtime.write().expect("runtime lock poisoned") = Arc::new(next);
         Ok(needs_restart)
     }
@@ -404,4 +405,17 @@ fn hook_token(name: &str, config: &ProviderConfig) -> String {
 /// Compares two byte strings in time independent of where they differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Exports, at 0, the series the dashboards read for `policy`'s tenants and instances (the
+/// gauges too with `gauges`, at start: see [`crate::infra::telemetry::start_series`]).
+pub fn start_series(policy: &Policy, gauges: bool) {
+    crate::infra::telemetry::start_series(
+        policy.tenants.keys().map(String::as_str),
+        policy
+            .providers
+            .iter()
+            .map(|(name, p)| (name.as_str(), p.kind == "betrust")),
+        gauges,
+    );
 }

@@ -76,6 +76,49 @@ fn compose_runs_the_gateway_as_the_binary_expects() {
     }
 }
 
+/// The PostgreSQL password comes from the environment like every other secret: compose refuses
+/// to start without it, and neither compose nor the policy holds one.
+#[test]
+fn compose_takes_the_postgresql_password_from_the_environment() {
+    let doc = &yaml("compose.yaml")[0];
+    let password = str_of(
+        &doc["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"],
+        "POSTGRES_PASSWORD",
+    );
+    assert_eq!(password, "${POSTGRES_PASSWORD:?set it}");
+    let url = str_of(
+        &doc["services"]["gateway"]["environment"]["KYC_STORE_URL"],
+        "KYC_STORE_URL",
+    );
+    assert_eq!(
+        url,
+        "postgres://kyc:${POSTGRES_PASSWORD:?set it}@postgres/kyc"
+    );
+    let policy = std::fs::read_to_string(deploy("policy.compose.toml")).unwrap();
+    let store: toml::Table = toml::from_str(&policy).unwrap();
+    assert_eq!(store["store"]["url"].as_str(), Some("${KYC_STORE_URL}"));
+    // The policy checks with the store URL from the environment.
+    let out = binary()
+        .arg("check-config")
+        .arg(deploy("policy.compose.toml"))
+        .env("KYC_STORE_URL", "postgres://kyc:from-the-env@postgres/kyc")
+        .envs([
+            ("BETRUST_CLIENT_ID", "id"),
+            ("BETRUST_CLIENT_SECRET", "s"),
+            ("GU1_API_KEY", "k"),
+            ("GU1_WEBHOOK_SECRET", "w"),
+            (
+                "PAYMENTS_WEBHOOK_SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ),
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(!said.contains("from-the-env"), "{said}");
+}
+
 #[test]
 fn compose_sends_traces_through_the_collector_to_jaeger_and_grafana_reads_prometheus() {
     let doc = &yaml("compose.yaml")[0];

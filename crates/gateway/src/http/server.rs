@@ -352,6 +352,7 @@ pub async fn serve_on(
     for warning in policy.warnings() {
         tracing::warn!("policy warning: {warning}");
     }
+    crate::app::start_series(&policy, true);
     let runtime = Runtime::build(policy)?;
     let app = Arc::new(App::new(
         Arc::new(store) as Arc<dyn Store>,

@@ -32,6 +32,13 @@
 //! | `kyc_webhook_attempts_total` | `tenant`, `outcome` |
 //! | `kyc_webhook_delivery_lag_seconds` (histogram) | `tenant` |
 //! | `kyc_reconciler_backlog` (gauge) | `provider` |
+//! | `kyc_webhook_endpoint_disabled` (gauge: 1 disabled) | `tenant` |
+//! | `kyc_webhook_refusals_total` | `reason` |
+//! | `kyc_webhook_stale_attempts_total` | `tenant` |
+//!
+//! Each series has its HELP text ([`describe`]), and those the Grafana dashboards read are
+//! exported from the start, at 0, for every tenant and instance of the policy
+//! ([`start_series`]), so that a panel shows 0 rather than "no data" before the first event.
 
 use kyc_core::ProviderError;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -66,9 +73,131 @@ pub fn metrics() -> &'static PrometheusHandle {
             .build_recorder();
         let handle = recorder.handle();
         // Another recorder may be installed already (a test process): this one then stays empty.
-        let _ = metrics::set_global_recorder(recorder);
+        if metrics::set_global_recorder(recorder).is_ok() {
+            describe();
+        }
         handle
     })
+}
+
+/// The HELP text (and unit) of every series.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "kyc_http_requests_total",
+        "Requests answered, by tenant (- before authentication), route template and status."
+    );
+    describe_counter!(
+        "kyc_provider_calls_total",
+        "Calls to provider instances, by instance, operation and outcome."
+    );
+    describe_histogram!(
+        "kyc_provider_call_duration_seconds",
+        Unit::Seconds,
+        "Time a call to a provider instance took, by instance and operation."
+    );
+    describe_counter!(
+        "kyc_rate_limited_total",
+        "Requests or calls refused by a rate limit, by limit (tenant, auth, hooks, provider)."
+    );
+    describe_gauge!(
+        "kyc_circuit_state",
+        "Each instance's circuit breaker on this replica: 0 closed, 1 half-open, 2 open."
+    );
+    describe_counter!(
+        "kyc_verifications_started_total",
+        "Verifications started, by tenant and instance."
+    );
+    describe_counter!(
+        "kyc_verifications_finished_total",
+        "Verifications that reached a final status, by tenant, instance and status."
+    );
+    describe_histogram!(
+        "kyc_time_to_decision_seconds",
+        Unit::Seconds,
+        "Time from a verification's creation to its final status, by tenant, instance and status."
+    );
+    describe_counter!(
+        "kyc_provider_tokens_total",
+        "Access tokens a BeTrust instance used, by instance and source (cache, fetched)."
+    );
+    describe_counter!(
+        "kyc_webhook_attempts_total",
+        "Deliveries of events to tenants' webhook URLs, by tenant and outcome (delivered, retry, failed)."
+    );
+    describe_histogram!(
+        "kyc_webhook_delivery_lag_seconds",
+        Unit::Seconds,
+        "Time from a change to the delivery of its event, by tenant."
+    );
+    describe_gauge!(
+        "kyc_reconciler_backlog",
+        "Verifications of each instance not final yet, as the reconciler last counted them."
+    );
+    describe_gauge!(
+        "kyc_webhook_endpoint_disabled",
+        "1 while a tenant's webhook URL is disabled after failing too long, else 0."
+    );
+    describe_counter!(
+        "kyc_webhook_refusals_total",
+        "Provider webhooks refused before they were read, by reason."
+    );
+    describe_counter!(
+        "kyc_webhook_stale_attempts_total",
+        "Delivery attempts whose result came after another replica had taken the event, by tenant."
+    );
+}
+
+/// Exports, at 0, the series the Grafana dashboards read for the policy's `tenants` and
+/// `instances` (name, and whether it is a BeTrust one, which counts its tokens): counters and
+/// histograms are only registered (a value already counted stays); the gauges are set to 0 only
+/// with `gauges`, at start, before anything sets them.
+pub fn start_series<'a>(
+    tenants: impl Iterator<Item = &'a str> + Clone,
+    instances: impl Iterator<Item = (&'a str, bool)> + Clone,
+    gauges: bool,
+) {
+    metrics::counter!("kyc_http_requests_total", "tenant" => "-", "route" => "/metrics", "status" => "200")
+        .increment(0);
+    for limit in ["tenant", "auth", "hooks", "provider"] {
+        metrics::counter!("kyc_rate_limited_total", "limit" => limit).increment(0);
+    }
+    for reason in ["budget spent", "unknown instance", "wrong token"] {
+        metrics::counter!("kyc_webhook_refusals_total", "reason" => reason).increment(0);
+    }
+    for (instance, betrust) in instances.clone() {
+        let provider = instance.to_string();
+        metrics::counter!("kyc_provider_calls_total", "provider" => provider.clone(), "operation" => "create", "outcome" => "ok")
+            .increment(0);
+        let _ = metrics::histogram!("kyc_provider_call_duration_seconds", "provider" => provider.clone(), "operation" => "create");
+        if betrust {
+            metrics::counter!("kyc_provider_tokens_total", "provider" => provider.clone(), "source" => "fetched")
+                .increment(0);
+        }
+        if gauges {
+            metrics::gauge!("kyc_circuit_state", "provider" => provider.clone()).set(0.0);
+            metrics::gauge!("kyc_reconciler_backlog", "provider" => provider.clone()).set(0.0);
+        }
+        for tenant in tenants.clone() {
+            let tenant = tenant.to_string();
+            metrics::counter!("kyc_verifications_started_total", "tenant" => tenant.clone(), "provider" => provider.clone())
+                .increment(0);
+            metrics::counter!("kyc_verifications_finished_total", "tenant" => tenant.clone(), "provider" => provider.clone(), "status" => "approved")
+                .increment(0);
+            let _ = metrics::histogram!("kyc_time_to_decision_seconds", "tenant" => tenant, "provider" => provider.clone(), "status" => "approved");
+        }
+    }
+    for tenant in tenants {
+        let tenant = tenant.to_string();
+        metrics::counter!("kyc_webhook_attempts_total", "tenant" => tenant.clone(), "outcome" => "delivered")
+            .increment(0);
+        metrics::counter!("kyc_webhook_stale_attempts_total", "tenant" => tenant.clone())
+            .increment(0);
+        if gauges {
+            metrics::gauge!("kyc_webhook_endpoint_disabled", "tenant" => tenant.clone()).set(0.0);
+        }
+        let _ = metrics::histogram!("kyc_webhook_delivery_lag_seconds", "tenant" => tenant);
+    }
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
