@@ -117,8 +117,11 @@ draft["default"] = "gu1-sandbox"
 preview = expect(Preview, 200, preview_policy.sync_detailed(
     client=client, body=PreviewRequest.from_dict({"routing": draft, "since_days": 7})))
 assert preview.total >= 3 and preview.unchanged < preview.total, preview
+# A draft with neither a default nor a split is outside the schema now; one whose second rule can
+# never match is inside it, and refused by the policy's own checks.
+twice = [{"country": "AR", "provider": "gu1-sandbox"}, {"country": "AR", "provider": "betrust-sandbox"}]
 expect(Problem, 422, preview_policy.sync_detailed(
-    client=client, body=PreviewRequest.from_dict({"routing": {"rules": []}})))
+    client=client, body=PreviewRequest.from_dict({"routing": {"default": "gu1-sandbox", "rules": twice}})))
 
 assert healthz.sync_detailed(client=client).status_code == 200
 assert readyz.sync_detailed(client=client).status_code == 200

@@ -286,6 +286,12 @@ async fn the_guardrail_stops_a_failing_challenger_and_tells_the_tenant() {
     };
     assert_eq!(stopped.len(), 1, "{stopped:?}");
     assert!(stopped[0].verified);
+    // It is the event the spec's webhooks describe.
+    let (_, spec) = w.get("/openapi.json", ALPHA_KEY).await;
+    let schema = &spec["webhooks"]["experiment.stopped"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    let errors = crate::spec_webhooks::valid(&spec, schema, &stopped[0].body);
+    assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(stopped[0].body["data"]["name"], "gu1-in-cl");
     assert_eq!(stopped[0].body["data"]["challenger"], "gu1");
 

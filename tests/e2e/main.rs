@@ -27,6 +27,7 @@ mod replicas;
 mod routing;
 mod server_only;
 mod shutdown;
+mod spec_webhooks;
 mod stats;
 mod swagger_ui;
 mod traces;

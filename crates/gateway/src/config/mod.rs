@@ -9,11 +9,13 @@
 //! every bound and reference (one function per section), and [`signing`] reads the tenants'
 //! webhook signing keys.
 
+pub mod keys;
 pub mod load;
 pub mod schema;
 pub mod signing;
 pub mod validate;
 
+pub use keys::{ApiKey, Scope};
 pub use load::{describe_serde_error, hash_api_key};
 pub use schema::*;
 pub use validate::{country_codes, is_country_code};

@@ -14,5 +14,6 @@ pub mod ops;
 pub mod policy;
 pub mod problem;
 pub mod server;
+pub mod spec_additions;
 pub mod subjects;
 pub mod verifications;

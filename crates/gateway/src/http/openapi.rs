@@ -18,9 +18,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(
         title = "kyc-gateway",
-        description = "One normalized identity-verification (KYC) API in front of several providers. \
-Authenticate with `Authorization: Bearer <tenant api key>`. Errors are RFC 9457 problem documents with \
-a stable `code`.",
+        description = crate::http::spec_additions::DESCRIPTION,
         license(name = "Apache-2.0")
     ),
     modifiers(&BearerAuth),
@@ -82,6 +80,7 @@ pub fn complete(entries: utoipa::openapi::OpenApi) -> Value {
     schemas["Routing"]["properties"]["split"]["additionalProperties"] = serde_json::json!({
         "type": "integer", "minimum": 0, "maximum": crate::config::MAX_WEIGHT
     });
+    crate::http::spec_additions::add(&mut spec);
     spec
 }
 
@@ -112,6 +111,13 @@ pub fn served<'a>(document: &Value, providers: impl IntoIterator<Item = &'a str>
     schemas["CountryRule"]["properties"]["provider"]["enum"] = Value::Array(names.clone());
     for arm in ["champion", "challenger"] {
         schemas["Experiment"]["properties"][arm]["enum"] = Value::Array(names.clone());
+    }
+    // The policy's example names the sandbox's instances: shown only where they exist.
+    let sandbox = ["betrust-sandbox", "gu1-sandbox"].map(Value::from);
+    if !sandbox.iter().all(|name| names.contains(name))
+        && let Some(policy) = schemas["TenantPolicy"].as_object_mut()
+    {
+        policy.remove("example");
     }
     spec
 }
@@ -207,6 +213,64 @@ pub(crate) mod checks {
         // The create body Swagger UI fills in is among them.
         let create = &spec["components"]["schemas"]["CreateVerification"];
         assert!(create["example"].is_object());
+    }
+
+    /// Every answer of every operation, and every event the gateway sends, has an example: on
+    /// its media type, or on the schema it names.
+    #[test]
+    fn every_answer_has_an_example() {
+        let spec = super::document();
+        let mut checked = 0;
+        let mut answers = Vec::new();
+        for (path, operations) in spec["paths"].as_object().unwrap() {
+            for (method, operation) in operations.as_object().unwrap() {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    answers.push((
+                        format!("{method} {path} {status}"),
+                        response["content"].clone(),
+                    ));
+                }
+            }
+        }
+        for (event, hook) in spec["webhooks"].as_object().unwrap() {
+            answers.push((
+                event.clone(),
+                hook["post"]["requestBody"]["content"].clone(),
+            ));
+        }
+        for (at, content) in answers {
+            for (media, body) in content.as_object().into_iter().flatten() {
+                let named = body["schema"]["$ref"]
+                    .as_str()
+                    .and_then(|r| spec.pointer(r.trim_start_matches('#')))
+                    .is_some_and(|schema| schema.get("example").is_some());
+                assert!(
+                    body.get("example").is_some() || named,
+                    "{at} {media}: no example"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 100, "only {checked} answers");
+    }
+
+    /// A routing names a default or a split with some weight, as the code requires of a draft.
+    #[test]
+    fn a_routing_without_a_default_or_a_weighted_split_is_schema_invalid() {
+        let spec = super::document();
+        let routing = &spec["components"]["schemas"]["Routing"];
+        let check = validator(&spec, routing);
+        assert!(check.is_valid(&json!({"default": "gu1"})));
+        assert!(check.is_valid(&json!({"split": {"gu1": 0, "betrust-cl": 3}})));
+        for refused in [
+            json!({}),
+            json!({"default": null}),
+            json!({"split": {}}),
+            json!({"split": {"gu1": 0}}),
+            json!({"fallback": ["gu1"]}),
+        ] {
+            assert!(!check.is_valid(&refused), "{refused}");
+        }
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong in this case. Never holds personal data.
     pub detail: String,
-    /// Stable machine code: `invalid_request`, `unauthorized`, `not_found`, `conflict`,
+    /// Stable machine code: `invalid_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
     /// `rate_limited`, `subject_conflict`, `not_cancellable`, `not_supported`, `not_ready`,
     /// `not_in_review`, `in_progress`,
     /// `provider_rejected`,
