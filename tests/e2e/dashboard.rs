@@ -217,6 +217,20 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
             assert_eq!(browser.text(&cell("cost.per_approved")).await, "–");
         }
     }
+    // The summary marks the best of each figure and says in one sentence what differs: here
+    // the samples are too small to tell the approval rates apart.
+    browser.find("#summary[data-state=ready]").await;
+    let best = "#summary [data-provider=betrust-cl] [data-field=approval_rate]";
+    assert_eq!(
+        browser.attribute(best, "data-best").await.as_deref(),
+        Some("true")
+    );
+    let other = browser
+        .text("#summary [data-provider=gu1] [data-field=approval_rate]")
+        .await;
+    assert_eq!(other, "33.3 % (-41.7 pp)");
+    let sentence = browser.text("#summary [data-field=sentence]").await;
+    assert!(sentence.contains("too close to call"), "{sentence}");
     // By country: betrust-cl's CL and MX apart.
     let by_country = |field: &str| {
         format!("td[data-provider=\"betrust-cl\"][data-country=\"CL\"][data-field=\"{field}\"]")
@@ -360,7 +374,7 @@ const answers = {
     fallback: [], allow_override: false, experiment: {name: hostile, champion: 'betrust-cl',
     challenger: 'gu1', share: 20, countries: ['CL'], metric: 'approval_rate', min_sample: 200,
     guardrail_pp: 10, horizon: '48h'}}},
-  '/v1/experiments/': {name: hostile, metric: 'approval_rate', champion: 'betrust-cl',
+  '/v1/experiments/': {name: hostile, metric: 'approval_rate', champion: 'betrust-cl', min_sample: 200,
     challenger: 'gu1', share: 20, arms: [
       {arm: 'champion', provider: 'betrust-cl', sample: 412, maturing: 88, value: 0.8,
         ci: [0.76, 0.84]},
@@ -428,17 +442,37 @@ async fn the_dashboard_renders_experiments_and_replays_as_text() {
     assert_eq!(browser.text(&challenger("provider")).await, "gu1");
     assert_eq!(browser.text(&challenger("sample")).await, "103");
     assert_eq!(browser.text(&challenger("maturing")).await, "21");
-    assert!(
+    // The experiment in words: the metric, the level, the scope, the guardrail, the progress and
+    // the next step with the policy line to change.
+    let words = browser.text("#experiment").await;
+    for said in [
+        "Compared on approval rate (approved ÷ decided), each verification counted once it is 48h old",
+        "with 95 % confidence",
+        "the period chosen above does not apply",
+        "more than 10 points below betrust-cl, the gateway stops sending it subjects",
+    ] {
+        assert!(words.contains(said), "{said:?} not in {words}");
+    }
+    assert_eq!(
+        browser.text(&challenger("progress")).await,
+        "103 of 200 (51 %)"
+    );
+    assert_eq!(
         browser
-            .text("#experiment")
-            .await
-            .contains("counted at 48h old")
+            .text("#experiment tr[data-arm=champion] [data-field=progress]")
+            .await,
+        "200 reached"
+    );
+    assert_eq!(
+        browser.text("#experiment [data-field=next_step]").await,
+        "To promote gu1: in the tenant's routing, add { country = \"CL\", provider = \"gu1\" } \
+         to `rules`, and remove the `experiment` line."
     );
     assert_eq!(browser.text(&challenger("value")).await, "85.0 %");
     assert_eq!(browser.text(&challenger("ci")).await, "78.0 % to 91.0 %");
     assert_eq!(
         browser.text("#experiment [data-field=difference]").await,
-        "+5.0 pp"
+        "+5.0 points"
     );
     assert_eq!(
         browser
@@ -615,4 +649,107 @@ async fn the_dashboard_works_with_a_read_only_key() {
     assert_eq!(started.as_deref(), Some("1"));
     browser.click("#replay-form button[type=submit]").await;
     browser.find("#replay[data-state=ready]").await;
+}
+
+/// On the `--scenario` sandbox, as a product manager opens it on a laptop and on a phone: the
+/// summary's best values and sentence are the API's, nothing but a table's own box is wider
+/// than the screen, and no error reaches the console. Writes a screenshot of each size to
+/// `target/dashboard-screenshots/`.
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; .ci/run installs them and runs it"]
+async fn the_scenario_dashboard_decides_on_a_laptop_and_on_a_phone() {
+    let sandbox =
+        crate::harness::Sandbox::start_with(tempfile::tempdir().unwrap(), &["--scenario"]);
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = (
+        (today - chrono::Days::new(29)).to_string(),
+        today.to_string(),
+    );
+    let stats: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/stats?from={from}T00:00:00Z&to={to}T00:00:00Z&group_by=provider",
+            sandbox.base
+        ))
+        .bearer_auth("kyc_sandbox_demo_key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let group = |name: &str| {
+        stats["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["provider"] == name)
+            .unwrap()
+            .clone()
+    };
+    let (betrust, gu1) = (group("betrust-sandbox"), group("gu1-sandbox"));
+    let rate = |g: &Value| g["approval_rate"].as_f64().unwrap();
+    let more = format!(
+        "gu1-sandbox approves {:.1} points more",
+        (rate(&gu1) - rate(&betrust)) * 100.0
+    );
+    let shots = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../target/dashboard-screenshots"
+    );
+    std::fs::create_dir_all(shots).unwrap();
+    for (name, width, height) in [("laptop", 1440, 1000), ("phone", 390, 844)] {
+        let browser = Browser {
+            driver: Driver::start().await,
+        };
+        browser.resize(width, height).await;
+        browser.open(&format!("{}/dashboard", sandbox.base)).await;
+        browser.type_into("#api-key", "kyc_sandbox_demo_key").await;
+        browser.click("#key-form button[type=submit]").await;
+        for section in [
+            "summary",
+            "comparison",
+            "charts",
+            "by-country",
+            "experiment",
+        ] {
+            browser.find(&format!("#{section}[data-state=ready]")).await;
+        }
+        let sentence = browser.text("#summary [data-field=sentence]").await;
+        assert!(sentence.starts_with(&more), "{name}: {sentence}");
+        assert!(
+            sentence.contains(" faster and ") && sentence.contains("cheaper per approval"),
+            "{name}: {sentence}"
+        );
+        // gu1 is best on approvals, time and cost; BeTrust, with no provider error, on errors.
+        for (provider, field) in [
+            ("gu1-sandbox", "approval_rate"),
+            ("gu1-sandbox", "time_to_decision_s.p50"),
+            ("gu1-sandbox", "cost.per_approved"),
+            ("betrust-sandbox", "error_rate"),
+        ] {
+            let css = format!("#summary [data-provider={provider}] [data-field=\"{field}\"]");
+            assert_eq!(
+                browser.attribute(&css, "data-best").await.as_deref(),
+                Some("true"),
+                "{name}: {css}"
+            );
+        }
+        let wider = browser
+            .execute(
+                "const w = document.documentElement.clientWidth; \
+                 return [...document.querySelectorAll('body *')].filter((e) => \
+                   !e.closest('.scroll') && e.getBoundingClientRect().right > w + 1) \
+                   .map((e) => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className);",
+            )
+            .await;
+        assert_eq!(wider, json!([]), "{name}: wider than the screen");
+        let errors: Vec<Value> = browser
+            .console()
+            .await
+            .into_iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+        std::fs::write(format!("{shots}/{name}.png"), browser.screenshot().await).unwrap();
+    }
 }

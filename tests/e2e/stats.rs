@@ -52,6 +52,10 @@ async fn stats_count_per_provider_and_country_what_was_started_and_how_it_ended(
     );
     // Approved of decided (approved or rejected): the expired one was never decided.
     assert_eq!(betrust["approval_rate"], 0.5);
+    // Its 95 % interval (Wilson, 1 of 2): about 9.5 % to 90.5 %.
+    let ci = &betrust["approval_ci"];
+    assert!((ci[0].as_f64().unwrap() - 0.0945).abs() < 1e-3, "{ci}");
+    assert!((ci[1].as_f64().unwrap() - 0.9055).abs() < 1e-3, "{ci}");
     // Finished of started, and approved of started.
     assert_eq!(betrust["completion_rate"], 0.75);
     assert_eq!(betrust["conversion"], 0.25);
@@ -99,6 +103,7 @@ async fn stats_count_per_provider_and_country_what_was_started_and_how_it_ended(
     // MX's one verification expired: finished, never decided, so no approval rate.
     let mexico = group(&by_country, "country", "MX");
     assert!(mexico.get("approval_rate").is_none(), "{mexico}");
+    assert!(mexico.get("approval_ci").is_none(), "{mexico}");
     assert_eq!(mexico["completion_rate"], 1.0);
     assert_eq!(mexico["conversion"], 0.0);
 

@@ -45,10 +45,11 @@
     return el(tag, { ...attrs, "data-value": known ? String(value) : null }, known ? format(value, group) : DASH);
   }
 
+  /** A table in a box of its own that scrolls sideways when the screen is narrower (a phone). */
   function table(className, head, rows) {
-    return el("table", { class: className },
+    return el("div", { class: "scroll" }, el("table", { class: className },
       el("thead", {}, el("tr", {}, ...head.map((h) => (h instanceof Node ? h : el("th", { scope: "col" }, h))))),
-      el("tbody", {}, ...rows));
+      el("tbody", {}, ...rows)));
   }
 
   function say(target, text, className) {
@@ -134,6 +135,78 @@
     ["cost.per_started", "Cost per started", money],
     ["cost.per_approved", "Cost per approved", money],
   ];
+
+  // ---- the summary that decides -----------------------------------------------------------
+
+  /** Provider errors per call tried: errors ÷ (started + errors). */
+  const errorRate = (g) => (g.started + g.provider_errors > 0 ? g.provider_errors / (g.started + g.provider_errors) : undefined);
+
+  /** The summary's figures: which is better, and how each reads. */
+  const CARDS = [
+    { field: "approval_rate", label: "Approval rate", value: (g) => g.approval_rate, better: "high", format: pct },
+    { field: "time_to_decision_s.p50", label: "Median time to decision", value: (g) => pick(g, "time_to_decision_s.p50"), better: "low", format: seconds },
+    { field: "cost.per_approved", label: "Cost per approved", value: (g) => pick(g, "cost.per_approved"), better: "low", format: money },
+    { field: "error_rate", label: "Provider error rate", value: errorRate, better: "low", format: pct },
+    { field: "started", label: "Volume (started)", value: (g) => g.started, better: null, format: count },
+  ];
+
+  /** Whether two groups' approval-rate intervals overlap: a difference too small to trust. */
+  const overlap = (a, b) => !a.approval_ci || !b.approval_ci ||
+    (a.approval_ci[0] <= b.approval_ci[1] && b.approval_ci[0] <= a.approval_ci[1]);
+
+  /** One sentence comparing the best approver with the next, in the page's words. */
+  function sentence(groups) {
+    const rated = groups.filter((g) => typeof g.approval_rate === "number");
+    if (rated.length < 2) return "Only one provider decided verifications in this period: nothing to compare yet.";
+    const [best, next] = [...rated].sort((a, b) => b.approval_rate - a.approval_rate);
+    if (overlap(best, next)) {
+      return `${best.provider} and ${next.provider} approve alike so far (${pct(best.approval_rate)} and ` +
+        `${pct(next.approval_rate)}; their 95 % intervals overlap): too close to call on approvals.`;
+    }
+    const parts = [`approves ${((best.approval_rate - next.approval_rate) * 100).toFixed(1)} points more`];
+    const [tb, tn] = [pick(best, "time_to_decision_s.p50"), pick(next, "time_to_decision_s.p50")];
+    if (typeof tb === "number" && typeof tn === "number") {
+      parts.push(`is ${seconds(Math.abs(tn - tb))} ${tb <= tn ? "faster" : "slower"}`);
+    }
+    const [cb, cn] = [pick(best, "cost.per_approved"), pick(next, "cost.per_approved")];
+    if (typeof cb === "number" && typeof cn === "number" && best.cost.currency === next.cost.currency) {
+      parts.push(`${money(Math.abs(cn - cb), best)} ${cb <= cn ? "cheaper" : "dearer"} per approval`);
+    }
+    const listed = parts.length > 1 ? `${parts.slice(0, -1).join(", ")} and ${parts[parts.length - 1]}` : parts[0];
+    let text = `${best.provider} ${listed} than ${next.provider}`;
+    const errors = best.provider_errors;
+    if (errors > 0) {
+      text += `; its ${errors} provider error${errors === 1 ? "" : "s"} sent verifications elsewhere` +
+        (next.fallbacks > 0 ? ` (${next.provider} took ${next.fallbacks} as fallbacks)` : "");
+    }
+    return text + ".";
+  }
+
+  function renderSummary(stats) {
+    const target = $("summary");
+    const groups = stats.groups;
+    if (groups.length === 0) return say(target, "No verifications in this period.");
+    const best = {};
+    for (const card of CARDS.filter((c) => c.better)) {
+      const values = groups.map(card.value).filter((v) => typeof v === "number");
+      if (values.length > 1) best[card.field] = card.better === "high" ? Math.max(...values) : Math.min(...values);
+    }
+    const cards = groups.map((g) => el("div", { class: "card", "data-provider": g.provider },
+      el("h3", {}, g.provider),
+      el("dl", {}, ...CARDS.flatMap((card) => {
+        const v = card.value(g);
+        const isBest = typeof v === "number" && best[card.field] === v;
+        const diff = typeof v === "number" && card.field in best && !isBest
+          ? ` (${card.format === pct ? pp(v - best[card.field]) : (v > best[card.field] ? "+" : "−") + card.format(Math.abs(v - best[card.field]), g)})`
+          : "";
+        return [el("dt", {}, card.label),
+          el("dd", { "data-field": card.field, "data-value": typeof v === "number" ? String(v) : null, "data-best": isBest ? "true" : null },
+            typeof v === "number" ? card.format(v, g) + (isBest ? " ★ best" : diff) : DASH)];
+      }))));
+    target.replaceChildren(
+      el("p", { class: "verdict", "data-field": "sentence" }, sentence(groups)),
+      el("div", { class: "cards" }, ...cards));
+  }
 
   function renderComparison(stats) {
     const target = $("comparison");
@@ -318,16 +391,48 @@
       "arms do not really differ it says so in fewer than 5 experiments out of 100.",
   };
 
+  const METRICS = {
+    approval_rate: "approval rate (approved ÷ decided)",
+    conversion: "conversion (approved ÷ started)",
+  };
+  const points = (v) => (v >= 0 ? "+" : "−") + Math.abs(v * 100).toFixed(1) + " points";
+
+  /** The policy edit that acts on a verdict, in TOML as the policy file has it. */
+  function nextStep(running, verdict) {
+    const countries = running.countries || [];
+    const promote = countries.length
+      ? `add ${countries.map((c) => `{ country = "${c}", provider = "${running.challenger}" }`).join(", ")} to \`rules\``
+      : `set \`default = "${running.challenger}"\``;
+    switch (verdict) {
+      case "challenger_better":
+        return `To promote ${running.challenger}: in the tenant's routing, ${promote}, and remove the \`experiment\` line.`;
+      case "champion_better":
+        return `To end it: remove the \`experiment\` line from the tenant's routing; ${running.champion} keeps these subjects.`;
+      case "no_difference":
+        return "Keep it running to find a smaller difference, or end it (remove the `experiment` line) if this one is enough.";
+      default:
+        return `Wait: each arm needs ${running.min_sample} verifications counted before a verdict.`;
+    }
+  }
+
   async function loadExperiment(routing) {
     const target = $("experiment");
     const running = routing && routing.experiment;
     if (!running) return say(target, "No experiment running.");
+    const metric = METRICS[running.metric] || String(running.metric).replace(/_/g, " ");
+    const horizon = running.horizon || "48h";
     const setup = el("p", {},
       `${running.name}: ${running.challenger} (challenger) takes ${running.share} % of `,
-      `${(running.countries || []).join(", ") || "all countries"} from ${running.champion} (champion), `,
-      `judged on ${running.metric} with at least ${running.min_sample} per arm, each verification `,
-      `counted at ${running.horizon || "48h"} old as it stood then; guardrail ${running.guardrail_pp} pp.`);
-    target.replaceChildren(setup);
+      `${(running.countries || []).join(", ") || "all countries"}' subjects from ${running.champion} (champion). `,
+      `Compared on ${metric}, each verification counted once it is ${horizon} old, as it stood then; `,
+      `a verdict from ${running.min_sample} counted in each arm, with 95 % confidence.`);
+    const guardrail = el("p", { "data-field": "guardrail" }, typeof running.guardrail_pp === "number"
+      ? `Guardrail: if ${running.challenger} is, with 95 % confidence, more than ${running.guardrail_pp} points below ` +
+        `${running.champion}, the gateway stops sending it subjects by itself and tells the tenant.`
+      : "No guardrail: the experiment runs until the policy ends it.");
+    const scope = el("p", { class: "note", "data-field": "scope" },
+      "These are the whole experiment's figures since it started: the period chosen above does not apply.");
+    target.replaceChildren(setup, guardrail, scope);
     let figures;
     try {
       figures = await api("v1/experiments/" + encodeURIComponent(running.name));
@@ -340,18 +445,24 @@
     const rate = /rate|conversion/.test(figures.metric || "");
     const value = (v) => (typeof v !== "number" ? DASH : rate ? pct(v) : v.toFixed(2));
     const ci = (c) => (Array.isArray(c) && typeof c[0] === "number" ? `${value(c[0])} to ${value(c[1])}` : DASH);
+    const progress = (a) => (a.sample >= figures.min_sample
+      ? `${figures.min_sample} reached`
+      : `${a.sample} of ${figures.min_sample} (${Math.floor((100 * a.sample) / figures.min_sample)} %)`);
     const rows = (figures.arms || []).map((a) =>
       el("tr", { "data-arm": a.arm },
         el("td", {}, a.arm), el("td", { "data-field": "provider" }, a.provider),
         el("td", { "data-field": "sample" }, a.sample), el("td", { "data-field": "maturing" }, a.maturing ?? DASH),
+        el("td", { "data-field": "progress" }, progress(a)),
         el("td", { "data-field": "value" }, value(a.value)), el("td", { "data-field": "ci" }, ci(a.ci))));
-    const diff = typeof figures.difference !== "number" ? DASH : rate ? pp(figures.difference) : figures.difference.toFixed(3);
+    const cs = figures.difference_cs;
+    const diff = typeof figures.difference !== "number" ? DASH : rate
+      ? points(figures.difference) + (cs ? ` (95 % confidence sequence: ${points(cs[0])} to ${points(cs[1])})` : "")
+      : figures.difference.toFixed(3);
     target.append(
-      table("figures", ["Arm", "Provider", "Sample", "Maturing (younger than the horizon)",
-        String(figures.metric).replace(/_/g, " "), "Confidence interval"], rows),
+      table("figures", ["Arm", "Provider", "Counted", "Maturing (younger than the horizon)", "Towards the minimum",
+        metric, "95 % interval"], rows),
       el("dl", {},
-        el("dt", {}, "Difference (challenger − champion)"), el("dd", { "data-field": "difference" }, diff,
-          figures.difference_cs ? ` (${ci(figures.difference_cs)})` : ""),
+        el("dt", {}, "Difference (challenger − champion)"), el("dd", { "data-field": "difference" }, diff),
         el("dt", {}, "p-value (always valid: read it as often as you like)"),
         el("dd", { "data-field": "always_valid_p_value" },
           typeof figures.always_valid_p_value === "number" ? figures.always_valid_p_value.toFixed(4) : DASH),
@@ -359,6 +470,8 @@
         el("dd", { "data-field": "verdict", "data-value": figures.verdict }, VERDICTS[figures.verdict] || figures.verdict),
         el("dt", {}, "What it means"),
         el("dd", { "data-field": "reading" }, READINGS[figures.verdict] || ""),
+        el("dt", {}, "Next step"),
+        el("dd", { "data-field": "next_step" }, nextStep(running, figures.verdict)),
         el("dt", {}, "Challenger stopped by the guardrail"),
         el("dd", { "data-field": "stopped" }, figures.stopped ? "yes" : "no")));
   }
@@ -433,6 +546,7 @@
     const byProvider = api(statsPath(from, to, "provider"));
     byProvider.catch(() => {}); // each section below reports its own failure
     await Promise.all([
+      section("summary", async () => renderSummary(await byProvider)),
       section("comparison", async () => renderComparison(await byProvider)),
       section("allocation", async () => renderAllocation(await byProvider)),
       section("by-country", async () => renderCountries(await api(statsPath(from, to, "provider,country")))),
@@ -462,7 +576,7 @@
     sessionStorage.removeItem(KEY);
     $("content").hidden = true;
     charts.splice(0).forEach((c) => c.destroy());
-    for (const id of ["comparison", "charts", "by-country", "allocation", "experiment", "replay"]) {
+    for (const id of ["summary", "comparison", "charts", "by-country", "allocation", "experiment", "replay"]) {
       $(id).replaceChildren();
       $(id).dataset.state = "empty";
     }

@@ -99,6 +99,10 @@ pub struct StatsGroupFigures {
     /// cancelled session was never decided); absent while none is decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_rate: Option<f64>,
+    /// The approval rate's 95 % interval (Wilson), `[low, high]`: two groups whose intervals
+    /// overlap are not shown to approve differently.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_ci: Option<[f64; 2]>,
     /// finished ÷ started: the share that reached any final status; absent when none started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub completion_rate: Option<f64>,
@@ -372,6 +376,12 @@ pub(crate) fn grouped(
                 country,
                 started: row.started,
                 approval_rate: rate(row.approved, finished.decided()),
+                approval_ci: crate::analytics::significance::Proportion {
+                    successes: row.approved,
+                    sample: finished.decided(),
+                }
+                .wilson()
+                .map(|w| [w.low, w.high]),
                 completion_rate: rate(finished.total(), row.started),
                 conversion: rate(row.approved, row.started),
                 abandonment_rate: rate(row.abandoned, row.started),
