@@ -231,6 +231,43 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
     assert_eq!(other, "33.3 % (-41.7 pp)");
     let sentence = browser.text("#summary [data-field=sentence]").await;
     assert!(sentence.contains("too close to call"), "{sentence}");
+    // The comparison downloads as CSV, with the figures the table shows.
+    let href = browser
+        .attribute("#comparison a[data-field=csv]", "href")
+        .await
+        .unwrap();
+    let csv = href
+        .strip_prefix("data:text/csv;charset=utf-8,")
+        .map(|c| {
+            percent_encoding::percent_decode_str(c)
+                .decode_utf8()
+                .unwrap()
+                .into_owned()
+        })
+        .unwrap_or_else(|| panic!("{href}"));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "\"figure\",\"betrust-cl\",\"gu1\"", "{csv}");
+    assert_eq!(lines[1], "\"Started\",\"5\",\"3\"", "{csv}");
+    // The view is in the URL's fragment (never the key), and a shared URL opens on its period.
+    let url = browser.url().await;
+    assert!(url.ends_with(&format!("#from={from}&to={to}")), "{url}");
+    assert!(!url.contains(ALPHA_KEY));
+    browser
+        .open(&format!(
+            "{}/dashboard#from=2026-01-01&to=2026-01-31",
+            w.base
+        ))
+        .await;
+    browser.execute("location.reload()").await;
+    browser.find("#summary[data-state=ready]").await;
+    assert_eq!(browser.value("#from").await, "2026-01-01");
+    assert_eq!(browser.value("#to").await, "2026-01-31");
+    browser.open(&page).await;
+    browser.execute("location.reload()").await;
+    for section in ["comparison", "by-country", "experiment"] {
+        browser.find(&format!("#{section}[data-state=ready]")).await;
+    }
+
     // By country: betrust-cl's CL and MX apart.
     let by_country = |field: &str| {
         format!("td[data-provider=\"betrust-cl\"][data-country=\"CL\"][data-field=\"{field}\"]")
@@ -317,7 +354,12 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
         .await;
     assert_eq!(kept, json!([ALPHA_KEY, 0, ""]));
     let url = browser.url().await;
-    assert_eq!(url, page, "the key is not in the address");
+    let (from, to) = (browser.value("#from").await, browser.value("#to").await);
+    assert_eq!(
+        url,
+        format!("{page}#from={from}&to={to}"),
+        "only the period is in the address, not the key"
+    );
     assert_eq!(browser.value("#api-key").await, "");
 
     // No console errors.
@@ -414,7 +456,17 @@ async fn the_dashboard_renders_experiments_and_replays_as_text() {
     browser.click("#key-form button[type=submit]").await;
     browser.find("#status:not(:empty)").await;
     let said = browser.text("#status").await;
-    assert!(said.starts_with("The key was refused: "), "{said}");
+    // Said plainly, without the gateway's developer wording.
+    assert!(said.starts_with("This key was not accepted."), "{said}");
+    assert!(!said.contains("Bearer"), "{said}");
+    // The replay cannot be sent before the policy it starts from is there.
+    let disabled = browser
+        .attribute("#replay-form button[type=submit]", "disabled")
+        .await;
+    assert!(
+        disabled.is_some(),
+        "the replay button is enabled without a key"
+    );
     assert!(!said.contains("not-a-key-of-anyone"), "{said}");
     let kept = browser
         .execute(&format!("return sessionStorage.getItem('{STORAGE_KEY}')"))

@@ -218,7 +218,19 @@
         el("tr", {}, el("th", { scope: "row" }, label),
           ...stats.groups.map((g) =>
             figure("td", pick(g, field), format, g, { "data-provider": g.provider, "data-field": field }))));
-      target.replaceChildren(table("figures", head, rows),
+      const csv = [["figure", ...stats.groups.map((g) => g.provider)],
+        ...FIELDS.map(([field, label]) => [label, ...stats.groups.map((g) => {
+          const v = pick(g, field);
+          return typeof v === "number" ? String(v) : "";
+        })])]
+        .map((line) => line.map((cell) => `"${String(cell).replace(/"/g, '""')}"`).join(","))
+        .join("\r\n");
+      const download = el("a", {
+        "data-field": "csv",
+        download: `comparison-${stats.from}-to-${stats.to}.csv`,
+        href: "data:text/csv;charset=utf-8," + encodeURIComponent(csv + "\r\n"),
+      }, "Download this comparison as CSV");
+      target.replaceChildren(table("figures", head, rows), el("p", {}, download),
         el("p", { class: "note", "data-field": "definitions" },
           "Decided: approved or rejected by the provider. Finished: decided, expired, abandoned or " +
           "cancelled. Approval rate = approved ÷ decided; completion rate = finished ÷ started; " +
@@ -520,19 +532,22 @@
   async function section(id, load) {
     const target = $(id);
     target.dataset.state = "loading";
+    target.replaceChildren(el("p", { class: "note", "data-field": "loading" }, "Loading…"));
     try {
       await load();
       target.dataset.state = "ready";
     } catch (error) {
-      if (error instanceof Problem && error.status === 401) return refused(error);
+      if (error instanceof Problem && error.status === 401) return refused();
       say(target, reason(error), "error");
       target.dataset.state = "error";
     }
   }
 
-  function refused(error) {
+  /** A refused key, said plainly: the gateway's wording is for developers. */
+  function refused() {
     forget();
-    $("status").textContent = "The key was refused: " + error.message;
+    $("status").textContent = "This key was not accepted. Check that it is one of your tenant's current " +
+      "API keys (a mistyped or expired key is refused); whoever runs the gateway can give you a read-only one.";
   }
 
   async function loadPeriod() {
@@ -543,6 +558,8 @@
       $("period-error").textContent = "Choose a start day on or before the end day.";
       return;
     }
+    // The view in the URL's fragment, to share it (never the key).
+    history.replaceState(null, "", `#from=${from}&to=${to}`);
     const byProvider = api(statsPath(from, to, "provider"));
     byProvider.catch(() => {}); // each section below reports its own failure
     await Promise.all([
@@ -567,6 +584,7 @@
             "verifications; a read-only key (scope = \"read\" in the policy) is enough for this page.";
         }
         $("draft").value = JSON.stringify(policy.routing, null, 2);
+        $("replay-submit").disabled = false;
         await loadExperiment(policy.routing);
       }),
     ]);
@@ -581,6 +599,7 @@
       $(id).dataset.state = "empty";
     }
     $("draft").value = "";
+    $("replay-submit").disabled = true;
     $("status").textContent = "";
     $("key-state").textContent = "No key: type one to see the figures.";
   }
@@ -600,9 +619,13 @@
   });
   $("replay-form").addEventListener("submit", replay);
 
-  // The last 30 days, today included, in UTC.
+  // The period a shared URL names (`#from=YYYY-MM-DD&to=YYYY-MM-DD`), else the last 30 days,
+  // today included, in UTC.
   const today = new Date().toISOString().slice(0, 10);
-  $("to").value = today;
-  $("from").value = new Date(Date.parse(today) - 29 * DAY * 1000).toISOString().slice(0, 10);
+  const shared = new URLSearchParams(location.hash.slice(1));
+  const isDay = (v) => /^\d{4}-\d{2}-\d{2}$/.test(v || "");
+  $("to").value = isDay(shared.get("to")) ? shared.get("to") : today;
+  $("from").value = isDay(shared.get("from"))
+    ? shared.get("from") : new Date(Date.parse(today) - 29 * DAY * 1000).toISOString().slice(0, 10);
   if (sessionStorage.getItem(KEY)) loadAll();
 })();
