@@ -345,7 +345,16 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
         browser.text("#replay [data-field=total]").await,
         preview["total"].to_string()
     );
-
+    // The API's unchanged count, and the moved ones, are shown.
+    assert_eq!(
+        browser.text("#replay [data-field=unchanged]").await,
+        preview["unchanged"].to_string()
+    );
+    let moved = preview["total"].as_u64().unwrap() - preview["unchanged"].as_u64().unwrap();
+    assert_eq!(
+        browser.text("#replay [data-field=moved]").await,
+        moved.to_string()
+    );
     // The key: in this tab's sessionStorage, nowhere else; the field is emptied.
     let kept = browser
         .execute(&format!(
@@ -389,6 +398,21 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
         .parent()
         .unwrap();
     std::fs::write(target.join("dashboard.png"), &png).unwrap();
+
+    // A refused draft says which field is wrong, as the problem names it (after the console
+    // check: the browser logs the 422 itself).
+    let bad = json!({"default": "betrust-cl", "rules": [
+        {"country": "AR", "provider": "gu1"}, {"country": "AR", "provider": "betrust-cl"}]});
+    browser
+        .execute(&format!(
+            "document.getElementById('draft').value = {};",
+            serde_json::to_string(&bad.to_string()).unwrap()
+        ))
+        .await;
+    browser.click("#replay-form button[type=submit]").await;
+    browser.find("#replay p.error").await;
+    let said = browser.text("#replay").await;
+    assert!(said.starts_with("routing.rules[1].country: "), "{said}");
 
     // "Forget key": gone from the tab, and the figures with it.
     browser.click("#forget-key").await;

@@ -60,9 +60,10 @@
 
   /** A problem answer (RFC 9457): `message` is its `detail`. */
   class Problem extends Error {
-    constructor(status, detail) {
-      super(detail);
+    constructor(status, detail, field) {
+      super(field ? `${field}: ${detail}` : detail);
       this.status = status;
+      this.field = field || null;
     }
   }
 
@@ -87,7 +88,8 @@
       const answer = await response.json().catch(() => null);
       if (response.ok) return answer;
       const detail = answer && typeof answer.detail === "string" ? answer.detail : "HTTP " + response.status;
-      throw new Problem(response.status, detail);
+      const field = answer && typeof answer.field === "string" ? answer.field : null;
+      throw new Problem(response.status, detail, field);
     }
   }
 
@@ -513,13 +515,19 @@
           el("td", { "data-field": "approval_ci" }, range(d.approval_ci)),
           figure("td", d.observations, (v) => String(v), null, { "data-field": "observations" }),
           el("td", { "data-field": "too_few" }, few(d).length ? "too few finished in " + few(d).join(", ") : ""),
-          figure("td", d.cost_per_approved, (v) => v.toFixed(2), null, { "data-field": "cost_per_approved" })));
+          figure("td", d.cost_per_approved, (v) => v.toFixed(2) + (d.currency ? " " + d.currency : ""), null,
+            { "data-field": "cost_per_approved" }),
+          figure("td", d.count, count, null, { "data-field": "count" })));
+      const moved = answer.total - answer.unchanged;
       target.replaceChildren(
-        el("p", {}, "Verifications replayed: ", el("span", { "data-field": "total" }, answer.total)),
+        el("p", {}, "Verifications replayed: ", el("span", { "data-field": "total" }, answer.total),
+          "; unchanged: ", el("span", { "data-field": "unchanged" }, answer.unchanged),
+          "; would move: ", el("span", { "data-field": "moved" }, moved), "."),
         el("h3", {}, "Moves"),
         moves.length ? table("figures", ["From", "To", "Country", "Verifications"], moves) : el("p", { class: "note" }, "None would move."),
         el("h3", {}, "Destinations"),
-        table("figures", ["Provider", "Approval rate", "95 % interval", "Finished", "Countries with too few to say", "Cost per approved"], destinations));
+        table("figures", ["Provider", "Approval rate", "95 % interval", "Decided", "Countries with too few to say",
+          "Cost per approved", "Verifications it would get"], destinations));
     } catch (error) {
       say(target, error instanceof Problem && error.status === 404 ? "Replay unavailable." : reason(error), "error");
     }
