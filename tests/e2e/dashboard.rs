@@ -28,6 +28,26 @@ const CHARTS: [&str; 5] = [
 /// Where the session keeps the key (the page's own name for it).
 const STORAGE_KEY: &str = "kyc-gateway.api-key";
 
+/// Every section the page loads with a key.
+const SECTIONS: [&str; 6] = [
+    "summary",
+    "comparison",
+    "charts",
+    "by-country",
+    "allocation",
+    "experiment",
+];
+
+/// Opens the page at `page`, gives it `key`, and waits until every section has loaded.
+async fn open_with_key(browser: &Browser, page: &str, key: &str) {
+    browser.open(page).await;
+    browser.type_into("#api-key", key).await;
+    browser.click("#key-form button[type=submit]").await;
+    for section in SECTIONS {
+        browser.find(&format!("#{section}[data-state=ready]")).await;
+    }
+}
+
 /// Every `src="..."` and `href="..."` of `html`.
 fn references(html: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -139,18 +159,7 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
     };
     browser.resize(1280, 1600).await;
     let page = format!("{}/dashboard", w.base);
-    browser.open(&page).await;
-    browser.type_into("#api-key", ALPHA_KEY).await;
-    browser.click("#key-form button[type=submit]").await;
-    for section in [
-        "comparison",
-        "charts",
-        "by-country",
-        "allocation",
-        "experiment",
-    ] {
-        browser.find(&format!("#{section}[data-state=ready]")).await;
-    }
+    open_with_key(&browser, &page, ALPHA_KEY).await;
     let allocation = browser.text("#allocation").await;
     assert!(
         allocation.starts_with("No adaptive routing"),
@@ -702,18 +711,7 @@ async fn the_dashboard_works_with_a_read_only_key() {
     let browser = Browser {
         driver: Driver::start().await,
     };
-    browser.open(&format!("{}/dashboard", w.base)).await;
-    browser.type_into("#api-key", ALPHA_READ_KEY).await;
-    browser.click("#key-form button[type=submit]").await;
-    for section in [
-        "comparison",
-        "charts",
-        "by-country",
-        "allocation",
-        "experiment",
-    ] {
-        browser.find(&format!("#{section}[data-state=ready]")).await;
-    }
+    open_with_key(&browser, &format!("{}/dashboard", w.base), ALPHA_READ_KEY).await;
     let key_state = browser.text("#key-state").await;
     assert_eq!(key_state, "Key kept for this tab only.");
     let started = browser
@@ -778,18 +776,8 @@ async fn the_scenario_dashboard_decides_on_a_laptop_and_on_a_phone() {
             driver: Driver::start().await,
         };
         browser.resize(width, height).await;
-        browser.open(&format!("{}/dashboard", sandbox.base)).await;
-        browser.type_into("#api-key", "kyc_sandbox_demo_key").await;
-        browser.click("#key-form button[type=submit]").await;
-        for section in [
-            "summary",
-            "comparison",
-            "charts",
-            "by-country",
-            "experiment",
-        ] {
-            browser.find(&format!("#{section}[data-state=ready]")).await;
-        }
+        let page = format!("{}/dashboard", sandbox.base);
+        open_with_key(&browser, &page, "kyc_sandbox_demo_key").await;
         let sentence = browser.text("#summary [data-field=sentence]").await;
         assert!(sentence.starts_with(&more), "{name}: {sentence}");
         assert!(

@@ -207,15 +207,7 @@ async fn metrics_count_what_was_done_with_bounded_labels() {
 pub async fn wait_for_series(w: &World, series: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let text = w
-            .http
-            .get(format!("{}/metrics", w.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = scrape(w).await;
         if text.contains(series) {
             return text;
         }
@@ -224,8 +216,8 @@ pub async fn wait_for_series(w: &World, series: &str) -> String {
     }
 }
 
-/// The first scrape of a new gateway, before any request: what the Grafana dashboards read.
-async fn first_scrape(w: &World) -> String {
+/// `/metrics` now.
+async fn scrape(w: &World) -> String {
     w.http
         .get(format!("{}/metrics", w.base))
         .send()
@@ -241,7 +233,8 @@ async fn first_scrape(w: &World) -> String {
 #[tokio::test]
 async fn every_series_the_grafana_dashboards_read_is_exported_from_the_start() {
     let w = World::start().await;
-    let text = first_scrape(&w).await;
+    // The first scrape, before any request.
+    let text = scrape(&w).await;
     let root = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../deploy/grafana/dashboards"

@@ -9,7 +9,7 @@ use crate::infra::auth_failures::AuthFailures;
 use crate::providers::BuildError;
 use crate::providers::guarded::Guard;
 use crate::providers::limits::{HOOK_LIMIT, Limiter, UNKNOWN_HOOK_LIMIT};
-use crate::providers::routing::Shares;
+use crate::providers::routing::Allocation;
 use crate::store::Store;
 use hmac::{Hmac, KeyInit, Mac};
 use kyc_core::Provider;
@@ -43,8 +43,9 @@ pub struct App {
     /// (tenant, experiment) of the experiments a guardrail has stopped, as last read from the
     /// store by [`crate::jobs::experiments`].
     stopped_experiments: RwLock<std::collections::HashSet<(String, String)>>,
-    /// Each tenant's adaptive routing shares, as last computed by [`crate::jobs::experiments`].
-    shares: RwLock<HashMap<String, Arc<Shares>>>,
+    /// Each tenant's adaptive routing, as last computed by [`crate::jobs::experiments`]: routing
+    /// draws by its shares, and the stats show it as it is.
+    allocations: RwLock<HashMap<String, Arc<Allocation>>>,
     runtime: RwLock<Arc<Runtime>>,
 }
 
@@ -79,7 +80,7 @@ impl App {
             breakers: crate::providers::circuit::Breakers::default(),
             stopping: tokio_util::sync::CancellationToken::new(),
             stopped_experiments: RwLock::default(),
-            shares: RwLock::default(),
+            allocations: RwLock::default(),
             runtime: RwLock::new(Arc::new(runtime)),
         }
     }
@@ -100,18 +101,18 @@ impl App {
             .expect("stopped experiments lock poisoned") = stopped;
     }
 
-    /// The tenant's adaptive routing shares, once computed.
-    pub fn shares(&self, tenant: &str) -> Option<Arc<Shares>> {
-        self.shares
+    /// The tenant's adaptive routing, once computed.
+    pub fn allocation(&self, tenant: &str) -> Option<Arc<Allocation>> {
+        self.allocations
             .read()
-            .expect("shares lock poisoned")
+            .expect("allocations lock poisoned")
             .get(tenant)
             .cloned()
     }
 
-    /// Replaces every tenant's adaptive routing shares.
-    pub fn set_shares(&self, shares: HashMap<String, Arc<Shares>>) {
-        *self.shares.write().expect("shares lock poisoned") = shares;
+    /// Replaces every tenant's adaptive routing.
+    pub fn set_allocations(&self, allocations: HashMap<String, Arc<Allocation>>) {
+        *self.allocations.write().expect("allocations lock poisoned") = allocations;
     }
 
     /// Puts `policy` in force for every request that starts from now on; requests under way keep

@@ -115,8 +115,8 @@ async fn explain_command(
     let before = match subject {
         Some(subject) => {
             use kyc_gateway::store::SubjectStore;
-            let (latest, _) = store
-                .subject_history(tenant, subject)
+            let latest = store
+                .subject_latest(tenant, subject)
                 .await
                 .map_err(|e| format!("store: {e}"))?;
             latest
@@ -129,7 +129,7 @@ async fn explain_command(
         }
         None => None,
     };
-    let shares = allocation.shares();
+    let shares = allocation.shares;
     let live = kyc_gateway::providers::routing::Live {
         experiment_stopped: false,
         shares: Some(&shares),

@@ -21,13 +21,11 @@
 
 use crate::analytics::AnalyticsError;
 use crate::config::{Optimize, Policy};
-use crate::providers::routing::Shares;
+use crate::providers::routing::{Allocation, InstanceAllocation, Shares};
 use crate::store::{InstanceOutcomes, Store};
 use chrono::{DateTime, Utc};
 use rand::SeedableRng;
 use rand_distr::{Beta, Distribution};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 /// How far back the evidence goes: long enough to learn from a slow trickle of subjects, short
 /// enough to follow a provider that changes.
@@ -115,82 +113,6 @@ pub fn bounded(wanted: &[f64], min: f64, max: f64) -> Vec<f64> {
 /// The draws' seed: any fixed number, the same on every replica.
 const SEED: u64 = 0x6b79_632d_6f70_7469;
 
-/// A tenant's adaptive routing now: the evidence and the shares.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Allocation {
-    /// The countries it routes (empty: all).
-    pub countries: Vec<String>,
-    /// What it maximises.
-    pub objective: crate::config::Objective,
-    /// The least share each instance keeps, percent.
-    pub min_share: u32,
-    /// The most share one instance takes, percent.
-    pub max_share: u32,
-    /// The age at which an outcome is read, as the policy writes it.
-    #[schema(example = "48h")]
-    pub horizon: String,
-    /// The evidence is the verifications created from this time...
-    pub evidence_since: DateTime<Utc>,
-    /// ...to this one, a horizon ago.
-    pub evidence_until: DateTime<Utc>,
-    /// Each instance, in the policy's `among` order.
-    pub instances: Vec<InstanceAllocation>,
-}
-
-/// One instance's evidence and share.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct InstanceAllocation {
-    /// The instance.
-    pub provider: String,
-    /// Its share of new subjects now, percent.
-    pub share: f64,
-    /// The posterior probability that it is the best by the objective, percent, before the
-    /// bounds.
-    pub best_probability: f64,
-    /// Its verifications in the evidence.
-    pub started: u64,
-    /// Of those, approved by the horizon.
-    pub approved: u64,
-    /// Failed calls to it in the evidence's days (counted as not approved).
-    pub provider_errors: u64,
-    /// The posterior mean approval rate.
-    pub approval_rate: f64,
-    /// Its price per verification.
-    pub price: f64,
-    /// The price's currency.
-    pub currency: String,
-    /// approval_rate / price.
-    pub approvals_per_cost: f64,
-}
-
-impl Allocation {
-    /// Puts the shares routing uses now in place of the computed ones (they differ until the
-    /// next period's computation): even ones where `in_force` is absent or among other instances.
-    pub fn with_shares_in_force(mut self, in_force: Option<&Shares>) -> Allocation {
-        let among: Vec<String> = self.instances.iter().map(|i| i.provider.clone()).collect();
-        let shares = in_force
-            .filter(|s| s.among(&among))
-            .cloned()
-            .unwrap_or_else(|| Shares::even(&among));
-        for (instance, percent) in self.instances.iter_mut().zip(shares.percent_in_order()) {
-            instance.share = percent;
-        }
-        self
-    }
-
-    /// The shares routing uses.
-    pub fn shares(&self) -> Shares {
-        let total: f64 = self.instances.iter().map(|i| i.share).sum();
-        Shares {
-            shares: self
-                .instances
-                .iter()
-                .map(|i| (i.provider.clone(), i.share / total))
-                .collect(),
-        }
-    }
-}
-
 /// The tenant's adaptive routing now, from the store.
 pub async fn allocate(
     store: &dyn Store,
@@ -247,6 +169,9 @@ pub async fn allocate(
             },
         )
         .collect();
+    let shares = Shares {
+        shares: optimize.among.iter().cloned().zip(shares).collect(),
+    };
     Ok(Allocation {
         countries: optimize.countries.clone(),
         objective: optimize.objective,
@@ -256,6 +181,7 @@ pub async fn allocate(
         evidence_since: since,
         evidence_until: until,
         instances,
+        shares,
     })
 }
 

@@ -7,8 +7,10 @@
 //! verifications stored. A verification counts on the UTC day it was created, by where it has
 //! got to since: the figures of a period say what became of the verifications started in it.
 use crate::analytics::AnalyticsError;
+use crate::analytics::optimize;
 use crate::app::App;
 use crate::config::{Policy, Price};
+use crate::providers::routing::{Allocation, Shares};
 use crate::store::{DecisionCount, StatsRow, bucket_seconds};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;
@@ -65,9 +67,9 @@ pub struct Stats {
 /// countries on each day of the period (all reasons: fallbacks and overrides included).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AllocationOverTime {
-    /// The shares this replica routes by now (recomputed every `[experiments] every_seconds`),
-    /// with the evidence as it stands (which the next computation will use).
-    pub now: crate::analytics::optimize::Allocation,
+    /// The shares this replica routes by now, with the evidence they were computed from
+    /// (recomputed every `[experiments] every_seconds`).
+    pub now: Allocation,
     /// Each day of the period with any, in order.
     pub days: Vec<AllocationDay>,
 }
@@ -240,15 +242,29 @@ async fn allocation(
     else {
         return Ok(None);
     };
-    let now = crate::analytics::optimize::allocate(
-        app.store.as_ref(),
-        &runtime.policy,
-        tenant,
-        optimize,
-        crate::store::now(),
-    )
-    .await?
-    .with_shares_in_force(app.shares(tenant).as_deref());
+    // What the experiments job computed last, which routing draws by; before its first
+    // computation for this policy, routing shares evenly, and the evidence is read now.
+    let learnt = app
+        .allocation(tenant)
+        .filter(|a| a.shares.among(&optimize.among));
+    let now = match learnt {
+        Some(learnt) => (*learnt).clone(),
+        None => {
+            let store = app.store.as_ref();
+            let at = crate::store::now();
+            let mut fresh =
+                optimize::allocate(store, &runtime.policy, tenant, optimize, at).await?;
+            fresh.shares = Shares::even(&optimize.among);
+            for (instance, share) in fresh
+                .instances
+                .iter_mut()
+                .zip(fresh.shares.percent_in_order())
+            {
+                instance.share = share;
+            }
+            fresh
+        }
+    };
     let mut days: BTreeMap<NaiveDate, BTreeMap<String, u64>> = BTreeMap::new();
     for (day, provider, country, started) in app.store.started_per_day(tenant, from, to).await? {
         let Ok(day) = day.parse::<NaiveDate>() else {

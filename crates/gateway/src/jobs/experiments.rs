@@ -102,11 +102,11 @@ async fn allocate(app: &App) -> Result<(), AnalyticsError> {
         let allocation =
             optimize::allocate(app.store.as_ref(), &runtime.policy, tenant, optimize, now())
                 .await?;
-        let shares = allocation.shares();
-        tracing::debug!(tenant, shares = ?shares.percent(), "adaptive routing: shares recomputed");
-        all.insert(tenant.clone(), Arc::new(shares));
+        let shares = allocation.shares.percent();
+        tracing::debug!(tenant, ?shares, "adaptive routing: shares recomputed");
+        all.insert(tenant.clone(), Arc::new(allocation));
     }
-    app.set_shares(all);
+    app.set_allocations(all);
     Ok(())
 }
 

@@ -190,7 +190,7 @@ async fn optimized_before(
     {
         return Ok(None);
     }
-    let (latest, _) = app.store.subject_history(tenant, &body.subject.id).await?;
+    let latest = app.store.subject_latest(tenant, &body.subject.id).await?;
     Ok(latest
         .filter(|v| {
             v.routing
@@ -213,10 +213,10 @@ fn route(
         .experiment
         .as_ref()
         .is_some_and(|e| app.experiment_stopped(tenant, &e.name));
-    let shares = app.shares(tenant);
+    let learnt = app.allocation(tenant);
     let live = routing::Live {
         experiment_stopped: stopped,
-        shares: shares.as_deref(),
+        shares: learnt.as_deref().map(|a| &a.shares),
         optimized_before,
     };
     let mut route = routing::candidates(

@@ -76,6 +76,58 @@ impl Shares {
     }
 }
 
+/// A tenant's adaptive routing as last computed: the evidence, and the shares routing draws new
+/// subjects by (the computation is `analytics::optimize`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Allocation {
+    /// The countries it routes (empty: all).
+    pub countries: Vec<String>,
+    /// What it maximises.
+    pub objective: crate::config::Objective,
+    /// The least share each instance keeps, percent.
+    pub min_share: u32,
+    /// The most share one instance takes, percent.
+    pub max_share: u32,
+    /// The age at which an outcome is read, as the policy writes it.
+    #[schema(example = "48h")]
+    pub horizon: String,
+    /// The evidence is the verifications created from this time...
+    pub evidence_since: chrono::DateTime<chrono::Utc>,
+    /// ...to this one, a horizon ago.
+    pub evidence_until: chrono::DateTime<chrono::Utc>,
+    /// Each instance, in the policy's `among` order.
+    pub instances: Vec<InstanceAllocation>,
+    /// The same shares, exact, as routing reads them.
+    #[serde(skip)]
+    pub shares: Shares,
+}
+
+/// One instance's evidence and share.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct InstanceAllocation {
+    /// The instance.
+    pub provider: String,
+    /// Its share of new subjects now, percent.
+    pub share: f64,
+    /// The posterior probability that it is the best by the objective, percent, before the
+    /// bounds.
+    pub best_probability: f64,
+    /// Its verifications in the evidence.
+    pub started: u64,
+    /// Of those, approved by the horizon.
+    pub approved: u64,
+    /// Failed calls to it in the evidence's days (counted as not approved).
+    pub provider_errors: u64,
+    /// The posterior mean approval rate.
+    pub approval_rate: f64,
+    /// Its price per verification.
+    pub price: f64,
+    /// The price's currency.
+    pub currency: String,
+    /// approval_rate / price.
+    pub approvals_per_cost: f64,
+}
+
 /// What routing reads besides the policy: what the gateway has learnt while running.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Live<'a> {

@@ -5,6 +5,13 @@ use super::*;
 /// What the store knows of a subject across verifications.
 #[async_trait]
 pub trait SubjectStore: Send + Sync {
+    /// The subject's newest verification.
+    async fn subject_latest(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+    ) -> Result<Option<Verification>, StoreError>;
+
     /// The subject's newest verification, and its newest approved one.
     async fn subject_history(
         &self,
@@ -32,21 +39,27 @@ pub trait SubjectStore: Send + Sync {
 
 #[async_trait]
 impl SubjectStore for SqlStore {
+    async fn subject_latest(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+    ) -> Result<Option<Verification>, StoreError> {
+        let latest = self
+            .fetch_one_where(SUBJECT_LATEST, &[tenant, subject_id])
+            .await?;
+        Ok(latest.map(|s| s.verification))
+    }
+
     async fn subject_history(
         &self,
         tenant: &str,
         subject_id: &str,
     ) -> Result<(Option<Verification>, Option<Verification>), StoreError> {
-        let latest = self
-            .fetch_one_where(SUBJECT_LATEST, &[tenant, subject_id])
-            .await?;
+        let latest = self.subject_latest(tenant, subject_id).await?;
         let approved = self
             .fetch_one_where(SUBJECT_APPROVED, &[tenant, subject_id])
             .await?;
-        Ok((
-            latest.map(|s| s.verification),
-            approved.map(|s| s.verification),
-        ))
+        Ok((latest, approved.map(|s| s.verification)))
     }
 
     async fn subject_ref(
