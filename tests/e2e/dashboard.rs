@@ -359,7 +359,9 @@ async fn the_dashboard_shows_the_apis_figures_and_keeps_the_key_in_the_tab() {
         browser.text("#replay [data-field=unchanged]").await,
         preview["unchanged"].to_string()
     );
-    let moved = preview["total"].as_u64().unwrap() - preview["unchanged"].as_u64().unwrap();
+    let moved = preview["total"].as_u64().unwrap()
+        - preview["unchanged"].as_u64().unwrap()
+        - preview["fallbacks"].as_u64().unwrap();
     assert_eq!(
         browser.text("#replay [data-field=moved]").await,
         moved.to_string()
@@ -727,8 +729,9 @@ async fn the_dashboard_works_with_a_read_only_key() {
 
 /// On the `--scenario` sandbox, as a product manager opens it on a laptop and on a phone: the
 /// summary's best values and sentence are the API's, nothing but a table's own box is wider
-/// than the screen, and no error reaches the console. Writes a screenshot of each size to
-/// `target/dashboard-screenshots/`.
+/// than the screen, replay's form sends Chile to gu1 and shows the projection the API answers,
+/// and no error reaches the console. Writes screenshots of each size (the top, and the replay's
+/// answer) to `target/dashboard-screenshots/`.
 #[tokio::test]
 #[ignore = "needs chromium and chromedriver; .ci/run installs them and runs it"]
 async fn the_scenario_dashboard_decides_on_a_laptop_and_on_a_phone() {
@@ -798,6 +801,71 @@ async fn the_scenario_dashboard_decides_on_a_laptop_and_on_a_phone() {
                 "{name}: {css}"
             );
         }
+        // Replay's form sends Chile to gu1; the page shows the projection the API answers.
+        browser
+            .click("#country-choices select[data-country=CL] option[value=gu1-sandbox]")
+            .await;
+        let draft: Value = serde_json::from_str(&browser.value("#draft").await).unwrap();
+        let rules = draft["rules"].as_array().unwrap();
+        assert!(
+            rules.contains(&json!({"country": "CL", "provider": "gu1-sandbox"})),
+            "{name}: {draft}"
+        );
+        assert!(
+            draft.get("experiment").is_none(),
+            "{name}: Chile was the experiment's only country, so it ends: {draft}"
+        );
+        browser.click("#replay-form button[type=submit]").await;
+        let said = browser
+            .text("#replay[data-state=ready] [data-field=outlook]")
+            .await;
+        let preview: Value = reqwest::Client::new()
+            .post(format!("{}/v1/policy/preview", sandbox.base))
+            .bearer_auth("kyc_sandbox_demo_key")
+            .json(&json!({"routing": draft, "since_days": 30}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            preview["moves"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["to"] == "gu1-sandbox"
+                    && m["country"] == "CL"
+                    && m["count"].as_u64().unwrap() > 0),
+            "{preview}"
+        );
+        let (today, projected) = (&preview["today"], &preview["projected"]);
+        for figure in ["approval_rate", "cost_per_approved"] {
+            for (outlook, figures) in [("today", today), ("projected", projected)] {
+                let css = format!("#replay tr[data-figure={figure}] td[data-outlook={outlook}]");
+                let shown = browser.attribute(&css, "data-value").await.unwrap();
+                assert_eq!(
+                    shown.parse::<f64>().unwrap(),
+                    figures[figure].as_f64().unwrap(),
+                    "{name}: {css}"
+                );
+            }
+        }
+        let percent = |v: &Value| format!("{:.1} %", v.as_f64().unwrap() * 100.0);
+        assert!(
+            said.starts_with(&format!(
+                "With the draft, the approval rate would be {} instead of {}",
+                percent(&projected["approval_rate"]),
+                percent(&today["approval_rate"])
+            )),
+            "{name}: {said}"
+        );
+        // gu1 approves more for less: the projection says so, with its interval.
+        assert!(
+            projected["approval_rate"].as_f64() > today["approval_rate"].as_f64()
+                && projected["cost_per_approved"].as_f64() < today["cost_per_approved"].as_f64(),
+            "{preview}"
+        );
         let wider = browser
             .execute(
                 "const w = document.documentElement.clientWidth; \
@@ -814,6 +882,15 @@ async fn the_scenario_dashboard_decides_on_a_laptop_and_on_a_phone() {
             .filter(|e| e["level"] == "SEVERE")
             .collect();
         assert!(errors.is_empty(), "{name}: {errors:?}");
+        browser.execute("window.scrollTo(0, 0)").await;
         std::fs::write(format!("{shots}/{name}.png"), browser.screenshot().await).unwrap();
+        browser
+            .execute("document.getElementById('replay').scrollIntoView()")
+            .await;
+        std::fs::write(
+            format!("{shots}/{name}-replay.png"),
+            browser.screenshot().await,
+        )
+        .unwrap();
     }
 }

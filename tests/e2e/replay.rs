@@ -2,7 +2,7 @@
 //! `POST /v1/policy/preview` and `kyc-gateway replay`, against a case worked out by hand.
 
 use crate::harness::*;
-use kyc_sandbox::Outcome;
+use kyc_sandbox::{Fault, FaultRule, Outcome};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -50,6 +50,7 @@ async fn a_draft_routing_replayed_moves_what_a_hand_count_says() {
     // Mexican stays by the new rule, the chosen one stays where the caller sent it.
     assert_eq!(preview["total"], 7, "{preview}");
     assert_eq!(preview["unchanged"], 4, "{preview}");
+    assert_eq!(preview["fallbacks"], 0, "{preview}");
     assert_eq!(
         preview["moves"],
         json!([{"from": "betrust-cl", "to": "gu1", "country": "CL", "count": 3}])
@@ -94,6 +95,49 @@ async fn a_draft_routing_replayed_moves_what_a_hand_count_says() {
             "{interval}"
         );
     }
+    // Today: 3 approved of 5 decided (Wilson 0.23072 to 0.88236), costing 4 × 1.25 + 3 × 0.5 =
+    // 6.5, so 6.5 / 3 per approval. Under the draft: the 2 decided Argentines keep their outcome
+    // (1 approved); the 3 decided Chileans move to gu1, which decided none in Chile, so they are
+    // counted at its overall 1 of 2: 1 + 1.5 = 2.5 expected of 5. Variance 2 × 0.25 (kept) +
+    // 3² × 0.25 / 2 (gu1's estimate) = 1.625, so 0.5 ± 1.96 × √1.625 / 5. The cost: the Mexican
+    // at 1.25 and six at gu1's 0.5 = 4.25, so 1.7 per approval.
+    let close = |v: &Value, expected: f64| (v.as_f64().unwrap() - expected).abs() < 1e-4;
+    let today = &preview["today"];
+    assert_eq!(today["decided"], 5, "{today}");
+    assert!(close(&today["approval_rate"], 0.6), "{today}");
+    assert!(close(&today["approval_ci"][0], 0.230_72), "{today}");
+    assert!(close(&today["approval_ci"][1], 0.882_38), "{today}");
+    assert!(close(&today["cost_per_approved"], 6.5 / 3.0), "{today}");
+    assert_eq!(today["currency"], "USD");
+    let projected = &preview["projected"];
+    let half = 1.959_964 * 1.625_f64.sqrt() / 5.0;
+    assert!(close(&projected["approved"], 2.5), "{projected}");
+    assert!(close(&projected["approval_rate"], 0.5), "{projected}");
+    assert!(
+        close(&projected["approval_ci"][0], 0.5 - half),
+        "{projected}"
+    );
+    assert!(
+        close(&projected["approval_ci"][1], 0.5 + half),
+        "{projected}"
+    );
+    assert!(close(&projected["cost_per_approved"], 1.7), "{projected}");
+    // Its interval: the cost over the approvals at either end of the rate's.
+    assert!(
+        close(
+            &projected["cost_per_approved_ci"][0],
+            4.25 / ((0.5 + half) * 5.0)
+        ),
+        "{projected}"
+    );
+    // Near no approval the high end is steep: compared within 1 %.
+    let high = projected["cost_per_approved_ci"][1].as_f64().unwrap();
+    assert!(
+        (high / (4.25 / ((0.5 - half) * 5.0)) - 1.0).abs() < 0.01,
+        "{projected}"
+    );
+    assert_eq!(projected["estimated_from_overall"], 3, "{projected}");
+
     // Nothing was sent to a provider, and nothing changed.
     let (_, list) = w.get("/v1/verifications", ALPHA_KEY).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 7);
@@ -126,7 +170,9 @@ async fn a_draft_routing_replayed_moves_what_a_hand_count_says() {
     let out = w.command(&args);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
-        table.starts_with("7 verifications replayed, 4 unchanged, 3 moved"),
+        table.starts_with(
+            "7 verifications replayed, 4 unchanged, 0 fell back then (same routing), 3 moved"
+        ),
         "{table}"
     );
     assert!(
@@ -168,4 +214,44 @@ async fn a_draft_routing_replayed_moves_what_a_hand_count_says() {
         .await;
     assert_eq!(status, StatusCode::OK, "{beta}");
     assert_eq!(beta["total"], 0, "{beta}");
+
+    // Beta's default gu1 is down for one create, which BeTrust takes as its fallback. Its
+    // routing replayed unchanged moves nothing: the verification fell back, it was not moved.
+    w.gu1.inject(FaultRule::always(Fault::Status(503)));
+    let (status, fell_back) = w
+        .post(
+            "/v1/verifications",
+            BETA_KEY,
+            person("replay-fb", "replay-fb", "AR"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{fell_back}");
+    assert_eq!(fell_back["routing"]["reason"], "fallback");
+    w.gu1.clear_faults();
+    let w = &w;
+    let replayed = |routing: Value| async move {
+        let (status, answer) = w
+            .post("/v1/policy/preview", BETA_KEY, json!({"routing": routing}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer
+    };
+    let same = replayed(json!({"default": "gu1", "fallback": ["betrust-cl"]})).await;
+    assert_eq!(
+        (
+            &same["total"],
+            &same["unchanged"],
+            &same["fallbacks"],
+            &same["moves"]
+        ),
+        (&json!(1), &json!(0), &json!(1), &json!([])),
+        "{same}"
+    );
+    // Sent to BeTrust first, it moves from gu1, the instance routing chose.
+    let moved = replayed(json!({"default": "betrust-cl"})).await;
+    assert_eq!(moved["fallbacks"], 0, "{moved}");
+    assert_eq!(
+        moved["moves"],
+        json!([{"from": "gu1", "to": "betrust-cl", "country": "AR", "count": 1}])
+    );
 }

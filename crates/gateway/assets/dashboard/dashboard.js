@@ -492,6 +492,123 @@
 
   // ---- replay -----------------------------------------------------------------------------
 
+  /** The routing in force (GET /v1/policy) and the instances; the form starts from them. */
+  let routingNow = null;
+  let instances = [];
+  /** Countries the period's figures name: the form offers a choice for each. */
+  const countriesSeen = new Set();
+
+  /** Whether a routing part limited to `countries` (empty: all) takes `country`. */
+  const covers = (countries, country) => !countries || countries.length === 0 || countries.includes(country);
+
+  /** What routes a country's subjects now, in words (routing's order: experiment, adaptive, rule). */
+  function routedNow(routing, country) {
+    const e = routing.experiment;
+    if (e && covers(e.countries, country)) return `as now (experiment ${e.name}: ${e.champion} and ${e.challenger})`;
+    const o = routing.optimize;
+    if (o && covers(o.countries, country)) return `as now (adaptive among ${o.among.join(", ")})`;
+    const rule = (routing.rules || []).find((r) => r.country === country);
+    if (rule) return `as now (${rule.provider})`;
+    return Object.keys(routing.split || {}).length ? "as now (the split)" : `as now (${routing.default})`;
+  }
+
+  /** The countries the form has a provider chosen for: { country: instance }. */
+  function choices() {
+    const chosen = {};
+    for (const select of document.querySelectorAll("#country-choices select")) {
+      if (select.value) chosen[select.dataset.country] = select.value;
+    }
+    return chosen;
+  }
+
+  /**
+   * The routing in force with each chosen country ruled to its instance. An experiment or
+   * adaptive routing that takes the country would come first, so the country leaves it; one
+   * left with no country (or that took every country) ends. Answers the draft and what it ends.
+   */
+  function draftFrom(routing, chosen) {
+    const draft = JSON.parse(JSON.stringify(routing));
+    const notes = [];
+    for (const [country, provider] of Object.entries(chosen)) {
+      for (const [part, name] of [["experiment", "experiment"], ["optimize", "adaptive routing"]]) {
+        const taken = draft[part];
+        if (!taken || !covers(taken.countries, country)) continue;
+        const left = (taken.countries || []).filter((c) => c !== country);
+        if (left.length) {
+          taken.countries = left;
+          notes.push(`${country} leaves the ${name} (it keeps ${left.join(", ")}).`);
+        } else {
+          delete draft[part];
+          notes.push(`The ${name} ends: ${country} was ${taken.countries && taken.countries.length ? "its last country" : "one of all the countries it took"}.`);
+        }
+      }
+      draft.rules = (draft.rules || []).filter((r) => r.country !== country).concat([{ country, provider }]);
+    }
+    return { draft, notes };
+  }
+
+  /** Writes the form's choices into the draft JSON. */
+  function choose() {
+    const { draft, notes } = draftFrom(routingNow, choices());
+    $("draft").value = JSON.stringify(draft, null, 2);
+    $("draft-note").textContent = notes.join(" ");
+  }
+
+  /** A choice per country (those of the routing and of the period's figures), kept on redraw. */
+  function renderCountryChoices() {
+    const target = $("country-choices");
+    if (!routingNow) return;
+    const r = routingNow;
+    const countries = [...new Set([...countriesSeen, ...(r.rules || []).map((x) => x.country),
+      ...((r.experiment || {}).countries || []), ...((r.optimize || {}).countries || [])])].filter(Boolean).sort();
+    const chosen = choices();
+    if (countries.length === 0) {
+      say(target, "No country recorded yet: write the draft as JSON below.");
+    } else {
+      target.replaceChildren(...countries.map((country) => el("label", {}, country,
+        el("select", { "data-country": country, "aria-label": `Provider for ${country}` },
+          el("option", { value: "" }, routedNow(r, country)),
+          ...instances.map((name) => el("option", { value: name, selected: chosen[country] === name ? "" : null }, name))))),
+        el("p", { class: "note", id: "draft-note", "data-field": "draft-note" }));
+    }
+    target.dataset.state = "ready";
+  }
+
+  /** Today's figures beside the draft's: approval rate and cost per approved, with intervals. */
+  function outlookTable(today, projected) {
+    const range = (c, format) => (Array.isArray(c) && typeof c[0] === "number" ? ` (${format(c[0])} to ${format(c[1])})` : "");
+    const cost = (o) => (v) => v.toFixed(2) + (o.currency ? " " + o.currency : "");
+    const cell = (o, field, format) => {
+      const v = o[field];
+      const known = typeof v === "number";
+      return el("td", { "data-outlook": o === today ? "today" : "projected", "data-value": known ? String(v) : null },
+        known ? format(v) + range(o[field.replace(/_approved$/, "_approved_ci").replace(/_rate$/, "_ci")], format) : DASH);
+    };
+    const rows = [
+      ["approval_rate", "Approval rate (approved ÷ decided), 95 % interval", pct],
+      ["cost_per_approved", "Cost per approved, 95 % interval", null],
+    ].map(([field, label, format]) => el("tr", { "data-figure": field }, el("th", { scope: "row" }, label),
+      cell(today, field, format || cost(today)), cell(projected, field, format || cost(projected))));
+    return table("figures outlook", ["", "Today", "With the draft"], rows);
+  }
+
+  /** One sentence on what the draft changes, from the two outlooks. */
+  function outlookSentence(today, projected) {
+    if (typeof projected.approval_rate !== "number" || typeof today.approval_rate !== "number") {
+      return "No projection: the draft sends decided verifications to an instance with none decided in the period.";
+    }
+    let text = `With the draft, the approval rate would be ${pct(projected.approval_rate)} instead of ${pct(today.approval_rate)} ` +
+      `(${points(projected.approval_rate - today.approval_rate)})`;
+    if (typeof projected.cost_per_approved === "number" && typeof today.cost_per_approved === "number") {
+      const change = projected.cost_per_approved - today.cost_per_approved;
+      text += ` and each approval would cost ${projected.cost_per_approved.toFixed(2)} instead of ` +
+        `${today.cost_per_approved.toFixed(2)} ${today.currency} (${change > 0 ? "+" : "−"}${Math.abs(change).toFixed(2)})`;
+    }
+    const overlap = Array.isArray(projected.approval_ci) && Array.isArray(today.approval_ci) &&
+      projected.approval_ci[0] <= today.approval_ci[1] && today.approval_ci[0] <= projected.approval_ci[1];
+    return text + (overlap ? "; the two approval rates' intervals overlap, so the change may be smaller than it looks." : ".");
+  }
+
   async function replay(event) {
     event.preventDefault();
     const target = $("replay");
@@ -518,13 +635,31 @@
           figure("td", d.cost_per_approved, (v) => v.toFixed(2) + (d.currency ? " " + d.currency : ""), null,
             { "data-field": "cost_per_approved" }),
           figure("td", d.count, count, null, { "data-field": "count" })));
-      const moved = answer.total - answer.unchanged;
+      const fallbacks = answer.fallbacks || 0;
+      const moved = answer.total - answer.unchanged - fallbacks;
+      const today = answer.today || {};
+      const projected = answer.projected || {};
+      const estimated = projected.estimated_from_overall
+        ? el("p", { class: "note", "data-field": "estimated_from_overall" },
+          `${projected.estimated_from_overall} of the moved decided verifications are counted at their destination's ` +
+          "overall approval rate: it decided fewer than 30 in their country in the period.")
+        : null;
       target.replaceChildren(
         el("p", {}, "Verifications replayed: ", el("span", { "data-field": "total" }, answer.total),
           "; unchanged: ", el("span", { "data-field": "unchanged" }, answer.unchanged),
           "; would move: ", el("span", { "data-field": "moved" }, moved), "."),
+        el("p", { class: "note" }, el("span", { "data-field": "fallbacks" }, fallbacks),
+          " ran at a fallback instance because the one routing chose was unavailable; the draft routes them the same, " +
+          "so they are counted as unchanged routing, not as moves."),
+        el("h3", {}, "What it would change"),
+        el("p", { class: "verdict", "data-field": "outlook" }, outlookSentence(today, projected)),
+        outlookTable(today, projected),
+        el("p", { class: "note" }, `Over the ${today.decided ?? 0} replayed verifications that were decided. A moved one is ` +
+          "counted at its destination's approval rate in its country; every other keeps its own outcome; " +
+          "each costs its instance's price now."),
+        estimated,
         el("h3", {}, "Moves"),
-        moves.length ? table("figures", ["From", "To", "Country", "Verifications"], moves) : el("p", { class: "note" }, "None would move."),
+        moves.length ? table("figures", ["From (routing's choice then)", "To", "Country", "Verifications"], moves) : el("p", { class: "note" }, "None would move."),
         el("h3", {}, "Destinations"),
         table("figures", ["Provider", "Approval rate", "95 % interval", "Decided", "Countries with too few to say",
           "Cost per approved", "Verifications it would get"], destinations));
@@ -574,7 +709,12 @@
       section("summary", async () => renderSummary(await byProvider)),
       section("comparison", async () => renderComparison(await byProvider)),
       section("allocation", async () => renderAllocation(await byProvider)),
-      section("by-country", async () => renderCountries(await api(statsPath(from, to, "provider,country")))),
+      section("by-country", async () => {
+        const byCountry = await api(statsPath(from, to, "provider,country"));
+        renderCountries(byCountry);
+        for (const g of byCountry.groups) if (g.country) countriesSeen.add(g.country);
+        renderCountryChoices();
+      }),
       section("charts", () => loadCharts(from, to)),
     ]);
   }
@@ -591,6 +731,9 @@
           $("key-state").textContent = "Key kept for this tab only. This key can also create and change " +
             "verifications; a read-only key (scope = \"read\" in the policy) is enough for this page.";
         }
+        routingNow = policy.routing;
+        instances = Object.keys(policy.providers || {}).sort();
+        renderCountryChoices();
         $("draft").value = JSON.stringify(policy.routing, null, 2);
         $("replay-submit").disabled = false;
         await loadExperiment(policy.routing);
@@ -607,6 +750,9 @@
       $(id).dataset.state = "empty";
     }
     $("draft").value = "";
+    routingNow = null;
+    countriesSeen.clear();
+    $("country-choices").replaceChildren();
     $("replay-submit").disabled = true;
     $("status").textContent = "";
     $("key-state").textContent = "No key: type one to see the figures.";
@@ -626,6 +772,7 @@
     loadPeriod();
   });
   $("replay-form").addEventListener("submit", replay);
+  $("country-choices").addEventListener("change", choose);
 
   // The period a shared URL names (`#from=YYYY-MM-DD&to=YYYY-MM-DD`), else the last 30 days,
   // today included, in UTC.

@@ -5,6 +5,7 @@ pub mod experiments;
 #[cfg(test)]
 mod monitoring_tests;
 pub mod optimize;
+pub mod projection;
 pub mod replay;
 pub mod significance;
 pub mod stats;

@@ -15,12 +15,13 @@
 //! instance decided fewer than [`MIN_OBSERVATIONS`] says so instead of giving a rate.
 
 use crate::analytics::AnalyticsError;
+use crate::analytics::projection::{Outlook, Projection};
 use crate::analytics::significance::Proportion;
 use crate::analytics::stats::{self, StatsGroup, StatsGroupFigures};
 use crate::app::App;
-use crate::config::{Policy, Price, Routing};
+use crate::config::{Policy, Routing};
 use crate::providers::routing::Live;
-use crate::store::{StatsRow, Store, StoreError, now};
+use crate::store::{Store, StoreError, now};
 use chrono::{DateTime, Utc};
 use kyc_core::RoutingReason;
 use serde::Serialize;
@@ -40,18 +41,28 @@ pub const MIN_OBSERVATIONS: u64 = 30;
 pub struct Preview {
     /// Verifications of the period replayed.
     pub total: u64,
-    /// Of those, how many would stay with the instance that ran them.
+    /// Of those, how many the draft routes where routing sent them, and that ran there.
     pub unchanged: u64,
-    /// How many would move from one instance to another, per country; largest first.
+    /// Of those, how many the draft routes where routing sent them but that ran at a fallback
+    /// instance because that one was unavailable then: not moves, the routing is the same.
+    pub fallbacks: u64,
+    /// How many the draft routes to another instance than routing chose then, per country;
+    /// largest first. `total` = `unchanged` + `fallbacks` + the moves' counts.
     pub moves: Vec<Move>,
     /// Every instance the draft sends verifications to, with what the period shows of it.
     pub destinations: Vec<Destination>,
+    /// The replayed verifications as they are: approved ÷ decided and cost per approved.
+    pub today: Outlook,
+    /// The same under the draft: a moved verification that was decided is counted as approved
+    /// at its destination's approval rate in its country (its overall rate where it decided
+    /// fewer than [`MIN_OBSERVATIONS`] there); every other keeps its own outcome and cost.
+    pub projected: Outlook,
 }
 
 /// Verifications of one country that would move from one instance to another.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Move {
-    /// The instance that ran them.
+    /// The instance routing chose for them (for a past fallback, the one tried first).
     pub from: String,
     /// The instance the draft sends them to.
     pub to: String,
@@ -155,7 +166,9 @@ pub async fn preview(
     let mut moves: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     // Per destination, per country: how many the draft sends there.
     let mut arriving: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let (mut total, mut unchanged) = (0, 0);
+    let (mut total, mut unchanged, mut fallbacks) = (0, 0, 0);
+    let prices = stats::prices(policy);
+    let mut projection = Projection::default();
     let mut after = String::new();
     loop {
         let page = store
@@ -167,7 +180,7 @@ pub async fn preview(
         after = last.id.clone();
         for routed in page {
             total += 1;
-            let country = routed.country.unwrap_or_default();
+            let country = routed.country.clone().unwrap_or_default();
             let to = if routed.reason == Some(RoutingReason::Override) {
                 routed.provider.clone()
             } else {
@@ -194,10 +207,15 @@ pub async fn preview(
                 .or_default()
                 .entry(country.clone())
                 .or_default() += 1;
-            if to == routed.provider {
+            projection.add(&routed, &to, &prices);
+            // Compared with where routing sent it, not where it ran: a past fallback is not a
+            // move when the draft routes as routing did.
+            if to != routed.chosen {
+                *moves.entry((routed.chosen, to, country)).or_default() += 1;
+            } else if to == routed.provider {
                 unchanged += 1;
             } else {
-                *moves.entry((routed.provider, to, country)).or_default() += 1;
+                fallbacks += 1;
             }
         }
     }
@@ -205,7 +223,15 @@ pub async fn preview(
     let rows = store
         .stats(tenant, &from_day.to_string(), &to_day.to_string())
         .await?;
-    let destinations = destinations(arriving, rows, &stats::prices(policy));
+    let by_country = stats::grouped(
+        StatsGroup::ProviderCountry,
+        rows.clone(),
+        Vec::new(),
+        &prices,
+    );
+    let by_provider = stats::grouped(StatsGroup::Provider, rows, Vec::new(), &prices);
+    let (today, projected) = projection.outlooks(&by_provider, &by_country, MIN_OBSERVATIONS);
+    let destinations = destinations(arriving, &by_provider, &by_country);
     let mut moves: Vec<Move> = moves
         .into_iter()
         .map(|((from, to, country), count)| Move {
@@ -219,26 +245,22 @@ pub async fn preview(
     Ok(Preview {
         total,
         unchanged,
+        fallbacks,
         moves,
         destinations,
+        today,
+        projected,
     })
 }
 
-/// Each destination of the draft with what the period's stats (`rows`) show of it, overall and
-/// in each country it gets verifications from (`arriving`: per destination, per country, how
-/// many).
+/// Each destination of the draft with what the period's stats show of it, overall
+/// (`by_provider`) and in each country it gets verifications from (`by_country`; `arriving`:
+/// per destination, per country, how many).
 fn destinations(
     arriving: BTreeMap<String, BTreeMap<String, u64>>,
-    rows: Vec<StatsRow>,
-    prices: &BTreeMap<String, Price>,
+    by_provider: &[StatsGroupFigures],
+    by_country: &[StatsGroupFigures],
 ) -> Vec<Destination> {
-    let by_country = stats::grouped(
-        StatsGroup::ProviderCountry,
-        rows.clone(),
-        Vec::new(),
-        prices,
-    );
-    let by_provider = stats::grouped(StatsGroup::Provider, rows, Vec::new(), prices);
     arriving
         .into_iter()
         .map(|(provider, countries)| {
@@ -286,11 +308,27 @@ fn destinations(
 pub fn table(preview: &Preview) -> String {
     use std::fmt::Write;
     let mut out = format!(
-        "{} verifications replayed, {} unchanged, {} moved\n",
+        "{} verifications replayed, {} unchanged, {} fell back then (same routing), {} moved\n",
         preview.total,
         preview.unchanged,
-        preview.total - preview.unchanged
+        preview.fallbacks,
+        preview.total - preview.unchanged - preview.fallbacks
     );
+    let _ = writeln!(out, "\n{:<34} {:>32} {:>32}", "", "today", "with the draft");
+    for (label, today, projected) in [
+        (
+            "approval rate (approved ÷ decided)",
+            rate_with_interval(&preview.today),
+            rate_with_interval(&preview.projected),
+        ),
+        (
+            "cost per approved",
+            cost_with_interval(&preview.today),
+            cost_with_interval(&preview.projected),
+        ),
+    ] {
+        let _ = writeln!(out, "{label:<34} {today:>32} {projected:>32}");
+    }
     if !preview.moves.is_empty() {
         let _ = writeln!(
             out,
@@ -355,4 +393,26 @@ pub fn table(preview: &Preview) -> String {
         }
     }
     out
+}
+
+/// An outlook's approval rate and interval, for the table.
+fn rate_with_interval(outlook: &Outlook) -> String {
+    let percent = |r: f64| format!("{:.1} %", r * 100.0);
+    match (outlook.approval_rate, outlook.approval_ci) {
+        (Some(rate), Some([low, high])) => {
+            format!("{} ({} to {})", percent(rate), percent(low), percent(high))
+        }
+        (Some(rate), None) => percent(rate),
+        _ => "-".to_string(),
+    }
+}
+
+/// An outlook's cost per approved and interval, for the table.
+fn cost_with_interval(outlook: &Outlook) -> String {
+    let currency = outlook.currency.as_deref().unwrap_or_default();
+    match (outlook.cost_per_approved, outlook.cost_per_approved_ci) {
+        (Some(cost), Some([low, high])) => format!("{cost:.2} {currency} ({low:.2} to {high:.2})"),
+        (Some(cost), None) => format!("{cost:.2} {currency}"),
+        _ => "-".to_string(),
+    }
 }

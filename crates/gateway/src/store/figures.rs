@@ -14,8 +14,13 @@ pub struct Routed {
     pub country: Option<String>,
     /// The instance that ran it.
     pub provider: String,
+    /// The instance routing chose for it: the one that ran it, or for a fallback the first one
+    /// tried (which was unavailable then).
+    pub chosen: String,
     /// Why it went there, when stored.
     pub reason: Option<kyc_core::RoutingReason>,
+    /// Its status now.
+    pub status: kyc_core::Status,
 }
 
 /// How many verifications of one provider instance and country took a time in one bucket.
@@ -83,7 +88,7 @@ pub struct StatsRow {
 
 /// What routing reads of a tenant's verifications created in a period, in id order: ids between
 /// two ULID bounds ($2, $3) and after the last page's ($6), times between $4 and $5.
-pub(super) const ROUTED_SINCE: &str = "SELECT subject_id, country, provider, routing, id FROM verifications \
+pub(super) const ROUTED_SINCE: &str = "SELECT subject_id, country, provider, routing, id, status FROM verifications \
      WHERE tenant = $1 AND id >= $2 AND id < $3 AND created_at >= $4 AND created_at < $5 \
      AND id > $6 ORDER BY id";
 
@@ -374,11 +379,23 @@ impl FigureStore for SqlStore {
             .map(|row| {
                 let routing: Option<kyc_core::RoutingRecord> =
                     from_json(row.try_get(3)?, "routing")?;
+                let provider: String = row.try_get(2)?;
+                let status: String = row.try_get(5)?;
+                let chosen = routing
+                    .as_ref()
+                    .filter(|r| r.reason == kyc_core::RoutingReason::Fallback)
+                    .and_then(|r| r.tried.first().cloned())
+                    .unwrap_or_else(|| provider.clone());
                 Ok(Routed {
                     subject_id: row.try_get(0)?,
                     country: row.try_get(1)?,
-                    provider: row.try_get(2)?,
+                    provider,
+                    chosen,
                     reason: routing.map(|r| r.reason),
+                    status: kyc_core::Status::parse(&status).ok_or(StoreError::Corrupt {
+                        table: "verifications",
+                        column: "status",
+                    })?,
                     id: row.try_get(4)?,
                 })
             })
