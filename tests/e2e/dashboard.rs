@@ -456,7 +456,7 @@ const answers = {
       {arm: 'champion', provider: 'betrust-cl', sample: 412, maturing: 88, value: 0.8,
         ci: [0.76, 0.84]},
       {arm: 'challenger', provider: 'gu1', sample: 103, maturing: 21, value: 0.85,
-        ci: [0.78, 0.91]}],
+        ci: [0.78, 0.91], time_to_decision_s_p50: 150, cost_per_approved: 1.5, currency: 'USD'}],
     difference: 0.05, always_valid_p_value: 0.0123, p_value: 0.0009,
     verdict: 'challenger_better', stopped: false},
   '/v1/policy/preview': {total: 57, moves: [{from: 'betrust-cl', to: 'gu1', country: hostile,
@@ -529,6 +529,21 @@ async fn the_dashboard_renders_experiments_and_replays_as_text() {
     assert_eq!(browser.text(&challenger("provider")).await, "gu1");
     assert_eq!(browser.text(&challenger("sample")).await, "103");
     assert_eq!(browser.text(&challenger("maturing")).await, "21");
+    // Each arm's time and cost; the champion's not answered, so a dash.
+    assert_eq!(
+        browser.text(&challenger("time_to_decision_s_p50")).await,
+        "2.5 min"
+    );
+    assert_eq!(
+        browser.text(&challenger("cost_per_approved")).await,
+        "1.50 USD"
+    );
+    assert_eq!(
+        browser
+            .text("#experiment tr[data-arm=champion] [data-field=cost_per_approved]")
+            .await,
+        "–"
+    );
     // The experiment in words: the metric, the level, the scope, the guardrail, the progress and
     // the next step with the policy line to change.
     let words = browser.text("#experiment").await;

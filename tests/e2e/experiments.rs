@@ -123,6 +123,29 @@ async fn figures(w: &World, stored: &[Value]) -> Value {
         assert!((value - approved as f64 / started as f64).abs() < 1e-12);
         let ci = &figures["ci"];
         assert!(ci[0].as_f64().unwrap() <= value && value <= ci[1].as_f64().unwrap());
+        // The arm's median time to decision: the nearest-rank median of its verifications'
+        // times, within the 5 % of the time buckets.
+        let mut took: Vec<f64> = stored
+            .iter()
+            .filter(|v| v["routing"]["arm"] == *arm)
+            .map(|v| {
+                let at = |field: &str| {
+                    chrono::DateTime::parse_from_rfc3339(v[field].as_str().unwrap()).unwrap()
+                };
+                (at("completed_at") - at("created_at")).as_seconds_f64()
+            })
+            .collect();
+        took.sort_by(f64::total_cmp);
+        let median = took[(took.len() - 1) / 2];
+        let shown = figures["time_to_decision_s_p50"].as_f64().unwrap();
+        assert!((shown / median - 1.0).abs() < 0.05, "{median} s: {figures}");
+        // Its cost per approval at the instance's price (set by the test that checks it).
+        if let Some(cost) = figures["cost_per_approved"].as_f64() {
+            let price = if *arm == "champion" { 1.25 } else { 0.5 };
+            let expected = price * started as f64 / approved as f64;
+            assert!((cost - expected).abs() < 1e-9, "{expected}: {figures}");
+            assert_eq!(figures["currency"], "USD");
+        }
     }
     let difference = figures["difference"].as_f64().unwrap();
     let values: Vec<f64> = (0..2)
@@ -139,7 +162,11 @@ async fn figures(w: &World, stored: &[Value]) -> Value {
 async fn an_experiment_finds_the_challenger_better_when_its_provider_approves_more() {
     let w = world(None).await;
     approve(&w, 30, 90);
+    w.set_prices(1.25, 0.5).await;
     start_experiment(&w, "").await;
+    // The experiment's edit is the second reload.
+    w.wait_log("policy reloaded", 2, Duration::from_secs(10))
+        .await;
     // Before any verification: nothing to compare.
     let (_, empty) = w.get(FIGURES, ALPHA_KEY).await;
     assert_eq!(empty["verdict"], "collecting", "{empty}");
@@ -163,6 +190,12 @@ async fn an_experiment_finds_the_challenger_better_when_its_provider_approves_mo
     assert!(figures["p_value"].as_f64().unwrap() < 0.05, "{figures}");
     assert!(figures["difference"].as_f64().unwrap() > 0.4, "{figures}");
     assert_eq!(figures["stopped"], false);
+    for arm in 0..2 {
+        assert!(
+            figures["arms"][arm]["cost_per_approved"].is_number(),
+            "{figures}"
+        );
+    }
     // Both arms got subjects, about half each (the assignment is a hash of the subject).
     for arm in ["champion", "challenger"] {
         let (started, _) = tally(&stored, arm);

@@ -467,14 +467,17 @@
         el("td", {}, a.arm), el("td", { "data-field": "provider" }, a.provider),
         el("td", { "data-field": "sample" }, a.sample), el("td", { "data-field": "maturing" }, a.maturing ?? DASH),
         el("td", { "data-field": "progress" }, progress(a)),
-        el("td", { "data-field": "value" }, value(a.value)), el("td", { "data-field": "ci" }, ci(a.ci))));
+        el("td", { "data-field": "value" }, value(a.value)), el("td", { "data-field": "ci" }, ci(a.ci)),
+        figure("td", a.time_to_decision_s_p50, seconds, null, { "data-field": "time_to_decision_s_p50" }),
+        figure("td", a.cost_per_approved, (v) => v.toFixed(2) + (a.currency ? " " + a.currency : ""), null,
+          { "data-field": "cost_per_approved" })));
     const cs = figures.difference_cs;
     const diff = typeof figures.difference !== "number" ? DASH : rate
       ? points(figures.difference) + (cs ? ` (95 % confidence sequence: ${points(cs[0])} to ${points(cs[1])})` : "")
       : figures.difference.toFixed(3);
     target.append(
       table("figures", ["Arm", "Provider", "Counted", "Maturing (younger than the horizon)", "Towards the minimum",
-        metric, "95 % interval"], rows),
+        metric, "95 % interval", "Median time to decision", "Cost per approved"], rows),
       el("dl", {},
         el("dt", {}, "Difference (challenger − champion)"), el("dd", { "data-field": "difference" }, diff),
         el("dt", {}, "p-value (always valid: read it as often as you like)"),

@@ -29,6 +29,7 @@
 
 use crate::analytics::AnalyticsError;
 use crate::analytics::significance::{self, Comparison, Proportion, Sequential};
+use crate::analytics::stats;
 use crate::app::App;
 use crate::config::{Experiment, Metric};
 use crate::store::ArmCount;
@@ -107,6 +108,18 @@ pub struct ArmFigures {
     pub value: Option<f64>,
     /// Its 95 % interval (Wilson), `[low, high]`.
     pub ci: Option<[f64; 2]>,
+    /// The median time from creation to approval or rejection of the arm's decided
+    /// verifications (maturing ones too), in seconds, within the 5 % of the stats' time
+    /// buckets; absent when none was decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_decision_s_p50: Option<f64>,
+    /// The arm's instance's price now, times the verifications older than the horizon, over
+    /// those approved by the horizon; absent without approvals or a price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_approved: Option<f64>,
+    /// The currency of `cost_per_approved`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 /// What an experiment's figures say.
@@ -245,6 +258,9 @@ pub async fn measure(
             approved: counts.approved,
             value: proportion.value(),
             ci: proportion.wilson().map(|w| [w.low, w.high]),
+            time_to_decision_s_p50: None,
+            cost_per_approved: None,
+            currency: None,
         }
     };
     let (comparison, sequential) = (judgement.comparison, judgement.sequential);
@@ -290,6 +306,24 @@ pub async fn figures(
         .find(|(t, n, _)| t == tenant && *n == experiment.name)
         .map(|(_, _, at)| at);
     figures.stopped = figures.stopped_at.is_some();
+    let runtime = app.runtime();
+    for arm in &mut figures.arms {
+        let times = app
+            .store
+            .arm_decision_times(tenant, &experiment.name, arm.arm)
+            .await?;
+        arm.time_to_decision_s_p50 = stats::percentile(&times, 0.5);
+        let price = runtime
+            .policy
+            .providers
+            .get(&arm.provider)
+            .and_then(|p| p.price_per_verification.as_ref());
+        if let Some(price) = price.filter(|_| arm.approved > 0) {
+            let matured = arm.started.saturating_sub(arm.maturing);
+            arm.cost_per_approved = Some(price.amount * matured as f64 / arm.approved as f64);
+            arm.currency = Some(price.currency.clone());
+        }
+    }
     Ok(figures)
 }
 

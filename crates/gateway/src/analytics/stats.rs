@@ -420,7 +420,7 @@ pub(crate) fn grouped(
 
 /// The `q` quantile (nearest rank: the smallest time with at least `q` of the counts at or below
 /// it) of counts per bucket, in seconds; `None` without counts.
-fn percentile(buckets: &BTreeMap<u32, u64>, q: f64) -> Option<f64> {
+pub(crate) fn percentile(buckets: &BTreeMap<u32, u64>, q: f64) -> Option<f64> {
     let total: u64 = buckets.values().sum();
     let rank = ((q * total as f64).ceil() as u64).max(1);
     let mut seen = 0;

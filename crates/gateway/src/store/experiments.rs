@@ -44,6 +44,18 @@ fn age_at_end(postgres: bool) -> &'static str {
     }
 }
 
+/// Seconds from creation to approval or rejection of each decided verification in an arm of an
+/// experiment (`$1` tenant, `$2` experiment, `$3` arm), found by the partial index on experiment;
+/// read as a stream and counted in [`decision_bucket`]s, so no row is sorted or kept.
+pub(super) fn arm_decision_times_sql(postgres: bool) -> String {
+    format!(
+        "SELECT CAST({} AS DOUBLE PRECISION) FROM verifications \
+         WHERE tenant = $1 AND experiment = $2 AND arm = $3 \
+         AND status IN ('approved', 'rejected') AND completed_at IS NOT NULL",
+        age_at_end(postgres)
+    )
+}
+
 /// What one instance did with a tenant's verifications of some countries created in a period
 /// that ended a horizon ago, each as it stood at the horizon.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -118,6 +130,15 @@ pub trait ExperimentStore: Send + Sync {
         at: DateTime<Utc>,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError>;
+
+    /// How long the decided (approved or rejected) verifications of an experiment's arm took,
+    /// as counts per [`decision_bucket`].
+    async fn arm_decision_times(
+        &self,
+        tenant: &str,
+        experiment: &str,
+        arm: kyc_core::Arm,
+    ) -> Result<std::collections::BTreeMap<u32, u64>, StoreError>;
 
     /// Every stopped experiment: (tenant, experiment, when).
     async fn stopped_experiments(&self)
@@ -205,6 +226,28 @@ impl ExperimentStore for SqlStore {
             })
         })
         .await
+    }
+
+    async fn arm_decision_times(
+        &self,
+        tenant: &str,
+        experiment: &str,
+        arm: kyc_core::Arm,
+    ) -> Result<std::collections::BTreeMap<u32, u64>, StoreError> {
+        use futures_util::TryStreamExt;
+        let sql = arm_decision_times_sql(matches!(self.writer, Writer::Postgres));
+        let mut rows = sqlx::query_scalar::<_, f64>(AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(experiment)
+            .bind(arm.as_str())
+            .fetch(&self.pool);
+        let mut buckets = std::collections::BTreeMap::new();
+        while let Some(seconds) = rows.try_next().await? {
+            *buckets
+                .entry(decision_bucket((seconds * 1000.0) as i64))
+                .or_default() += 1;
+        }
+        Ok(buckets)
     }
 
     async fn stopped_experiments(

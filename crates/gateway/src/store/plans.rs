@@ -94,6 +94,11 @@ fn reads(postgres: bool) -> Vec<(String, String, Vec<String>)> {
             &["t1", "e1", "2026-01-01T00:00:00.000000Z", "172800"],
         ),
         plain(
+            "an arm's decision times",
+            &arm_decision_times_sql(postgres),
+            &["t1", "e1", "challenger"],
+        ),
+        plain(
             "an instance's outcomes",
             &instance_outcomes_sql(postgres, 2),
             &[
