@@ -134,6 +134,8 @@ async fn stats_count_per_provider_and_country_what_was_started_and_how_it_ended(
     // The period is whole UTC days; another period, or another tenant, sees none of it.
     let today = chrono::Utc::now().date_naive().to_string();
     assert_eq!(stats["to"], today.as_str());
+    // The first day with a verification started: today's, as all of them were.
+    assert_eq!(stats["first_day"], today.as_str(), "{stats}");
     let (_, old) = w
         .get(
             "/v1/stats?from=2020-01-01T00:00:00Z&to=2020-01-31T00:00:00Z",
@@ -142,6 +144,7 @@ async fn stats_count_per_provider_and_country_what_was_started_and_how_it_ended(
         .await;
     assert_eq!(old["groups"], json!([]), "{old}");
     assert_eq!(old["from"], "2020-01-01");
+    assert!(old.get("first_day").is_none(), "{old}");
     let (_, inverted) = w
         .get(
             &format!("/v1/stats?from={today}T12:00:00Z&to=2020-01-01T00:00:00Z"),

@@ -264,12 +264,36 @@
 
   // ---- charts per day ---------------------------------------------------------------------
 
+  /** A day's figure is drawn with a dot only when at least this many verifications are behind it. */
+  const MIN_DAY_SAMPLE = 30;
+
+  /** Tick steps for counts: whole numbers only. */
+  const WHOLE = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000];
+  const whole = (v) => String(Math.round(v));
+  const percentTicks = (v) => (Number.isInteger(Math.round(v * 1000) / 10) ? (v * 100).toFixed(0) : (v * 100).toFixed(1)) + " %";
+
+  /** Time ticks in one unit, chosen by the chart's top: round steps in seconds, minutes or hours. */
+  function timeAxis(top) {
+    const [factor, unit] = top < 120 ? [1, "s"] : top < 7200 ? [60, "min"] : [3600, "h"];
+    const steps = [0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 240, 480].map((x) => x * factor);
+    const label = (t) => {
+      const v = t / factor;
+      return (Number.isInteger(v) ? String(v) : v.toFixed(1)) + " " + unit;
+    };
+    return { steps, label };
+  }
+
+  // Each chart: what it shows per provider and day, and `n`, how many verifications are behind
+  // that figure (shown on hover; a day under MIN_DAY_SAMPLE gets no dot).
   const CHARTS = [
-    { id: "started", title: "Verifications started", bars: true, value: (g) => (g ? g.started : 0), format: count },
-    { id: "approval_rate", title: "Approval rate", value: (g) => g && g.approval_rate, format: pct, max: 1 },
-    { id: "time_to_decision_p50", title: "Time to decision, median", value: (g) => pick(g, "time_to_decision_s.p50"), format: seconds },
-    { id: "provider_errors", title: "Provider errors", value: (g) => g && g.provider_errors, format: count },
-    { id: "cost_per_approved", title: "Cost per approved", value: (g) => pick(g, "cost.per_approved"), format: (v) => v.toFixed(2) },
+    { id: "started", title: "Verifications started", bars: true, value: (g) => (g ? g.started : 0), format: count, whole: true },
+    { id: "approval_rate", title: "Approval rate (approved ÷ decided)", value: (g) => g && g.approval_rate, format: pct, max: 1,
+      n: (g) => (g ? g.finished.approved + g.finished.rejected : 0), unit: "decided" },
+    { id: "time_to_decision_p50", title: "Time to decision, median", value: (g) => pick(g, "time_to_decision_s.p50"), format: seconds, time: true,
+      n: (g) => (g ? g.finished.approved + g.finished.rejected + g.finished.expired + g.finished.abandoned + g.finished.cancelled : 0), unit: "finished" },
+    { id: "provider_errors", title: "Provider errors", bars: true, value: (g) => (g ? g.provider_errors : 0), format: count, whole: true },
+    { id: "cost_per_approved", title: "Cost per approved", value: (g) => pick(g, "cost.per_approved"), format: (v) => v.toFixed(2),
+      n: (g) => (g ? g.finished.approved : 0), unit: "approved" },
   ];
 
   function days(from, to) {
@@ -291,12 +315,31 @@
     });
   }
 
-  function drawChart(spec, xs, providers, series, into) {
-    const box = el("figure", { class: "chart", "data-chart": spec.id }, el("figcaption", {}, spec.title));
+  /** The y axis of a chart: whole-number, percent or one-unit time ticks; the labels drawn are
+   *  kept on the chart's figure (`data-y-ticks`) for a reader of the page's text. */
+  function yAxis(spec, top, box) {
+    const time = spec.time ? timeAxis(top) : null;
+    const label = time ? time.label : spec.whole ? whole : spec.max === 1 ? percentTicks : spec.format;
+    return {
+      size: 70,
+      incrs: time ? time.steps : spec.whole ? WHOLE : undefined,
+      values: (u, ticks) => {
+        const labels = ticks.map(label);
+        box.dataset.yTicks = JSON.stringify(labels);
+        return labels;
+      },
+    };
+  }
+
+  function drawChart(spec, xs, providers, series, samples, partial, into) {
+    const box = el("figure", { class: "chart", "data-chart": spec.id, "data-kind": spec.bars ? "bars" : "line" },
+      el("figcaption", {}, spec.title));
     into.append(box);
     const known = series.flat().filter((v) => v != null);
     if (known.length === 0) box.append(el("p", { class: "note" }, "No figures for this period."));
     const top = spec.max || Math.max(1, ...known) * 1.1;
+    const partialAt = partial ? xs[xs.length - 1] : null;
+    if (partial) box.dataset.partialDay = dayOf(partialAt);
     const chart = new uPlot({
       width: Math.max(320, into.clientWidth - 16),
       height: 220,
@@ -306,22 +349,46 @@
         y: { range: () => [0, top] },
       },
       axes: [
-        { incrs: [DAY, 2 * DAY, 7 * DAY, 14 * DAY, 28 * DAY], values: (u, ticks) => ticks.map((t) => dayOf(t).slice(5)) },
-        { size: 70, values: (u, ticks) => ticks.map((t) => spec.format(t)) },
+        { incrs: [DAY, 2 * DAY, 7 * DAY, 14 * DAY, 28 * DAY],
+          values: (u, ticks) => ticks.map((t) => (t === partialAt ? "today" : dayOf(t).slice(5))) },
+        yAxis(spec, top, box),
       ],
+      // Today, not over yet, on a grey ground.
+      hooks: partial ? {
+        drawClear: [(u) => {
+          const left = u.valToPos(partialAt - DAY / 2, "x", true);
+          const right = u.valToPos(partialAt + DAY / 2, "x", true);
+          u.ctx.save();
+          u.ctx.fillStyle = "rgba(113, 128, 150, 0.15)";
+          u.ctx.fillRect(left, u.bbox.top, right - left, u.bbox.height);
+          u.ctx.restore();
+        }],
+      } : {},
       series: [
-        { label: "Day", value: (u, ts) => (ts == null ? DASH : dayOf(ts)) },
+        { label: "Day", value: (u, ts) => (ts == null ? "" : dayOf(ts) + (ts === partialAt ? " (so far)" : "")) },
         ...providers.map((provider, i) => ({
           label: provider,
           stroke: COLORS[i % COLORS.length],
           fill: spec.bars ? COLORS[i % COLORS.length] : undefined,
           width: spec.bars ? 1 : 2,
           paths: spec.bars ? groupedBars(i, providers.length) : undefined,
-          points: { show: !spec.bars },
-          value: (u, v) => (v == null ? DASH : spec.format(v)),
+          points: spec.bars ? { show: false } : {
+            show: true,
+            filter: () => samples[i].flatMap((n, day) => (n >= MIN_DAY_SAMPLE ? [day] : [])),
+          },
+          value: (u, v, seriesIdx, day) => {
+            if (day == null) return "";
+            if (v == null) return "no data";
+            return spec.format(v) + (spec.n ? ` (n = ${samples[i][day]} ${spec.unit})` : "");
+          },
         })),
       ],
     }, [xs, ...series], box);
+    box.uplot = chart;
+    const notes = [];
+    if (spec.n) notes.push(`A dot marks a day with at least ${MIN_DAY_SAMPLE} ${spec.unit}; hover a day for its n.`);
+    if (partial) notes.push("The grey day is today, not over yet.");
+    if (notes.length) box.append(el("p", { class: "note", "data-field": "chart-note" }, notes.join(" ")));
     charts.push(chart);
   }
 
@@ -335,12 +402,14 @@
     const perDay = await inParallel(all, (day) => api(statsPath(day, day, "provider")));
     const providers = [...new Set(perDay.flatMap((s) => s.groups.map((g) => g.provider)))].sort();
     const xs = all.map((day) => Date.parse(day + "T00:00:00Z") / 1000);
+    const partial = all[all.length - 1] === new Date().toISOString().slice(0, 10);
     charts.splice(0).forEach((c) => c.destroy());
     target.replaceChildren();
     for (const spec of CHARTS) {
-      const series = providers.map((p) =>
-        perDay.map((s) => spec.value(s.groups.find((g) => g.provider === p)) ?? null));
-      drawChart(spec, xs, providers, series, target);
+      const of = (p) => perDay.map((s) => s.groups.find((g) => g.provider === p));
+      const series = providers.map((p) => of(p).map((g) => spec.value(g) ?? null));
+      const samples = providers.map((p) => of(p).map((g) => (spec.n ? spec.n(g) : MIN_DAY_SAMPLE)));
+      drawChart(spec, xs, providers, series, samples, partial, target);
     }
   }
 
@@ -647,7 +716,8 @@
           `${projected.estimated_from_overall} of the moved decided verifications are counted at their destination's ` +
           "overall approval rate: it decided fewer than 30 in their country in the period.")
         : null;
-      target.replaceChildren(
+      // (`estimated` may be null: replaceChildren would write it as text.)
+      target.replaceChildren(...[
         el("p", {}, "Verifications replayed: ", el("span", { "data-field": "total" }, answer.total),
           "; unchanged: ", el("span", { "data-field": "unchanged" }, answer.unchanged),
           "; would move: ", el("span", { "data-field": "moved" }, moved), "."),
@@ -665,7 +735,8 @@
         moves.length ? table("figures", ["From (routing's choice then)", "To", "Country", "Verifications"], moves) : el("p", { class: "note" }, "None would move."),
         el("h3", {}, "Destinations"),
         table("figures", ["Provider", "Approval rate", "95 % interval", "Decided", "Countries with too few to say",
-          "Cost per approved", "Verifications it would get"], destinations));
+          "Cost per approved", "Verifications it would get"], destinations),
+      ].filter((part) => part != null));
     } catch (error) {
       say(target, error instanceof Problem && error.status === 404 ? "Replay unavailable." : reason(error), "error");
     }
@@ -722,10 +793,39 @@
     ]);
   }
 
+  /** The last `n` days, today included, in UTC: [first, last]. */
+  const lastDays = (n) => [new Date(Date.parse(today) - (n - 1) * DAY * 1000).toISOString().slice(0, 10), today];
+
+  /**
+   * The default period fitted to the data: from the first day with a verification in the last
+   * 90 (at least the last 7 days) to today, so the charts are not half empty. Only for a page
+   * opened without a period of its own (a shared link keeps its period).
+   */
+  async function fitPeriod() {
+    const [from90, to] = lastDays(90);
+    const stats = await api(statsPath(from90, to, "provider"));
+    const [from7] = lastDays(7);
+    const from = stats.first_day ? (stats.first_day < from7 ? stats.first_day : from7) : lastDays(30)[0];
+    $("from").value = from;
+    $("to").value = to;
+    $("period-note").textContent = stats.first_day
+      ? `From the first day with a verification in the last 90 days (${stats.first_day}) to today; the presets and dates change it.`
+      : "No verification in the last 90 days: showing the last 30.";
+  }
+
   async function loadAll() {
     $("status").textContent = "";
     $("key-state").textContent = "Key kept for this tab only.";
     $("content").hidden = false;
+    if (fitting) {
+      fitting = false;
+      try {
+        await fitPeriod();
+      } catch (error) {
+        if (error instanceof Problem && error.status === 401) return refused();
+        // The last 30 days stay; each section reports its own failure.
+      }
+    }
     await Promise.all([
       loadPeriod(),
       section("experiment", async () => {
@@ -772,18 +872,27 @@
   $("forget-key").addEventListener("click", forget);
   $("period-form").addEventListener("submit", (event) => {
     event.preventDefault();
+    $("period-note").textContent = "";
     loadPeriod();
   });
+  for (const preset of document.querySelectorAll("#period-form button[data-days]")) {
+    preset.addEventListener("click", () => {
+      [$("from").value, $("to").value] = lastDays(Number(preset.dataset.days));
+      $("period-note").textContent = "";
+      loadPeriod();
+    });
+  }
   $("replay-form").addEventListener("submit", replay);
   $("country-choices").addEventListener("change", choose);
 
   // The period a shared URL names (`#from=YYYY-MM-DD&to=YYYY-MM-DD`), else the last 30 days,
-  // today included, in UTC.
+  // today included, in UTC, until the first load fits it to the data.
   const today = new Date().toISOString().slice(0, 10);
   const shared = new URLSearchParams(location.hash.slice(1));
   const isDay = (v) => /^\d{4}-\d{2}-\d{2}$/.test(v || "");
+  /** Whether the first load fits the period to the data (no period in the URL). */
+  let fitting = !(isDay(shared.get("from")) && isDay(shared.get("to")));
   $("to").value = isDay(shared.get("to")) ? shared.get("to") : today;
-  $("from").value = isDay(shared.get("from"))
-    ? shared.get("from") : new Date(Date.parse(today) - 29 * DAY * 1000).toISOString().slice(0, 10);
+  $("from").value = isDay(shared.get("from")) ? shared.get("from") : lastDays(30)[0];
   if (sessionStorage.getItem(KEY)) loadAll();
 })();

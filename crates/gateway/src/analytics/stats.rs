@@ -55,6 +55,10 @@ pub struct Stats {
     pub from: NaiveDate,
     /// Its last UTC day (included).
     pub to: NaiveDate,
+    /// The first day of the period with a verification started; absent when none was. A
+    /// dashboard fits its default period to the data with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_day: Option<NaiveDate>,
     /// One per provider instance, country, or both, as grouped; ordered by them.
     pub groups: Vec<StatsGroupFigures>,
     /// Where the tenant's routing has adaptive routing (`optimize`): its shares now, and how it
@@ -199,6 +203,10 @@ pub async fn for_period(
 ) -> Result<Stats, AnalyticsError> {
     let (from, to) = (period.from.to_string(), period.to.to_string());
     let rows = app.store.stats(tenant, &from, &to).await?;
+    let first_day = rows
+        .iter()
+        .filter_map(|r| r.first_day.as_deref()?.parse::<NaiveDate>().ok())
+        .min();
     let times = app.store.decision_times(tenant, &from, &to).await?;
     let mut groups = grouped(period.by, rows, times, &prices(&app.runtime().policy));
     if period.by == StatsGroup::Provider {
@@ -221,6 +229,7 @@ pub async fn for_period(
     Ok(Stats {
         from: period.from,
         to: period.to,
+        first_day,
         groups,
         allocation: allocation(app, tenant, &from, &to).await?,
     })

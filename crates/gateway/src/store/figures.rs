@@ -84,6 +84,8 @@ pub struct StatsRow {
     pub abandoned: u64,
     /// See `approved`.
     pub cancelled: u64,
+    /// The first of the days read with a verification created (`YYYY-MM-DD`); none when none.
+    pub first_day: Option<String>,
 }
 
 /// What routing reads of a tenant's verifications created in a period, in id order: ids between
@@ -224,7 +226,8 @@ impl FigureStore for SqlStore {
         let rows = self
             .days_of(
                 format!(
-                    "SELECT provider, country, {sums} FROM stats_daily \
+                    "SELECT provider, country, {sums}, \
+                     MIN(CASE WHEN started > 0 THEN day END) AS first_day FROM stats_daily \
                      WHERE tenant = $1 AND day >= $2 AND day <= $3 \
                      GROUP BY provider, country ORDER BY provider, country"
                 ),
@@ -244,6 +247,7 @@ impl FigureStore for SqlStore {
                     expired: count(row, "expired")?,
                     abandoned: count(row, "abandoned")?,
                     cancelled: count(row, "cancelled")?,
+                    first_day: row.try_get("first_day")?,
                 })
             })
             .collect()

@@ -699,6 +699,7 @@ async fn stats_count_what_was_started_and_how_it_ended(store: &SqlStore) {
         started: counts[0],
         fallbacks: counts[1],
         approved: counts[2],
+        first_day: Some(today.clone()),
         ..StatsRow::default()
     };
     assert_eq!(
