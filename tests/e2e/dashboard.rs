@@ -765,8 +765,9 @@ async fn the_dashboard_works_with_a_read_only_key() {
 }
 
 /// On the `--scenario` sandbox, as a product manager opens it on a laptop and on a phone: the
-/// summary's best values and sentence are the API's, nothing but a table's own box is wider
-/// than the screen, replay's form sends Chile to gu1 and shows the projection the API answers,
+/// summary's best values and sentence are the API's, the experiment is in words with the API's
+/// figures, the charts read without help, nothing but a table's own box is wider than the
+/// screen, replay's form sends Chile to gu1 and shows the projection the API answers,
 /// and no error reaches the console. Writes screenshots of each size (the top, the charts and
 /// the replay's answer) to `target/dashboard-screenshots/`.
 #[tokio::test]
@@ -838,6 +839,7 @@ async fn the_scenario_dashboard_decides_on_a_laptop_and_on_a_phone() {
                 "{name}: {css}"
             );
         }
+        experiment_in_words(&sandbox.base, &browser, name).await;
         // The period fits the data: from its first day, not 30 days with half of them empty.
         assert_eq!(
             browser.value("#from").await,
@@ -1041,4 +1043,58 @@ async fn charts_read_without_help(base: &str, browser: &Browser, name: &str) {
             "{name}: {provider}"
         );
     }
+}
+
+/// The scenario's experiment as the page words it: the level, the difference and its confidence
+/// sequence in points, each arm's time and cost, and the next step, all from the API's figures.
+async fn experiment_in_words(base: &str, browser: &Browser, name: &str) {
+    let figures: Value = reqwest::Client::new()
+        .get(format!("{base}/v1/experiments/gu1-in-cl"))
+        .bearer_auth("kyc_sandbox_demo_key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    browser.find("#experiment [data-field=next_step]").await;
+    let words = browser.text("#experiment").await;
+    assert!(words.contains("with 95 % confidence"), "{name}: {words}");
+    let points = |v: &Value| {
+        let v = v.as_f64().unwrap() * 100.0;
+        format!("{}{:.1} points", if v >= 0.0 { "+" } else { "−" }, v.abs())
+    };
+    let cs = &figures["difference_cs"];
+    assert_eq!(
+        browser.text("#experiment [data-field=difference]").await,
+        format!(
+            "{} (95 % confidence sequence: {} to {})",
+            points(&figures["difference"]),
+            points(&cs[0]),
+            points(&cs[1])
+        ),
+        "{name}"
+    );
+    for (i, arm) in ["champion", "challenger"].iter().enumerate() {
+        for field in ["time_to_decision_s_p50", "cost_per_approved"] {
+            let css = format!("#experiment tr[data-arm={arm}] [data-field={field}]");
+            let shown = browser.attribute(&css, "data-value").await.unwrap();
+            assert_eq!(
+                shown.parse::<f64>().unwrap(),
+                figures["arms"][i][field].as_f64().unwrap(),
+                "{name}: {css}"
+            );
+        }
+    }
+    let next = browser.text("#experiment [data-field=next_step]").await;
+    let expected = match figures["verdict"].as_str().unwrap() {
+        "challenger_better" => {
+            "To promote gu1-sandbox: in the tenant's routing, add { country = \"CL\", provider = \
+             \"gu1-sandbox\" } to `rules`, and remove the `experiment` line."
+        }
+        "champion_better" => "To end it: remove the `experiment` line",
+        "no_difference" => "Keep it running",
+        _ => "Wait: each arm needs 50 verifications counted",
+    };
+    assert!(next.starts_with(expected), "{name}: {next} ({figures})");
 }
