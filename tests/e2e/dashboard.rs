@@ -48,6 +48,26 @@ async fn open_with_key(browser: &Browser, page: &str, key: &str) {
     }
 }
 
+/// What the `--scenario` sandbox at `base` answers the demo tenant for `path`: a GET, or a POST
+/// of `body`.
+async fn sandbox_api(base: &str, path: &str, body: Option<Value>) -> Value {
+    let client = reqwest::Client::new();
+    let request = match body {
+        Some(body) => client.post(format!("{base}{path}")).json(&body),
+        None => client.get(format!("{base}{path}")),
+    };
+    let response = request.bearer_auth("kyc_sandbox_demo_key").send().await;
+    response.unwrap().json().await.unwrap()
+}
+
+/// Scrolls the element `id` into view and writes what the screen shows to `file`.
+async fn screenshot_of(browser: &Browser, id: &str, file: String) {
+    browser
+        .execute(&format!("document.getElementById('{id}').scrollIntoView()"))
+        .await;
+    std::fs::write(file, browser.screenshot().await).unwrap();
+}
+
 /// Every `src="..."` and `href="..."` of `html`.
 fn references(html: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -780,18 +800,12 @@ async fn the_scenario_dashboard_decides_on_a_laptop_and_on_a_phone() {
         (today - chrono::Days::new(29)).to_string(),
         today.to_string(),
     );
-    let stats: Value = reqwest::Client::new()
-        .get(format!(
-            "{}/v1/stats?from={from}T00:00:00Z&to={to}T00:00:00Z&group_by=provider",
-            sandbox.base
-        ))
-        .bearer_auth("kyc_sandbox_demo_key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = sandbox_api(
+        &sandbox.base,
+        &format!("/v1/stats?from={from}T00:00:00Z&to={to}T00:00:00Z&group_by=provider"),
+        None,
+    )
+    .await;
     let group = |name: &str| {
         stats["groups"]
             .as_array()
@@ -866,16 +880,12 @@ async fn the_scenario_dashboard_decides_on_a_laptop_and_on_a_phone() {
         let said = browser
             .text("#replay[data-state=ready] [data-field=outlook]")
             .await;
-        let preview: Value = reqwest::Client::new()
-            .post(format!("{}/v1/policy/preview", sandbox.base))
-            .bearer_auth("kyc_sandbox_demo_key")
-            .json(&json!({"routing": draft, "since_days": 30}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let preview = sandbox_api(
+            &sandbox.base,
+            "/v1/policy/preview",
+            Some(json!({"routing": draft, "since_days": 30})),
+        )
+        .await;
         assert!(
             preview["moves"]
                 .as_array()
@@ -936,22 +946,9 @@ async fn the_scenario_dashboard_decides_on_a_laptop_and_on_a_phone() {
         assert!(errors.is_empty(), "{name}: {errors:?}");
         browser.execute("window.scrollTo(0, 0)").await;
         std::fs::write(format!("{shots}/{name}.png"), browser.screenshot().await).unwrap();
-        browser
-            .execute("document.getElementById('charts').scrollIntoView()")
-            .await;
-        std::fs::write(
-            format!("{shots}/{name}-charts.png"),
-            browser.screenshot().await,
-        )
-        .unwrap();
-        browser
-            .execute("document.getElementById('replay').scrollIntoView()")
-            .await;
-        std::fs::write(
-            format!("{shots}/{name}-replay.png"),
-            browser.screenshot().await,
-        )
-        .unwrap();
+        for part in ["charts", "replay"] {
+            screenshot_of(&browser, part, format!("{shots}/{name}-{part}.png")).await;
+        }
     }
 }
 
@@ -1015,17 +1012,12 @@ async fn charts_read_without_help(base: &str, browser: &Browser, name: &str) {
     // On yesterday, each provider's rate with the decided verifications behind it.
     let shown = browser.execute(&legend(true)).await;
     let yesterday = today - chrono::Days::new(1);
-    let stats: Value = reqwest::Client::new()
-        .get(format!(
-            "{base}/v1/stats?from={yesterday}T00:00:00Z&to={yesterday}T00:00:00Z&group_by=provider"
-        ))
-        .bearer_auth("kyc_sandbox_demo_key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = sandbox_api(
+        base,
+        &format!("/v1/stats?from={yesterday}T00:00:00Z&to={yesterday}T00:00:00Z&group_by=provider"),
+        None,
+    )
+    .await;
     assert_eq!(shown[0], format!("{yesterday}"), "{name}: {shown}");
     for (i, provider) in ["betrust-sandbox", "gu1-sandbox"].iter().enumerate() {
         let group = stats["groups"]
@@ -1048,15 +1040,7 @@ async fn charts_read_without_help(base: &str, browser: &Browser, name: &str) {
 /// The scenario's experiment as the page words it: the level, the difference and its confidence
 /// sequence in points, each arm's time and cost, and the next step, all from the API's figures.
 async fn experiment_in_words(base: &str, browser: &Browser, name: &str) {
-    let figures: Value = reqwest::Client::new()
-        .get(format!("{base}/v1/experiments/gu1-in-cl"))
-        .bearer_auth("kyc_sandbox_demo_key")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let figures = sandbox_api(base, "/v1/experiments/gu1-in-cl", None).await;
     browser.find("#experiment [data-field=next_step]").await;
     let words = browser.text("#experiment").await;
     assert!(words.contains("with 95 % confidence"), "{name}: {words}");
