@@ -119,14 +119,14 @@ impl Projection {
         by_country: &[StatsGroupFigures],
         min_observations: u64,
     ) -> (Outlook, Outlook) {
-        let observed = Proportion {
+        let replayed = Proportion {
             successes: self.approved,
             sample: self.decided,
         };
         let today = outlook(
             self.decided,
             self.approved as f64,
-            observed.wilson().map(|w| [w.low, w.high]),
+            replayed.wilson().map(|w| [w.low, w.high]),
             self.cost_today.known(),
         );
         if self.moved_decided.is_empty() {
@@ -144,10 +144,7 @@ impl Projection {
                 g.provider.as_deref() == Some(provider)
                     && country.is_none_or(|c| g.country.as_deref().unwrap_or("") == c)
             });
-            group.map_or(Proportion::default(), |g| Proportion {
-                successes: g.finished.approved,
-                sample: g.finished.decided(),
-            })
+            observed(group)
         };
         // The kept ones' binomial variance, then each moved group's: its count squared times
         // the variance of its destination's estimated rate.
@@ -185,6 +182,15 @@ impl Projection {
         projected.estimated_from_overall = Some(from_overall);
         (today, projected)
     }
+}
+
+/// An instance's decided and approved verifications in a stats group: the approval rate's
+/// observations.
+pub fn observed(group: Option<&StatsGroupFigures>) -> Proportion {
+    group.map_or(Proportion::default(), |g| Proportion {
+        successes: g.finished.approved,
+        sample: g.finished.decided(),
+    })
 }
 
 /// An outlook from its counts: the rate is approved ÷ decided, the cost per approved is the

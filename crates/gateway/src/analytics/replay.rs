@@ -15,7 +15,7 @@
 //! instance decided fewer than [`MIN_OBSERVATIONS`] says so instead of giving a rate.
 
 use crate::analytics::AnalyticsError;
-use crate::analytics::projection::{Outlook, Projection};
+use crate::analytics::projection::{Outlook, Projection, observed};
 use crate::analytics::significance::Proportion;
 use crate::analytics::stats::{self, StatsGroup, StatsGroupFigures};
 use crate::app::App;
@@ -116,15 +116,6 @@ pub struct DestinationCountry {
     /// Its 95 % interval (Wilson), `[low, high]`; absent when there are too few observations.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_ci: Option<[f64; 2]>,
-}
-
-/// An instance's decided and approved verifications in a stats group: the approval rate's
-/// observations.
-fn observed(group: Option<&StatsGroupFigures>) -> Proportion {
-    group.map_or(Proportion::default(), |g| Proportion {
-        successes: g.finished.approved,
-        sample: g.finished.decided(),
-    })
 }
 
 /// The Wilson interval of `p`, as answered.
