@@ -56,7 +56,8 @@ fn every_problem_is_reported_in_one_run_each_naming_its_key() {
                 "rate_limit = { per_second = 50, burst = 100 }",
                 "rate_limit = { per_second = 0, burst = 100 }\n\
                  webhook_rate_limit = { per_second = 100000 }\n\
-                 verification_valid_days = 100000000",
+                 verification_valid_days = 100000000\n\
+                 reverification_notice_days = 100000000",
             ),
             // A lookup grace past a day, and a circuit that would stay open for ever.
             (
@@ -68,7 +69,7 @@ fn every_problem_is_reported_in_one_run_each_naming_its_key() {
             (
                 "every_seconds = 60 ",
                 "every_seconds = 60\nmax_interval_seconds = 0\nrate_limit_share = 101\n\
-                 lapse_margin_seconds = 99999999\n",
+                 lapse_margin_seconds = 99999999\n\n[compliance]\nevery_seconds = 0\n",
             ),
         ],
         &[],
@@ -82,6 +83,8 @@ fn every_problem_is_reported_in_one_run_each_naming_its_key() {
         "providers.betrust-cl.lookup_grace_seconds: must be from 1 to 86400",
         "providers.betrust-cl.circuit_breaker.open_seconds: must be from 1 to 86400",
         "tenants.payments.verification_valid_days: must be from 1 to 36500",
+        "tenants.payments.reverification_notice_days: must be fewer days than verification_valid_days",
+        "compliance.every_seconds: must be from 1 to 86400",
         "reconciler.max_interval_seconds: must be from 1 to 604800",
         "reconciler.rate_limit_share: must be a percentage from 1 to 100",
         "reconciler.lapse_margin_seconds: must be from 0 to 604800",

@@ -201,6 +201,9 @@ every_seconds = {reconcile}
 
 [experiments]
 every_seconds = 1
+
+[compliance]
+every_seconds = 1
 "#,
         server = server_sections(o),
         store_extra = lines(&o.store_extra),

@@ -5,6 +5,7 @@ mod browser;
 mod chaos;
 mod check_config;
 mod circuit;
+mod compliance;
 mod connections;
 mod create_integrity;
 mod dashboard;

@@ -414,6 +414,8 @@ pub struct SubjectStanding {
     pub expires_at: Option<DateTime<Utc>>,
     /// Whether the subject must be verified again.
     pub needs_reverification: bool,
+    /// How many of the subject's verifications were started after its approval had lapsed.
+    pub reverifications: u64,
 }
 
 #[cfg(test)]

@@ -73,7 +73,10 @@ async fn setup(db: &str) -> (Arc<App>, axum::Router, Vec<String>) {
     for tenant in ["open", "limited"] {
         let id = format!("ver_{}", ulid::Ulid::generate());
         let (row, change) = common::pending(tenant, &id, tenant, "p");
-        store.insert(&row, &change).await.unwrap();
+        store
+            .insert(&row, &change, chrono::DateTime::<chrono::Utc>::MIN_UTC)
+            .await
+            .unwrap();
         ids.push(id);
     }
     let app = Arc::new(App::new(

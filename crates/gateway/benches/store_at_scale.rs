@@ -81,7 +81,10 @@ async fn main() {
         let (row, change) =
             common::pending("t0", &format!("ver_lone_{i}"), &format!("lone-{i}"), "p0");
         let started = Instant::now();
-        store.insert(&row, &change).await.unwrap();
+        store
+            .insert(&row, &change, chrono::DateTime::<chrono::Utc>::MIN_UTC)
+            .await
+            .unwrap();
         lone.push(started.elapsed());
     }
     lone.sort();

@@ -79,7 +79,7 @@ proptest! {
                 1 => Just(u64::MAX),
                 1 => any::<u64>(),
             ],
-            15,
+            17,
         )
     ) {
         let n = |i: usize| numbers[i];
@@ -101,8 +101,9 @@ proptest! {
                 "rate_limit = { per_second = 50, burst = 100 }",
                 &format!(
                     "rate_limit = {{ per_second = {}, burst = {} }}\n\
-                     verification_valid_days = {}\nwebhook_rate_limit = {{ per_second = {} }}",
-                    n(5), n(6), n(7), n(8)
+                     verification_valid_days = {}\nwebhook_rate_limit = {{ per_second = {} }}\n\
+                     reverification_notice_days = {}",
+                    n(5), n(6), n(7), n(8), n(15)
                 ),
                 1,
             )
@@ -110,8 +111,8 @@ proptest! {
                 "every_seconds = 60",
                 &format!(
                     "every_seconds = {}\nmax_interval_seconds = {}\nrate_limit_share = {}\n\
-                     lapse_margin_seconds = {}",
-                    n(9), n(12), n(13), n(14)
+                     lapse_margin_seconds = {}\n\n[compliance]\nevery_seconds = {}",
+                    n(9), n(12), n(13), n(14), n(16)
                 ),
                 1,
             )
@@ -149,6 +150,10 @@ proptest! {
             }
             let days = chrono::Duration::days(i64::from(tenant.verification_valid_days));
             prop_assert!(chrono::Utc::now().checked_add_signed(days).is_some());
+            // The expiry job's scan: a validity back, less the notice.
+            let notice = chrono::Duration::days(i64::from(tenant.notice_days()));
+            prop_assert!(notice < days);
+            prop_assert!(chrono::Utc::now().checked_sub_signed(days - notice).is_some());
         }
     }
 }

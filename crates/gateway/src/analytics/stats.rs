@@ -128,6 +128,9 @@ pub struct StatsGroupFigures {
     /// Of those started, how many went to this instance as a fallback (the one chosen first was
     /// unavailable).
     pub fallbacks: u64,
+    /// Of those started, how many re-verified a subject whose newest approval had lapsed (by
+    /// the tenant's `verification_valid_days`) when it started.
+    pub reverifications: u64,
     /// Failed calls to the provider for the tenant's verifications on the period's days
     /// (unavailable: connection, timeout, 5xx, 429, circuit open, outbound limit spent; an
     /// unreadable answer; our credentials refused), counted on the day they failed.
@@ -360,6 +363,7 @@ pub(crate) fn grouped(
         let sum = sums.entry(key).or_default();
         sum.started += row.started;
         sum.fallbacks += row.fallbacks;
+        sum.reverifications += row.reverifications;
         sum.provider_errors += row.provider_errors;
         sum.approved += row.approved;
         sum.rejected += row.rejected;
@@ -418,6 +422,7 @@ pub(crate) fn grouped(
                     })
                 }),
                 fallbacks: row.fallbacks,
+                reverifications: row.reverifications,
                 provider_errors: row.provider_errors,
                 circuit_open_s: None,
                 cost,

@@ -76,6 +76,9 @@ pub struct Policy {
     /// The watch over experiments' guardrails.
     #[serde(default)]
     pub experiments: ExperimentsConfig,
+    /// The compliance jobs.
+    #[serde(default)]
+    pub compliance: ComplianceConfig,
 }
 
 impl Policy {

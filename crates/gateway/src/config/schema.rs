@@ -20,6 +20,20 @@ impl Default for ExperimentsConfig {
     }
 }
 
+/// How often the compliance jobs run (the re-verification notices today).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComplianceConfig {
+    /// Seconds between runs.
+    pub every_seconds: u64,
+}
+
+impl Default for ComplianceConfig {
+    fn default() -> Self {
+        Self { every_seconds: 300 }
+    }
+}
+
 /// Server-wide settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -202,12 +216,24 @@ pub struct TenantConfig {
     /// How long an approval counts, in days, where the provider does not say (default 365).
     #[serde(default = "default_valid_days")]
     pub verification_valid_days: u32,
+    /// How many days before an approval lapses the tenant gets `verification.expiring` (default
+    /// 30, or half the validity where that is shorter; 0: no notice before, only
+    /// `verification.expired`).
+    pub reverification_notice_days: Option<u32>,
     /// Which provider gets which verification.
     pub routing: Routing,
 }
 
 fn default_valid_days() -> u32 {
     365
+}
+
+impl TenantConfig {
+    /// [`TenantConfig::reverification_notice_days`] with its default.
+    pub fn notice_days(&self) -> u32 {
+        self.reverification_notice_days
+            .unwrap_or_else(|| 30.min(self.verification_valid_days / 2))
+    }
 }
 
 /// A price: an amount in a currency.

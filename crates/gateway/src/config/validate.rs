@@ -60,6 +60,7 @@ impl Policy {
         self.check_webhooks(&mut problems);
         self.check_reconciler(&mut problems);
         self.check_experiments(&mut problems);
+        self.check_compliance(&mut problems);
         for (name, tenant) in &self.tenants {
             self.check_tenant(name, tenant, &mut problems);
             self.check_routing(name, &tenant.routing, &mut problems);
@@ -237,6 +238,16 @@ impl Policy {
         }
     }
 
+    /// `[compliance]`.
+    fn check_compliance(&self, problems: &mut Vec<PolicyError>) {
+        if !(1..=86_400).contains(&self.compliance.every_seconds) {
+            problems.push(invalid(
+                "compliance.every_seconds",
+                "must be from 1 to 86400 (a day)",
+            ));
+        }
+    }
+
     /// A tenant's keys, webhook endpoint and limits.
     fn check_tenant(&self, name: &str, tenant: &TenantConfig, problems: &mut Vec<PolicyError>) {
         let at = |k: &str| format!("tenants.{name}.{k}");
@@ -302,6 +313,14 @@ impl Policy {
             problems.push(invalid(
                 at("verification_valid_days"),
                 "must be from 1 to 36500 (a hundred years)",
+            ));
+        }
+        if let Some(notice) = tenant.reverification_notice_days
+            && notice >= tenant.verification_valid_days
+        {
+            problems.push(invalid(
+                at("reverification_notice_days"),
+                "must be fewer days than verification_valid_days",
             ));
         }
         if let Some(limit) = &tenant.rate_limit

@@ -182,7 +182,8 @@ async fn write(
         country: Some(country.to_string()),
         verification: created,
     };
-    store.insert(&row, &first).await?;
+    // The scenario's subjects are verified once: none is a re-verification.
+    store.insert(&row, &first, DateTime::<Utc>::MIN_UTC).await?;
     store
         .save_change(tenant, Status::Pending, &next, Some(&ended), None)
         .await?;

@@ -363,6 +363,7 @@ pub async fn serve_on(
         tokio::spawn(jobs::reconciler::run(app.clone())),
         tokio::spawn(jobs::outbox::run(app.clone())),
         tokio::spawn(jobs::experiments::run(app.clone())),
+        tokio::spawn(jobs::expiry::run(app.clone())),
     ];
     if let Some(path) = policy_file {
         jobs::policy_watch::start(app.clone(), path)?;

@@ -215,6 +215,17 @@ fn webhook(summary: &str, description: &str, event: &str, data: Value, example: 
 /// The events a tenant receives, under `webhooks`.
 fn add_webhooks(spec: &mut Value) {
     let verification = spec["components"]["schemas"]["Verification"]["example"].clone();
+    let lapse = <crate::lifecycle::expiry::ApprovalLapse as utoipa::PartialSchema>::schema();
+    spec["components"]["schemas"]["ApprovalLapse"] =
+        serde_json::to_value(lapse).expect("a schema is JSON");
+    let lapse_example = json!({
+        "subject_id": "customer-42",
+        "verification_id": "ver_01M92WAK5TXR2XB9P1NR502Y28",
+        "reference": "order-1001",
+        "provider": "betrust-sandbox",
+        "verified_at": "2025-12-05T10:34:51.931527Z",
+        "expires_at": "2026-12-05T10:34:51.931527Z",
+    });
     spec["webhooks"] = json!({
         "verification.updated": webhook(
             "A verification's status changed",
@@ -232,6 +243,24 @@ fn add_webhooks(spec: &mut Value) {
             "experiment.stopped",
             json!({"$ref": "#/components/schemas/ExperimentFigures"}),
             spec["components"]["schemas"]["ExperimentFigures"]["example"].clone(),
+        ),
+        "verification.expiring": webhook(
+            "A subject's approval lapses soon",
+            "Sent once per approval, the tenant's `reverification_notice_days` (default 30) before \
+    it lapses at `expires_at` (its approval plus `verification_valid_days`), so that the subject can \
+    be verified again in time; not sent when the subject has a newer approval. Delivered in the \
+    approved verification's line, after its `verification.updated` events.",
+            "verification.expiring",
+            json!({"$ref": "#/components/schemas/ApprovalLapse"}),
+            lapse_example.clone(),
+        ),
+        "verification.expired": webhook(
+            "A subject's approval lapsed",
+            "Sent once per approval when it lapses at `expires_at`; from then the subject's \
+    standing says `needs_reverification`. Not sent when the subject has a newer approval.",
+            "verification.expired",
+            json!({"$ref": "#/components/schemas/ApprovalLapse"}),
+            lapse_example,
         ),
         "endpoint.disabled": webhook(
             "The tenant's webhook URL was disabled",

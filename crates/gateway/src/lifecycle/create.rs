@@ -631,7 +631,9 @@ impl Attempt<'_> {
             country: Some(held.country.clone()),
             verification,
         };
-        match self.app.store.insert(&row, &created).await? {
+        let valid_days = self.runtime.policy.tenants[&held.tenant].verification_valid_days;
+        let lapsed_before = at - chrono::Duration::days(i64::from(valid_days));
+        match self.app.store.insert(&row, &created, lapsed_before).await? {
             Inserted::Created => {
                 tracing::info!(verification = %row.verification.id, provider = %name, "verification started");
                 metrics::counter!(

@@ -9,6 +9,7 @@
 
 pub mod create;
 pub mod events;
+pub mod expiry;
 pub mod webhooks;
 
 use crate::app::{App, Runtime};
@@ -554,6 +555,10 @@ pub async fn standing(
         verified_at,
         expires_at,
         needs_reverification: approved.is_some() && !fresh,
+        reverifications: app
+            .store
+            .subject_reverifications(tenant, subject_id)
+            .await?,
     };
     if let Some(approved) = approved
         && let Some(provider) = runtime.providers.get(&approved.provider)

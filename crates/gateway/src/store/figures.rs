@@ -72,6 +72,8 @@ pub struct StatsRow {
     pub started: u64,
     /// Created at a fallback instance.
     pub fallbacks: u64,
+    /// Created for a subject whose newest approval had lapsed.
+    pub reverifications: u64,
     /// Failed calls to the instance on these days (not by creation day).
     pub provider_errors: u64,
     /// Of those created, how many are approved, rejected, expired, abandoned, cancelled.
@@ -214,6 +216,7 @@ impl FigureStore for SqlStore {
         let sums = [
             "started",
             "fallbacks",
+            "reverifications",
             "provider_errors",
             "approved",
             "rejected",
@@ -241,6 +244,7 @@ impl FigureStore for SqlStore {
                     country: row.try_get("country")?,
                     started: count(row, "started")?,
                     fallbacks: count(row, "fallbacks")?,
+                    reverifications: count(row, "reverifications")?,
                     provider_errors: count(row, "provider_errors")?,
                     approved: count(row, "approved")?,
                     rejected: count(row, "rejected")?,

@@ -1,7 +1,7 @@
 //! Group commit on SQLite: writes that wait together commit together, and a write that fails
 //! fails alone.
 
-use super::tests::{count, created, sample};
+use super::tests::{count, created, lapsed_never, sample};
 use super::*;
 use std::sync::Arc;
 
@@ -18,7 +18,10 @@ async fn writes_waiting_together_commit_once_and_a_failing_one_fails_only_its_ca
     let url = format!("sqlite://{}", dir.path().join("g.db").display());
     let store = Arc::new(SqlStore::connect(&url).await.unwrap());
     let taken = sample("t-group", "ref-taken", "sub-taken");
-    store.insert(&taken, &created(&taken)).await.unwrap();
+    store
+        .insert(&taken, &created(&taken), lapsed_never())
+        .await
+        .unwrap();
 
     // A write that holds the writer thread until released, so that the next ones queue.
     let (holding, held) = std::sync::mpsc::channel::<()>();
@@ -53,7 +56,7 @@ async fn writes_waiting_together_commit_once_and_a_failing_one_fails_only_its_ca
         .cloned()
         .map(|row| {
             let store = store.clone();
-            tokio::spawn(async move { store.insert(&row, &created(&row)).await })
+            tokio::spawn(async move { store.insert(&row, &created(&row), lapsed_never()).await })
         })
         .collect();
     while group(&store).queued() < rows.len() {

@@ -1,7 +1,7 @@
 //! PostgreSQL reads by key on kept connections: a kept connection that broke is replaced, and
 //! the read still answers.
 
-use super::tests::{PgSchema, created, postgres_url, sample};
+use super::tests::{PgSchema, created, lapsed_never, postgres_url, sample};
 use super::*;
 
 #[tokio::test]
@@ -14,7 +14,10 @@ async fn a_read_on_a_kept_connection_that_broke_is_made_on_another() {
         .await
         .unwrap();
     let row = sample("t-held", "ref-held", "sub-held");
-    store.insert(&row, &created(&row)).await.unwrap();
+    store
+        .insert(&row, &created(&row), lapsed_never())
+        .await
+        .unwrap();
     let id = row.verification.id.clone();
     // Reads at once, so that several connections are kept.
     let get = || store.get("t-held", &id);

@@ -15,6 +15,7 @@ mod figures;
 mod group_commit;
 mod held_reads;
 mod inline;
+mod lapses;
 mod outbox;
 #[cfg(test)]
 mod plans;
@@ -28,6 +29,7 @@ mod write;
 pub use attempts::{AttemptState, AttemptStore, CreateAttempt, Reserved};
 pub use experiments::*;
 pub use figures::*;
+pub use lapses::*;
 pub use outbox::{AttemptOutcome, DisabledEndpoint, DueEvent, EventState, EventStore, Recorded};
 pub use reconcile::*;
 pub use subjects::*;
@@ -148,6 +150,7 @@ pub trait Store:
     + EventStore
     + TenantEventStore
     + AttemptStore
+    + LapseStore
     + Send
     + Sync
 {

@@ -26,6 +26,21 @@ fn reads(postgres: bool) -> Vec<(String, String, Vec<String>)> {
         ),
         one("subject's latest", SUBJECT_LATEST, &["t1", "s1"]),
         one("subject's approval", SUBJECT_APPROVED, &["t1", "s1"]),
+        (
+            "subject's re-verifications".into(),
+            super::subjects::SUBJECT_REVERIFICATIONS.into(),
+            vec!["t1".into(), "s1".into()],
+        ),
+        (
+            "approvals after a lapse cursor".into(),
+            super::lapses::approvals_after_sql(500),
+            vec![
+                "t1".into(),
+                ts(now() - chrono::Duration::days(400)),
+                String::new(),
+                ts(now() - chrono::Duration::days(335)),
+            ],
+        ),
         one(
             "unfinished",
             &format!("{UNFINISHED} LIMIT 200"),

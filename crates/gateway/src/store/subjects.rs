@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// The count behind [`SubjectStore::subject_reverifications`] (also read by the query-plan test).
+pub(super) const SUBJECT_REVERIFICATIONS: &str = "SELECT COUNT(*) AS n FROM verifications \
+     WHERE tenant = $1 AND subject_id = $2 AND reverification = 1";
+
 /// What the store knows of a subject across verifications.
 #[async_trait]
 pub trait SubjectStore: Send + Sync {
@@ -18,6 +22,14 @@ pub trait SubjectStore: Send + Sync {
         tenant: &str,
         subject_id: &str,
     ) -> Result<(Option<Verification>, Option<Verification>), StoreError>;
+
+    /// How many of the subject's verifications were started when its newest approval had
+    /// lapsed.
+    async fn subject_reverifications(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+    ) -> Result<u64, StoreError>;
 
     /// The provider's id for a tenant's subject, if remembered.
     async fn subject_ref(
@@ -60,6 +72,19 @@ impl SubjectStore for SqlStore {
             .fetch_one_where(SUBJECT_APPROVED, &[tenant, subject_id])
             .await?;
         Ok((latest, approved.map(|s| s.verification)))
+    }
+
+    async fn subject_reverifications(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+    ) -> Result<u64, StoreError> {
+        let row = sqlx::query(SUBJECT_REVERIFICATIONS)
+            .bind(tenant)
+            .bind(subject_id)
+            .fetch_one(&self.pool)
+            .await?;
+        count(&row, "n")
     }
 
     async fn subject_ref(

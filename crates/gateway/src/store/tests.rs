@@ -33,6 +33,11 @@ pub(super) fn sample(tenant: &str, reference: &str, subject: &str) -> StoredVeri
     }
 }
 
+/// A lapse time before any approval: the verification is no re-verification.
+pub(super) fn lapsed_never() -> DateTime<Utc> {
+    DateTime::<Utc>::MIN_UTC
+}
+
 pub(super) fn created(row: &StoredVerification) -> NewChange {
     change(row, None, row.verification.status, Source::Create)
 }
@@ -82,11 +87,18 @@ async fn suite(store: &SqlStore) {
     let tenant = format!("t_{}", ulid::Ulid::generate());
     let other = format!("o_{}", ulid::Ulid::generate());
     let a = sample(&tenant, "ref-a", "sub-1");
-    let inserted = store.insert(&a, &created(&a)).await.unwrap();
+    let inserted = store
+        .insert(&a, &created(&a), lapsed_never())
+        .await
+        .unwrap();
     assert!(matches!(inserted, Inserted::Created));
     // The same reference again returns the first row, not a second one, and no history.
     let dup = sample(&tenant, "ref-a", "sub-1");
-    match store.insert(&dup, &created(&dup)).await.unwrap() {
+    match store
+        .insert(&dup, &created(&dup), lapsed_never())
+        .await
+        .unwrap()
+    {
         Inserted::Exists(existing) => assert_eq!(*existing, a),
         Inserted::Created => panic!("a second row for one reference"),
     }
@@ -248,7 +260,10 @@ async fn suite(store: &SqlStore) {
     // Listing, filtering, paging, standing.
     for i in 0..3 {
         let row = sample(&tenant, &format!("ref-{i}"), "sub-2");
-        store.insert(&row, &created(&row)).await.unwrap();
+        store
+            .insert(&row, &created(&row), lapsed_never())
+            .await
+            .unwrap();
     }
     let filter = ListFilter {
         subject_id: Some("sub-2".into()),
@@ -354,7 +369,10 @@ async fn claims_are_disjoint(store: &SqlStore) {
     for i in 0..40 {
         let mut row = sample(&tenant, &format!("ref-c{i}"), "sub-c");
         row.verification.provider = provider.clone();
-        store.insert(&row, &created(&row)).await.unwrap();
+        store
+            .insert(&row, &created(&row), lapsed_never())
+            .await
+            .unwrap();
         ids.push(row.verification.id);
     }
     let at = now();
@@ -414,7 +432,10 @@ async fn instance_outcomes_at_the_horizon(store: &SqlStore) {
         row(7, "o-p2", "CL", Status::Approved, 72, 1),
     ];
     for row in &rows {
-        store.insert(row, &created(row)).await.unwrap();
+        store
+            .insert(row, &created(row), lapsed_never())
+            .await
+            .unwrap();
     }
     let three_days_ago = now() - chrono::Duration::days(3);
     for country in ["CL", "CL", "AR"] {
@@ -502,7 +523,10 @@ async fn experiments_replays_and_provider_failures(store: &SqlStore) {
         row("plain", Status::Rejected),
     ];
     for row in &rows {
-        store.insert(row, &created(row)).await.unwrap();
+        store
+            .insert(row, &created(row), lapsed_never())
+            .await
+            .unwrap();
     }
     let counts = |horizon_hours: u64| {
         let horizon = Duration::from_secs(horizon_hours * 3600);
@@ -668,11 +692,14 @@ async fn stats_count_what_was_started_and_how_it_ended(store: &SqlStore) {
         shares: None,
     });
     for r in [&a, &b, &c] {
-        store.insert(r, &created(r)).await.unwrap();
+        store.insert(r, &created(r), lapsed_never()).await.unwrap();
     }
     // A replayed reference is not a second start.
     let again = row("a", "stats-p1", "CL", Status::Pending);
-    store.insert(&again, &created(&again)).await.unwrap();
+    store
+        .insert(&again, &created(&again), lapsed_never())
+        .await
+        .unwrap();
     // a ends approved (counted once, however often the change is tried); c only moves on.
     let approved = moved(&a, Status::Approved);
     for _ in 0..2 {
@@ -770,7 +797,10 @@ async fn outbox_fencing(store: &SqlStore) {
     let mut row = sample(&tenant, "ref-f", "sub-f");
     // An instance of its own, so the suite's counts of p1 stay as they were.
     row.verification.provider = "p-fenced".into();
-    store.insert(&row, &created(&row)).await.unwrap();
+    store
+        .insert(&row, &created(&row), lapsed_never())
+        .await
+        .unwrap();
     let at = now();
     let event = new_event(&tenant, &row.verification.id, "verification.updated", at);
     let next = moved(&row, Status::InProgress);
@@ -893,7 +923,10 @@ async fn outbox_heads(store: &SqlStore) {
     let tenant = format!("h_{}", ulid::Ulid::generate());
     let mut row = sample(&tenant, "ref-h", "sub-h");
     row.verification.provider = "p-heads".into();
-    store.insert(&row, &created(&row)).await.unwrap();
+    store
+        .insert(&row, &created(&row), lapsed_never())
+        .await
+        .unwrap();
     let mut events = Vec::new();
     let mut current = row.verification.clone();
     for to in [Status::InProgress, Status::InReview, Status::Approved] {
@@ -1118,7 +1151,10 @@ async fn create_reservations(store: &SqlStore) {
     let mut row = sample(&tenant, "ref-r", "sub-r");
     // An instance of its own, so the suite's counts of p1 stay as they were.
     row.verification.provider = "p-reserved".into();
-    store.insert(&row, &created(&row)).await.unwrap();
+    store
+        .insert(&row, &created(&row), lapsed_never())
+        .await
+        .unwrap();
     assert_eq!(store.attempt(&tenant, "ref-r").await.unwrap(), None);
     assert!(matches!(
         store.reserve(&attempt).await.unwrap(),

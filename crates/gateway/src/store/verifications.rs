@@ -176,28 +176,38 @@ pub(super) const HISTORY: &str = "SELECT from_status, to_status, source, actor, 
 /// its first history row ($21 to $28: id, tenant, verification id, from, to, source, actor, at),
 /// its count in `stats_daily` ($29: 1 when it went to a fallback) and the settling of its
 /// reservation, all or nothing: on PostgreSQL one statement (one round trip), on SQLite four
-/// statements run by the writer in the write's transaction. Built once per backend.
+/// statements run by the writer in the write's transaction. Built once per backend. It is a
+/// re-verification when the subject's newest approval completed before $30 (it had lapsed).
 pub(super) fn insert_statements(postgres: bool) -> &'static [String] {
     static STATEMENTS: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
     &STATEMENTS.get_or_init(|| [insert_sql(false), insert_sql(true)])[usize::from(postgres)]
 }
 
 fn insert_sql(postgres: bool) -> Vec<String> {
+    let lapsed = "CASE WHEN (SELECT MAX(completed_at) FROM verifications \
+         WHERE tenant = $2 AND subject_id = $4 AND status = 'approved') < $30 THEN 1 ELSE 0 END";
     let verification = format!(
-        "INSERT INTO verifications ({COLUMNS}, experiment, arm) VALUES \
+        "INSERT INTO verifications ({COLUMNS}, experiment, arm, reverification) VALUES \
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-         $20)"
+         $20, {lapsed})"
     );
     let change = "INSERT INTO status_changes (id, tenant, verification_id, from_status, \
          to_status, source, actor, at)";
     let counted = |status: &str| format!("CASE WHEN $7 = '{status}' THEN 1 ELSE 0 END");
     let stats = "INSERT INTO stats_daily (tenant, day, provider, country, started, fallbacks, \
-         approved, rejected, expired, abandoned, cancelled, decided_at_once)";
+         approved, rejected, expired, abandoned, cancelled, decided_at_once, reverifications)";
+    // On PostgreSQL the statement sees the table as it was before it: the flag is `created`'s.
+    let reverification = if postgres {
+        "created.reverification"
+    } else {
+        "(SELECT reverification FROM verifications WHERE id = $1)"
+    };
     // Final already at creation: decided in no time.
     let final_now = "CASE WHEN $7 IN ('approved', 'rejected', 'expired', 'abandoned', \
          'cancelled') THEN 1 ELSE 0 END";
     let counts = format!(
-        "$2, substr($14, 1, 10), $5, COALESCE($18, ''), 1, $29, {}, {}, {}, {}, {}, {final_now}",
+        "$2, substr($14, 1, 10), $5, COALESCE($18, ''), 1, $29, {}, {}, {}, {}, {}, {final_now}, \
+         {reverification}",
         counted("approved"),
         counted("rejected"),
         counted("expired"),
@@ -211,13 +221,14 @@ fn insert_sql(postgres: bool) -> Vec<String> {
          expired = stats_daily.expired + excluded.expired, \
          abandoned = stats_daily.abandoned + excluded.abandoned, \
          cancelled = stats_daily.cancelled + excluded.cancelled, \
-         decided_at_once = stats_daily.decided_at_once + excluded.decided_at_once";
+         decided_at_once = stats_daily.decided_at_once + excluded.decided_at_once, \
+         reverifications = stats_daily.reverifications + excluded.reverifications";
     // The create's reservation is settled by the verification: it goes with the same write.
     let settled = "DELETE FROM create_attempts WHERE tenant = $2 AND reference = $3";
     if postgres {
         // Selected from `created`, so nothing is counted when the verification is not written.
         vec![format!(
-            "WITH created AS ({verification} RETURNING id), \
+            "WITH created AS ({verification} RETURNING id, reverification), \
              history AS ({change} SELECT $21, $22, $23, $24, $25, $26, $27, $28 FROM created), \
              settled AS ({settled} AND EXISTS (SELECT 1 FROM created)) \
              {stats} SELECT {counts} FROM created {add}"
@@ -256,11 +267,13 @@ pub(super) async fn insert_change(tx: &mut dyn WriteTx, c: &NewChange) -> Result
 #[async_trait]
 pub trait VerificationStore: Send + Sync {
     /// Inserts a new verification with its first history row, or returns the one that already
-    /// holds (tenant, reference).
+    /// holds (tenant, reference). It counts as a re-verification when the subject's newest
+    /// approval completed before `lapsed_before` (creation less the tenant's validity).
     async fn insert(
         &self,
         row: &StoredVerification,
         created: &NewChange,
+        lapsed_before: DateTime<Utc>,
     ) -> Result<Inserted, StoreError>;
 
     /// One verification of a tenant.
@@ -326,6 +339,7 @@ impl VerificationStore for SqlStore {
         &self,
         row: &StoredVerification,
         created: &NewChange,
+        lapsed_before: DateTime<Utc>,
     ) -> Result<Inserted, StoreError> {
         let v = &row.verification;
         let c = &created.change;
@@ -366,6 +380,7 @@ impl VerificationStore for SqlStore {
                     .as_ref()
                     .is_some_and(|r| r.reason == kyc_core::RoutingReason::Fallback),
             ),
+            ts(lapsed_before),
         ];
         let written = self
             .write(move |tx| {
