@@ -440,6 +440,7 @@ async fn a_manual_decision_goes_through_the_lifecycle() {
         ),
         "{history}"
     );
+    assert_eq!(last["note"], "Document checked by hand", "{history}");
     // A later sync, and a late provider event, keep it approved.
     let (_, synced) = w.act(&v, "refresh", ALPHA_KEY).await;
     assert_eq!(synced["status"], "approved");

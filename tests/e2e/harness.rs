@@ -432,6 +432,11 @@ impl World {
         Replica { child, base }
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The policy file the gateway serves.
     pub fn policy_path(&self) -> &std::path::Path {
         &self.config

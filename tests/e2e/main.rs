@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `kyc-gateway` binary, started on a free port, talking HTTP to the
 //! in-process BeTrust and gu1 simulators, with a real SQLite file.
 
+mod audit;
 mod browser;
 mod chaos;
 mod check_config;

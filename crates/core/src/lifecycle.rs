@@ -103,6 +103,9 @@ pub struct StatusChange {
     /// For a manual decision, the name of the API key that made it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// For a manual decision, the reviewer's reason as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// When the gateway recorded it.
     pub at: DateTime<Utc>,
 }

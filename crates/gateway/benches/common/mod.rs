@@ -43,6 +43,7 @@ pub fn pending(
             to: Status::Pending,
             source: Source::Create,
             actor: None,
+            note: None,
             at,
         },
     };

@@ -167,6 +167,7 @@ async fn write(
             to,
             source,
             actor: None,
+            note: None,
             at,
         },
     };

@@ -484,6 +484,33 @@ pub struct StatsParams {
     pub group_by: Option<String>,
 }
 
+/// The period of `GET /v1/audit/export`, as sent.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditExportParams {
+    /// Start (RFC 3339), included.
+    #[param(value_type = String, format = DateTime, example = "2026-11-01T00:00:00Z")]
+    pub from: Option<String>,
+    /// End (RFC 3339), excluded; default now. A period that ends before it starts is empty.
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-12-01T00:00:00Z")]
+    pub to: Option<String>,
+}
+
+impl AuditExportParams {
+    /// Checks both: `from` is required. A period that ends before it starts is empty; one that
+    /// starts before 1970 starts then (no history is older).
+    pub fn check(
+        self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>), ApiError> {
+        let from = instant("from", self.from.as_deref())?
+            .ok_or_else(|| ApiError::invalid("from", "is required: the period's start"))?;
+        let to = instant("to", self.to.as_deref())?.unwrap_or(now);
+        let from = from.max(chrono::DateTime::UNIX_EPOCH);
+        Ok((from, to.max(from)))
+    }
+}
+
 /// The first day RFC 3339 can write.
 const YEAR_ZERO: chrono::NaiveDate = chrono::NaiveDate::from_ymd_opt(0, 1, 1).expect("a date");
 

@@ -3,6 +3,7 @@
 //! analytics function, and answer.
 
 pub mod analytics;
+pub mod audit;
 pub mod dashboard;
 pub mod events;
 pub mod extract;

@@ -9,7 +9,7 @@
 //!   `subject.provider_refs`, so Swagger UI offers them and a fuzzer never sends a name the policy
 //!   does not have.
 
-use crate::http::{analytics, events, ops, subjects, verifications};
+use crate::http::{analytics, audit, events, ops, subjects, verifications};
 use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -29,6 +29,7 @@ use utoipa::{Modify, OpenApi};
         (name = "policy", description = "The calling tenant's policy in force"),
         (name = "stats", description = "How providers compare on the tenant's verifications"),
         (name = "experiments", description = "Champion-challenger experiments of the tenant's routing, with their verdicts"),
+        (name = "audit", description = "The tamper-evident history and its export"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -59,6 +60,7 @@ pub fn router_and_document() -> (axum::Router<crate::app::AppState>, utoipa::ope
         .merge(analytics::router())
         .merge(ops::router())
         .merge(events::router())
+        .merge(audit::router())
         .merge(crate::http::policy::router())
         .split_for_parts()
 }

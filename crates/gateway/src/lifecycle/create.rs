@@ -622,6 +622,7 @@ impl Attempt<'_> {
                 to: verification.status,
                 source: Source::Create,
                 actor: None,
+                note: None,
                 at,
             },
         };

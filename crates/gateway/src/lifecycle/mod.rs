@@ -7,6 +7,7 @@
 //! the change, its history row and its outbox event in one transaction. A change that is not real
 //! (a duplicate, a stale or out-of-order answer) writes nothing and emits nothing.
 
+pub mod audit;
 pub mod create;
 pub mod events;
 pub mod expiry;
@@ -378,7 +379,6 @@ pub async fn decide(
     if synced.verification.status != Status::InReview {
         return Err(ServiceError::NotInReview(synced.verification.status));
     }
-    let asked_at = now();
     let answer = call(
         app,
         runtime,
@@ -403,17 +403,11 @@ pub async fn decide(
         Some(key_name),
     )
     .await?;
-    // The provider may announce the decision by webhook before it answers the call, and that
-    // webhook may be recorded first: the change is still this decision's.
+    // Who decided and why, in the history of its own. The provider may announce the decision by
+    // webhook before it answers the call, and that webhook may be recorded first: the history
+    // shows the change as this decision's all the same.
     app.store
-        .attribute_change(
-            &tenant,
-            &id,
-            answer.status,
-            asked_at,
-            Source::Decision,
-            key_name,
-        )
+        .record_decision(&tenant, &id, answer.status, key_name, &decision.reason)
         .await?;
     Ok(recorded)
 }
@@ -444,6 +438,7 @@ async fn record(
                 to: next.status,
                 source,
                 actor: actor.map(str::to_string),
+                note: None,
                 at,
             },
         });

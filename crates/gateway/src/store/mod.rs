@@ -10,6 +10,7 @@
 //! transaction, so a change is never recorded without its event nor the other way round.
 
 mod attempts;
+mod audit;
 mod experiments;
 mod figures;
 mod group_commit;
@@ -27,6 +28,7 @@ mod verifications;
 mod write;
 
 pub use attempts::{AttemptState, AttemptStore, CreateAttempt, Reserved};
+pub use audit::*;
 pub use experiments::*;
 pub use figures::*;
 pub use lapses::*;
@@ -151,6 +153,7 @@ pub trait Store:
     + TenantEventStore
     + AttemptStore
     + LapseStore
+    + AuditStore
     + Send
     + Sync
 {

@@ -32,6 +32,26 @@ fn reads(postgres: bool) -> Vec<(String, String, Vec<String>)> {
             vec!["t1".into(), "s1".into()],
         ),
         (
+            "a tenant's unsealed history".into(),
+            super::audit::unsealed_sql(500),
+            vec!["t1".into()],
+        ),
+        (
+            "a page of a tenant's chain".into(),
+            super::audit::chain_page_sql(500),
+            vec!["t1".into(), "0".into()],
+        ),
+        (
+            "a page of a tenant's history by time".into(),
+            super::audit::history_page_sql(500),
+            vec!["t1".into(), "chg_0".into(), "chg_9".into()],
+        ),
+        (
+            "a tenant's unsealed count".into(),
+            "SELECT COUNT(*) AS n FROM status_changes WHERE tenant = $1 AND seq IS NULL".into(),
+            vec!["t1".into()],
+        ),
+        (
             "approvals after a lapse cursor".into(),
             super::lapses::approvals_after_sql(500),
             vec![
@@ -239,8 +259,9 @@ async fn populate(store: &SqlStore, rows: &str, with: &str) {
         ),
         format!(
             "{with}INSERT INTO status_changes (id, tenant, verification_id, from_status, \
-             to_status, source, at) SELECT 'chg_' || n, {tenant}, 'ver_' || (1000000 + n), \
-             NULL, 'pending', 'create', '2026-01-01T00:00:00.000000Z' FROM {rows}"
+             to_status, source, at, seq) SELECT 'chg_' || n, {tenant}, 'ver_' || (1000000 + n), \
+             NULL, 'pending', 'create', '2026-01-01T00:00:00.000000Z', \
+             CASE WHEN n % 100 <> 0 THEN n END FROM {rows}"
         ),
         format!(
             "{with}INSERT INTO events (id, tenant, verification_id, event_type, payload, \

@@ -238,7 +238,14 @@ mod tests {
                 .filter(|m| m.no_tx)
                 .map(|m| m.version)
                 .collect();
-            assert_eq!(concurrent, if sqlite { vec![] } else { vec![16, 18] });
+            assert_eq!(
+                concurrent,
+                if sqlite {
+                    vec![]
+                } else {
+                    vec![16, 18, 20, 21, 22]
+                }
+            );
         }
     }
 }

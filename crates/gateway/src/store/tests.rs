@@ -51,6 +51,7 @@ fn change(row: &StoredVerification, from: Option<Status>, to: Status, source: So
             to,
             source,
             actor: None,
+            note: None,
             at: now(),
         },
     }

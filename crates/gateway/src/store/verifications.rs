@@ -169,8 +169,8 @@ pub(super) fn claim_unfinished_sql(postgres: bool, limit: u32) -> String {
 }
 
 /// A verification's history.
-pub(super) const HISTORY: &str = "SELECT from_status, to_status, source, actor, at FROM status_changes \
-     WHERE tenant = $1 AND verification_id = $2 ORDER BY id";
+pub(super) const HISTORY: &str = "SELECT from_status, to_status, source, actor, at, kind, note \
+     FROM status_changes WHERE tenant = $1 AND verification_id = $2 ORDER BY id";
 
 /// A new verification ($1 to $18, the [`COLUMNS`], then $19 and $20, its experiment and arm),
 /// its first history row ($21 to $28: id, tenant, verification id, from, to, source, actor, at),
@@ -312,17 +312,17 @@ pub trait VerificationStore: Send + Sync {
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError>;
 
-    /// Attributes the change of a verification to `to`, recorded since `since` by a provider
-    /// read (webhook, refresh, reconciler), to `source` and `actor` instead: the read only saw
-    /// what the caller's own action caused.
-    async fn attribute_change(
+    /// Records a manual decision that brought a verification to `to`: who made it and why, as a
+    /// history row of its own (kind `decision`). The change itself may have been recorded by a
+    /// provider read (webhook, refresh, reconciler) that saw the decision first: the history
+    /// shows that change as the decision's.
+    async fn record_decision(
         &self,
         tenant: &str,
         verification_id: &str,
         to: Status,
-        since: DateTime<Utc>,
-        source: Source,
         actor: &str,
+        note: &str,
     ) -> Result<(), StoreError>;
 
     /// A verification's status changes, oldest first.
@@ -485,29 +485,29 @@ impl VerificationStore for SqlStore {
         .await
     }
 
-    async fn attribute_change(
+    async fn record_decision(
         &self,
         tenant: &str,
         verification_id: &str,
         to: Status,
-        since: DateTime<Utc>,
-        source: Source,
         actor: &str,
+        note: &str,
     ) -> Result<(), StoreError> {
         let args = args![
-            source.as_str(),
-            actor,
+            format!("chg_{}", ulid::Ulid::generate()),
             tenant,
             verification_id,
             to.as_str(),
-            ts(since),
+            actor,
+            note,
+            ts(now()),
         ];
         self.write(move |tx| {
             Box::pin(async move {
                 tx.execute(
-                    "UPDATE status_changes SET source = $1, actor = $2 \
-                     WHERE tenant = $3 AND verification_id = $4 AND to_status = $5 AND at >= $6 \
-                     AND source IN ('webhook', 'refresh', 'reconciler')",
+                    "INSERT INTO status_changes (id, tenant, verification_id, from_status, \
+                     to_status, source, actor, note, at, kind) \
+                     VALUES ($1, $2, $3, $4, $4, 'decision', $5, $6, $7, 'decision')",
                     &args,
                 )
                 .await?;
@@ -531,22 +531,36 @@ impl VerificationStore for SqlStore {
             table: "status_changes",
             column,
         };
-        rows.iter()
-            .map(|row| {
-                let from: Option<String> = row.try_get("from_status")?;
-                let to: String = row.try_get("to_status")?;
-                let source: String = row.try_get("source")?;
-                Ok(StatusChange {
-                    from: from
-                        .map(|f| Status::parse(&f).ok_or(corrupt("from_status")))
-                        .transpose()?,
-                    to: Status::parse(&to).ok_or(corrupt("to_status"))?,
-                    source: Source::parse(&source).ok_or(corrupt("source"))?,
-                    actor: row.try_get("actor")?,
-                    at: parse_ts(Some(row.try_get("at")?), "at")?.expect("some in, some out"),
-                })
-            })
-            .collect()
+        let mut history: Vec<StatusChange> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let from: Option<String> = row.try_get("from_status")?;
+            let to: String = row.try_get("to_status")?;
+            let source: String = row.try_get("source")?;
+            let kind: String = row.try_get("kind")?;
+            let change = StatusChange {
+                from: from
+                    .map(|f| Status::parse(&f).ok_or(corrupt("from_status")))
+                    .transpose()?,
+                to: Status::parse(&to).ok_or(corrupt("to_status"))?,
+                source: Source::parse(&source).ok_or(corrupt("source"))?,
+                actor: row.try_get("actor")?,
+                note: row.try_get("note")?,
+                at: parse_ts(Some(row.try_get("at")?), "at")?.expect("some in, some out"),
+            };
+            // A decision row names who made the change to its status, and why.
+            let decided = (kind == "decision")
+                .then(|| history.iter_mut().rev().find(|c| c.to == change.to))
+                .flatten();
+            match decided {
+                Some(decided) => {
+                    decided.source = Source::Decision;
+                    decided.actor = change.actor;
+                    decided.note = change.note;
+                }
+                None => history.push(change),
+            }
+        }
+        Ok(history)
     }
 }
 
