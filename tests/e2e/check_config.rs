@@ -59,6 +59,7 @@ fn every_problem_is_reported_in_one_run_each_naming_its_key() {
                  verification_valid_days = 100000000\n\
                  reverification_notice_days = 100000000",
             ),
+            ("retention_days = 1825", "retention_days = 0"),
             // A lookup grace past a day, and a circuit that would stay open for ever.
             (
                 "company_id = \"201\"",
@@ -85,6 +86,7 @@ fn every_problem_is_reported_in_one_run_each_naming_its_key() {
         "tenants.payments.verification_valid_days: must be from 1 to 36500",
         "tenants.payments.reverification_notice_days: must be fewer days than verification_valid_days",
         "compliance.every_seconds: must be from 1 to 86400",
+        "tenants.payments.retention_days: must be from 1 to 36500",
         "reconciler.max_interval_seconds: must be from 1 to 604800",
         "reconciler.rate_limit_share: must be a percentage from 1 to 100",
         "reconciler.lapse_margin_seconds: must be from 0 to 604800",

@@ -154,3 +154,371 @@ async fn lapse_notices_arrive_once_each_from_two_gateways_on_postgresql() {
     lapse_notices_arrive_once_each(Some(schema.url.clone())).await;
     schema.drop().await;
 }
+
+async fn store_pool(w: &World) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(&w.db_url).await.unwrap()
+}
+
+/// Sets a verification's last change back to `days` ago.
+async fn last_changed_days_ago(w: &World, v: &Value, days: i64) {
+    let pool = store_pool(w).await;
+    let at = (Utc::now() - Days::days(days)).to_rfc3339_opts(SecondsFormat::Micros, true);
+    sqlx::query("UPDATE verifications SET updated_at = $1 WHERE id = $2")
+        .bind(at)
+        .bind(v["id"].as_str().unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
+/// `kyc-gateway audit verify` on the world's policy: whether it passed, and what it printed.
+fn chain_verifies(w: &World) -> (bool, String) {
+    let config = w.policy_path().to_str().unwrap();
+    let out = w.command(&["audit", "verify", "--config", config]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Waits until the tenant's history is all sealed; answers the chain's length.
+async fn sealed_seq(w: &World) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, head) = w.get("/v1/audit/head", ALPHA_KEY).await;
+        if head["unsealed"] == 0 {
+            return head["seq"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "{head}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn status_of(w: &World, v: &Value) -> StatusCode {
+    let path = format!("/v1/verifications/{}", v["id"].as_str().unwrap());
+    w.get(&path, ALPHA_KEY).await.0
+}
+
+/// Tenant alpha is given `retention_days = 30` by a live edit: its final verifications last
+/// changed 40 days ago go, each with one tombstone in its history (however many gateways run
+/// the job); a final one of 20 days and an unfinished one of 40 stay; the stats of the period
+/// and the chain stay right.
+async fn retention_removes_exactly_what_is_past_it(store_url: Option<String>) {
+    let w = World::start_with(Options {
+        store_url,
+        ..Default::default()
+    })
+    .await;
+    let replica = w.db_url.starts_with("postgres").then(|| w.start_replica());
+    let approved_old = approve(&w, "ret-1", "sub-ret-1").await;
+    let rejected_old = w.create(person("ret-2", "sub-ret-2", "CL")).await;
+    w.finish(&rejected_old, Outcome::Rejected).await;
+    w.wait_status(&rejected_old, ALPHA_KEY, "rejected").await;
+    let approved_recent = approve(&w, "ret-3", "sub-ret-3").await;
+    let unfinished_old = w.create(person("ret-4", "sub-ret-4", "CL")).await;
+    for (v, days) in [
+        (&approved_old, 40),
+        (&rejected_old, 40),
+        (&approved_recent, 20),
+        (&unfinished_old, 40),
+    ] {
+        last_changed_days_ago(&w, v, days).await;
+    }
+    let chain = sealed_seq(&w).await;
+    let (_, stats) = w
+        .get("/v1/stats?group_by=provider,country", ALPHA_KEY)
+        .await;
+
+    w.edit_policy(|p| {
+        p.replacen(
+            "[tenants.alpha]\n",
+            "[tenants.alpha]\nretention_days = 30\n",
+            1,
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status_of(&w, &approved_old).await != StatusCode::NOT_FOUND
+        || status_of(&w, &rejected_old).await != StatusCode::NOT_FOUND
+    {
+        assert!(Instant::now() < deadline, "not removed:\n{}", w.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status_of(&w, &approved_recent).await, StatusCode::OK);
+    assert_eq!(status_of(&w, &unfinished_old).await, StatusCode::OK);
+    // A few more runs on every gateway change nothing more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, after) = w
+        .get("/v1/stats?group_by=provider,country", ALPHA_KEY)
+        .await;
+    assert_eq!(
+        after["groups"], stats["groups"],
+        "the stats keep what was removed"
+    );
+    assert_eq!(sealed_seq(&w).await, chain + 2, "one tombstone each");
+    let (ok, text) = chain_verifies(&w);
+    assert!(ok, "{text}");
+    let from = (Utc::now() - Days::minutes(10)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let (_, lines) = export_lines(&w, &from).await;
+    let tombstones: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "removed").collect();
+    assert_eq!(tombstones.len(), 2, "{tombstones:?}");
+    for (v, status) in [(&approved_old, "approved"), (&rejected_old, "rejected")] {
+        let line = tombstones
+            .iter()
+            .find(|l| l["verification_id"] == v["id"])
+            .unwrap();
+        assert_eq!(line["source"], "retention");
+        assert_eq!(line["to"], status);
+        assert!(line["provider_reference"].is_null(), "{line}");
+    }
+    drop(replica);
+}
+
+/// The export from `from` to now, as lines.
+async fn export_lines(w: &World, from: &str) -> (StatusCode, Vec<Value>) {
+    let response = w
+        .http
+        .get(format!("{}/v1/audit/export?from={from}", w.base))
+        .bearer_auth(ALPHA_KEY)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn retention_removes_exactly_what_is_past_it_on_sqlite() {
+    retention_removes_exactly_what_is_past_it(None).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: KYC_TEST_POSTGRES_URL"]
+async fn retention_removes_exactly_what_is_past_it_from_two_gateways_on_postgresql() {
+    let schema = PgSchema::create().await;
+    retention_removes_exactly_what_is_past_it(Some(schema.url.clone())).await;
+    schema.drop().await;
+}
+
+/// Which of `needles` the store still holds anywhere: in the SQLite file and its write-ahead
+/// log, or in any row of any PostgreSQL table of the test's schema.
+async fn traces(w: &World, needles: &[String]) -> Vec<String> {
+    let mut haystack = Vec::new();
+    if let Some(path) = w.db_url.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap();
+        for file in [path.to_string(), format!("{path}-wal")] {
+            haystack.extend(std::fs::read(&file).unwrap_or_default());
+        }
+    } else {
+        let pool = store_pool(w).await;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
+             WHERE table_schema = current_schema()",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(tables.len() > 10, "{tables:?}");
+        for table in tables {
+            let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT CAST(row_to_json(t) AS TEXT) FROM \"{table}\" t"
+            )))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            for row in rows {
+                haystack.extend(row.into_bytes());
+            }
+        }
+        pool.close().await;
+    }
+    needles
+        .iter()
+        .filter(|n| haystack.windows(n.len()).any(|w| w == n.as_bytes()))
+        .cloned()
+        .collect()
+}
+
+/// A subject with an approval at each provider and a gu1 verification in flight is erased:
+/// the in-flight one is cancelled first, the answer names both instances with their references
+/// (and gu1's id for the subject), a signed `subject.erased` event arrives once, and afterwards
+/// neither the subject id, nor the caller's or the providers' references, are anywhere in the
+/// store; the verifications still count in the stats, the chain still verifies, another subject
+/// is untouched, and erasing again changes nothing. A subject with a BeTrust verification in
+/// flight (BeTrust cannot cancel) is refused until it has finished.
+async fn erasure_leaves_no_trace(store_url: Option<String>) {
+    let receiver = Receiver::start(vec![], 200).await;
+    let w = world_for(
+        &receiver,
+        Options {
+            store_url,
+            ..Default::default()
+        },
+    )
+    .await;
+    let subject = "sub-erase-7f3a9c";
+    let at_betrust = approve(&w, "erase-ref-1", subject).await;
+    let at_gu1 = w.create(person("erase-ref-2", subject, "AR")).await;
+    w.finish(&at_gu1, Outcome::Approved).await;
+    w.wait_status(&at_gu1, ALPHA_KEY, "approved").await;
+    let in_flight = w.create(person("erase-ref-3", subject, "AR")).await;
+    let kept = approve(&w, "keep-ref-1", "sub-keep").await;
+    let waiting = w.create(person("wait-ref-1", "sub-wait", "CL")).await;
+    receiver.wait_for(3).await;
+    let (_, stats) = w
+        .get("/v1/stats?group_by=provider,country", ALPHA_KEY)
+        .await;
+
+    let (status, problem) = w.delete("/v1/subjects/sub-wait", ALPHA_KEY).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["code"], "in_flight");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains(waiting["id"].as_str().unwrap())
+    );
+
+    let (status, erased) = w
+        .delete(&format!("/v1/subjects/{subject}"), ALPHA_KEY)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{erased}");
+    assert_eq!(erased["verifications"], 3, "{erased}");
+    assert_eq!(erased["cancelled"], 1, "{erased}");
+    let providers = erased["providers"].as_array().unwrap();
+    assert_eq!(providers.len(), 2, "{erased}");
+    assert_eq!(providers[0]["provider"], "betrust-cl");
+    assert_eq!(
+        providers[0]["verification_references"],
+        serde_json::json!([at_betrust["provider_reference"]])
+    );
+    assert_eq!(providers[1]["provider"], "gu1");
+    assert_eq!(
+        providers[1]["verification_references"],
+        serde_json::json!([
+            at_gu1["provider_reference"],
+            in_flight["provider_reference"]
+        ])
+    );
+    let gu1_subject = providers[1]["subject_reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let event = loop {
+        let seen = receiver.seen();
+        if let Some(d) = seen.iter().find(|d| d.body["type"] == "subject.erased") {
+            break d.clone();
+        }
+        assert!(Instant::now() < deadline, "{seen:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(event.verified);
+    assert_eq!(event.body["data"]["erasure_id"], erased["erasure_id"]);
+
+    let mut needles: Vec<String> = vec![subject.into(), gu1_subject];
+    for v in [&at_betrust, &at_gu1, &in_flight] {
+        needles.push(v["reference"].as_str().unwrap().into());
+        needles.push(v["provider_reference"].as_str().unwrap().into());
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = traces(&w, &needles).await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the store still holds {left:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The check finds what is there: the subject kept is.
+    assert_eq!(traces(&w, &["sub-keep".to_string()]).await.len(), 1);
+
+    let (_, standing) = w
+        .get(&format!("/v1/subjects/{subject}/kyc"), ALPHA_KEY)
+        .await;
+    assert_eq!(standing["verified"], false, "{standing}");
+    assert!(standing["current"].is_null(), "{standing}");
+    let (_, kept_standing) = w.get("/v1/subjects/sub-keep/kyc", ALPHA_KEY).await;
+    assert_eq!(kept_standing["current"]["id"], kept["id"]);
+    let (_, anonymous) = w
+        .get(
+            &format!("/v1/verifications/{}", at_gu1["id"].as_str().unwrap()),
+            ALPHA_KEY,
+        )
+        .await;
+    assert_eq!(anonymous["status"], "approved", "{anonymous}");
+    assert_eq!(anonymous["subject_id"], "", "{anonymous}");
+    let (_, after) = w
+        .get("/v1/stats?group_by=provider,country", ALPHA_KEY)
+        .await;
+    // They still count: the same started and approved, and the cancelled one now cancelled.
+    let counts = |stats: &Value| -> Vec<(Value, Value, Value, Value)> {
+        let groups = stats["groups"].as_array().unwrap();
+        groups
+            .iter()
+            .map(|g| {
+                let f = &g["finished"];
+                let cancelled = f["cancelled"].clone();
+                (
+                    g["provider"].clone(),
+                    g["started"].clone(),
+                    f["approved"].clone(),
+                    cancelled,
+                )
+            })
+            .collect()
+    };
+    let mut expected = counts(&stats);
+    for group in &mut expected {
+        if group.0 == "gu1" {
+            group.3 = serde_json::json!(group.3.as_u64().unwrap() + 1);
+        }
+    }
+    assert_eq!(counts(&after), expected, "{after}");
+    sealed_seq(&w).await;
+    let (ok, text) = chain_verifies(&w);
+    assert!(ok, "{text}");
+
+    let (status, again) = w
+        .delete(&format!("/v1/subjects/{subject}"), ALPHA_KEY)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["verifications"], 0, "{again}");
+    assert!(again["erasure_id"].is_null(), "{again}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen = receiver.seen();
+    assert_eq!(
+        seen.iter()
+            .filter(|d| d.body["type"] == "subject.erased")
+            .count(),
+        1
+    );
+
+    w.finish(&waiting, Outcome::Approved).await;
+    w.wait_status(&waiting, ALPHA_KEY, "approved").await;
+    let (status, _) = w.delete("/v1/subjects/sub-wait", ALPHA_KEY).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn erasure_leaves_no_trace_in_the_sqlite_file() {
+    erasure_leaves_no_trace(None).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: KYC_TEST_POSTGRES_URL"]
+async fn erasure_leaves_no_trace_in_the_postgresql_tables() {
+    let schema = PgSchema::create().await;
+    erasure_leaves_no_trace(Some(schema.url.clone())).await;
+    schema.drop().await;
+}

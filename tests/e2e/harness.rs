@@ -551,6 +551,11 @@ impl World {
         (s, b)
     }
 
+    pub async fn delete(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        let (s, _, b) = self.call(Method::DELETE, path, Some(key), None).await;
+        (s, b)
+    }
+
     pub async fn post(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
         let (s, _, b) = self.call(Method::POST, path, Some(key), Some(body)).await;
         (s, b)

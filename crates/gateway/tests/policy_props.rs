@@ -79,7 +79,7 @@ proptest! {
                 1 => Just(u64::MAX),
                 1 => any::<u64>(),
             ],
-            17,
+            18,
         )
     ) {
         let n = |i: usize| numbers[i];
@@ -116,6 +116,7 @@ proptest! {
                 ),
                 1,
             )
+            .replacen("retention_days = 1825", &format!("retention_days = {}", n(17)), 1)
             .replacen("min_sample = 200", &format!("min_sample = {}", n(10)), 1)
             .replacen("share = 20,", &format!("share = {},", n(11)), 1);
         let Ok(policy) = Policy::parse(&text, env) else {
@@ -154,6 +155,11 @@ proptest! {
             let notice = chrono::Duration::days(i64::from(tenant.notice_days()));
             prop_assert!(notice < days);
             prop_assert!(chrono::Utc::now().checked_sub_signed(days - notice).is_some());
+            // The retention job's cutoff.
+            if let Some(kept) = tenant.retention_days {
+                let kept = chrono::Duration::days(i64::from(kept));
+                prop_assert!(kyc_gateway::store::now().checked_sub_signed(kept).is_some());
+            }
         }
     }
 }

@@ -20,7 +20,7 @@ impl Default for ExperimentsConfig {
     }
 }
 
-/// How often the compliance jobs run (the re-verification notices today).
+/// How often the compliance jobs run (re-verification notices, retention).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComplianceConfig {
@@ -220,6 +220,8 @@ pub struct TenantConfig {
     /// 30, or half the validity where that is shorter; 0: no notice before, only
     /// `verification.expired`).
     pub reverification_notice_days: Option<u32>,
+    /// Days a final verification is kept after its last change; none: kept until erased.
+    pub retention_days: Option<u32>,
     /// Which provider gets which verification.
     pub routing: Routing,
 }

@@ -26,6 +26,16 @@ impl Policy {
                     "is never used: the split takes every subject no rule takes",
                 ));
             }
+            if tenant
+                .retention_days
+                .is_some_and(|days| days < tenant.verification_valid_days)
+            {
+                warnings.push(invalid(
+                    format!("tenants.{name}.retention_days"),
+                    "is shorter than verification_valid_days: an approval is removed while it \
+                     still counts, and the subject's standing forgets it",
+                ));
+            }
             used.extend(routing.default.iter().cloned());
             used.extend(routing.rules.iter().map(|r| r.provider.clone()));
             used.extend(routing.split.keys().cloned());
@@ -312,6 +322,15 @@ impl Policy {
         if !(1..=36_500).contains(&tenant.verification_valid_days) {
             problems.push(invalid(
                 at("verification_valid_days"),
+                "must be from 1 to 36500 (a hundred years)",
+            ));
+        }
+        if tenant
+            .retention_days
+            .is_some_and(|days| !(1..=36_500).contains(&days))
+        {
+            problems.push(invalid(
+                at("retention_days"),
                 "must be from 1 to 36500 (a hundred years)",
             ));
         }

@@ -57,7 +57,8 @@ async fn audit_head(
     tag = "audit",
     params(AuditExportParams),
     responses(
-        (status = 200, description = "One JSON object per line", body = String, content_type = "application/jsonl"),
+        (status = 200, description = "One JSON object per line", body = String, content_type = "application/jsonl",
+            example = json!("{\"seq\":41,\"id\":\"chg_01M92WAK5TXR2XB9P1NR502Y30\",\"verification_id\":\"ver_01M92WAK5TXR2XB9P1NR502Y28\",\"kind\":\"change\",\"from\":null,\"to\":\"pending\",\"source\":\"create\",\"actor\":null,\"note\":null,\"at\":\"2026-12-05T10:34:47.866137Z\",\"subject_id\":\"customer-42\",\"provider\":\"betrust-sandbox\",\"provider_reference\":\"42a2aada-6a46-4601-a1cc-36356abac9d2\",\"routing\":\"default\",\"record\":\"{\\\"v\\\":1}\",\"prev_hash\":\"9b1c7e0f0d5a4e3f8a2b6c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f\",\"hash\":\"3e5f7a9b1c3d5e7f9a1b3c5d7e9f1a3b5c7d9e1f3a5b7c9d1e3f5a7b9c1d3e5f\"}\n")),
         QueryProblems,
         AuthProblems,
     ),

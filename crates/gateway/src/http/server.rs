@@ -365,6 +365,7 @@ pub async fn serve_on(
         tokio::spawn(jobs::experiments::run(app.clone())),
         tokio::spawn(jobs::expiry::run(app.clone())),
         tokio::spawn(jobs::audit::run(app.clone())),
+        tokio::spawn(jobs::retention::run(app.clone())),
     ];
     if let Some(path) = policy_file {
         jobs::policy_watch::start(app.clone(), path)?;

@@ -262,6 +262,22 @@ fn add_webhooks(spec: &mut Value) {
             json!({"$ref": "#/components/schemas/ApprovalLapse"}),
             lapse_example,
         ),
+        "subject.erased": webhook(
+            "A subject was erased",
+            "Sent once when `DELETE /v1/subjects/{subject_id}` erased what the gateway held on a \
+    subject; `data` carries the `erasure_id` that call answered and how many verifications were \
+    erased, never the subject id (the gateway no longer holds it).",
+            "subject.erased",
+            json!({
+                "type": "object",
+                "required": ["erasure_id", "verifications"],
+                "properties": {
+                    "erasure_id": {"type": "string", "description": "`ers_` + ULID, as the erasure answered it."},
+                    "verifications": {"type": "integer", "minimum": 0},
+                },
+            }),
+            json!({"erasure_id": "ers_01M92WAK5TXR2XB9P1NR502Y28", "verifications": 2}),
+        ),
         "endpoint.disabled": webhook(
             "The tenant's webhook URL was disabled",
             "Sent once the URL answers again after the gateway disabled it for failing every \

@@ -6,3 +6,4 @@ pub mod expiry;
 pub mod outbox;
 pub mod policy_watch;
 pub mod reconciler;
+pub mod retention;

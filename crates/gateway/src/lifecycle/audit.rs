@@ -14,6 +14,9 @@ const PAGE: u32 = 500;
 
 /// Where a tenant's chain ends now.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"seq": 1204, "hash":
+    "3e5f7a9b1c3d5e7f9a1b3c5d7e9f1a3b5c7d9e1f3a5b7c9d1e3f5a7b9c1d3e5f",
+    "sealed_at": "2026-12-05T10:34:48.112233Z", "unsealed": 0}))]
 pub struct ChainHead {
     /// How many rows the chain holds; 0 before the first is sealed.
     pub seq: u64,

@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod create;
+pub mod erasure;
 pub mod events;
 pub mod expiry;
 pub mod webhooks;
@@ -73,6 +74,17 @@ pub enum ServiceError {
     /// Every candidate provider was unavailable, and none was tried.
     #[error("no provider could take the request")]
     NoProviderAvailable,
+    /// An erasure met a verification still in flight at a provider that cannot cancel it.
+    #[error(
+        "verification {verification} is still in flight at {provider}, which cannot cancel it: \
+         erase again once it has finished (at the latest when its session lapses)"
+    )]
+    InFlight {
+        /// The verification.
+        verification: String,
+        /// Its provider instance.
+        provider: String,
+    },
     /// A create of the same reference and body is under way (its attempt holds the reservation).
     #[error("a create with this reference and body is under way")]
     InProgress,

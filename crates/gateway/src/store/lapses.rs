@@ -51,6 +51,7 @@ pub(super) fn approvals_after_sql(limit: u32) -> String {
          WHERE n.tenant = v.tenant AND n.subject_id = v.subject_id AND n.status = 'approved' \
          AND n.completed_at > v.completed_at) THEN 1 ELSE 0 END AS BIGINT) AS superseded \
          FROM verifications v WHERE v.tenant = $1 AND v.status = 'approved' \
+         AND v.subject_id <> '' \
          AND v.completed_at >= $2 AND v.completed_at <= $4 \
          AND (v.completed_at > $2 OR v.id > $3) \
          ORDER BY v.completed_at, v.id LIMIT {limit}"

@@ -21,6 +21,7 @@ mod outbox;
 #[cfg(test)]
 mod plans;
 mod reconcile;
+mod removal;
 mod setup;
 mod subjects;
 mod tenant_events;
@@ -34,6 +35,7 @@ pub use figures::*;
 pub use lapses::*;
 pub use outbox::{AttemptOutcome, DisabledEndpoint, DueEvent, EventState, EventStore, Recorded};
 pub use reconcile::*;
+pub use removal::*;
 pub use subjects::*;
 pub use tenant_events::*;
 pub use verifications::*;
@@ -154,6 +156,7 @@ pub trait Store:
     + AttemptStore
     + LapseStore
     + AuditStore
+    + RemovalStore
     + Send
     + Sync
 {

@@ -32,6 +32,18 @@ fn reads(postgres: bool) -> Vec<(String, String, Vec<String>)> {
             vec!["t1".into(), "s1".into()],
         ),
         (
+            "final verifications past retention".into(),
+            super::removal::past_retention_sql(500, postgres),
+            vec!["t1".into(), ts(now())],
+        ),
+        (
+            "a subject's holdings".into(),
+            "SELECT id, status, provider, provider_reference FROM verifications \
+             WHERE tenant = $1 AND subject_id = $2 ORDER BY id"
+                .into(),
+            vec!["t1".into(), "s1".into()],
+        ),
+        (
             "a tenant's unsealed history".into(),
             super::audit::unsealed_sql(500),
             vec!["t1".into()],

@@ -167,6 +167,9 @@ impl SqlStore {
                             sqlx::query("PRAGMA busy_timeout = 10000")
                                 .execute(&mut *conn)
                                 .await?;
+                            sqlx::query("PRAGMA secure_delete = ON")
+                                .execute(&mut *conn)
+                                .await?;
                         }
                         Ok(())
                     })
@@ -243,7 +246,7 @@ mod tests {
                 if sqlite {
                     vec![]
                 } else {
-                    vec![16, 18, 20, 21, 22]
+                    vec![16, 18, 20, 21, 22, 23]
                 }
             );
         }

@@ -170,7 +170,8 @@ pub(super) fn claim_unfinished_sql(postgres: bool, limit: u32) -> String {
 
 /// A verification's history.
 pub(super) const HISTORY: &str = "SELECT from_status, to_status, source, actor, at, kind, note \
-     FROM status_changes WHERE tenant = $1 AND verification_id = $2 ORDER BY id";
+     FROM status_changes WHERE tenant = $1 AND verification_id = $2 \
+     AND kind IN ('change', 'decision') ORDER BY id";
 
 /// A new verification ($1 to $18, the [`COLUMNS`], then $19 and $20, its experiment and arm),
 /// its first history row ($21 to $28: id, tenant, verification id, from, to, source, actor, at),
