@@ -354,6 +354,23 @@ async fn the_export_of_a_period_equals_the_apis_history() {
     assert_eq!(decided["kind"], "decision");
     assert_eq!(decided["note"], "The photo does not match");
 
+    // The command line exports the same lines from the store.
+    let config = w.policy_path().to_str().unwrap().to_string();
+    let from = rfc3339(started);
+    let out = w.command(&[
+        "audit", "export", "--config", &config, "--tenant", "alpha", "--from", &from, "--to", &end,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(printed, lines);
+
     let (_, later) = export(&w, &rfc3339(middle), &end).await;
     assert_eq!(later.len(), 1, "{later:#?}");
     assert_eq!(later[0]["verification_id"], c["id"]);
