@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-async fn pool(w: &World) -> sqlx::AnyPool {
+pub async fn pool(w: &World) -> sqlx::AnyPool {
     sqlx::any::install_default_drivers();
     sqlx::AnyPool::connect(&w.db_url).await.unwrap()
 }
@@ -45,7 +45,7 @@ async fn sealed(w: &World, rows: u64) -> Value {
 }
 
 /// `kyc-gateway audit verify` on the policy: its exit code, stdout and stderr.
-fn verify(w: &World) -> (Option<i32>, String, String) {
+pub fn verify(w: &World) -> (Option<i32>, String, String) {
     let config = w.policy_path().to_str().unwrap();
     let out = w.command(&["audit", "verify", "--config", config]);
     (
@@ -239,7 +239,7 @@ async fn a_chain_of_1000_changes_from_two_gateways_holds_and_names_an_edit_on_po
 }
 
 /// Reads the export of a period as lines, with its status.
-async fn export(w: &World, from: &str, to: &str) -> (StatusCode, Vec<Value>) {
+pub async fn export(w: &World, from: &str, to: &str) -> (StatusCode, Vec<Value>) {
     let response = w
         .http
         .get(format!(
@@ -261,7 +261,7 @@ async fn export(w: &World, from: &str, to: &str) -> (StatusCode, Vec<Value>) {
     (status, lines)
 }
 
-fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+pub fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 

@@ -9,13 +9,13 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-/// Moves a verification's approval back in time by rewriting its completion time in the store:
-/// how the tests shorten a year's validity to seconds.
-async fn approved_at(w: &World, v: &Value, at: chrono::DateTime<Utc>) {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&w.db_url).await.unwrap();
+/// Sets a verification's `column` (`completed_at`, `updated_at`) to `at` in the store: how the
+/// tests move an approval or a last change back in time, shortening a year to seconds.
+async fn set_time(w: &World, v: &Value, column: &str, at: chrono::DateTime<Utc>) {
+    let pool = crate::audit::pool(w).await;
     let at = at.to_rfc3339_opts(SecondsFormat::Micros, true);
-    let changed = sqlx::query("UPDATE verifications SET completed_at = $1 WHERE id = $2")
+    let sql = format!("UPDATE verifications SET {column} = $1 WHERE id = $2");
+    let changed = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(at)
         .bind(v["id"].as_str().unwrap())
         .execute(&pool)
@@ -24,6 +24,10 @@ async fn approved_at(w: &World, v: &Value, at: chrono::DateTime<Utc>) {
         .rows_affected();
     assert_eq!(changed, 1);
     pool.close().await;
+}
+
+async fn approved_at(w: &World, v: &Value, at: chrono::DateTime<Utc>) {
+    set_time(w, v, "completed_at", at).await;
 }
 
 async fn approve(w: &World, reference: &str, subject: &str) -> Value {
@@ -155,34 +159,9 @@ async fn lapse_notices_arrive_once_each_from_two_gateways_on_postgresql() {
     schema.drop().await;
 }
 
-async fn store_pool(w: &World) -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
-    sqlx::AnyPool::connect(&w.db_url).await.unwrap()
-}
-
 /// Sets a verification's last change back to `days` ago.
 async fn last_changed_days_ago(w: &World, v: &Value, days: i64) {
-    let pool = store_pool(w).await;
-    let at = (Utc::now() - Days::days(days)).to_rfc3339_opts(SecondsFormat::Micros, true);
-    sqlx::query("UPDATE verifications SET updated_at = $1 WHERE id = $2")
-        .bind(at)
-        .bind(v["id"].as_str().unwrap())
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-}
-
-/// `kyc-gateway audit verify` on the world's policy: whether it passed, and what it printed.
-fn chain_verifies(w: &World) -> (bool, String) {
-    let config = w.policy_path().to_str().unwrap();
-    let out = w.command(&["audit", "verify", "--config", config]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    set_time(w, v, "updated_at", Utc::now() - Days::days(days)).await;
 }
 
 /// Waits until the tenant's history is all sealed; answers the chain's length.
@@ -259,10 +238,11 @@ async fn retention_removes_exactly_what_is_past_it(store_url: Option<String>) {
         "the stats keep what was removed"
     );
     assert_eq!(sealed_seq(&w).await, chain + 2, "one tombstone each");
-    let (ok, text) = chain_verifies(&w);
-    assert!(ok, "{text}");
+    let (code, out, err) = crate::audit::verify(&w);
+    assert_eq!(code, Some(0), "{out}{err}");
     let from = (Utc::now() - Days::minutes(10)).to_rfc3339_opts(SecondsFormat::Secs, true);
-    let (_, lines) = export_lines(&w, &from).await;
+    let to = crate::audit::rfc3339(Utc::now() + Days::seconds(1));
+    let (_, lines) = crate::audit::export(&w, &from, &to).await;
     let tombstones: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "removed").collect();
     assert_eq!(tombstones.len(), 2, "{tombstones:?}");
     for (v, status) in [(&approved_old, "approved"), (&rejected_old, "rejected")] {
@@ -275,25 +255,6 @@ async fn retention_removes_exactly_what_is_past_it(store_url: Option<String>) {
         assert!(line["provider_reference"].is_null(), "{line}");
     }
     drop(replica);
-}
-
-/// The export from `from` to now, as lines.
-async fn export_lines(w: &World, from: &str) -> (StatusCode, Vec<Value>) {
-    let response = w
-        .http
-        .get(format!("{}/v1/audit/export?from={from}", w.base))
-        .bearer_auth(ALPHA_KEY)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-    )
 }
 
 #[tokio::test]
@@ -319,7 +280,7 @@ async fn traces(w: &World, needles: &[String]) -> Vec<String> {
             haystack.extend(std::fs::read(&file).unwrap_or_default());
         }
     } else {
-        let pool = store_pool(w).await;
+        let pool = crate::audit::pool(w).await;
         let tables: Vec<String> = sqlx::query_scalar(
             "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
              WHERE table_schema = current_schema()",
@@ -425,6 +386,13 @@ async fn erasure_leaves_no_trace(store_url: Option<String>) {
     };
     assert!(event.verified);
     assert_eq!(event.body["data"]["erasure_id"], erased["erasure_id"]);
+    // The delivery log names its line after the erasure.
+    let line = format!("erasure:{}", erased["erasure_id"].as_str().unwrap());
+    let (status, log) = w
+        .get(&format!("/v1/events?verification_id={line}"), ALPHA_KEY)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    assert_eq!(log["items"][0]["type"], "subject.erased", "{log}");
 
     let mut needles: Vec<String> = vec![subject.into(), gu1_subject];
     for v in [&at_betrust, &at_gu1, &in_flight] {
@@ -486,8 +454,8 @@ async fn erasure_leaves_no_trace(store_url: Option<String>) {
     }
     assert_eq!(counts(&after), expected, "{after}");
     sealed_seq(&w).await;
-    let (ok, text) = chain_verifies(&w);
-    assert!(ok, "{text}");
+    let (code, out, err) = crate::audit::verify(&w);
+    assert_eq!(code, Some(0), "{out}{err}");
 
     let (status, again) = w
         .delete(&format!("/v1/subjects/{subject}"), ALPHA_KEY)

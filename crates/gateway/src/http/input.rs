@@ -96,6 +96,22 @@ pub fn is_verification_id(value: &str) -> bool {
     is_prefixed_ulid("ver_", value)
 }
 
+/// A line of the delivery log: a verification, an experiment, the endpoint or an erasure.
+fn is_event_line(value: &str) -> bool {
+    let experiment = value.strip_prefix("experiment:").is_some_and(|name| {
+        (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    is_verification_id(value)
+        || experiment
+        || value == "endpoint"
+        || value
+            .strip_prefix("erasure:")
+            .is_some_and(|erasure| is_prefixed_ulid("ers_", erasure))
+}
+
 /// `prefix` and a ULID in Crockford's base 32.
 fn is_prefixed_ulid(prefix: &str, value: &str) -> bool {
     value.strip_prefix(prefix).is_some_and(|ulid| {
@@ -595,8 +611,12 @@ impl ManualDecision {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventParams {
-    /// Only this verification's events.
-    #[param(pattern = "^ver_[0-9A-HJKMNP-TV-Z]{26}$")]
+    /// Only the events of this line, as the log names it: a verification (`ver_...`), an
+    /// experiment (`experiment:<name>`), the endpoint (`endpoint`) or an erasure
+    /// (`erasure:ers_...`).
+    #[param(
+        pattern = "^(ver_[0-9A-HJKMNP-TV-Z]{26}|erasure:ers_[0-9A-HJKMNP-TV-Z]{26}|experiment:[A-Za-z0-9_-]{1,64}|endpoint)$"
+    )]
     pub verification_id: Option<String>,
     /// Only events in this state.
     #[param(value_type = Option<EventState>)]
@@ -613,11 +633,12 @@ impl EventParams {
     /// Checks every parameter as the spec states it.
     pub fn check(self) -> Result<EventFilter, ApiError> {
         if let Some(v) = &self.verification_id
-            && !is_verification_id(v)
+            && !is_event_line(v)
         {
             return Err(ApiError::invalid(
                 "verification_id",
-                "must be a verification id (ver_...)",
+                "must be a verification id (ver_...), experiment:<name>, endpoint or \
+                 erasure:ers_...",
             ));
         }
         let state = self
