@@ -8,13 +8,15 @@
 -- audit_salt:  a verification's random salt: the record holds digests of its subject id,
 --              provider reference and notes salted with it, never the values themselves, so
 --              erasing the values and the salt leaves the chain whole and the digests unlinkable.
+-- Tables are altered in the order writers lock them (a verification, then its history), so
+-- that a writer of the previous release and this migration queue instead of deadlocking.
+ALTER TABLE verifications ADD COLUMN audit_salt TEXT;
 ALTER TABLE status_changes ADD COLUMN kind TEXT NOT NULL DEFAULT 'change';
 ALTER TABLE status_changes ADD COLUMN note TEXT;
 ALTER TABLE status_changes ADD COLUMN seq BIGINT;
 ALTER TABLE status_changes ADD COLUMN record TEXT;
 ALTER TABLE status_changes ADD COLUMN prev_hash TEXT;
 ALTER TABLE status_changes ADD COLUMN hash TEXT;
-ALTER TABLE verifications ADD COLUMN audit_salt TEXT;
 CREATE TABLE IF NOT EXISTS audit_heads (
     tenant    TEXT PRIMARY KEY,
     seq       BIGINT NOT NULL,

@@ -400,6 +400,7 @@ fn lifecycle_said(error: &ServiceError) -> Said {
         e @ ServiceError::NotInReview(_) => conflict("not_in_review", e.to_string()),
         e @ ServiceError::NotReady { .. } => conflict("not_ready", e.to_string()),
         e @ ServiceError::InFlight { .. } => conflict("in_flight", e.to_string()),
+        e @ ServiceError::SubjectBusy => conflict("subject_busy", e.to_string()),
         ServiceError::InProgress => Said::new(
             S::CONFLICT,
             "in_progress",

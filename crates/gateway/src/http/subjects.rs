@@ -62,7 +62,7 @@ async fn subject_kyc(
     params(("subject_id" = String, Path, description = "Your subject id")),
     responses(
         (status = 200, description = "What was erased, and who else holds data", body = lifecycle::erasure::Erased),
-        (status = 409, description = "A verification is in flight at a provider that cannot cancel it (`in_flight`)", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A verification is in flight at a provider that cannot cancel it (`in_flight`), or the subject's verifications kept changing during the erasure (`subject_busy`): erase again", body = crate::http::problem::Problem, content_type = "application/problem+json"),
         AuthProblems,
     ),
     security(("api_key" = []))

@@ -29,9 +29,8 @@ pub async fn run(app: Arc<App>) {
             }
         }
         drop(runtime);
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = app.stopping.cancelled() => break,
+        if !super::waited(&app, Duration::from_secs(1)).await {
+            break;
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::analytics::experiments::{self, EXPERIMENT_STOPPED};
 use crate::analytics::optimize;
 use crate::app::App;
 use crate::config::Experiment;
-use crate::store::{NewEvent, now};
+use crate::store::now;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,9 +32,8 @@ pub async fn run(app: Arc<App>) {
             );
         }
         let every = app.runtime().policy.experiments.every_seconds;
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(every)) => {}
-            _ = app.stopping.cancelled() => break,
+        if !super::waited(&app, Duration::from_secs(every)).await {
+            break;
         }
     }
 }
@@ -62,19 +61,9 @@ async fn check(app: &App) -> Result<(), AnalyticsError> {
             continue;
         }
         let at = now();
-        let event = config.webhook_url.is_some().then(|| NewEvent {
-            id: format!("evt_{}", ulid::Ulid::generate()),
-            tenant: tenant.clone(),
-            verification_id: format!("experiment:{}", experiment.name),
-            event_type: EXPERIMENT_STOPPED,
-            payload: serde_json::json!({
-                "type": EXPERIMENT_STOPPED,
-                "timestamp": at,
-                "data": figures,
-            })
-            .to_string(),
-            created_at: at,
-            due_at: at + crate::lifecycle::first_delay(&runtime),
+        let event = config.webhook_url.is_some().then(|| {
+            let line = format!("experiment:{}", experiment.name);
+            crate::lifecycle::tenant_event(&runtime, tenant, line, EXPERIMENT_STOPPED, &figures, at)
         });
         if app
             .store

@@ -64,9 +64,8 @@ pub async fn run(app: Arc<App>) {
     let mut beats = Beats::new();
     loop {
         let every = app.runtime().policy.reconciler.every_seconds;
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(every)) => {}
-            _ = app.stopping.cancelled() => break,
+        if !super::waited(&app, Duration::from_secs(every)).await {
+            break;
         }
         let runtime = app.runtime();
         let started = now();

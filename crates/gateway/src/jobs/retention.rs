@@ -46,9 +46,8 @@ pub async fn run(app: Arc<App>) {
         }
         let every = runtime.policy.compliance.every_seconds;
         drop(runtime);
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(every)) => {}
-            _ = app.stopping.cancelled() => break,
+        if !super::waited(&app, Duration::from_secs(every)).await {
+            break;
         }
     }
 }

@@ -8,9 +8,9 @@
 //! BeTrust nor gu1 documents a call to delete it. Erasing again finds nothing and changes
 //! nothing.
 
-use super::{ServiceError, first_delay};
+use super::ServiceError;
 use crate::app::{App, Runtime};
-use crate::store::{NewEvent, now};
+use crate::store::now;
 use kyc_core::ProviderError;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -57,7 +57,56 @@ pub async fn erase(
     tenant: &str,
     subject_id: &str,
 ) -> Result<Erased, ServiceError> {
-    let (holdings, subject_refs) = app.store.holdings(tenant, subject_id).await?;
+    let mut cancelled = 0;
+    // A create for the subject may land between the read and the erasure: the erasure then
+    // writes nothing, and is made again over what the subject holds now.
+    for _ in 0..ATTEMPTS {
+        let (holdings, subject_refs) = app.store.holdings(tenant, subject_id).await?;
+        cancelled += cancel_in_flight(app, runtime, tenant, &holdings).await?;
+        let expected: Vec<String> = holdings.iter().map(|h| h.verification_id.clone()).collect();
+        let erasure_id = format!("ers_{}", ulid::Ulid::generate());
+        let data = serde_json::json!({"erasure_id": erasure_id, "verifications": holdings.len()});
+        let wants_events = runtime.policy.tenants[tenant].webhook_url.is_some();
+        let event = (wants_events && !holdings.is_empty()).then(|| {
+            let line = format!("erasure:{erasure_id}");
+            super::tenant_event(runtime, tenant, line, SUBJECT_ERASED, &data, now())
+        });
+        if !app
+            .store
+            .erase_subject(tenant, subject_id, &expected, event.as_ref())
+            .await?
+        {
+            continue;
+        }
+        let erased = holdings.len() as u64;
+        if erased > 0 {
+            tracing::info!(tenant, erasure = %erasure_id, verifications = erased, "subject erased");
+            app.outbox_wake.notify_one();
+            if let Err(error) = app.store.compact().await {
+                tracing::warn!(%error, "erasure: the write-ahead log was not folded in yet");
+            }
+        }
+        return Ok(Erased {
+            erasure_id: (erased > 0).then_some(erasure_id),
+            verifications: erased,
+            cancelled,
+            providers: holders(&holdings, subject_refs),
+        });
+    }
+    Err(ServiceError::SubjectBusy)
+}
+
+/// How many times an erasure is tried while the subject's verifications change under it.
+const ATTEMPTS: usize = 3;
+
+/// Cancels each of `holdings` in flight at its provider; how many. One at a provider that
+/// cannot cancel makes the erasure wait ([`ServiceError::InFlight`]).
+async fn cancel_in_flight(
+    app: &App,
+    runtime: &Runtime,
+    tenant: &str,
+    holdings: &[crate::store::Holding],
+) -> Result<u64, ServiceError> {
     let mut cancelled = 0;
     for held in holdings.iter().filter(|h| !h.status.is_final()) {
         match super::cancel(app, runtime, tenant, &held.verification_id).await {
@@ -76,40 +125,7 @@ pub async fn erase(
             Err(error) => return Err(error),
         }
     }
-    let erasure_id = format!("ers_{}", ulid::Ulid::generate());
-    let at = now();
-    let wants_events = runtime.policy.tenants[tenant].webhook_url.is_some();
-    let event = wants_events.then(|| NewEvent {
-        id: format!("evt_{}", ulid::Ulid::generate()),
-        tenant: tenant.to_owned(),
-        verification_id: format!("erasure:{erasure_id}"),
-        event_type: SUBJECT_ERASED,
-        payload: serde_json::json!({
-            "type": SUBJECT_ERASED,
-            "timestamp": at,
-            "data": {"erasure_id": erasure_id, "verifications": holdings.len()},
-        })
-        .to_string(),
-        created_at: at,
-        due_at: at + first_delay(runtime),
-    });
-    let erased = app
-        .store
-        .erase_subject(tenant, subject_id, event.as_ref())
-        .await?;
-    if erased > 0 {
-        tracing::info!(tenant, erasure = %erasure_id, verifications = erased, "subject erased");
-        app.outbox_wake.notify_one();
-        if let Err(error) = app.store.compact().await {
-            tracing::warn!(%error, "erasure: the write-ahead log was not folded in yet");
-        }
-    }
-    Ok(Erased {
-        erasure_id: (erased > 0).then_some(erasure_id),
-        verifications: erased,
-        cancelled,
-        providers: holders(&holdings, subject_refs),
-    })
+    Ok(cancelled)
 }
 
 /// The subject's holdings, per provider instance.

@@ -6,7 +6,7 @@
 //! first met it, a validity ago: approvals still valid then get both notices, those already
 //! lapsed get none.
 
-use super::{ServiceError, first_delay};
+use super::ServiceError;
 use crate::app::{App, Runtime};
 use crate::store::{LapseCursor, LapseNotice, NewEvent, now};
 use chrono::{DateTime, Duration, Utc};
@@ -147,13 +147,5 @@ fn event(
         verified_at,
         expires_at: verified_at + valid,
     };
-    NewEvent {
-        id: format!("evt_{}", ulid::Ulid::generate()),
-        tenant: tenant.to_owned(),
-        verification_id: approved.id.clone(),
-        event_type,
-        payload: serde_json::json!({"type": event_type, "timestamp": at, "data": data}).to_string(),
-        created_at: at,
-        due_at: at + first_delay(runtime),
-    }
+    super::tenant_event(runtime, tenant, approved.id.clone(), event_type, &data, at)
 }

@@ -85,6 +85,9 @@ pub enum ServiceError {
         /// Its provider instance.
         provider: String,
     },
+    /// A subject's verifications kept changing while it was being erased.
+    #[error("the subject's verifications kept changing during the erasure; erase again shortly")]
+    SubjectBusy,
     /// A create of the same reference and body is under way (its attempt holds the reservation).
     #[error("a create with this reference and body is under way")]
     InProgress,
@@ -459,19 +462,16 @@ async fn record(
             .tenants
             .get(&current.tenant)
             .is_some_and(|t| t.webhook_url.is_some());
-        let event = (status_changed && wants_events).then(|| NewEvent {
-            id: format!("evt_{}", ulid::Ulid::generate()),
-            tenant: current.tenant.clone(),
-            verification_id: next.id.clone(),
-            event_type: VERIFICATION_UPDATED,
-            payload: serde_json::json!({
-                "type": VERIFICATION_UPDATED,
-                "timestamp": at,
-                "data": next,
-            })
-            .to_string(),
-            created_at: at,
-            due_at: at + first_delay(runtime),
+        let event = (status_changed && wants_events).then(|| {
+            let line = next.id.clone();
+            tenant_event(
+                runtime,
+                &current.tenant,
+                line,
+                VERIFICATION_UPDATED,
+                &next,
+                at,
+            )
         });
         if app
             .store
@@ -498,8 +498,30 @@ async fn record(
     Ok(current)
 }
 
+/// An event for the tenant's `webhook_url`, `{"type", "timestamp": at, "data"}`, in `line` (a
+/// verification's id, or a line of its own for events about no verification), due after the
+/// policy's first delay.
+pub(crate) fn tenant_event(
+    runtime: &Runtime,
+    tenant: &str,
+    line: String,
+    event_type: &'static str,
+    data: &impl serde::Serialize,
+    at: chrono::DateTime<chrono::Utc>,
+) -> NewEvent {
+    NewEvent {
+        id: format!("evt_{}", ulid::Ulid::generate()),
+        tenant: tenant.to_owned(),
+        verification_id: line,
+        event_type,
+        payload: serde_json::json!({"type": event_type, "timestamp": at, "data": data}).to_string(),
+        created_at: at,
+        due_at: at + first_delay(runtime),
+    }
+}
+
 /// The delay before an event's first delivery attempt.
-pub(crate) fn first_delay(runtime: &Runtime) -> Duration {
+fn first_delay(runtime: &Runtime) -> Duration {
     let seconds = runtime.policy.webhooks.retry_seconds.first().copied();
     // The policy bounds each delay to a week.
     Duration::seconds(seconds.unwrap_or(0) as i64)

@@ -308,33 +308,8 @@ impl AuditStore for SqlStore {
 
 /// An audit row from a read (the [`AUDIT_COLUMNS`] in order).
 fn audit_row(row: &AnyRow) -> Result<AuditRow, StoreError> {
-    let text = |i: usize| row.try_get::<Option<String>, _>(i);
-    let required = |i: usize, column: &'static str| {
-        text(i)?.ok_or(StoreError::Corrupt {
-            table: "status_changes",
-            column,
-        })
-    };
-    Ok(AuditRow {
-        seq: row.try_get(0)?,
-        id: required(1, "id")?,
-        tenant: required(2, "tenant")?,
-        verification_id: required(3, "verification_id")?,
-        kind: required(4, "kind")?,
-        from_status: text(5)?,
-        to_status: required(6, "to_status")?,
-        source: required(7, "source")?,
-        actor: text(8)?,
-        note: text(9)?,
-        at: required(10, "at")?,
-        record: text(11)?,
-        prev_hash: text(12)?,
-        hash: text(13)?,
-        provider: text(14)?,
-        provider_reference: text(15)?,
-        subject_id: text(16)?,
-        routing: text(17)?,
-        audit_salt: text(18)?,
+    audit_row_from(row.try_get(0)?, |i, _| {
+        Ok(row.try_get::<Option<String>, _>(i)?)
     })
 }
 
@@ -344,26 +319,40 @@ fn written_row(row: &write::Row) -> Result<AuditRow, StoreError> {
         Some(write::Cell::Int(n)) => Some(*n),
         _ => None,
     };
+    audit_row_from(seq, |i, column| row.opt_text(i, column))
+}
+
+/// An audit row from its place and `text(i, column)`, column `i` of [`AUDIT_COLUMNS`] as text.
+fn audit_row_from(
+    seq: Option<i64>,
+    text: impl Fn(usize, &'static str) -> Result<Option<String>, StoreError>,
+) -> Result<AuditRow, StoreError> {
+    let required = |i: usize, column: &'static str| {
+        text(i, column)?.ok_or(StoreError::Corrupt {
+            table: "status_changes",
+            column,
+        })
+    };
     Ok(AuditRow {
         seq,
-        id: row.text(1, "id")?,
-        tenant: row.text(2, "tenant")?,
-        verification_id: row.text(3, "verification_id")?,
-        kind: row.text(4, "kind")?,
-        from_status: row.opt_text(5, "from_status")?,
-        to_status: row.text(6, "to_status")?,
-        source: row.text(7, "source")?,
-        actor: row.opt_text(8, "actor")?,
-        note: row.opt_text(9, "note")?,
-        at: row.text(10, "at")?,
-        record: row.opt_text(11, "record")?,
-        prev_hash: row.opt_text(12, "prev_hash")?,
-        hash: row.opt_text(13, "hash")?,
-        provider: row.opt_text(14, "provider")?,
-        provider_reference: row.opt_text(15, "provider_reference")?,
-        subject_id: row.opt_text(16, "subject_id")?,
-        routing: row.opt_text(17, "routing")?,
-        audit_salt: row.opt_text(18, "audit_salt")?,
+        id: required(1, "id")?,
+        tenant: required(2, "tenant")?,
+        verification_id: required(3, "verification_id")?,
+        kind: required(4, "kind")?,
+        from_status: text(5, "from_status")?,
+        to_status: required(6, "to_status")?,
+        source: required(7, "source")?,
+        actor: text(8, "actor")?,
+        note: text(9, "note")?,
+        at: required(10, "at")?,
+        record: text(11, "record")?,
+        prev_hash: text(12, "prev_hash")?,
+        hash: text(13, "hash")?,
+        provider: text(14, "provider")?,
+        provider_reference: text(15, "provider_reference")?,
+        subject_id: text(16, "subject_id")?,
+        routing: text(17, "routing")?,
+        audit_salt: text(18, "audit_salt")?,
     })
 }
 
@@ -420,19 +409,32 @@ async fn seal_in(tx: &mut dyn WriteTx, tenant: &str, limit: u32) -> Result<u64, 
 }
 
 /// The salt of the row's verification, given one now if it has none (rows from before the
-/// chain); none when the verification is gone.
-async fn salt_of(tx: &mut dyn WriteTx, row: &AuditRow) -> Result<Option<String>, StoreError> {
+/// chain); none when the verification is gone. The salt is stored only while the verification
+/// still holds the values the record digests: on PostgreSQL an erasure may commit between the
+/// sealer's read and this write, and a salt stored on an erased row would make the sealed digest
+/// of the old subject id checkable again. Then the record gets no digests.
+pub(super) async fn salt_of(
+    tx: &mut dyn WriteTx,
+    row: &AuditRow,
+) -> Result<Option<String>, StoreError> {
     if row.audit_salt.is_some() || row.subject_id.is_none() {
         return Ok(row.audit_salt.clone());
     }
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     let salt = hex::encode(bytes);
-    tx.execute(
-        "UPDATE verifications SET audit_salt = $1 WHERE tenant = $2 AND id = $3 \
-         AND audit_salt IS NULL",
-        &args![&salt, &row.tenant, &row.verification_id],
-    )
-    .await?;
-    Ok(Some(salt))
+    let stored = tx
+        .execute(
+            "UPDATE verifications SET audit_salt = $1 WHERE tenant = $2 AND id = $3 \
+             AND audit_salt IS NULL AND subject_id = $4 AND provider_reference = $5",
+            &args![
+                &salt,
+                &row.tenant,
+                &row.verification_id,
+                &row.subject_id,
+                &row.provider_reference,
+            ],
+        )
+        .await?;
+    Ok((stored == 1).then_some(salt))
 }

@@ -386,4 +386,7 @@ mod group_commit_tests;
 mod held_reads_tests;
 
 #[cfg(test)]
+mod removal_tests;
+
+#[cfg(test)]
 mod tests;

@@ -67,13 +67,16 @@ pub trait RemovalStore: Send + Sync {
     /// times (they still count in the stats) and lose the subject id, the references, metadata,
     /// link, reason, decision, request hash and salt; their events and the subject's provider
     /// ids and reservations go; each verification's history gets a tombstone. `event` goes out
-    /// with it. How many verifications were erased (0: nothing held, nothing written).
+    /// with it. Done only when the subject's verifications are still exactly `expected` (ids, as
+    /// [`RemovalStore::holdings`] read them) and all final; otherwise nothing is written and the
+    /// answer is `false`: one was created or is in flight since.
     async fn erase_subject(
         &self,
         tenant: &str,
         subject_id: &str,
+        expected: &[String],
         event: Option<&NewEvent>,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// Folds the SQLite write-ahead log into the file, so that what was erased is gone from
     /// both (best effort: a reader holding an old snapshot delays it). Nothing on PostgreSQL.
@@ -175,13 +178,18 @@ impl RemovalStore for SqlStore {
         &self,
         tenant: &str,
         subject_id: &str,
+        expected: &[String],
         event: Option<&NewEvent>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<bool, StoreError> {
         let (tenant, subject, event) = (tenant.to_owned(), subject_id.to_owned(), event.cloned());
+        let expected = expected.to_vec();
         super::retrying_conflicts(|| {
             let (tenant, subject, event) = (tenant.clone(), subject.clone(), event.clone());
+            let expected = expected.clone();
             self.write(move |tx| {
-                Box::pin(async move { erase_in(tx, &tenant, &subject, event.as_ref()).await })
+                Box::pin(
+                    async move { erase_in(tx, &tenant, &subject, &expected, event.as_ref()).await },
+                )
             })
         })
         .await
@@ -202,8 +210,9 @@ async fn erase_in(
     tx: &mut dyn WriteTx,
     tenant: &str,
     subject: &str,
+    expected: &[String],
     event: Option<&NewEvent>,
-) -> Result<u64, StoreError> {
+) -> Result<bool, StoreError> {
     let lock = if tx.postgres() { " FOR UPDATE" } else { "" };
     let rows = tx
         .fetch_all(
@@ -214,8 +223,19 @@ async fn erase_in(
             &args![tenant, subject],
         )
         .await?;
+    let mut held = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let status = row.text(1, "status")?;
+        if !Status::parse(&status).is_some_and(Status::is_final) {
+            return Ok(false);
+        }
+        held.push(row.text(0, "id")?);
+    }
+    if held != expected {
+        return Ok(false);
+    }
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(true);
     }
     for row in &rows {
         let (id, status) = (row.text(0, "id")?, row.text(1, "status")?);
@@ -239,7 +259,7 @@ async fn erase_in(
     if let Some(event) = event {
         insert_event(tx, event).await?;
     }
-    Ok(rows.len() as u64)
+    Ok(true)
 }
 
 /// What removing or erasing one verification does to the tables around it: its events and

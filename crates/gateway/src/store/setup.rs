@@ -84,7 +84,22 @@ pub(super) async fn migrate(
         }
         migrator.set_locking(false);
     }
-    let result = migrator.run(&mut *conn).await;
+    // A migration that alters a table a writer of the previous release holds can lose a
+    // deadlock to it; it was rolled back whole, so it is run again.
+    let mut tries = 0;
+    let result = loop {
+        tries += 1;
+        match migrator.run(&mut *conn).await {
+            Err(sqlx::migrate::MigrateError::ExecuteMigration(
+                sqlx::Error::Database(db),
+                version,
+            )) if db.code().as_deref() == Some("40P01") && tries < CONFLICT_TRIES => {
+                tracing::info!(version, "a migration lost a deadlock; running it again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            done => break done,
+        }
+    };
     if postgres {
         sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(MIGRATION_LOCK)
