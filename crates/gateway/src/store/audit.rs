@@ -410,14 +410,17 @@ async fn seal_in(tx: &mut dyn WriteTx, tenant: &str, limit: u32) -> Result<u64, 
 
 /// The salt of the row's verification, given one now if it has none (rows from before the
 /// chain); none when the verification is gone. The salt is stored only while the verification
-/// still holds the values the record digests: on PostgreSQL an erasure may commit between the
+/// still holds the values the record digests (and never once erased): on PostgreSQL an erasure may commit between the
 /// sealer's read and this write, and a salt stored on an erased row would make the sealed digest
 /// of the old subject id checkable again. Then the record gets no digests.
 pub(super) async fn salt_of(
     tx: &mut dyn WriteTx,
     row: &AuditRow,
 ) -> Result<Option<String>, StoreError> {
-    if row.audit_salt.is_some() || row.subject_id.is_none() {
+    // An erased verification never gets one again: its rows sealed before the erasure digest
+    // the subject id it had.
+    let erased = row.subject_id.as_deref() == Some(super::ERASED_SUBJECT);
+    if row.audit_salt.is_some() || row.subject_id.is_none() || erased {
         return Ok(row.audit_salt.clone());
     }
     let mut bytes = [0u8; 16];

@@ -108,6 +108,14 @@ async fn erasure_races(store: &SqlStore) {
         store.audit_head("t-race").await.unwrap().unwrap().hash,
         prev
     );
+    // Sealing the erasure's tombstones gave the erased verifications no salt either: one beside
+    // a creation row sealed with the old subject's digest would make the chain read as broken.
+    let salts: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT audit_salt FROM verifications WHERE tenant = 't-race'")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(salts, [None, None]);
 }
 
 #[tokio::test]
