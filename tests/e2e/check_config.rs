@@ -28,6 +28,8 @@ pub fn check(edits: &[(&str, &str)], extra: &[&str]) -> (Option<i32>, String) {
         .env("BETRUST_CLIENT_SECRET", "s")
         .env("GU1_API_KEY", "k")
         .env("GU1_WEBHOOK_SECRET", "w")
+        .env("DIDIT_API_KEY", "d")
+        .env("DIDIT_WEBHOOK_SECRET", "dw")
         .env(
             "PAYMENTS_WEBHOOK_SECRET",
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
@@ -326,6 +328,7 @@ fn the_outbound_proxy_is_checked_and_unresolvable_targets_are_refused_through_it
         ("https://atenea-tst.trust.lat", "https://1.1.1.1"),
         ("https://api-tst.trust.lat", "https://1.1.1.2"),
         ("https://payments.internal.example", "https://1.1.1.3"),
+        ("https://verification.didit.me", "https://1.1.1.4"),
     ];
     let proxied = (
         "[server]",

@@ -264,21 +264,16 @@ async fn a_create_in_flight_answers_a_second_identical_one_in_progress_then_the_
 /// `kill -9` once the provider has made the object (between its answer and the store write),
 /// and restarts it. Answers the provider reference the simulator made.
 async fn cut_off_by_kill_9(w: &mut World, body: &Value) -> String {
-    let gu1 = body["provider"] == "gu1";
-    let made = |w: &World| {
-        if gu1 {
-            w.gu1.validations_created()
-        } else {
-            w.betrust.transactions_created()
-        }
-    };
+    let instance = body["provider"]
+        .as_str()
+        .unwrap_or("betrust-cl")
+        .to_string();
+    let made = |w: &World| w.sim(&instance).created();
     let before = made(w);
-    let hold = FaultRule::once(Fault::LateAnswer(Duration::from_secs(60)));
-    if gu1 {
-        w.gu1.inject(hold.on_path("POST /api/kyc/validations"));
-    } else {
-        w.betrust.inject(hold.on_path("POST /transaction-engine"));
-    }
+    let sim = w.sim(&instance);
+    sim.inject(
+        FaultRule::once(Fault::LateAnswer(Duration::from_secs(60))).on_path(sim.create_call()),
+    );
     let send = w
         .http
         .post(format!("{}/v1/verifications", w.base))
@@ -305,11 +300,7 @@ async fn cut_off_by_kill_9(w: &mut World, body: &Value) -> String {
         by_reference(w, ALPHA_KEY, reference).await.is_empty(),
         "nothing was stored before the kill"
     );
-    if gu1 {
-        w.gu1.validation_ids().last().unwrap().clone()
-    } else {
-        w.betrust.transaction_uuids().last().unwrap().clone()
-    }
+    w.sim(&instance).last_created().unwrap()
 }
 
 async fn kill_9_then_retry(store_url: Option<String>) {
@@ -323,6 +314,7 @@ async fn kill_9_then_retry(store_url: Option<String>) {
     for body in [
         person(&format!("killed-b-{run}"), "sub-killed-b", "CL"),
         on_gu1(&format!("killed-g-{run}"), "sub-killed-g"),
+        person_on("didit", &format!("killed-d-{run}"), "sub-killed-d"),
     ] {
         let made = cut_off_by_kill_9(&mut w, &body).await;
         let (v, seen) =
@@ -333,6 +325,7 @@ async fn kill_9_then_retry(store_url: Option<String>) {
     }
     assert_eq!(w.betrust.transactions_created(), 2, "one per verification");
     assert_eq!(w.gu1.validations_created(), 1);
+    assert_eq!(w.didit.sessions_created(), 1);
 }
 
 #[tokio::test]
@@ -369,6 +362,8 @@ async fn the_reconciler_finishes_a_create_killed_mid_call_without_any_retry() {
                 .remove("national_id");
             body
         },
+        // Didit's session is found by the attempt's key alone.
+        person_on("didit", "orphan-d", "sub-orphan-d"),
     ];
     let mut made = Vec::new();
     for body in &bodies {
@@ -398,6 +393,7 @@ async fn the_reconciler_finishes_a_create_killed_mid_call_without_any_retry() {
     }
     assert_eq!(w.betrust.transactions_created(), 2);
     assert_eq!(w.gu1.validations_created(), 1);
+    assert_eq!(w.didit.sessions_created(), 1);
 }
 
 #[tokio::test]

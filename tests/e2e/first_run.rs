@@ -20,7 +20,8 @@ async fn get(http: &reqwest::Client, url: String) -> Value {
 }
 
 /// Nothing to set up: a verification on each provider, finished as a person would (the page's
-/// Approve button for BeTrust, one `POST` to the link for gu1), is approved in the gateway. A
+/// Approve button for BeTrust, one `POST` to the link for gu1 and Didit), is approved in the
+/// gateway (Didit's by its signed webhook to the destination the sandbox set). A
 /// restart starts from an empty store, and the old one is gone.
 #[tokio::test]
 async fn the_sandbox_first_run_works_with_no_setup_and_restarts_clean() {
@@ -42,7 +43,7 @@ async fn the_sandbox_first_run_works_with_no_setup_and_restarts_clean() {
     assert!(store_dir.exists());
 
     let http = reqwest::Client::new();
-    for provider in ["betrust-sandbox", "gu1-sandbox"] {
+    for provider in ["betrust-sandbox", "gu1-sandbox", "didit-sandbox"] {
         let created: Value = http
             .post(format!("{base}/v1/verifications"))
             .bearer_auth(KEY)
@@ -89,7 +90,7 @@ async fn the_sandbox_first_run_works_with_no_setup_and_restarts_clean() {
         assert_eq!(got["status"], "approved", "{provider}: {got}");
     }
     let page = get(&http, format!("{base}/v1/verifications")).await;
-    assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 3, "{page}");
 
     let (status, dir) = sandbox.stop();
     assert!(status.success(), "a clean exit on SIGTERM: {status:?}");
@@ -289,8 +290,15 @@ async fn the_scenario_starts_with_providers_that_differ_and_an_experiment_with_a
             .clone()
     };
     let (betrust, gu1) = (group("betrust-sandbox"), group("gu1-sandbox"));
-    let started = betrust["started"].as_u64().unwrap() + gu1["started"].as_u64().unwrap();
+    let didit = group("didit-sandbox");
+    let started: u64 = [&betrust, &gu1, &didit]
+        .iter()
+        .map(|g| g["started"].as_u64().unwrap())
+        .sum();
     assert_eq!(started, 900, "{stats}");
+    // Mexico (two subjects in ten) goes to Didit, or on its errors to the fallback.
+    let mexico = didit["started"].as_u64().unwrap() + didit["provider_errors"].as_u64().unwrap();
+    assert_eq!(mexico, 180, "{didit}");
     let figure = |g: &Value, path: &[&str]| {
         path.iter()
             .fold(g, |v, k| &v[*k])

@@ -1,7 +1,9 @@
 //! Starts the real `kyc-gateway` binary on a free port against in-process provider simulators, and
 //! captures everything it logs.
 
-use kyc_sandbox::{BetrustSim, BetrustSimConfig, Gu1Sim, Gu1SimConfig};
+use kyc_sandbox::{
+    BetrustSim, BetrustSimConfig, DiditSim, DiditSimConfig, FaultRule, Gu1Sim, Gu1SimConfig,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -20,6 +22,10 @@ pub const ALPHA_READ_KEY: &str = "alpha-read-api-key-0005";
 pub const BETRUST_SECRET: &str = "betrust-client-secret-e2e";
 pub const GU1_API_KEY: &str = "gk_test_e2e_api_key";
 pub const GU1_WEBHOOK_SECRET: &str = "gu1-webhook-secret-e2e";
+pub const DIDIT_API_KEY: &str = "didit-api-key-e2e";
+pub const DIDIT_WEBHOOK_SECRET: &str = "didit-webhook-secret-e2e";
+/// The provider instances of the test policy, one per adapter kind.
+pub const INSTANCES: [&str; 3] = ["betrust-cl", "gu1", "didit"];
 /// Tenant alpha's Standard Webhooks secret, when it has a `webhook_url`.
 pub const ALPHA_WEBHOOK_SECRET: &str = "whsec_ZTJlLXRlbmFudC1hbHBoYS1zaWduaW5nLWtleQ==";
 
@@ -100,6 +106,7 @@ impl Default for Options {
 pub struct World {
     pub betrust: BetrustSim,
     pub gu1: Gu1Sim,
+    pub didit: DiditSim,
     pub base: String,
     pub http: reqwest::Client,
     pub db_url: String,
@@ -109,6 +116,7 @@ pub struct World {
     env: Vec<(String, String)>,
     binary: String,
     _dir: tempfile::TempDir,
+    public_url: Option<String>,
 }
 
 impl Drop for World {
@@ -152,8 +160,15 @@ fn lines(lines: &[String]) -> String {
     lines.iter().map(|line| format!("{line}\n")).collect()
 }
 
-/// The policy the e2e tests run: two tenants, two provider instances.
-fn policy(betrust: &BetrustSim, gu1: &Gu1Sim, db_url: &str, o: &Options) -> String {
+/// The policy the e2e tests run: two tenants, three provider instances (`didit` is reached by
+/// naming it in a create, or by a routing edit).
+fn policy(
+    betrust: &BetrustSim,
+    gu1: &Gu1Sim,
+    didit: &DiditSim,
+    db_url: &str,
+    o: &Options,
+) -> String {
     format!(
         r#"
 {server}
@@ -175,6 +190,15 @@ kind = "gu1"
 base_url = "{gu1}"
 api_key = "${{GU1_API_KEY}}"
 webhook_secret = "${{GU1_WEBHOOK_SECRET}}"
+timeout_ms = {timeout}
+connect_timeout_ms = 1000
+{grace}
+[providers.didit]
+kind = "didit"
+base_url = "{didit}"
+api_key = "${{DIDIT_API_KEY}}"
+webhook_secret = "${{DIDIT_WEBHOOK_SECRET}}"
+workflow_id = "{workflow}"
 timeout_ms = {timeout}
 connect_timeout_ms = 1000
 {grace}
@@ -220,6 +244,8 @@ every_seconds = 1
         auth = betrust.auth_base_url(),
         api = betrust.api_base_url(),
         gu1 = gu1.base_url(),
+        didit = didit.base_url(),
+        workflow = DiditSimConfig::default().workflow_id,
         timeout = o.timeout_ms,
         grace = o
             .lookup_grace_seconds
@@ -274,6 +300,8 @@ fn spawn_gateway(
         .env("BETRUST_CLIENT_SECRET", BETRUST_SECRET)
         .env("GU1_API_KEY", GU1_API_KEY)
         .env("GU1_WEBHOOK_SECRET", GU1_WEBHOOK_SECRET)
+        .env("DIDIT_API_KEY", DIDIT_API_KEY)
+        .env("DIDIT_WEBHOOK_SECRET", DIDIT_WEBHOOK_SECRET)
         .env("ALPHA_WEBHOOK_SECRET", ALPHA_WEBHOOK_SECRET)
         .env("NO_COLOR", "1")
         .env(
@@ -322,20 +350,28 @@ impl World {
         })
         .await
         .unwrap();
+        let didit = DiditSim::start(DiditSimConfig {
+            api_key: DIDIT_API_KEY.into(),
+            webhook_secret: DIDIT_WEBHOOK_SECRET.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let db_url = options
             .store_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("kyc.db").display()));
         let config = dir.path().join("policy.toml");
-        std::fs::write(&config, policy(&betrust, &gu1, &db_url, &options)).unwrap();
+        std::fs::write(&config, policy(&betrust, &gu1, &didit, &db_url, &options)).unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let env = options.env.clone();
         let binary = options.binary.clone().unwrap_or_else(|| binary().into());
         let (child, base) = spawn_gateway(&binary, &config, &env, &log);
-        World {
+        let w = World {
             betrust,
             gu1,
+            didit,
             base,
             http: reqwest::Client::new(),
             db_url,
@@ -345,7 +381,30 @@ impl World {
             env,
             binary,
             _dir: dir,
-        }
+            public_url: options.public_url,
+        };
+        w.point_didit_here();
+        w
+    }
+
+    /// Sets Didit's webhook destination (one per application, set in its console) to the `didit`
+    /// instance's URL, as printed by `kyc-gateway hooks`: under `public_url`, or this process.
+    fn point_didit_here(&self) {
+        let base = self.public_url.clone().unwrap_or_else(|| self.base.clone());
+        let out = self.command(&[
+            "hooks",
+            "--config",
+            self.config.to_str().unwrap(),
+            "--base",
+            &base,
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let printed = String::from_utf8(out.stdout).unwrap();
+        let url = printed
+            .lines()
+            .find_map(|line| line.strip_prefix("didit\tdidit\t"))
+            .unwrap_or_else(|| panic!("no didit line in {printed}"));
+        self.didit.set_webhook_url(Some(url.to_string()));
     }
 
     /// Kills the gateway with SIGKILL (no shutdown of any kind) and starts it again on the same
@@ -380,6 +439,7 @@ impl World {
         let (child, base) = spawn_gateway(&self.binary, &self.config, &self.env, &self.log);
         self.child = child;
         self.base = base;
+        self.point_didit_here();
     }
 
     /// Rewrites the policy file the way a deployment would: the new text goes to a temporary
@@ -449,6 +509,8 @@ impl World {
             .env("BETRUST_CLIENT_SECRET", BETRUST_SECRET)
             .env("GU1_API_KEY", GU1_API_KEY)
             .env("GU1_WEBHOOK_SECRET", GU1_WEBHOOK_SECRET)
+            .env("DIDIT_API_KEY", DIDIT_API_KEY)
+            .env("DIDIT_WEBHOOK_SECRET", DIDIT_WEBHOOK_SECRET)
             .env("ALPHA_WEBHOOK_SECRET", ALPHA_WEBHOOK_SECRET)
             .output()
             .unwrap()
@@ -579,6 +641,21 @@ impl World {
                 .await
                 .unwrap(),
             "gu1" => self.gu1.finish(provider_reference, outcome).await.unwrap(),
+            "didit" => self
+                .didit
+                .finish(provider_reference, outcome)
+                .await
+                .unwrap(),
+            other => panic!("no simulator for provider {other}"),
+        }
+    }
+
+    /// The simulator behind provider instance `instance` (one of [`INSTANCES`]).
+    pub fn sim(&self, instance: &str) -> Sim<'_> {
+        match instance {
+            "betrust-cl" => Sim::Betrust(&self.betrust),
+            "gu1" => Sim::Gu1(&self.gu1),
+            "didit" => Sim::Didit(&self.didit),
             other => panic!("no simulator for provider {other}"),
         }
     }
@@ -648,6 +725,68 @@ pub async fn create_retrying(
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// One of a [`World`]'s simulators, seen the same way whichever provider it is: what tests
+/// parameterised over providers need.
+pub enum Sim<'a> {
+    Betrust(&'a BetrustSim),
+    Gu1(&'a Gu1Sim),
+    Didit(&'a DiditSim),
+}
+
+impl Sim<'_> {
+    /// The request line of the call that starts a verification there.
+    pub fn create_call(&self) -> &'static str {
+        match self {
+            Sim::Betrust(_) => "POST /transaction-engine",
+            Sim::Gu1(_) => "POST /api/kyc/validations",
+            Sim::Didit(_) => "POST /v3/session/",
+        }
+    }
+
+    /// Verifications actually started there.
+    pub fn created(&self) -> usize {
+        match self {
+            Sim::Betrust(s) => s.transactions_created(),
+            Sim::Gu1(s) => s.validations_created(),
+            Sim::Didit(s) => s.sessions_created(),
+        }
+    }
+
+    /// The provider's id of the latest verification started there.
+    pub fn last_created(&self) -> Option<String> {
+        match self {
+            Sim::Betrust(s) => s.transaction_uuids().last().cloned(),
+            Sim::Gu1(s) => s.validation_ids().last().cloned(),
+            Sim::Didit(s) => s.session_ids().last().cloned(),
+        }
+    }
+
+    /// Adds a fault to its API routes.
+    pub fn inject(&self, rule: FaultRule) {
+        match self {
+            Sim::Betrust(s) => s.inject(rule),
+            Sim::Gu1(s) => s.inject(rule),
+            Sim::Didit(s) => s.inject(rule),
+        }
+    }
+
+    /// Where its verification links point.
+    pub fn base_url(&self) -> String {
+        match self {
+            Sim::Betrust(s) => s.base_url(),
+            Sim::Gu1(s) => s.base_url(),
+            Sim::Didit(s) => s.base_url(),
+        }
+    }
+}
+
+/// A create body for tenant alpha that names the provider instance (alpha may choose).
+pub fn person_on(instance: &str, reference: &str, subject: &str) -> Value {
+    let mut body = person(reference, subject, "CL");
+    body["provider"] = json!(instance);
+    body
 }
 
 /// A second gateway process of a [`World`], stopped when dropped.

@@ -1,5 +1,5 @@
 //! End-to-end tests: the real `kyc-gateway` binary, started on a free port, talking HTTP to the
-//! in-process BeTrust and gu1 simulators, with a real SQLite file.
+//! in-process BeTrust, gu1 and Didit simulators, with a real SQLite file.
 
 mod audit;
 mod browser;
@@ -21,6 +21,7 @@ mod metrics;
 mod operations;
 mod optimize;
 mod policy_view;
+mod providers;
 mod read_only;
 mod reconciler;
 mod reload;
@@ -117,23 +118,6 @@ async fn create_on_gu1_by_country_rule_and_refresh_to_rejected() {
     assert_eq!(w.gu1.entities_created(), 1);
 }
 
-#[tokio::test]
-async fn provider_webhook_moves_the_status_without_a_refresh() {
-    let w = World::start().await;
-    let on_betrust = w.create(person("hook-1", "sub-hook-1", "CL")).await;
-    let on_gu1 = w.create(person("hook-2", "sub-hook-2", "AR")).await;
-    w.finish(&on_betrust, Outcome::Approved).await;
-    w.finish(&on_gu1, Outcome::Approved).await;
-    for v in [&on_betrust, &on_gu1] {
-        let (_, stored) = w.get(&path_of(v, ""), ALPHA_KEY).await;
-        assert_eq!(stored["status"], "approved", "{stored}");
-    }
-    // A late, out-of-order event does not move a final status.
-    w.finish(&on_gu1, Outcome::InProgress).await;
-    let (_, stored) = w.get(&path_of(&on_gu1, ""), ALPHA_KEY).await;
-    assert_eq!(stored["status"], "approved");
-}
-
 /// Each real status change is in the history once, with its source; a repeated or late webhook
 /// and a refresh that finds nothing new add nothing.
 #[tokio::test]
@@ -169,30 +153,6 @@ async fn history_records_each_real_change_once_with_its_source() {
     assert_eq!(history[1]["to"], "cancelled", "{history}");
     let (status, _) = w.get(&path_of(&v, "/history"), BETA_KEY).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's history");
-}
-
-#[tokio::test]
-async fn the_reconciler_catches_up_when_webhooks_are_lost() {
-    let w = World::start_with(Options {
-        reconcile_every: 1,
-        ..Options::webhooks_lost()
-    })
-    .await;
-    let on_betrust = w.create(person("rec-1", "sub-rec-1", "CL")).await;
-    let on_gu1 = w.create(person("rec-2", "sub-rec-2", "AR")).await;
-    w.finish(&on_betrust, Outcome::Approved).await;
-    w.finish(&on_gu1, Outcome::Rejected).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for (v, expected) in [(&on_betrust, "approved"), (&on_gu1, "rejected")] {
-        loop {
-            let (_, stored) = w.get(&path_of(v, ""), ALPHA_KEY).await;
-            if stored["status"] == expected {
-                break;
-            }
-            assert!(Instant::now() < deadline, "still {stored}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
 }
 
 /// A provider whose reads are slow delays only its own verifications: the reconciler's round for
@@ -732,6 +692,28 @@ async fn cancel_where_the_provider_allows_it() {
     let (status, problem) = w.act(&b, "cancel", ALPHA_KEY).await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(problem["code"], "not_supported");
+
+    // Didit has no cancel: refused, unless the instance cancels by deleting the session.
+    let d = w
+        .create(person_on("didit", "cancel-3", "sub-cancel-3"))
+        .await;
+    let (status, problem) = w.act(&d, "cancel", ALPHA_KEY).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["code"], "not_supported");
+    w.edit_policy(|p| {
+        p.replacen(
+            "[providers.didit]\n",
+            "[providers.didit]\ncancel_deletes = true\n",
+            1,
+        )
+    });
+    w.wait_log("policy reloaded", 1, Duration::from_secs(10))
+        .await;
+    let (status, cancelled) = w.act(&d, "cancel", ALPHA_KEY).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    let reference = provider_ref(&d);
+    assert_eq!(w.didit.session(&reference), None, "deleted at Didit");
 }
 
 #[tokio::test]
@@ -1003,7 +985,7 @@ async fn health_spec_and_docs_are_served() {
         serde_json::from_str(include_str!("../../openapi/openapi.json")).unwrap();
     // The served spec is the committed one with this policy's provider instances filled in.
     assert!(
-        served == kyc_gateway::http::openapi::served(&committed, ["betrust-cl", "gu1"]),
+        served == kyc_gateway::http::openapi::served(&committed, INSTANCES),
         "openapi/openapi.json differs from the served spec; regenerate it with:\n\
          cargo run -p kyc-gateway -- openapi > openapi/openapi.json"
     );

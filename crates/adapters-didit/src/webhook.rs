@@ -3,15 +3,18 @@
 //! as received, compared in constant time. The other two are not used: `X-Signature-V2` signs a
 //! re-serialisation of the JSON (sorted keys, unescaped Unicode, floats shortened the way Python
 //! prints them), which a reader must reproduce byte for byte, and `X-Signature-Simple` covers only
-//! four fields, leaving the decision unsigned. `X-Timestamp` (Unix seconds) must be within
-//! [`SIGNATURE_WINDOW_SECONDS`] of now, so a captured delivery cannot be replayed later.
+//! four fields, leaving the decision unsigned.
+//!
+//! The body's `timestamp` (Unix seconds) must be within [`SIGNATURE_WINDOW_SECONDS`] of now, so a
+//! captured delivery cannot be replayed later. It is read from the body, which the signature
+//! covers, not from `X-Timestamp`, which it does not: a replay with a fresh header is refused.
 
 use hmac::{Hmac, KeyInit, Mac};
 use kyc_core::WebhookError;
 use serde::Deserialize;
 use sha2::Sha256;
 
-/// How far `X-Timestamp` may be from now, either way (Didit's documented 5 minutes).
+/// How far the signed `timestamp` may be from now, either way (Didit's documented 5 minutes).
 pub const SIGNATURE_WINDOW_SECONDS: i64 = 300;
 
 /// What the gateway reads of a webhook's body once its signature holds.
@@ -19,6 +22,8 @@ pub const SIGNATURE_WINDOW_SECONDS: i64 = 300;
 pub struct WebhookEnvelope {
     /// The session it is about.
     pub session_id: String,
+    /// When Didit sent it, Unix seconds.
+    pub timestamp: i64,
     /// Its status, as Didit writes it.
     #[serde(default)]
     pub status: Option<String>,
@@ -30,21 +35,14 @@ pub struct WebhookEnvelope {
     pub vendor_data: Option<String>,
 }
 
-/// Checks a delivery's `X-Signature` and `X-Timestamp` (`now` in Unix seconds) and reads its
-/// envelope.
+/// Checks a delivery's `X-Signature` over `body`, then its signed `timestamp` against `now`
+/// (Unix seconds), and reads its envelope.
 pub fn verify_webhook_signature(
     secret: &[u8],
     body: &[u8],
     signature: Option<&str>,
-    timestamp: Option<&str>,
     now: i64,
 ) -> Result<WebhookEnvelope, WebhookError> {
-    let at: i64 = timestamp
-        .and_then(|t| t.trim().parse().ok())
-        .ok_or(WebhookError::BadSignature)?;
-    if at.abs_diff(now) > SIGNATURE_WINDOW_SECONDS.unsigned_abs() {
-        return Err(WebhookError::BadSignature);
-    }
     let signature = signature
         .and_then(|s| hex::decode(s.trim()).ok())
         .ok_or(WebhookError::BadSignature)?;
@@ -63,6 +61,9 @@ pub fn verify_webhook_signature(
             e.column()
         ))
     })?;
+    if envelope.timestamp.abs_diff(now) > SIGNATURE_WINDOW_SECONDS.unsigned_abs() {
+        return Err(WebhookError::BadSignature);
+    }
     if envelope.session_id.trim().is_empty() {
         return Err(WebhookError::BadBody(
             "the Didit webhook names no session".to_string(),

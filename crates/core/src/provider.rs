@@ -225,7 +225,7 @@ pub enum WebhookError {
 /// Each adapter crate implements it once for its config type; the gateway registers the type with
 /// one line and builds instances through it.
 pub trait AdapterConfig: serde::de::DeserializeOwned {
-    /// The `kind` that selects this adapter in the policy (`betrust`, `gu1`).
+    /// The `kind` that selects this adapter in the policy (`betrust`, `gu1`, `didit`).
     const KIND: &'static str;
 
     /// The settings that are secrets: the gateway refuses them written in the policy file (they
@@ -247,7 +247,7 @@ pub trait AdapterConfig: serde::de::DeserializeOwned {
 /// One provider instance, as the gateway uses it. Implemented once per adapter crate.
 #[async_trait]
 pub trait Provider: Send + Sync {
-    /// The adapter kind as written in the policy (`betrust`, `gu1`).
+    /// The adapter kind as written in the policy (`betrust`, `gu1`, `didit`).
     fn kind(&self) -> &'static str;
 
     /// Starts a verification. Retrying with the same [`CreateRequest::idempotency_key`] must not

@@ -392,6 +392,20 @@ impl Runtime {
     }
 }
 
+/// Each provider instance's webhook URL under `base` (the policy's `public_url`): its name, kind
+/// and URL, for providers that post to one destination per account, set in their console (Didit).
+pub fn hook_urls(policy: &Policy, base: &str) -> Vec<(String, String, String)> {
+    let base = base.trim_end_matches('/');
+    policy
+        .providers
+        .iter()
+        .map(|(name, config)| {
+            let url = format!("{base}/hooks/{name}/{}", hook_token(name, config));
+            (name.clone(), config.kind.clone(), url)
+        })
+        .collect()
+}
+
 /// A stable, unguessable token for an instance's webhook URL: derived from the instance's own
 /// secrets, so it survives restarts and differs between instances and deployments.
 fn hook_token(name: &str, config: &ProviderConfig) -> String {

@@ -32,6 +32,16 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Print each provider instance's webhook URL, to register at a provider that takes one
+    /// destination per account (Didit's console). Its secrets must be in the environment.
+    Hooks {
+        /// The policy file (TOML).
+        #[arg(long)]
+        config: String,
+        /// The gateway's public base URL; default the policy's `server.public_url`.
+        #[arg(long)]
+        base: Option<String>,
+    },
     /// Print the `sha256:<hex>` form of an API key, for a tenant's `api_keys`.
     HashKey {
         /// The API key.
@@ -275,6 +285,7 @@ async fn main() -> ExitCode {
             json,
         }) => printed(&config, replay(&config, &tenant, &since, json).await),
         Some(Command::Audit { command }) => audit(command).await,
+        Some(Command::Hooks { config, base }) => printed(&config, hooks(&config, base)),
         Some(Command::Openapi) => {
             print!("{}", kyc_gateway::http::openapi::document_json());
             ExitCode::SUCCESS
@@ -331,6 +342,23 @@ fn printed(config: &str, answer: Result<String, String>) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `hooks`: a line per provider instance, `NAME KIND URL`.
+fn hooks(config: &str, base: Option<String>) -> Result<String, String> {
+    let policy = Policy::load(config).map_err(|e| e.to_string())?;
+    let base = base
+        .or_else(|| policy.server.public_url.clone())
+        .ok_or("server.public_url is not set: pass --base with the gateway's public URL")?;
+    let url = url::Url::parse(&base).map_err(|_| "--base is not a URL".to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("--base is not an http(s) URL".into());
+    }
+    let lines = kyc_gateway::app::hook_urls(&policy, &base);
+    Ok(lines
+        .into_iter()
+        .map(|(name, kind, url)| format!("{name}\t{kind}\t{url}\n"))
+        .collect())
 }
 
 /// `replay`: the draft's routing for `tenant` over its verifications of the last `since` (`30d`).

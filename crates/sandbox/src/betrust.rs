@@ -387,7 +387,7 @@ async fn finish(
         let body = serde_json::to_vec(&body).unwrap_or_default();
         shared
             .webhooks
-            .send(&shared.http, "betrust", &uuid, &url, body, None)
+            .send(&shared.http, "betrust", &uuid, &url, body, Vec::new())
             .await;
     }
     Ok(())

@@ -391,7 +391,14 @@ async fn finish(shared: &Shared, id: &str, outcome: Outcome) -> Result<(), Sandb
         let signature = sign(&shared.config.webhook_secret, &body);
         shared
             .webhooks
-            .send(&shared.http, "gu1", id, &url, body, Some(signature))
+            .send(
+                &shared.http,
+                "gu1",
+                id,
+                &url,
+                body,
+                vec![("X-Webhook-Signature", signature)],
+            )
             .await;
     }
     Ok(())

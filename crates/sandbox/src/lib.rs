@@ -1,16 +1,16 @@
-//! In-process simulators of the BeTrust and gu1 identity-verification APIs.
+//! In-process simulators of the BeTrust, gu1 and Didit identity-verification APIs.
 //!
 //! Each simulator is a real HTTP server on `127.0.0.1:0`, so adapters, the gateway's first run,
 //! tests and benchmarks talk to it exactly as they would talk to the provider: same paths, same
 //! bodies, same auth, same error shapes. A simulator can be told how a verification ends
-//! ([`BetrustSim::finish`], [`Gu1Sim::finish`], or the HTML page a person opens in a browser), and
-//! can inject faults ([`FaultRule`]) into its provider API routes.
+//! ([`BetrustSim::finish`], [`Gu1Sim::finish`], [`DiditSim::finish`], or the HTML page a person
+//! opens in a browser), and can inject faults ([`FaultRule`]) into its provider API routes.
 //!
-//! Control surface shared by both simulators (never faulted):
+//! Control surface shared by the three simulators (never faulted):
 //! - `POST /_sandbox/finish/{id}` with a form field or JSON `outcome`, and the same `POST` to the
-//!   verification link itself (`/validate/{id}`, `/session/{id}`), so a script holding only the
-//!   link can finish it: `curl -X POST "$URL" -H 'Content-Type: application/json'
-//!   -d '{"outcome": "approved"}'`;
+//!   verification link itself (`/validate/{id}` for BeTrust, `/session/{id}` for gu1,
+//!   `/session/{token}` for Didit), so a script holding only the link can finish it:
+//!   `curl -X POST "$URL" -H 'Content-Type: application/json' -d '{"outcome": "approved"}'`;
 //! - `POST /_sandbox/faults` with JSON `{"path_contains", "status" | "latency_ms" | "malformed" |
 //!   "hang" | "late_answer_ms" | "late_work_ms" | "status_after_work" | "cut", "times"}` and
 //!   `DELETE /_sandbox/faults`;
@@ -35,10 +35,12 @@
 //! ```
 
 mod betrust;
+mod didit;
 mod gu1;
 mod pages;
 
 pub use betrust::{BetrustSim, BetrustSimConfig};
+pub use didit::{DiditSim, DiditSimConfig};
 pub use gu1::{Gu1Sim, Gu1SimConfig};
 
 use axum::{
@@ -77,7 +79,7 @@ pub enum Outcome {
     Expired,
     /// The person started and gave up.
     Abandoned,
-    /// Cancelled at the provider.
+    /// Cancelled at the provider (Didit has no cancel: its simulator refuses this one).
     Cancelled,
 }
 
@@ -178,6 +180,10 @@ pub enum SandboxError {
         "unknown outcome {0:?}; expected one of in_progress, in_review, approved, rejected, expired, abandoned, cancelled"
     )]
     UnknownOutcome(String),
+    /// The provider has no such state or action (Didit has no cancel), or the text is not one
+    /// of its states; the reason says which.
+    #[error("not supported by this provider: {0}")]
+    Unsupported(&'static str),
 }
 
 /// A misbehaviour the simulator shows on its provider API routes, so clients' error handling can
@@ -750,12 +756,25 @@ pub(crate) fn finish_response(
 #[derive(Default)]
 pub(crate) struct SentWebhooks(Mutex<Vec<SentWebhook>>);
 
+/// One webhook as it was first sent: where, the body, and the headers beside `Content-Type`
+/// (each provider signs in its own headers: gu1 one, Didit four, BeTrust none).
 #[derive(Clone)]
-struct SentWebhook {
-    verification_id: String,
-    url: String,
-    body: Vec<u8>,
-    signature: Option<String>,
+pub(crate) struct SentWebhook {
+    pub(crate) verification_id: String,
+    pub(crate) url: String,
+    pub(crate) body: Vec<u8>,
+    pub(crate) headers: Vec<(&'static str, String)>,
+}
+
+/// How one delivery attempt went, so that a simulator whose provider retries knows when to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// The receiver answered this other status.
+    Refused(u16),
+    /// No answer: the connection failed or timed out.
+    Failed,
 }
 
 impl SentWebhooks {
@@ -767,16 +786,35 @@ impl SentWebhooks {
         verification_id: &str,
         url: &str,
         body: Vec<u8>,
-        signature: Option<String>,
-    ) {
+        headers: Vec<(&'static str, String)>,
+    ) -> Delivery {
         let webhook = SentWebhook {
             verification_id: verification_id.to_owned(),
             url: url.to_owned(),
             body,
-            signature,
+            headers,
         };
         lock(&self.0).push(webhook.clone());
-        deliver_webhook(http, provider, webhook).await;
+        deliver_webhook(http, provider, webhook).await
+    }
+
+    /// The webhook sent `back` webhooks before the latest one about `verification_id` (0: the
+    /// latest).
+    pub(crate) fn recorded(
+        &self,
+        verification_id: &str,
+        back: usize,
+    ) -> Result<SentWebhook, SandboxError> {
+        let sent = lock(&self.0);
+        let mine: Vec<&SentWebhook> = sent
+            .iter()
+            .filter(|w| w.verification_id == verification_id)
+            .collect();
+        let index = mine
+            .len()
+            .checked_sub(back + 1)
+            .ok_or(SandboxError::NotFound)?;
+        Ok(mine[index].clone())
     }
 
     /// Delivers again the webhook sent `back` webhooks before the latest one about
@@ -788,18 +826,7 @@ impl SentWebhooks {
         verification_id: &str,
         back: usize,
     ) -> Result<(), SandboxError> {
-        let webhook = {
-            let sent = lock(&self.0);
-            let mine: Vec<&SentWebhook> = sent
-                .iter()
-                .filter(|w| w.verification_id == verification_id)
-                .collect();
-            let index = mine
-                .len()
-                .checked_sub(back + 1)
-                .ok_or(SandboxError::NotFound)?;
-            mine[index].clone()
-        };
+        let webhook = self.recorded(verification_id, back)?;
         deliver_webhook(http, provider, webhook).await;
         Ok(())
     }
@@ -807,20 +834,24 @@ impl SentWebhooks {
 
 /// POSTs a webhook body and waits for the attempt; failures are logged without body or URL (the
 /// URL may carry the receiver's secret token).
-async fn deliver_webhook(http: &reqwest::Client, provider: &'static str, webhook: SentWebhook) {
+pub(crate) async fn deliver_webhook(
+    http: &reqwest::Client,
+    provider: &'static str,
+    webhook: SentWebhook,
+) -> Delivery {
     let SentWebhook {
         verification_id,
         url,
         body,
-        signature,
+        headers,
     } = webhook;
     let verification_id = verification_id.as_str();
     let mut request = http
         .post(url)
         .header(header::CONTENT_TYPE, "application/json")
         .body(body);
-    if let Some(signature) = signature {
-        request = request.header("X-Webhook-Signature", signature);
+    for (name, value) in headers {
+        request = request.header(name, value);
     }
     match request.send().await {
         Ok(response) if response.status().is_success() => {
@@ -830,6 +861,7 @@ async fn deliver_webhook(http: &reqwest::Client, provider: &'static str, webhook
                 status = response.status().as_u16(),
                 "sandbox: webhook delivered"
             );
+            Delivery::Delivered
         }
         Ok(response) => {
             tracing::warn!(
@@ -838,9 +870,11 @@ async fn deliver_webhook(http: &reqwest::Client, provider: &'static str, webhook
                 status = response.status().as_u16(),
                 "sandbox: webhook refused by receiver"
             );
+            Delivery::Refused(response.status().as_u16())
         }
         Err(err) => {
             tracing::warn!(provider, verification_id, error = %err.without_url(), "sandbox: webhook delivery failed");
+            Delivery::Failed
         }
     }
 }
@@ -900,14 +934,23 @@ mod tests {
 
     #[test]
     fn sims_and_their_finish_futures_can_cross_threads() {
-        fn check(betrust: &BetrustSim, gu1: &Gu1Sim) {
+        fn check(betrust: &BetrustSim, gu1: &Gu1Sim, didit: &DiditSim) {
             assert_send_sync(betrust);
             assert_send_sync(gu1);
+            assert_send_sync(didit);
             let f = betrust.finish("x", Outcome::Approved);
             let g = gu1.finish("x", Outcome::Approved);
+            let d = didit.finish("x", Outcome::Approved);
+            let s = didit.set_status("x", "Kyc Expired");
+            let a = didit.send_webhook_again("x", 0);
+            let u = didit.send_data_updated("x");
             fn assert_send<T: Send>(_: &T) {}
             assert_send(&f);
             assert_send(&g);
+            assert_send(&d);
+            assert_send(&s);
+            assert_send(&a);
+            assert_send(&u);
         }
         let _ = check;
     }

@@ -103,7 +103,7 @@ impl Policy {
 mod tests {
     use super::*;
 
-    /// The policy file from DESIGN.md, verbatim.
+    /// The policy file of DESIGN.md, with an instance of every registered kind.
     pub const PINNED: &str = include_str!("../../../../deploy/policy.example.toml");
 
     fn env(name: &str) -> Option<String> {

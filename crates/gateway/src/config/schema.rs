@@ -147,7 +147,7 @@ impl StoreConfig {
 /// (see [`crate::providers`]).
 #[derive(Clone, Deserialize)]
 pub struct ProviderConfig {
-    /// The adapter (`betrust`, `gu1`).
+    /// The adapter: a registered kind (`betrust`, `gu1`, `didit`).
     pub kind: String,
     /// Calls to this instance allowed, on the way out (a create waits for a cell up to a short
     /// bound, then goes to the fallback); none when absent.

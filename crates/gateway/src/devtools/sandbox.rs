@@ -1,6 +1,7 @@
 //! The first run: `kyc-gateway` with no arguments.
 //!
-//! Starts both provider simulators in-process on loopback, a fresh SQLite file and a demo tenant,
+//! Starts the three provider simulators in-process on loopback, a fresh SQLite file and a demo
+//! tenant,
 //! and prints what a person needs to try the API from Swagger UI. The policy is written in the
 //! same TOML as a real one and goes through the same parser, so the sandbox exercises the real
 //! configuration path.
@@ -14,7 +15,7 @@ use crate::http::server::{ServeError, bind, serve_on};
 use axum::Json;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use kyc_sandbox::{BetrustSim, BetrustSimConfig, Gu1Sim, Gu1SimConfig};
+use kyc_sandbox::{BetrustSim, BetrustSimConfig, DiditSim, DiditSimConfig, Gu1Sim, Gu1SimConfig};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -44,13 +45,70 @@ const GU1: crate::devtools::scenario::Profile = crate::devtools::scenario::Profi
     error_percent: 5,
 };
 
+/// Didit in the scenario (Mexico): approves most, decides in minutes, rarely fails.
+const DIDIT: crate::devtools::scenario::Profile = crate::devtools::scenario::Profile {
+    approve_percent: 88,
+    decision_minutes: 6,
+    spread_minutes: 40,
+    error_percent: 2,
+};
+
 /// Each sandbox instance's profile in the scenario.
 fn profiles() -> std::collections::BTreeMap<String, crate::devtools::scenario::Profile> {
     [
         ("betrust-sandbox".to_string(), BETRUST),
         ("gu1-sandbox".to_string(), GU1),
+        ("didit-sandbox".to_string(), DIDIT),
     ]
     .into()
+}
+
+/// The three simulators of a sandbox run.
+struct Sims {
+    betrust: BetrustSim,
+    betrust_config: BetrustSimConfig,
+    gu1: Gu1Sim,
+    gu1_config: Gu1SimConfig,
+    didit: DiditSim,
+    didit_config: DiditSimConfig,
+}
+
+impl Sims {
+    async fn start() -> std::io::Result<Sims> {
+        let (betrust_config, gu1_config) = (BetrustSimConfig::default(), Gu1SimConfig::default());
+        let didit_config = DiditSimConfig::default();
+        Ok(Sims {
+            betrust: BetrustSim::start(betrust_config.clone()).await?,
+            gu1: Gu1Sim::start(gu1_config.clone()).await?,
+            didit: DiditSim::start(didit_config.clone()).await?,
+            betrust_config,
+            gu1_config,
+            didit_config,
+        })
+    }
+
+    /// The `${VAR}`s of the sandbox's policies.
+    fn env(&self, name: &str) -> Option<String> {
+        match name {
+            "SANDBOX_BETRUST_CLIENT_SECRET" => Some(self.betrust_config.client_secret.clone()),
+            "SANDBOX_GU1_API_KEY" => Some(self.gu1_config.api_key.clone()),
+            "SANDBOX_GU1_WEBHOOK_SECRET" => Some(self.gu1_config.webhook_secret.clone()),
+            "SANDBOX_DIDIT_API_KEY" => Some(self.didit_config.api_key.clone()),
+            "SANDBOX_DIDIT_WEBHOOK_SECRET" => Some(self.didit_config.webhook_secret.clone()),
+            "SANDBOX_DEMO_WEBHOOK_SECRET" => Some(DEMO_WEBHOOK_SECRET.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Points Didit's webhook destination (one per application, as in its console) at the
+    /// policy's first Didit instance.
+    fn point_didit_at(&self, policy: &Policy, base: &str) {
+        let url = crate::app::hook_urls(policy, base)
+            .into_iter()
+            .find(|(_, kind, _)| kind == "didit")
+            .map(|(_, _, url)| url);
+        self.didit.set_webhook_url(url);
+    }
 }
 
 /// A profile as a live simulator's autopilot: minutes become seconds, so that new verifications
@@ -218,24 +276,16 @@ pub async fn run(listen: &str, own: Option<&str>, scenario: bool) -> Result<(), 
     let db = dir.path().join("sandbox.db");
     let listener = bind(listen).await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let betrust_config = BetrustSimConfig::default();
-    let gu1_config = Gu1SimConfig::default();
-    let betrust = BetrustSim::start(betrust_config.clone()).await?;
-    let gu1 = Gu1Sim::start(gu1_config.clone()).await?;
-    let text = demo_policy(&db, &base, &betrust, &betrust_config, &gu1, scenario);
-    let env = |name: &str| match name {
-        "SANDBOX_BETRUST_CLIENT_SECRET" => Some(betrust_config.client_secret.clone()),
-        "SANDBOX_GU1_API_KEY" => Some(gu1_config.api_key.clone()),
-        "SANDBOX_GU1_WEBHOOK_SECRET" => Some(gu1_config.webhook_secret.clone()),
-        "SANDBOX_DEMO_WEBHOOK_SECRET" => Some(DEMO_WEBHOOK_SECRET.to_string()),
-        _ => None,
-    };
+    let sims = Sims::start().await?;
+    let text = demo_policy(&db, &base, &sims, scenario);
+    let env = |name: &str| sims.env(name);
     if let Some(path) = own {
-        return run_own_policy(listener, path, &text, env, &base, &db).await;
+        return run_own_policy(listener, path, &text, &sims, &base, &db).await;
     }
     let policy = Policy::parse(&text, env)?;
+    sims.point_didit_at(&policy, &base);
     let history = if scenario {
-        seed_scenario(&policy, &betrust, &gu1).await?
+        seed_scenario(&policy, &sims).await?
     } else {
         "  Comparing:    `kyc-gateway sandbox --scenario` starts with two weeks of history and an\n                \
          experiment, for the dashboard\n"
@@ -246,7 +296,8 @@ pub async fn run(listen: &str, own: Option<&str>, scenario: bool) -> Result<(), 
             "\nkyc-gateway sandbox is running.\n\
              \n  Swagger UI:   {base}/docs\n  Dashboard:    {base}/dashboard\n  \
              API key:      {DEMO_API_KEY}   (tenant \"demo\")\n  \
-             Providers:    betrust-sandbox (default), gu1-sandbox (country AR, or \"provider\": \"gu1-sandbox\")\n  \
+             Providers:    betrust-sandbox (default), gu1-sandbox (country AR), didit-sandbox (country MX);\n                \
+             or name one: \"provider\": \"gu1-sandbox\"\n  \
              Store:        {db} (new for this run, removed on exit)\n  \
              Events:       signed and sent to {base}/_sandbox/events (GET it to see them)\n\
              {history}\nCreate a verification, open its verification_url, press Approve, then GET it again.\n\
@@ -259,14 +310,7 @@ pub async fn run(listen: &str, own: Option<&str>, scenario: bool) -> Result<(), 
 
 /// The demo policy: both simulators as instances, the demo tenant, and with `scenario` an
 /// experiment; secrets as `${VAR}`, as a real policy has them.
-fn demo_policy(
-    db: &std::path::Path,
-    base: &str,
-    betrust: &BetrustSim,
-    betrust_config: &BetrustSimConfig,
-    gu1: &Gu1Sim,
-    scenario: bool,
-) -> String {
+fn demo_policy(db: &std::path::Path, base: &str, sims: &Sims, scenario: bool) -> String {
     format!(
         r#"
 [server]
@@ -292,6 +336,14 @@ api_key = "${{SANDBOX_GU1_API_KEY}}"
 webhook_secret = "${{SANDBOX_GU1_WEBHOOK_SECRET}}"
 price_per_verification = {{ amount = 0.85, currency = "USD" }}
 
+[providers.didit-sandbox]
+kind = "didit"
+base_url = "{didit_base}"
+api_key = "${{SANDBOX_DIDIT_API_KEY}}"
+webhook_secret = "${{SANDBOX_DIDIT_WEBHOOK_SECRET}}"
+workflow_id = "{didit_workflow}"
+price_per_verification = {{ amount = 0.60, currency = "USD" }}
+
 [tenants.demo]
 api_keys = ["{key_hash}"]
 webhook_url = "{base}/_sandbox/events"
@@ -299,17 +351,19 @@ webhook_secret = "${{SANDBOX_DEMO_WEBHOOK_SECRET}}"
 
 [tenants.demo.routing]
 default = "betrust-sandbox"
-rules = [{{ country = "AR", provider = "gu1-sandbox" }}]
+rules = [{{ country = "AR", provider = "gu1-sandbox" }}, {{ country = "MX", provider = "didit-sandbox" }}]
 allow_override = true
 {experiment}
 [reconciler]
 every_seconds = 10
 "#,
-        betrust_auth = betrust.auth_base_url(),
-        betrust_api = betrust.api_base_url(),
-        client_id = betrust_config.client_id,
-        company_id = betrust_config.company_id,
-        gu1_base = gu1.base_url(),
+        betrust_auth = sims.betrust.auth_base_url(),
+        betrust_api = sims.betrust.api_base_url(),
+        client_id = sims.betrust_config.client_id,
+        company_id = sims.betrust_config.company_id,
+        gu1_base = sims.gu1.base_url(),
+        didit_base = sims.didit.base_url(),
+        didit_workflow = sims.didit_config.workflow_id,
         key_hash = crate::config::hash_api_key(DEMO_API_KEY),
         db = db.display(),
         experiment = if scenario { SCENARIO_ROUTING } else { "" },
@@ -322,7 +376,7 @@ async fn run_own_policy(
     listener: tokio::net::TcpListener,
     path: &str,
     text: &str,
-    env: impl Fn(&str) -> Option<String>,
+    sims: &Sims,
     base: &str,
     db: &std::path::Path,
 ) -> Result<(), ServeError> {
@@ -334,18 +388,20 @@ async fn run_own_policy(
     let demo: toml::Table =
         toml::from_str(text).map_err(|e| PolicyError::Syntax(e.message().to_string()))?;
     let section = |name: &str| demo["providers"][name].clone();
-    let sims: toml::Table = [
+    let simulated: toml::Table = [
         ("betrust".to_string(), section("betrust-sandbox")),
         ("gu1".to_string(), section("gu1-sandbox")),
+        ("didit".to_string(), section("didit-sandbox")),
     ]
     .into_iter()
     .collect();
-    let (mut table, tenants) = own_policy(&mine, &sims, &format!("{base}/_sandbox/events"))?;
+    let (mut table, tenants) = own_policy(&mine, &simulated, &format!("{base}/_sandbox/events"))?;
     for kept in ["server", "store"] {
         table.insert(kept.into(), demo[kept].clone());
     }
     let text = toml::to_string(&table).map_err(|e| PolicyError::Syntax(e.to_string()))?;
-    let policy = Policy::parse(&text, env)?;
+    let policy = Policy::parse(&text, |name| sims.env(name))?;
+    sims.point_didit_at(&policy, base);
     serve_on(listener, policy, None, receiver(), |base| {
         let keys: String = tenants
             .iter()
@@ -365,11 +421,7 @@ async fn run_own_policy(
 
 /// Writes two weeks of generated history into the sandbox's store, and lets the simulators
 /// finish new verifications by themselves; what to print about it.
-async fn seed_scenario(
-    policy: &Policy,
-    betrust: &BetrustSim,
-    gu1: &Gu1Sim,
-) -> Result<String, ServeError> {
+async fn seed_scenario(policy: &Policy, sims: &Sims) -> Result<String, ServeError> {
     let store = crate::store::SqlStore::connect_with(&policy.store).await?;
     crate::devtools::scenario::generate(
         &store,
@@ -380,8 +432,9 @@ async fn seed_scenario(
         crate::store::now(),
     )
     .await?;
-    betrust.set_autopilot(Some(live(BETRUST)));
-    gu1.set_autopilot(Some(live(GU1)));
+    sims.betrust.set_autopilot(Some(live(BETRUST)));
+    sims.gu1.set_autopilot(Some(live(GU1)));
+    sims.didit.set_autopilot(Some(live(DIDIT)));
     Ok(format!(
         "  History:      {HISTORY} verifications of the past two weeks (generated), and an\n                \
          experiment in Chile: GET /v1/experiments/gu1-in-cl, or see the dashboard\n                \

@@ -153,7 +153,8 @@ impl KeyView {
 /// One provider instance, as the tenant may see it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InstanceView {
-    /// The adapter (`betrust`, `gu1`).
+    /// The adapter: one of the registered kinds.
+    #[schema(schema_with = kind_schema)]
     pub kind: String,
     /// Its outbound call limit, if any.
     pub rate_limit: Option<RateLimit>,
@@ -161,6 +162,16 @@ pub struct InstanceView {
     pub circuit: CircuitState,
     /// Its price per verification started, for cost figures.
     pub price_per_verification: Option<crate::config::Price>,
+}
+
+/// `kind` as an enum of the registry's kinds, so the spec follows a provider's registration.
+fn kind_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(crate::providers::kinds()))
+        .description(Some("The adapter: one of the registered kinds."))
+        .examples(["betrust"])
+        .build()
 }
 
 /// The calling tenant's policy, as in force for this request.

@@ -18,6 +18,7 @@ use std::sync::Arc;
 const REGISTRY: &[Adapter] = &[
     adapter::<kyc_adapters_betrust::BetrustConfig>(),
     adapter::<kyc_adapters_gu1::Gu1Config>(),
+    adapter::<kyc_adapters_didit::DiditConfig>(),
 ];
 
 /// Builds an instance from its name and its policy section (without `kind`).
