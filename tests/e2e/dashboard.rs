@@ -1006,7 +1006,7 @@ async fn charts_read_without_help(base: &str, browser: &Browser, name: &str) {
     };
     assert_eq!(
         browser.execute(&legend(false)).await,
-        json!(["", "", ""]),
+        json!(["", "", "", ""]),
         "{name}"
     );
     // On yesterday, each provider's rate with the decided verifications behind it.
@@ -1019,7 +1019,8 @@ async fn charts_read_without_help(base: &str, browser: &Browser, name: &str) {
     )
     .await;
     assert_eq!(shown[0], format!("{yesterday}"), "{name}: {shown}");
-    for (i, provider) in ["betrust-sandbox", "gu1-sandbox"].iter().enumerate() {
+    let providers = ["betrust-sandbox", "didit-sandbox", "gu1-sandbox"];
+    for (i, provider) in providers.iter().enumerate() {
         let group = stats["groups"]
             .as_array()
             .unwrap()

@@ -983,15 +983,18 @@ async fn health_spec_and_docs_are_served() {
     let served: Value = serde_json::from_str(&served).unwrap();
     let committed: Value =
         serde_json::from_str(include_str!("../../openapi/openapi.json")).unwrap();
-    // The served spec is the committed one with this policy's provider instances filled in.
+    // The served spec is the committed one with this policy's provider instances filled in, in
+    // the policy's (name) order.
+    let mut instances = INSTANCES;
+    instances.sort();
     assert!(
-        served == kyc_gateway::http::openapi::served(&committed, INSTANCES),
+        served == kyc_gateway::http::openapi::served(&committed, instances),
         "openapi/openapi.json differs from the served spec; regenerate it with:\n\
          cargo run -p kyc-gateway -- openapi > openapi/openapi.json"
     );
     assert_eq!(
         served["components"]["schemas"]["CreateVerification"]["properties"]["provider"]["enum"],
-        json!(["betrust-cl", "gu1", null])
+        json!(["betrust-cl", "didit", "gu1", null])
     );
     assert!(served["paths"]["/v1/verifications"]["post"].is_object());
     assert!(served["paths"].get("/hooks/{provider}/{token}").is_none());

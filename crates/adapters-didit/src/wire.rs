@@ -334,29 +334,7 @@ impl SessionDecision {
     }
 
     fn declined_message(&self) -> String {
-        let failed: Vec<&str> = self
-            .decision()
-            .map(|d| {
-                [
-                    ("document", d.document),
-                    ("liveness", d.liveness),
-                    ("face match", d.face_match),
-                    ("AML screening", d.aml),
-                ]
-                .into_iter()
-                .filter(|(_, outcome)| *outcome == CheckOutcome::Fail)
-                .map(|(name, _)| name)
-                .collect()
-            })
-            .unwrap_or_default();
-        if failed.is_empty() {
-            "Didit did not confirm the identity".to_string()
-        } else {
-            format!(
-                "Didit did not confirm the identity; failed: {}",
-                failed.join(", ")
-            )
-        }
+        Decision::rejection_message(self.decision().as_ref(), "Didit")
     }
 
     /// The first warning that declined a check (`log_type` `error`), else the first warning, as

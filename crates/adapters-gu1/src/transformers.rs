@@ -709,29 +709,7 @@ pub fn reason_for(status: Gu1Status, decision: Option<&Gu1Decision>) -> Option<R
 }
 
 fn rejected_message(decision: Option<&Gu1Decision>) -> String {
-    let failed: Vec<&str> = decision
-        .map(Gu1Decision::to_decision)
-        .map(|d| {
-            [
-                ("document", d.document),
-                ("liveness", d.liveness),
-                ("face match", d.face_match),
-                ("AML screening", d.aml),
-            ]
-            .into_iter()
-            .filter(|(_, outcome)| *outcome == CheckOutcome::Fail)
-            .map(|(name, _)| name)
-            .collect()
-        })
-        .unwrap_or_default();
-    if failed.is_empty() {
-        "gu1 did not confirm the identity".to_string()
-    } else {
-        format!(
-            "gu1 did not confirm the identity; failed: {}",
-            failed.join(", ")
-        )
-    }
+    Decision::rejection_message(decision.map(Gu1Decision::to_decision).as_ref(), "gu1")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,14 +5,19 @@
 //!   that a create of it sent to a gateway (a request refused at connect, its process down,
 //!   reached none), and no create of it with the other subject was ever answered with a
 //!   verification: the first body to reach a gateway binds the reference.
-//! - `provider_object`: each verification is bound to one provider object, made for its request
-//!   (the national id the simulator was sent is the reference's), and no provider object is left
-//!   without a verification (an orphan).
-//! - `history`: each verification's history is one chain from its creation, never going back to
-//!   an earlier stage, never changing after a final status, ending at the stored status, which is
-//!   the one its provider holds (gu1's status, or what BeTrust's state stands for by the adapter's
-//!   mapping). While the run goes on, the store is sampled every 250 ms: a status seen never
-//!   goes back or leaves a final one, and a reference seen bound stays bound to that
+//! - `provider_object`: each verification is bound to one provider object (a BeTrust transaction,
+//!   a gu1 validation, a Didit session), made for its request: the national id the simulator was
+//!   sent is the reference's (BeTrust's `metadata.nin`, the `taxId` of gu1's entity, the
+//!   `expected_details.identification_number` of Didit's session, whose `metadata` also names the
+//!   tenant and the reference, and every create Didit got with the session's `vendor_data` was
+//!   for that same person); no provider object is left without a verification (an orphan).
+//! - `history`: each verification's history (its status changes) is one chain from its creation,
+//!   never going back to an earlier stage, never changing after a final status, ending at the
+//!   stored status, which is the one its provider holds (gu1's status, or what BeTrust's state or
+//!   Didit's status stands for by the adapter's mapping); a manual decision's own row (who and
+//!   why) names a status that a change of that chain reached, and no other kind of row is there
+//!   (nothing is erased). While the run goes on, the store is sampled every 250 ms: a status seen
+//!   never goes back or leaves a final one, and a reference seen bound stays bound to that
 //!   verification.
 //! - `events`: every stored event was delivered, with a valid signature, and each verification's
 //!   events reached the receiver in the order of their sequence; every change after the creation
@@ -82,7 +87,7 @@ pub async fn all(world: &World, plan: &Plan, history: &[Record]) -> (usize, Vec<
              FROM verifications WHERE tenant = 'alpha'"
         ),
         fetch(
-            "SELECT verification_id, from_status, to_status FROM status_changes \
+            "SELECT verification_id, from_status, to_status, kind FROM status_changes \
              WHERE tenant = 'alpha' ORDER BY verification_id, id"
         ),
         fetch("SELECT id, verification_id, seq, state, payload FROM events WHERE tenant = 'alpha'"),
@@ -127,13 +132,32 @@ pub async fn all(world: &World, plan: &Plan, history: &[Record]) -> (usize, Vec<
     references(&mut checks, seed, plan, &stored, history);
     provider_objects(&mut checks, world, seed, &stored);
     let mut changes: BTreeMap<String, Vec<(Option<String>, String)>> = BTreeMap::new();
+    let mut decisions = Vec::new();
     for row in change_rows {
-        changes
-            .entry(row.get(0))
-            .or_default()
-            .push((row.get(1), row.get(2)));
+        let (id, from, to, kind): (String, Option<String>, String, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        match kind.as_str() {
+            "change" => changes.entry(id).or_default().push((from, to)),
+            // Who made a manual decision and why: a row of its own beside the change it caused
+            // (which may be recorded first from the provider's webhook), not a change.
+            "decision" => decisions.push((id, from, to)),
+            // Erasure's rows: the campaign erases nothing.
+            _ => checks.fail(
+                "history",
+                format!("{id} has a history row of kind {kind}, though nothing was erased"),
+            ),
+        }
     }
     chains(&mut checks, world, &stored, &changes);
+    for (id, from, to) in decisions {
+        let chain = changes.get(&id).map(Vec::as_slice).unwrap_or_default();
+        checks.expect(
+            from.as_deref() == Some(to.as_str())
+                && chain.iter().any(|(f, t)| f.is_some() && *t == to),
+            "history",
+            || format!("{id} records a decision to {to} (from {from:?}) that no change made"),
+        );
+    }
     let mut events: Vec<(String, String, i64, String, String)> = event_rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
@@ -305,6 +329,9 @@ fn references(checks: &mut Checks, seed: u64, plan: &Plan, stored: &[Stored], hi
     }
 }
 
+/// What a create sent to Didit was for: the national id and the reference.
+type DiditCreate<'a> = (Option<&'a str>, Option<&'a str>);
+
 fn provider_objects(checks: &mut Checks, world: &World, seed: u64, stored: &[Stored]) {
     let by_object: HashMap<(&str, &str), &Stored> = stored
         .iter()
@@ -364,9 +391,76 @@ fn provider_objects(checks: &mut Checks, world: &World, seed: u64, stored: &[Sto
             }
         }
     }
+    let didit = &world.shared.didit;
+    // Every create Didit got, by `vendor_data` (the gateway's key for one request): the
+    // national ids and references they were for.
+    let mut creates: HashMap<&str, Vec<DiditCreate>> = HashMap::new();
+    let bodies = didit.create_bodies();
+    for body in &bodies {
+        if let Some(key) = body["vendor_data"].as_str() {
+            creates.entry(key).or_default().push((
+                body["expected_details"]["identification_number"].as_str(),
+                body["metadata"]["reference"].as_str(),
+            ));
+        }
+    }
+    for id in didit.session_ids() {
+        // Never deleted here (the instance does not cancel by deleting): a session gone is
+        // reported below, with the verification bound to it.
+        let Some(session) = didit.session(&id) else {
+            continue;
+        };
+        let Some(v) = by_object.get(&("didit", id.as_str())) else {
+            checks.fail(
+                "provider_object",
+                format!("Didit session {id} belongs to no verification (an orphan)"),
+            );
+            continue;
+        };
+        let nin = session["expected_details"]["identification_number"]
+            .as_str()
+            .map(str::to_string);
+        checks.expect(nin == nin_of(v), "provider_object", || {
+            format!(
+                "{} is bound to Didit session {id}, made for another person ({nin:?})",
+                v.id
+            )
+        });
+        let (tenant, reference) = (
+            session["metadata"]["tenant"].as_str(),
+            session["metadata"]["reference"].as_str(),
+        );
+        checks.expect(
+            tenant == Some("alpha") && reference == Some(v.reference.as_str()),
+            "provider_object",
+            || {
+                format!(
+                    "{} ({}) is bound to Didit session {id}, made for {tenant:?}'s {reference:?}",
+                    v.id, v.reference
+                )
+            },
+        );
+        let key = session["vendor_data"].as_str().unwrap_or_default();
+        let sent = creates.get(key).map(Vec::as_slice).unwrap_or_default();
+        checks.expect(
+            !sent.is_empty()
+                && sent.iter().all(|(n, r)| {
+                    n.map(str::to_string) == nin_of(v) && *r == Some(v.reference.as_str())
+                }),
+            "provider_object",
+            || {
+                format!(
+                    "{} is bound to Didit session {id}, whose vendor_data {key:?} Didit got in \
+                     creates for {sent:?}",
+                    v.id
+                )
+            },
+        );
+    }
     for v in stored {
         let exists = match v.provider.as_str() {
             "gu1" => gu1.validation(&v.provider_reference).is_some(),
+            "didit" => didit.session(&v.provider_reference).is_some(),
             _ => betrust.transaction(&v.provider_reference).is_some(),
         };
         checks.expect(exists, "provider_object", || {
@@ -404,19 +498,9 @@ fn chains(
             "history",
             || format!("{}: stored as {}, history ends elsewhere", v.id, v.status),
         );
-        let theirs = if v.provider == "gu1" {
-            world
-                .shared
-                .gu1
-                .validation(&v.provider_reference)
-                .map(|held| held["status"].as_str().unwrap_or_default().to_string())
-        } else {
-            world
-                .shared
-                .betrust
-                .transaction(&v.provider_reference)
-                .map(|held| betrust_status(&held).to_string())
-        };
+        let theirs = world
+            .shared
+            .provider_status(&v.provider, &v.provider_reference);
         if let Some(theirs) = theirs {
             checks.expect(theirs == v.status, "history", || {
                 format!(
@@ -454,6 +538,23 @@ pub(crate) fn betrust_status(held: &serde_json::Value) -> &'static str {
             _ => "expired",
         }
     }
+}
+
+/// The status a Didit session's `status` stands for, by the adapter's documented mapping (the
+/// table in its crate docs; Didit's strings are exact and case-sensitive); `None` for one the
+/// table does not hold. Written from the table rather than by calling the adapter, so that a
+/// mapping bug there shows as a difference here.
+pub(crate) fn didit_status(theirs: &str) -> Option<&'static str> {
+    Some(match theirs {
+        "Not Started" => "pending",
+        "In Progress" | "Awaiting User" | "Resubmitted" => "in_progress",
+        "In Review" => "in_review",
+        "Approved" => "approved",
+        "Declined" => "rejected",
+        "Expired" | "Kyc Expired" => "expired",
+        "Abandoned" => "abandoned",
+        _ => return None,
+    })
 }
 
 fn delivered(

@@ -2,11 +2,13 @@
 //! same body, the same reference with another body, concurrent twins at two processes), provider
 //! outcomes, duplicated and reordered provider webhooks, refreshes, cancels and decisions, under
 //! randomized faults (provider answers held past the timeout after doing the work, 500s and 503s
-//! before doing it, 500s and cut connections after doing it, `kill -9` of a gateway process and
-//! its restart, a process stopped longer than an outbox lease, a receiver answering 500 or 410),
-//! run against real gateway processes, the provider simulators and a tenant receiver; the store is
-//! sampled during the run, and the invariants are checked after it from the simulators' own
-//! records, the store and the receiver's log ([`check`]).
+//! before doing it, 500s and cut connections after doing it, failed reads, `kill -9` of a gateway
+//! process and its restart, a process stopped longer than an outbox lease, a receiver answering
+//! 500 or 410), run against real gateway processes, the simulators of all three providers
+//! (BeTrust, gu1 and Didit: each takes a third of the references by its country, and each is in
+//! the others' fallback chain) and a tenant receiver; the store is sampled during the run, and the
+//! invariants are checked after it from the simulators' own records, the store and the receiver's
+//! log ([`check`]).
 //!
 //! The seed decides the plan, every operation and fault and when it starts ([`plan`]), before
 //! anything runs, and the plan is written out beside the history of what each operation got. Re-

@@ -44,15 +44,16 @@ pub enum Op {
         /// The process, by number.
         at: usize,
     },
-    /// A caller's cancel of reference `r`'s verification.
+    /// A caller's cancel of reference `r`'s verification (Didit has no cancel: the gateway
+    /// answers 409 `not_supported` there).
     Cancel {
         /// The reference, by number.
         r: usize,
         /// The process, by number.
         at: usize,
     },
-    /// A person's manual decision on reference `r`'s verification (gu1 takes them when it is
-    /// in review; BeTrust refuses them).
+    /// A person's manual decision on reference `r`'s verification (gu1 and Didit take them when
+    /// it is in review; BeTrust refuses them).
     Decide {
         /// The reference, by number.
         r: usize,
@@ -75,24 +76,32 @@ pub enum Op {
         /// Which policy.
         variant: u8,
     },
-    /// Fault: the next create at BeTrust is done, and its answer held past the timeout.
-    LateBetrustCreate,
-    /// Fault: the next validation create at gu1 is done, and its answer held past the timeout.
-    LateGu1Create,
-    /// Fault: the next create at BeTrust is answered 503 without doing anything.
-    RefuseBetrustCreate,
-    /// Fault: the next read at gu1 is answered 500.
-    FailGu1Read,
-    /// Fault: the next create at a provider (0 BeTrust, 1 gu1) is answered 500, before doing
-    /// anything or after doing the work.
+    /// Fault: the next create at a provider (see [`PROVIDERS`]) is done, and its answer held
+    /// past the timeout.
+    LateCreate {
+        /// The provider, by number.
+        provider: u8,
+    },
+    /// Fault: the next create at a provider is answered 503 without doing anything.
+    RefuseCreate {
+        /// The provider, by number.
+        provider: u8,
+    },
+    /// Fault: the next read of a verification at a provider is answered 500.
+    FailRead {
+        /// The provider, by number.
+        provider: u8,
+    },
+    /// Fault: the next create at a provider is answered 500, before doing anything or after
+    /// doing the work.
     FailCreate {
         /// The provider, by number.
         provider: u8,
         /// Whether the work is done before the 500.
         after_work: bool,
     },
-    /// Fault: the next create at a provider (0 BeTrust, 1 gu1) is done, and its connection cut
-    /// before the answer is whole.
+    /// Fault: the next create at a provider is done, and its connection cut before the answer
+    /// is whole.
     CutCreate {
         /// The provider, by number.
         provider: u8,
@@ -137,10 +146,9 @@ impl Op {
     pub fn is_fault(&self) -> bool {
         matches!(
             self,
-            Op::LateBetrustCreate
-                | Op::LateGu1Create
-                | Op::RefuseBetrustCreate
-                | Op::FailGu1Read
+            Op::LateCreate { .. }
+                | Op::RefuseCreate { .. }
+                | Op::FailRead { .. }
                 | Op::FailCreate { .. }
                 | Op::CutCreate { .. }
                 | Op::Pause { .. }
@@ -171,6 +179,10 @@ pub struct Plan {
     /// References used (`0..references`).
     pub references: usize,
 }
+
+/// The providers a fault's `provider` number names (their instances in the campaign's policy):
+/// 0 BeTrust, 1 gu1, 2 Didit.
+pub const PROVIDERS: [&str; 3] = ["betrust-cl", "gu1", "didit"];
 
 /// The outcomes `Finish` draws from (the index is `Op::Finish::outcome`).
 pub const OUTCOMES: [kyc_sandbox::Outcome; 5] = [
@@ -243,17 +255,22 @@ impl Plan {
                 76..78 => Op::Reload {
                     variant: rng.random_range(0..3),
                 },
-                78..80 => Op::LateBetrustCreate,
-                80..82 => Op::LateGu1Create,
-                82..84 => Op::RefuseBetrustCreate,
+                78..82 => Op::LateCreate {
+                    provider: rng.random_range(0..PROVIDERS.len() as u8),
+                },
+                82..84 => Op::RefuseCreate {
+                    provider: rng.random_range(0..PROVIDERS.len() as u8),
+                },
                 84..87 => Op::FailCreate {
-                    provider: rng.random_range(0..2),
+                    provider: rng.random_range(0..PROVIDERS.len() as u8),
                     after_work: rng.random_bool(0.5),
                 },
                 87..89 => Op::CutCreate {
-                    provider: rng.random_range(0..2),
+                    provider: rng.random_range(0..PROVIDERS.len() as u8),
                 },
-                89..91 => Op::FailGu1Read,
+                89..91 => Op::FailRead {
+                    provider: rng.random_range(0..PROVIDERS.len() as u8),
+                },
                 91..95 if killed_until[process] < at_ms => {
                     // Mostly killed, sometimes stalled past an outbox lease.
                     // One stalled at a time (on one process both numbers are it), so that no
@@ -300,9 +317,15 @@ impl Plan {
     }
 }
 
-/// Reference `r`'s reference, subject, country and national id in a run of `seed`.
+/// Reference `r`'s reference, subject, country and national id in a run of `seed`. The country
+/// routes it: CL to BeTrust (the default route), MX to Didit, AR to gu1 (the campaign's rules),
+/// a third of the references each.
 pub fn reference(seed: u64, r: usize) -> (String, String, &'static str, String) {
-    let country = if r % 3 == 2 { "AR" } else { "CL" };
+    let country = match r % 3 {
+        0 => "CL",
+        1 => "MX",
+        _ => "AR",
+    };
     (
         format!("chaos-{seed}-{r}"),
         format!("sub-{seed}-{r}"),
@@ -325,5 +348,24 @@ mod tests {
         assert!(a.steps.iter().any(|s| s.op.is_fault()));
         assert!(a.steps.iter().any(|s| matches!(s.op, Op::Kill { .. })));
         assert!(a.steps.is_sorted_by_key(|s| s.at_ms));
+    }
+
+    #[test]
+    fn every_provider_gets_traffic_and_faults() {
+        let plan = Plan::new(1, 250);
+        let countries: std::collections::HashSet<&str> =
+            (0..plan.references).map(|r| reference(1, r).2).collect();
+        assert_eq!(countries.len(), 3, "{countries:?}");
+        for provider in 0..PROVIDERS.len() as u8 {
+            let faulted = plan.steps.iter().any(|s| match s.op {
+                Op::LateCreate { provider: p }
+                | Op::RefuseCreate { provider: p }
+                | Op::FailRead { provider: p }
+                | Op::FailCreate { provider: p, .. }
+                | Op::CutCreate { provider: p } => p == provider,
+                _ => false,
+            });
+            assert!(faulted, "no fault at {}", PROVIDERS[usize::from(provider)]);
+        }
     }
 }

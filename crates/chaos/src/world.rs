@@ -1,10 +1,18 @@
-//! What a campaign runs against: the provider simulators, a tenant receiver, one or two gateway
-//! processes on fixed ports (so a process killed and started again keeps its address), and the
-//! store they share.
+//! What a campaign runs against: the three provider simulators (BeTrust, gu1, Didit), a tenant
+//! receiver, one or two gateway processes on fixed ports (so a process killed and started again
+//! keeps its address), and the store they share.
+//!
+//! BeTrust and gu1 are told where to post each verification's webhooks by the gateway (its
+//! `public_url`, process 0). Didit posts to one destination per application, set in its console:
+//! the campaign sets the simulator's to the `didit` instance's URL as `kyc-gateway hooks` prints
+//! it, under a process that is up, and sets it again when that process is killed (to the other
+//! one, with two) and when it is started again.
 
 use crate::plan::{self, OUTCOMES, Op, Plan};
 use crate::{Config, DEADLINE};
-use kyc_sandbox::{BetrustSim, BetrustSimConfig, Fault, FaultRule, Gu1Sim, Gu1SimConfig};
+use kyc_sandbox::{
+    BetrustSim, BetrustSimConfig, DiditSim, DiditSimConfig, Fault, FaultRule, Gu1Sim, Gu1SimConfig,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -18,6 +26,20 @@ const API_KEY: &str = "kyc_chaos_alpha_key";
 const BETRUST_SECRET: &str = "chaos-betrust-secret";
 const GU1_KEY: &str = "gk_chaos_key";
 const GU1_WEBHOOK_SECRET: &str = "chaos-gu1-webhook-secret";
+const DIDIT_KEY: &str = "didit_chaos_key";
+const DIDIT_WEBHOOK_SECRET: &str = "chaos-didit-webhook-secret";
+/// Each provider's create, as the request line a fault rule matches (by [`plan::PROVIDERS`]).
+const CREATES: [&str; 3] = [
+    "POST /transaction-engine/v1/transactions",
+    "POST /api/kyc/validations",
+    "POST /v3/session/",
+];
+/// Each provider's read of one verification (not Didit's list by `vendor_data`, `/v3/sessions/`).
+const READS: [&str; 3] = [
+    "GET /transaction-engine/v1/transactions/",
+    "GET /api/kyc/validations",
+    "GET /v3/session/",
+];
 /// Tenant alpha's Standard Webhooks secret.
 pub(crate) const WEBHOOK_SECRET: &str = "whsec_Y2hhb3MtdGVuYW50LWFscGhhLXNpZ25pbmcta2V5";
 /// Provider calls time out after this; a held answer is held longer.
@@ -101,6 +123,7 @@ pub(crate) struct Shared {
     pub seed: u64,
     pub betrust: BetrustSim,
     pub gu1: Gu1Sim,
+    pub didit: DiditSim,
     pub http: reqwest::Client,
     pub deliveries: Arc<Mutex<Vec<Delivery>>>,
     receiver: Arc<Receiver>,
@@ -112,6 +135,8 @@ pub(crate) struct Shared {
     pub known: Mutex<HashMap<usize, Known>>,
     /// One provider outcome at a time per reference.
     finishing: Mutex<HashMap<usize, Arc<tokio::sync::Mutex<()>>>>,
+    /// One [`Shared::point_didit`] at a time.
+    pointing: tokio::sync::Mutex<()>,
     binary: PathBuf,
     config: PathBuf,
     log: PathBuf,
@@ -161,6 +186,13 @@ impl World {
         })
         .await
         .map_err(|e| e.to_string())?;
+        let didit = DiditSim::start(DiditSimConfig {
+            api_key: DIDIT_KEY.into(),
+            webhook_secret: DIDIT_WEBHOOK_SECRET.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         let deliveries = Arc::new(Mutex::new(Vec::new()));
         let control = Arc::new(Receiver::default());
         let (receiver_url, receiver) = receiver(deliveries.clone(), control.clone()).await?;
@@ -201,6 +233,8 @@ impl World {
                 ("BETRUST_CLIENT_SECRET".into(), BETRUST_SECRET.into()),
                 ("GU1_API_KEY".into(), GU1_KEY.into()),
                 ("GU1_WEBHOOK_SECRET".into(), GU1_WEBHOOK_SECRET.into()),
+                ("DIDIT_API_KEY".into(), DIDIT_KEY.into()),
+                ("DIDIT_WEBHOOK_SECRET".into(), DIDIT_WEBHOOK_SECRET.into()),
                 ("ALPHA_WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
                 ("NO_COLOR".into(), "1".into()),
                 (
@@ -251,6 +285,16 @@ timeout_ms = {PROVIDER_TIMEOUT_MS}
 connect_timeout_ms = 500
 lookup_grace_seconds = 3
 
+[providers.didit]
+kind = "didit"
+base_url = "{didit}"
+api_key = "${{DIDIT_API_KEY}}"
+webhook_secret = "${{DIDIT_WEBHOOK_SECRET}}"
+workflow_id = "{workflow}"
+timeout_ms = {PROVIDER_TIMEOUT_MS}
+connect_timeout_ms = 500
+lookup_grace_seconds = 3
+
 [tenants.alpha]
 api_keys = ["{key}"]
 webhook_url = "{receiver_url}"
@@ -258,8 +302,8 @@ webhook_secret = "${{ALPHA_WEBHOOK_SECRET}}"
 
 [tenants.alpha.routing]
 default = "betrust-cl"
-rules = [{{ country = "AR", provider = "gu1" }}]
-fallback = ["gu1", "betrust-cl"]
+rules = [{{ country = "AR", provider = "gu1" }}, {{ country = "MX", provider = "didit" }}]
+fallback = ["gu1", "didit", "betrust-cl"]
 
 [webhooks]
 retry_seconds = [0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3]
@@ -272,6 +316,8 @@ every_seconds = 1
             auth = betrust.auth_base_url(),
             api = betrust.api_base_url(),
             gu1 = gu1.base_url(),
+            didit = didit.base_url(),
+            workflow = DiditSimConfig::default().workflow_id,
             key = hash_key(API_KEY),
         );
         let config_path = config.out.join("policy.toml");
@@ -282,6 +328,7 @@ every_seconds = 1
             seed: config.seed,
             betrust,
             gu1,
+            didit,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(DEADLINE)
@@ -294,6 +341,7 @@ every_seconds = 1
             processes: Mutex::new(processes),
             known: Mutex::new(HashMap::new()),
             finishing: Mutex::default(),
+            pointing: tokio::sync::Mutex::default(),
             binary: config.gateway.clone(),
             config: config_path,
             log,
@@ -301,6 +349,7 @@ every_seconds = 1
         for i in 0..count {
             shared.start_process(i).await?;
         }
+        shared.point_didit().await?;
         Ok(World {
             shared,
             store_url,
@@ -349,6 +398,7 @@ every_seconds = 1
         let mut records = Vec::new();
         shared.betrust.clear_faults();
         shared.gu1.clear_faults();
+        shared.didit.clear_faults();
         shared.receiver.fails.store(0, Ordering::SeqCst);
         shared.receiver.gone.store(0, Ordering::SeqCst);
         shared.reload(0);
@@ -359,6 +409,7 @@ every_seconds = 1
                 let _ = shared.start_process(i).await;
             }
         }
+        let _ = shared.point_didit().await;
         let _ = shared.recover(0).await;
         for r in 0..plan.references {
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -642,17 +693,8 @@ impl Shared {
                 // per verification, so that two cannot both pass this look and land backwards.
                 let turn = self.finishing.lock().unwrap().entry(r).or_default().clone();
                 let _turn = turn.lock().await;
-                let (now, rank) = if known.provider == "gu1" {
-                    let held = self.gu1.validation(&known.provider_reference);
-                    let status = held.map(|v| v["status"].as_str().unwrap_or_default().to_string());
-                    let rank = status.as_deref().map_or(0, crate::check::stage);
-                    (status, rank)
-                } else {
-                    let held = self.betrust.transaction(&known.provider_reference);
-                    let status = held.map(|t| crate::check::betrust_status(&t).to_string());
-                    let rank = status.as_deref().map_or(0, crate::check::stage);
-                    (status, rank)
-                };
+                let now = self.provider_status(&known.provider, &known.provider_reference);
+                let rank = now.as_deref().map_or(0, crate::check::stage);
                 if now.is_none() || rank == 3 || crate::check::stage(outcome.as_str()) < rank {
                     return vec![Answer {
                         status: None,
@@ -662,12 +704,11 @@ impl Shared {
                         error: Some("skipped: the provider is past that".into()),
                     }];
                 }
-                let done = if known.provider == "gu1" {
-                    self.gu1.finish(&known.provider_reference, outcome).await
-                } else {
-                    self.betrust
-                        .finish(&known.provider_reference, outcome)
-                        .await
+                let object = known.provider_reference.as_str();
+                let done = match known.provider.as_str() {
+                    "gu1" => self.gu1.finish(object, outcome).await,
+                    "didit" => self.didit.finish(object, outcome).await,
+                    _ => self.betrust.finish(object, outcome).await,
                 };
                 vec![simulator(done)]
             }
@@ -677,6 +718,11 @@ impl Shared {
                     return vec![not_yet()];
                 };
                 let outcome = if approve { "approve" } else { "reject" };
+                // In turn with the provider's outcomes: an outcome drawn while a decision is
+                // under way would look at the status before it, and could land a second final
+                // one at the provider (gu1 and Didit let a test do that) that no person made.
+                let turn = self.finishing.lock().unwrap().entry(r).or_default().clone();
+                let _turn = turn.lock().await;
                 let request = self
                     .http
                     .post(format!(
@@ -691,12 +737,21 @@ impl Shared {
                 let Some(known) = self.known.lock().unwrap().get(&r).cloned() else {
                     return vec![not_yet()];
                 };
-                let body = json!({
-                    "event": "kyc.validation_approved",
-                    "payload": { "id": known.provider_reference, "status": "approved" },
-                    "transaction_id": known.provider_reference,
-                    "status": "approved",
-                });
+                let body = if known.provider == "didit" {
+                    json!({
+                        "session_id": known.provider_reference,
+                        "status": "Approved",
+                        "webhook_type": "status.updated",
+                        "timestamp": chrono::Utc::now().timestamp(),
+                    })
+                } else {
+                    json!({
+                        "event": "kyc.validation_approved",
+                        "payload": { "id": known.provider_reference, "status": "approved" },
+                        "transaction_id": known.provider_reference,
+                        "status": "approved",
+                    })
+                };
                 let request = self
                     .http
                     .post(format!(
@@ -705,6 +760,7 @@ impl Shared {
                         known.provider
                     ))
                     .header("x-webhook-signature", "00")
+                    .header("x-signature", "00")
                     .json(&body);
                 vec![self.send(request).await.0]
             }
@@ -723,24 +779,16 @@ impl Shared {
                 vec![self.recover(1).await]
             }
             Op::Cancel { r, at } => vec![self.act(r, at, "cancel").await],
-            Op::LateBetrustCreate => {
-                self.betrust.inject(
-                    FaultRule::once(Fault::LateWork(HELD))
-                        .on_path("POST /transaction-engine/v1/transactions"),
-                );
+            Op::LateCreate { provider } => {
+                self.inject(provider, &CREATES, Fault::LateWork(HELD));
                 vec![]
             }
-            Op::LateGu1Create => {
-                self.gu1.inject(
-                    FaultRule::once(Fault::LateWork(HELD)).on_path("POST /api/kyc/validations"),
-                );
+            Op::RefuseCreate { provider } => {
+                self.inject(provider, &CREATES, Fault::Status(503));
                 vec![]
             }
-            Op::RefuseBetrustCreate => {
-                self.betrust.inject(
-                    FaultRule::once(Fault::Status(503))
-                        .on_path("POST /transaction-engine/v1/transactions"),
-                );
+            Op::FailRead { provider } => {
+                self.inject(provider, &READS, Fault::Status(500));
                 vec![]
             }
             Op::FailCreate {
@@ -752,11 +800,11 @@ impl Shared {
                 } else {
                     Fault::Status(500)
                 };
-                self.fault_create(provider, fault);
+                self.inject(provider, &CREATES, fault);
                 vec![]
             }
             Op::CutCreate { provider } => {
-                self.fault_create(provider, Fault::Cut);
+                self.inject(provider, &CREATES, Fault::Cut);
                 vec![]
             }
             Op::Redeliver { r, back } => {
@@ -764,14 +812,11 @@ impl Shared {
                     return vec![not_yet()];
                 };
                 let back = usize::from(back);
-                let sent = if known.provider == "gu1" {
-                    self.gu1
-                        .send_webhook_again(&known.provider_reference, back)
-                        .await
-                } else {
-                    self.betrust
-                        .send_webhook_again(&known.provider_reference, back)
-                        .await
+                let object = known.provider_reference.as_str();
+                let sent = match known.provider.as_str() {
+                    "gu1" => self.gu1.send_webhook_again(object, back).await,
+                    "didit" => self.didit.send_webhook_again(object, back).await,
+                    _ => self.betrust.send_webhook_again(object, back).await,
                 };
                 // None sent that far back yet: nothing to send again.
                 vec![simulator(sent.or_else(|e| match e {
@@ -817,12 +862,6 @@ impl Shared {
                     error: Some(format!("stopped process {index} {what}")),
                 }]
             }
-            Op::FailGu1Read => {
-                self.gu1.inject(
-                    FaultRule::once(Fault::Status(500)).on_path("GET /api/kyc/validations"),
-                );
-                vec![]
-            }
             Op::Kill { at, back_ms } => {
                 let index = {
                     let mut processes = self.processes.lock().unwrap();
@@ -835,17 +874,23 @@ impl Shared {
                     let _ = child.wait();
                     index
                 };
+                // Didit's destination moves to a process still up, if there is one.
+                let moved = self.point_didit().await;
                 tokio::time::sleep(Duration::from_millis(back_ms)).await;
-                match self.start_process(index).await {
-                    Ok(()) => vec![],
-                    Err(error) => vec![Answer {
+                let started = self.start_process(index).await;
+                // And is set again once this one is back (first up first).
+                let pointed = self.point_didit().await;
+                [moved, started, pointed]
+                    .into_iter()
+                    .filter_map(Result::err)
+                    .map(|error| Answer {
                         status: None,
                         code: None,
                         id: None,
                         took_ms: 0,
                         error: Some(error),
-                    }],
-                }
+                    })
+                    .collect()
             }
             Op::ReceiverFails { n } => {
                 self.receiver.fails.fetch_add(n, Ordering::SeqCst);
@@ -867,15 +912,84 @@ impl Shared {
         self.send(recover).await.0
     }
 
-    /// Injects `fault` into the next create at a provider (0 BeTrust, 1 gu1).
-    fn fault_create(&self, provider: u8, fault: Fault) {
-        if provider == 0 {
-            self.betrust
-                .inject(FaultRule::once(fault).on_path("POST /transaction-engine/v1/transactions"));
-        } else {
-            self.gu1
-                .inject(FaultRule::once(fault).on_path("POST /api/kyc/validations"));
+    /// Injects `fault` into the next request at provider `provider` (by [`plan::PROVIDERS`])
+    /// whose request line contains that provider's entry of `paths`.
+    fn inject(&self, provider: u8, paths: &[&str; 3], fault: Fault) {
+        let index = usize::from(provider) % plan::PROVIDERS.len();
+        let rule = FaultRule::once(fault).on_path(paths[index]);
+        match index {
+            0 => self.betrust.inject(rule),
+            1 => self.gu1.inject(rule),
+            _ => self.didit.inject(rule),
         }
+    }
+
+    /// The status the provider instance `provider` holds for its object `object`, in the
+    /// gateway's words by the adapter's documented mapping (see [`crate::check`]); `None` where
+    /// it holds no such object.
+    pub(crate) fn provider_status(&self, provider: &str, object: &str) -> Option<String> {
+        match provider {
+            "gu1" => self
+                .gu1
+                .validation(object)
+                .map(|held| held["status"].as_str().unwrap_or_default().to_string()),
+            "didit" => self.didit.session(object).map(|held| {
+                let theirs = held["status"].as_str().unwrap_or_default();
+                crate::check::didit_status(theirs).map_or_else(
+                    || format!("unmapped Didit status {theirs:?}"),
+                    str::to_string,
+                )
+            }),
+            _ => self
+                .betrust
+                .transaction(object)
+                .map(|held| crate::check::betrust_status(&held).to_string()),
+        }
+    }
+
+    /// Sets Didit's webhook destination (one per application, set in its console) to the
+    /// `didit` instance's URL as `kyc-gateway hooks --base` prints it under the first process
+    /// that is up; with none up it stays as it is (Didit's deliveries fail, and it retries).
+    /// One at a time, so that an older look cannot land after a newer one.
+    async fn point_didit(&self) -> Result<(), String> {
+        let _turn = self.pointing.lock().await;
+        let up = {
+            let processes = self.processes.lock().unwrap();
+            processes
+                .iter()
+                .find(|p| p.child.is_some())
+                .map(|p| (p.port, p.env.clone()))
+        };
+        let Some((port, env)) = up else {
+            return Ok(());
+        };
+        let mut printed = String::new();
+        // A policy being rewritten by a reload can be read half written: read it again.
+        for _ in 0..3 {
+            let out = tokio::process::Command::new(&self.binary)
+                .arg("hooks")
+                .arg("--config")
+                .arg(&self.config)
+                .args(["--base", &format!("http://127.0.0.1:{port}")])
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .map_err(|e| format!("cannot run {} hooks: {e}", self.binary.display()))?;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let url = stdout
+                .lines()
+                .find_map(|line| line.strip_prefix("didit\tdidit\t"));
+            if let (true, Some(url)) = (out.status.success(), url) {
+                self.didit.set_webhook_url(Some(url.to_string()));
+                return Ok(());
+            }
+            printed = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!(
+            "kyc-gateway hooks printed no didit line: {printed}"
+        ))
     }
 }
 

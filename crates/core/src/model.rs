@@ -158,6 +158,35 @@ pub struct Decision {
     pub scores: Scores,
 }
 
+impl Decision {
+    /// The explanation of a rejection in our words: `"{provider} did not confirm the identity"`,
+    /// naming the checks that failed, where any did. Holds no personal data.
+    pub fn rejection_message(decision: Option<&Decision>, provider: &str) -> String {
+        let failed: Vec<&str> = decision
+            .map(|d| {
+                [
+                    ("document", d.document),
+                    ("liveness", d.liveness),
+                    ("face match", d.face_match),
+                    ("AML screening", d.aml),
+                ]
+                .into_iter()
+                .filter(|(_, outcome)| *outcome == CheckOutcome::Fail)
+                .map(|(name, _)| name)
+                .collect()
+            })
+            .unwrap_or_default();
+        if failed.is_empty() {
+            format!("{provider} did not confirm the identity")
+        } else {
+            format!(
+                "{provider} did not confirm the identity; failed: {}",
+                failed.join(", ")
+            )
+        }
+    }
+}
+
 /// Which checks the caller asks for. Providers that cannot switch a check off ignore it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]

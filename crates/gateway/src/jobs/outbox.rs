@@ -6,7 +6,9 @@
 //!   attempt keeps a retry hours later inside receivers' usual five-minute tolerance.
 //! - Paced per endpoint: `webhook_rate_limit` deliveries a second (each replica), and after a
 //!   429, 502 or 504 nothing to that endpoint until its `Retry-After` (or a backoff from 1 s to
-//!   60 s) has passed; events due meanwhile are put off without an attempt.
+//!   60 s) has passed; events due meanwhile are put off without an attempt. The events of one
+//!   batch (of different lines) go out side by side, so those already sent when the 429 comes
+//!   back are not recalled.
 //! - Only a 2xx answer delivers. Otherwise the next attempt follows `[webhooks] retry_seconds`,
 //!   with a little jitter, or the receiver's `Retry-After` when it sends one; after the last
 //!   attempt the event is marked failed. A 410 Gone disables the tenant's URL until its policy
