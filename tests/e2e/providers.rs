@@ -215,3 +215,50 @@ async fn hooks_prints_each_instances_webhook_url() {
     let unknown = w.http.post(&wrong_token).body("{}").send().await.unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
+
+/// `explain` and `replay` take Didit as any instance: a rule sending Mexico there is explained,
+/// and a draft sending Chile there moves what was on BeTrust.
+#[tokio::test]
+async fn explain_and_replay_route_to_didit_as_to_any_instance() {
+    let w = World::start().await;
+    for n in 0..2 {
+        w.create(person(&format!("cl-{n}"), &format!("sub-cl-{n}"), "CL"))
+            .await;
+    }
+    let routing = "rules = [{ country = \"AR\", provider = \"gu1\" }]";
+    w.edit_policy(|p| {
+        p.replacen(
+            routing,
+            "rules = [{ country = \"AR\", provider = \"gu1\" }, { country = \"MX\", provider = \"didit\" }]",
+            1,
+        )
+    });
+    let (provider, reason, _) = crate::policy_view::explained(&w, "MX", "sub-mx");
+    assert_eq!((provider.as_str(), reason.as_str()), ("didit", "rule"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let draft = dir.path().join("draft.toml");
+    let text = std::fs::read_to_string(w.policy_path()).unwrap();
+    std::fs::write(
+        &draft,
+        text.replacen("default = \"betrust-cl\"", "default = \"didit\"", 1),
+    )
+    .unwrap();
+    let out = w.command(&[
+        "replay",
+        "--config",
+        draft.to_str().unwrap(),
+        "--tenant",
+        "alpha",
+        "--since",
+        "7d",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["betrust-cl", "didit", "CL", "2"]),
+        "{table}"
+    );
+}
