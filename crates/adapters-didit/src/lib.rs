@@ -225,17 +225,10 @@ fn config_error(message: &str) -> ProviderError {
     ProviderError::Config(message.to_string())
 }
 
-/// Whether `id` can be a session id Didit issued (a UUID): anything else is refused before it
-/// reaches a URL.
-fn plausible_session_id(id: &str) -> bool {
-    id.len() == 36 && uuid_shaped(id)
-}
-
-fn uuid_shaped(id: &str) -> bool {
-    id.char_indices().all(|(i, c)| match i {
-        8 | 13 | 18 | 23 => c == '-',
-        _ => c.is_ascii_hexdigit(),
-    })
+/// Whether `id` is a UUID in its hyphenated form, as Didit writes session and workflow ids: a
+/// session id that is not is refused before it reaches a URL.
+fn hyphenated_uuid(id: &str) -> bool {
+    id.len() == 36 && uuid::Uuid::try_parse(id).is_ok()
 }
 
 /// Didit's `code`, when it is a plain word (so nothing else rides along in it).
@@ -280,7 +273,7 @@ impl DiditProvider {
                 "didit session_lifetime_hours must be from 1 to 8760",
             ));
         }
-        if config.workflow_id.len() != 36 || !uuid_shaped(&config.workflow_id) {
+        if !hyphenated_uuid(&config.workflow_id) {
             return Err(config_error(
                 "didit workflow_id must be the workflow's UUID",
             ));
@@ -310,8 +303,12 @@ impl DiditProvider {
         })
     }
 
-    fn session_url(&self, id: &str, tail: &str) -> String {
-        format!("{}/v3/session/{id}/{tail}", self.base_url)
+    /// A session's route; an id that is not a session id is `NotFound` without a request.
+    fn session_url(&self, id: &str, tail: &str) -> Result<String, ProviderError> {
+        if !hyphenated_uuid(id) {
+            return Err(ProviderError::NotFound);
+        }
+        Ok(format!("{}/v3/session/{id}/{tail}", self.base_url))
     }
 
     /// Sends one request with the key; answers the status and the bounded body, or the transport
@@ -404,18 +401,8 @@ impl DiditProvider {
 
     /// The session as Didit holds it now.
     async fn decision(&self, id: &str) -> Result<SessionDecision, ProviderError> {
-        if !plausible_session_id(id) {
-            return Err(ProviderError::NotFound);
-        }
-        let answer = self
-            .send(
-                Op::Decision,
-                Method::GET,
-                self.session_url(id, "decision/"),
-                None,
-                id,
-            )
-            .await?;
+        let url = self.session_url(id, "decision/")?;
+        let answer = self.send(Op::Decision, Method::GET, url, None, id).await?;
         let decision: SessionDecision = self.read(Op::Decision, answer)?;
         if decision.session_id != id {
             return Err(ProviderError::BadResponse(
@@ -476,7 +463,7 @@ impl Provider for DiditProvider {
             .await?;
         let created: SessionCreated = self.read(Op::Create, answer)?;
         Self::ours(request, created.vendor_data.as_deref())?;
-        if !plausible_session_id(&created.session_id) {
+        if !hyphenated_uuid(&created.session_id) {
             return Err(ProviderError::BadResponse(
                 "Didit answered a session id that is not a UUID".to_string(),
             ));
@@ -537,7 +524,7 @@ impl Provider for DiditProvider {
             webhook.header("x-signature"),
             now,
         )?;
-        if !plausible_session_id(&envelope.session_id) {
+        if !hyphenated_uuid(&envelope.session_id) {
             return Err(WebhookError::BadBody(
                 "the Didit webhook's session_id is not a UUID".to_string(),
             ));
@@ -561,15 +548,12 @@ impl Provider for DiditProvider {
         outcome: ManualOutcome,
         reason: &str,
     ) -> Result<ProviderVerification, ProviderError> {
-        if !plausible_session_id(provider_reference) {
-            return Err(ProviderError::NotFound);
-        }
+        let url = self.session_url(provider_reference, "update-status/")?;
         let new_status = match outcome {
             ManualOutcome::Approve => "Approved",
             ManualOutcome::Reject => "Declined",
         };
         let body = serde_json::json!({"new_status": new_status, "comment": reason});
-        let url = self.session_url(provider_reference, "update-status/");
         let answer = self
             .send(
                 Op::UpdateStatus,
@@ -590,10 +574,7 @@ impl Provider for DiditProvider {
         if !self.config.cancel_deletes {
             return Err(ProviderError::Unsupported("cancel"));
         }
-        if !plausible_session_id(provider_reference) {
-            return Err(ProviderError::NotFound);
-        }
-        let url = self.session_url(provider_reference, "delete/");
+        let url = self.session_url(provider_reference, "delete/")?;
         let (status, body) = self
             .send(Op::Delete, Method::DELETE, url, None, provider_reference)
             .await?;

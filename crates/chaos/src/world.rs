@@ -16,7 +16,7 @@ use kyc_sandbox::{
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -135,8 +135,9 @@ pub(crate) struct Shared {
     pub known: Mutex<HashMap<usize, Known>>,
     /// One provider outcome at a time per reference.
     finishing: Mutex<HashMap<usize, Arc<tokio::sync::Mutex<()>>>>,
-    /// One [`Shared::point_didit`] at a time.
-    pointing: tokio::sync::Mutex<()>,
+    /// The `didit` instance's webhook path (`/hooks/didit/TOKEN`), as `kyc-gateway hooks`
+    /// printed it at the start: the same for every process, only the address differs.
+    didit_hook_path: String,
     binary: PathBuf,
     config: PathBuf,
     log: PathBuf,
@@ -322,6 +323,7 @@ every_seconds = 1
         );
         let config_path = config.out.join("policy.toml");
         std::fs::write(&config_path, &policy).map_err(|e| e.to_string())?;
+        let didit_hook_path = didit_hook_path(&config.gateway, &config_path, &processes[0].env)?;
         let log = config.out.join("gateways.log");
         let _ = std::fs::remove_file(&log);
         let shared = Arc::new(Shared {
@@ -341,7 +343,7 @@ every_seconds = 1
             processes: Mutex::new(processes),
             known: Mutex::new(HashMap::new()),
             finishing: Mutex::default(),
-            pointing: tokio::sync::Mutex::default(),
+            didit_hook_path,
             binary: config.gateway.clone(),
             config: config_path,
             log,
@@ -349,7 +351,7 @@ every_seconds = 1
         for i in 0..count {
             shared.start_process(i).await?;
         }
-        shared.point_didit().await?;
+        shared.point_didit();
         Ok(World {
             shared,
             store_url,
@@ -409,7 +411,7 @@ every_seconds = 1
                 let _ = shared.start_process(i).await;
             }
         }
-        let _ = shared.point_didit().await;
+        shared.point_didit();
         let _ = shared.recover(0).await;
         for r in 0..plan.references {
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -875,22 +877,21 @@ impl Shared {
                     index
                 };
                 // Didit's destination moves to a process still up, if there is one.
-                let moved = self.point_didit().await;
+                self.point_didit();
                 tokio::time::sleep(Duration::from_millis(back_ms)).await;
                 let started = self.start_process(index).await;
                 // And is set again once this one is back (first up first).
-                let pointed = self.point_didit().await;
-                [moved, started, pointed]
-                    .into_iter()
-                    .filter_map(Result::err)
-                    .map(|error| Answer {
+                self.point_didit();
+                match started {
+                    Ok(()) => vec![],
+                    Err(error) => vec![Answer {
                         status: None,
                         code: None,
                         id: None,
                         took_ms: 0,
                         error: Some(error),
-                    })
-                    .collect()
+                    }],
+                }
             }
             Op::ReceiverFails { n } => {
                 self.receiver.fails.fetch_add(n, Ordering::SeqCst);
@@ -948,49 +949,46 @@ impl Shared {
     }
 
     /// Sets Didit's webhook destination (one per application, set in its console) to the
-    /// `didit` instance's URL as `kyc-gateway hooks --base` prints it under the first process
-    /// that is up; with none up it stays as it is (Didit's deliveries fail, and it retries).
-    /// One at a time, so that an older look cannot land after a newer one.
-    async fn point_didit(&self) -> Result<(), String> {
-        let _turn = self.pointing.lock().await;
-        let up = {
-            let processes = self.processes.lock().unwrap();
-            processes
-                .iter()
-                .find(|p| p.child.is_some())
-                .map(|p| (p.port, p.env.clone()))
-        };
-        let Some((port, env)) = up else {
-            return Ok(());
-        };
-        let mut printed = String::new();
-        // A policy being rewritten by a reload can be read half written: read it again.
-        for _ in 0..3 {
-            let out = tokio::process::Command::new(&self.binary)
-                .arg("hooks")
-                .arg("--config")
-                .arg(&self.config)
-                .args(["--base", &format!("http://127.0.0.1:{port}")])
-                .envs(env.iter().map(|(k, v)| (k, v)))
-                .stdin(Stdio::null())
-                .output()
-                .await
-                .map_err(|e| format!("cannot run {} hooks: {e}", self.binary.display()))?;
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let url = stdout
-                .lines()
-                .find_map(|line| line.strip_prefix("didit\tdidit\t"));
-            if let (true, Some(url)) = (out.status.success(), url) {
-                self.didit.set_webhook_url(Some(url.to_string()));
-                return Ok(());
-            }
-            printed = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    /// `didit` instance's URL at the first process that is up; with none up it stays as it is
+    /// (Didit's deliveries fail, and it retries). Under the processes' lock, so that an older
+    /// look cannot land after a newer one.
+    fn point_didit(&self) {
+        let processes = self.processes.lock().unwrap();
+        if let Some(up) = processes.iter().find(|p| p.child.is_some()) {
+            let url = format!("http://127.0.0.1:{}{}", up.port, self.didit_hook_path);
+            self.didit.set_webhook_url(Some(url));
         }
-        Err(format!(
-            "kyc-gateway hooks printed no didit line: {printed}"
-        ))
     }
+}
+
+/// The `didit` instance's webhook path, from `kyc-gateway hooks` run on the campaign's policy
+/// with a process's environment (the token comes from the instance's secrets).
+fn didit_hook_path(
+    binary: &Path,
+    config: &Path,
+    env: &[(String, String)],
+) -> Result<String, String> {
+    const BASE: &str = "http://base.invalid";
+    let out = Command::new(binary)
+        .args(["hooks", "--base", BASE, "--config"])
+        .arg(config)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {} hooks: {e}", binary.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("didit\tdidit\t"))
+        .and_then(|url| url.strip_prefix(BASE))
+        .filter(|_| out.status.success())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            format!(
+                "kyc-gateway hooks printed no didit line: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }
 
 fn not_yet() -> Answer {
